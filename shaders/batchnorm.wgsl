@@ -1,0 +1,208 @@
+// Batch normalization over (N, H, W) per channel, NCHW, with the fused forms a
+// ResNet wants: BN+ReLU and BN+residual-add+ReLU.
+//
+// Training forward = forward_stats (one workgroup per channel: batch mean, biased
+// variance for normalizing, running stats updated with the unbiased variance as
+// PyTorch does) then forward_apply*. Eval forward = eval_stats then forward_apply*.
+// Backward = backward_reduce* (one workgroup per channel: dbeta, dgamma; the fused
+// forms first mask grad_output by output > 0) then backward_apply* (dx).
+
+struct BnParams {
+    batch: u32,
+    channels: u32,
+    hw: u32,
+    _pad0: u32,
+    eps: f32,
+    momentum: f32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+const WG: u32 = 256u;
+override WG_ELEMENTWISE: u32 = 256u;
+
+@group(0) @binding(0) var<uniform> p: BnParams;
+@group(0) @binding(1) var<storage, read> input: array<f32>;
+@group(0) @binding(2) var<storage, read> gamma: array<f32>;
+@group(0) @binding(3) var<storage, read> beta: array<f32>;
+@group(0) @binding(4) var<storage, read_write> output: array<f32>;
+// Per-channel mean and 1/sqrt(var + eps) of this forward, kept for backward.
+@group(0) @binding(5) var<storage, read_write> save_mean: array<f32>;
+@group(0) @binding(6) var<storage, read_write> save_invstd: array<f32>;
+@group(0) @binding(7) var<storage, read_write> running_mean: array<f32>;
+@group(0) @binding(8) var<storage, read_write> running_var: array<f32>;
+@group(0) @binding(9) var<storage, read> residual: array<f32>;
+@group(0) @binding(10) var<storage, read> grad_output: array<f32>;
+@group(0) @binding(11) var<storage, read_write> grad_input: array<f32>;
+@group(0) @binding(12) var<storage, read_write> grad_gamma: array<f32>;
+@group(0) @binding(13) var<storage, read_write> grad_beta: array<f32>;
+@group(0) @binding(14) var<storage, read_write> grad_residual: array<f32>;
+// The forward output of the fused ReLU forms: its sign is the ReLU mask.
+@group(0) @binding(15) var<storage, read> forward_output: array<f32>;
+
+var<workgroup> partial: array<vec2<f32>, WG>;
+
+// Index of the i-th element of channel c, i in [0, batch*hw).
+fn channel_element(c: u32, i: u32) -> u32 {
+    return ((i / p.hw) * p.channels + c) * p.hw + i % p.hw;
+}
+
+// Tree sum over the workgroup; every invocation gets the total.
+fn workgroup_sum(value: vec2<f32>, lid: u32) -> vec2<f32> {
+    partial[lid] = value;
+    workgroupBarrier();
+    for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
+        if lid < stride {
+            partial[lid] += partial[lid + stride];
+        }
+        workgroupBarrier();
+    }
+    let total = partial[0];
+    workgroupBarrier();
+    return total;
+}
+
+@compute @workgroup_size(WG, 1, 1)
+fn forward_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let c = wg.x;
+    let count = p.batch * p.hw;
+    var sum = 0.0;
+    for (var i = lid.x; i < count; i += WG) {
+        sum += input[channel_element(c, i)];
+    }
+    let mean = workgroup_sum(vec2<f32>(sum, 0.0), lid.x).x / f32(count);
+    // Second pass over centred values: no cancellation from E[x^2] - E[x]^2.
+    var sq = 0.0;
+    for (var i = lid.x; i < count; i += WG) {
+        let d = input[channel_element(c, i)] - mean;
+        sq += d * d;
+    }
+    let var_biased = workgroup_sum(vec2<f32>(sq, 0.0), lid.x).x / f32(count);
+    if lid.x == 0u {
+        save_mean[c] = mean;
+        save_invstd[c] = inverseSqrt(var_biased + p.eps);
+        let var_unbiased = var_biased * f32(count) / f32(max(count, 2u) - 1u);
+        running_mean[c] = (1.0 - p.momentum) * running_mean[c] + p.momentum * mean;
+        running_var[c] = (1.0 - p.momentum) * running_var[c] + p.momentum * var_unbiased;
+    }
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn eval_stats(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c = gid.x;
+    if c >= p.channels { return; }
+    save_mean[c] = running_mean[c];
+    save_invstd[c] = inverseSqrt(running_var[c] + p.eps);
+}
+
+// Elementwise kernels index a 2-D grid of workgroups so large tensors fit the
+// 65535-workgroups-per-dimension limit.
+fn flat_index(wg: vec3<u32>, lid: vec3<u32>, groups: vec3<u32>) -> u32 {
+    return (wg.y * groups.x + wg.x) * WG_ELEMENTWISE + lid.x;
+}
+
+fn normalized(i: u32) -> f32 {
+    let c = (i / p.hw) % p.channels;
+    return (input[i] - save_mean[c]) * save_invstd[c] * gamma[c] + beta[c];
+}
+
+@compute @workgroup_size(WG_ELEMENTWISE, 1, 1)
+fn forward_apply(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+                 @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = flat_index(wg, lid, groups);
+    if i >= p.batch * p.channels * p.hw { return; }
+    output[i] = normalized(i);
+}
+
+@compute @workgroup_size(WG_ELEMENTWISE, 1, 1)
+fn forward_apply_relu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+                      @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = flat_index(wg, lid, groups);
+    if i >= p.batch * p.channels * p.hw { return; }
+    output[i] = max(normalized(i), 0.0);
+}
+
+@compute @workgroup_size(WG_ELEMENTWISE, 1, 1)
+fn forward_apply_add_relu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+                          @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = flat_index(wg, lid, groups);
+    if i >= p.batch * p.channels * p.hw { return; }
+    output[i] = max(normalized(i) + residual[i], 0.0);
+}
+
+fn xhat(i: u32, c: u32) -> f32 {
+    return (input[i] - save_mean[c]) * save_invstd[c];
+}
+
+fn masked_grad(i: u32) -> f32 {
+    return select(0.0, grad_output[i], forward_output[i] > 0.0);
+}
+
+fn store_param_grads(c: u32, sums: vec2<f32>, lid: u32) {
+    if lid == 0u {
+        grad_beta[c] = sums.x;
+        grad_gamma[c] = sums.y;
+    }
+}
+
+@compute @workgroup_size(WG, 1, 1)
+fn backward_reduce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let c = wg.x;
+    var acc = vec2<f32>(0.0);
+    for (var k = lid.x; k < p.batch * p.hw; k += WG) {
+        let i = channel_element(c, k);
+        let g = grad_output[i];
+        acc += vec2<f32>(g, g * xhat(i, c));
+    }
+    store_param_grads(c, workgroup_sum(acc, lid.x), lid.x);
+}
+
+@compute @workgroup_size(WG, 1, 1)
+fn backward_reduce_relu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let c = wg.x;
+    var acc = vec2<f32>(0.0);
+    for (var k = lid.x; k < p.batch * p.hw; k += WG) {
+        let i = channel_element(c, k);
+        let g = masked_grad(i);
+        acc += vec2<f32>(g, g * xhat(i, c));
+    }
+    store_param_grads(c, workgroup_sum(acc, lid.x), lid.x);
+}
+
+// Also hands the masked gradient to the skip connection (grad_residual).
+@compute @workgroup_size(WG, 1, 1)
+fn backward_reduce_add_relu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let c = wg.x;
+    var acc = vec2<f32>(0.0);
+    for (var k = lid.x; k < p.batch * p.hw; k += WG) {
+        let i = channel_element(c, k);
+        let g = masked_grad(i);
+        grad_residual[i] = g;
+        acc += vec2<f32>(g, g * xhat(i, c));
+    }
+    store_param_grads(c, workgroup_sum(acc, lid.x), lid.x);
+}
+
+// dx = gamma * invstd * (g - dbeta/n - xhat * dgamma/n)
+fn input_grad(i: u32, g: f32) -> f32 {
+    let c = (i / p.hw) % p.channels;
+    let n = f32(p.batch * p.hw);
+    return gamma[c] * save_invstd[c] * (g - grad_beta[c] / n - xhat(i, c) * grad_gamma[c] / n);
+}
+
+@compute @workgroup_size(WG_ELEMENTWISE, 1, 1)
+fn backward_apply(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+                  @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = flat_index(wg, lid, groups);
+    if i >= p.batch * p.channels * p.hw { return; }
+    grad_input[i] = input_grad(i, grad_output[i]);
+}
+
+// For both fused forms: the ReLU mask is the same, the skip branch was handled above.
+@compute @workgroup_size(WG_ELEMENTWISE, 1, 1)
+fn backward_apply_relu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+                       @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = flat_index(wg, lid, groups);
+    if i >= p.batch * p.channels * p.hw { return; }
+    grad_input[i] = input_grad(i, masked_grad(i));
+}

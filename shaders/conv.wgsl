@@ -1,0 +1,277 @@
+// 2-D convolution, NCHW activations, OIHW weights, zero padding, no bias.
+//
+// All three passes are implicit GEMMs (no im2col buffer): each invocation owns a
+// TILE x TILE register tile of the output matrix, rows and columns interleaved by
+// the workgroup size so neighbouring invocations touch neighbouring addresses.
+//   forward          M = out_c, N = batch*out_h*out_w, K = in_c*kh*kw
+//   backward_input   M = in_c,  N = batch*in_h*in_w,   K = out_c*kh*kw
+//   backward_weight  M = out_c, N = in_c*kh*kw,        K = batch*out_h*out_w
+// backward_weight splits K over workgroup_id.z (k_splits) so small weight
+// matrices still fill a GPU; partial sums are added by reduce_weight_splits.
+
+struct ConvParams {
+    batch: u32,
+    in_c: u32,
+    in_h: u32,
+    in_w: u32,
+    out_c: u32,
+    out_h: u32,
+    out_w: u32,
+    kernel_h: u32,
+    kernel_w: u32,
+    stride: u32,
+    pad: u32,
+    k_splits: u32,
+}
+
+// Invocations per workgroup along N (x) and M (y); `bench` may retune them.
+override WG_N: u32 = 16u;
+override WG_M: u32 = 4u;
+// The register tile is fixed at 4x4: WGSL sizes function-scope arrays only with
+// constants, and vec4 accumulators map onto every backend's vector registers.
+const TILE: u32 = 4u;
+
+@group(0) @binding(0) var<uniform> p: ConvParams;
+@group(0) @binding(1) var<storage, read> input: array<f32>;
+@group(0) @binding(2) var<storage, read> weight: array<f32>;
+@group(0) @binding(3) var<storage, read_write> output: array<f32>;
+@group(0) @binding(4) var<storage, read> grad_output: array<f32>;
+@group(0) @binding(5) var<storage, read_write> grad_input: array<f32>;
+@group(0) @binding(6) var<storage, read_write> grad_weight: array<f32>;
+@group(0) @binding(7) var<storage, read> weight_partials: array<f32>;
+
+fn load_input(index: i32, valid: bool) -> f32 {
+    return select(0.0, input[u32(max(index, 0))], valid);
+}
+
+fn load_grad_output(index: i32, valid: bool) -> f32 {
+    return select(0.0, grad_output[u32(max(index, 0))], valid);
+}
+
+@compute @workgroup_size(WG_N, WG_M, 1)
+fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let out_hw = p.out_h * p.out_w;
+    let n_total = p.batch * out_hw;
+    let k_total = p.in_c * p.kernel_h * p.kernel_w;
+    let in_hw = i32(p.in_h * p.in_w);
+    let m0 = wg.y * WG_M * TILE + lid.y;
+    let n0 = wg.x * WG_N * TILE + lid.x;
+
+    // Per column: where its receptive field starts in the input.
+    var col_ok: vec4<bool>;
+    var img_base: vec4<i32>;
+    var ih0: vec4<i32>;
+    var iw0: vec4<i32>;
+    for (var j = 0u; j < TILE; j++) {
+        let n = n0 + j * WG_N;
+        col_ok[j] = n < n_total;
+        let nn = min(n, n_total - 1u);
+        let b = nn / out_hw;
+        let r = nn % out_hw;
+        img_base[j] = i32(b * p.in_c) * in_hw;
+        ih0[j] = i32((r / p.out_w) * p.stride) - i32(p.pad);
+        iw0[j] = i32((r % p.out_w) * p.stride) - i32(p.pad);
+    }
+    var row_base: vec4<u32>;
+    for (var i = 0u; i < TILE; i++) {
+        row_base[i] = min(m0 + i * WG_M, p.out_c - 1u) * k_total;
+    }
+
+    var acc: array<vec4<f32>, 4>;
+    var k = 0u;
+    for (var ci = 0u; ci < p.in_c; ci++) {
+        let chan_base = img_base + vec4<i32>(i32(ci) * in_hw);
+        for (var kh = 0u; kh < p.kernel_h; kh++) {
+            let ih = ih0 + vec4<i32>(i32(kh));
+            let row_ok = col_ok & (ih >= vec4<i32>(0)) & (ih < vec4<i32>(i32(p.in_h)));
+            let line = chan_base + ih * i32(p.in_w);
+            for (var kw = 0u; kw < p.kernel_w; kw++) {
+                let iw = iw0 + vec4<i32>(i32(kw));
+                let ok = row_ok & (iw >= vec4<i32>(0)) & (iw < vec4<i32>(i32(p.in_w)));
+                let idx = line + iw;
+                let xv = vec4<f32>(load_input(idx.x, ok.x), load_input(idx.y, ok.y),
+                                   load_input(idx.z, ok.z), load_input(idx.w, ok.w));
+                let wv = vec4<f32>(weight[row_base.x + k], weight[row_base.y + k],
+                                   weight[row_base.z + k], weight[row_base.w + k]);
+                acc[0] = fma(vec4<f32>(wv.x), xv, acc[0]);
+                acc[1] = fma(vec4<f32>(wv.y), xv, acc[1]);
+                acc[2] = fma(vec4<f32>(wv.z), xv, acc[2]);
+                acc[3] = fma(vec4<f32>(wv.w), xv, acc[3]);
+                k++;
+            }
+        }
+    }
+
+    for (var i = 0u; i < TILE; i++) {
+        let co = m0 + i * WG_M;
+        if co >= p.out_c { break; }
+        for (var j = 0u; j < TILE; j++) {
+            let n = n0 + j * WG_N;
+            if n >= n_total { break; }
+            let b = n / out_hw;
+            output[(b * p.out_c + co) * out_hw + n % out_hw] = acc[i][j];
+        }
+    }
+}
+
+@compute @workgroup_size(WG_N, WG_M, 1)
+fn backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let in_hw = p.in_h * p.in_w;
+    let n_total = p.batch * in_hw;
+    let out_hw = i32(p.out_h * p.out_w);
+    let khw = p.kernel_h * p.kernel_w;
+    let s = i32(p.stride);
+    let m0 = wg.y * WG_M * TILE + lid.y;
+    let n0 = wg.x * WG_N * TILE + lid.x;
+
+    // Per column (an input pixel): its image in grad_output and its padded position.
+    var col_ok: vec4<bool>;
+    var img_base: vec4<i32>;
+    var th: vec4<i32>;
+    var tw: vec4<i32>;
+    for (var j = 0u; j < TILE; j++) {
+        let n = n0 + j * WG_N;
+        col_ok[j] = n < n_total;
+        let nn = min(n, n_total - 1u);
+        let b = nn / in_hw;
+        let r = nn % in_hw;
+        img_base[j] = i32(b * p.out_c) * out_hw;
+        th[j] = i32(r / p.in_w + p.pad);
+        tw[j] = i32(r % p.in_w + p.pad);
+    }
+    // Row ci reads weight[co][ci][kh][kw] = weight[co*in_c*khw + ci*khw + kh*kw_n + kw].
+    var row_base: vec4<u32>;
+    for (var i = 0u; i < TILE; i++) {
+        row_base[i] = min(m0 + i * WG_M, p.in_c - 1u) * khw;
+    }
+
+    var acc: array<vec4<f32>, 4>;
+    for (var co = 0u; co < p.out_c; co++) {
+        let chan_base = img_base + vec4<i32>(i32(co) * out_hw);
+        let w_co = co * p.in_c * khw;
+        for (var kh = 0u; kh < p.kernel_h; kh++) {
+            // Output row oh contributes when oh*stride + kh == ih + pad.
+            let t = th - vec4<i32>(i32(kh));
+            let oh = t / vec4<i32>(s);
+            let row_ok = col_ok & (t >= vec4<i32>(0)) & (oh * s == t) & (oh < vec4<i32>(i32(p.out_h)));
+            let line = chan_base + oh * i32(p.out_w);
+            for (var kw = 0u; kw < p.kernel_w; kw++) {
+                let u = tw - vec4<i32>(i32(kw));
+                let ow = u / vec4<i32>(s);
+                let ok = row_ok & (u >= vec4<i32>(0)) & (ow * s == u) & (ow < vec4<i32>(i32(p.out_w)));
+                let idx = line + ow;
+                let gv = vec4<f32>(load_grad_output(idx.x, ok.x), load_grad_output(idx.y, ok.y),
+                                   load_grad_output(idx.z, ok.z), load_grad_output(idx.w, ok.w));
+                let k = w_co + kh * p.kernel_w + kw;
+                let wv = vec4<f32>(weight[row_base.x + k], weight[row_base.y + k],
+                                   weight[row_base.z + k], weight[row_base.w + k]);
+                acc[0] = fma(vec4<f32>(wv.x), gv, acc[0]);
+                acc[1] = fma(vec4<f32>(wv.y), gv, acc[1]);
+                acc[2] = fma(vec4<f32>(wv.z), gv, acc[2]);
+                acc[3] = fma(vec4<f32>(wv.w), gv, acc[3]);
+            }
+        }
+    }
+
+    for (var i = 0u; i < TILE; i++) {
+        let ci = m0 + i * WG_M;
+        if ci >= p.in_c { break; }
+        for (var j = 0u; j < TILE; j++) {
+            let n = n0 + j * WG_N;
+            if n >= n_total { break; }
+            let b = n / in_hw;
+            grad_input[(b * p.in_c + ci) * in_hw + n % in_hw] = acc[i][j];
+        }
+    }
+}
+
+@compute @workgroup_size(WG_N, WG_M, 1)
+fn backward_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let khw = p.kernel_h * p.kernel_w;
+    let n_total = p.in_c * khw;
+    let out_hw = p.out_h * p.out_w;
+    let k_total = p.batch * out_hw;
+    let in_hw = i32(p.in_h * p.in_w);
+    let m0 = wg.y * WG_M * TILE + lid.y;
+    let n0 = wg.x * WG_N * TILE + lid.x;
+
+    // This workgroup's share of K, walked as (b, oh, ow) counters to avoid divisions.
+    let chunk = (k_total + p.k_splits - 1u) / p.k_splits;
+    let k_begin = min(wg.z * chunk, k_total);
+    let k_end = min(k_begin + chunk, k_total);
+
+    // Per column (ci, kh, kw): channel offset and the tap's offset from the window origin.
+    var col_ok: vec4<bool>;
+    var chan_off: vec4<i32>;
+    var dh: vec4<i32>;
+    var dw: vec4<i32>;
+    for (var j = 0u; j < TILE; j++) {
+        let n = n0 + j * WG_N;
+        col_ok[j] = n < n_total;
+        let nn = min(n, n_total - 1u);
+        let ci = nn / khw;
+        let r = nn % khw;
+        chan_off[j] = i32(ci) * in_hw;
+        dh[j] = i32(r / p.kernel_w) - i32(p.pad);
+        dw[j] = i32(r % p.kernel_w) - i32(p.pad);
+    }
+    var rows: vec4<u32>;
+    for (var i = 0u; i < TILE; i++) {
+        rows[i] = min(m0 + i * WG_M, p.out_c - 1u);
+    }
+
+    var acc: array<vec4<f32>, 4>;
+    var b = k_begin / out_hw;
+    var oh = (k_begin % out_hw) / p.out_w;
+    var ow = k_begin % p.out_w;
+    for (var k = k_begin; k < k_end; k++) {
+        let ih = vec4<i32>(i32(oh * p.stride)) + dh;
+        let iw = vec4<i32>(i32(ow * p.stride)) + dw;
+        let ok = col_ok & (ih >= vec4<i32>(0)) & (ih < vec4<i32>(i32(p.in_h)))
+                 & (iw >= vec4<i32>(0)) & (iw < vec4<i32>(i32(p.in_w)));
+        let idx = vec4<i32>(i32(b * p.in_c) * in_hw) + chan_off + ih * i32(p.in_w) + iw;
+        let xv = vec4<f32>(load_input(idx.x, ok.x), load_input(idx.y, ok.y),
+                           load_input(idx.z, ok.z), load_input(idx.w, ok.w));
+        let g_base = b * p.out_c * out_hw + oh * p.out_w + ow;
+        let gv = vec4<f32>(grad_output[g_base + rows.x * out_hw], grad_output[g_base + rows.y * out_hw],
+                           grad_output[g_base + rows.z * out_hw], grad_output[g_base + rows.w * out_hw]);
+        acc[0] = fma(vec4<f32>(gv.x), xv, acc[0]);
+        acc[1] = fma(vec4<f32>(gv.y), xv, acc[1]);
+        acc[2] = fma(vec4<f32>(gv.z), xv, acc[2]);
+        acc[3] = fma(vec4<f32>(gv.w), xv, acc[3]);
+        ow++;
+        if ow == p.out_w {
+            ow = 0u;
+            oh++;
+            if oh == p.out_h {
+                oh = 0u;
+                b++;
+            }
+        }
+    }
+
+    // With k_splits > 1 grad_weight is a [k_splits][out_c][n_total] scratch buffer.
+    let split_base = wg.z * p.out_c * n_total;
+    for (var i = 0u; i < TILE; i++) {
+        let co = m0 + i * WG_M;
+        if co >= p.out_c { break; }
+        for (var j = 0u; j < TILE; j++) {
+            let n = n0 + j * WG_N;
+            if n >= n_total { break; }
+            grad_weight[split_base + co * n_total + n] = acc[i][j];
+        }
+    }
+}
+
+// grad_weight[i] = sum over splits of weight_partials[split][i].
+@compute @workgroup_size(256, 1, 1)
+fn reduce_weight_splits(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let len = p.out_c * p.in_c * p.kernel_h * p.kernel_w;
+    let i = gid.x;
+    if i >= len { return; }
+    var sum = 0.0;
+    for (var s = 0u; s < p.k_splits; s++) {
+        sum += weight_partials[s * len + i];
+    }
+    grad_weight[i] = sum;
+}

@@ -1,0 +1,84 @@
+// Softmax cross-entropy, mean over the batch, fused with its gradient, and the
+// metrics a training loop wants without reading anything back per step.
+//
+// forward_backward: one invocation per sample writes its loss, whether its argmax
+// equals the label, and d(mean loss)/d(logits) = (softmax - onehot) / batch.
+// reduce_metrics: one workgroup sums the batch and adds it to the metrics
+// accumulator, which the host reads back (and clears) every few steps.
+
+struct LossParams {
+    batch: u32,
+    classes: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+// metrics layout (f32): running sums since the last clear, plus this batch's mean.
+const METRIC_LOSS_SUM: u32 = 0u;
+const METRIC_CORRECT: u32 = 1u;
+const METRIC_SAMPLES: u32 = 2u;
+const METRIC_BATCH_LOSS: u32 = 3u;
+
+const WG: u32 = 256u;
+
+@group(0) @binding(0) var<uniform> p: LossParams;
+@group(0) @binding(1) var<storage, read> logits: array<f32>;
+@group(0) @binding(2) var<storage, read> labels: array<u32>;
+@group(0) @binding(3) var<storage, read_write> grad_logits: array<f32>;
+@group(0) @binding(4) var<storage, read_write> sample_loss: array<f32>;
+@group(0) @binding(5) var<storage, read_write> sample_correct: array<f32>;
+@group(0) @binding(6) var<storage, read_write> metrics: array<f32>;
+
+var<workgroup> partial: array<vec2<f32>, WG>;
+
+@compute @workgroup_size(64, 1, 1)
+fn forward_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let b = gid.x;
+    if b >= p.batch { return; }
+    let row = b * p.classes;
+    // The first maximum wins ties, like torch.argmax.
+    var best = logits[row];
+    var best_class = 0u;
+    for (var k = 1u; k < p.classes; k++) {
+        let v = logits[row + k];
+        if v > best {
+            best = v;
+            best_class = k;
+        }
+    }
+    var sum_exp = 0.0;
+    for (var k = 0u; k < p.classes; k++) {
+        sum_exp += exp(logits[row + k] - best);
+    }
+    let label = labels[b];
+    sample_loss[b] = log(sum_exp) + best - logits[row + label];
+    sample_correct[b] = select(0.0, 1.0, best_class == label);
+    let scale = 1.0 / f32(p.batch);
+    for (var k = 0u; k < p.classes; k++) {
+        let softmax = exp(logits[row + k] - best) / sum_exp;
+        grad_logits[row + k] = (softmax - select(0.0, 1.0, k == label)) * scale;
+    }
+}
+
+@compute @workgroup_size(WG, 1, 1)
+fn reduce_metrics(@builtin(local_invocation_id) lid: vec3<u32>) {
+    var acc = vec2<f32>(0.0);
+    for (var b = lid.x; b < p.batch; b += WG) {
+        acc += vec2<f32>(sample_loss[b], sample_correct[b]);
+    }
+    partial[lid.x] = acc;
+    workgroupBarrier();
+    for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
+        if lid.x < stride {
+            partial[lid.x] += partial[lid.x + stride];
+        }
+        workgroupBarrier();
+    }
+    if lid.x == 0u {
+        let total = partial[0];
+        metrics[METRIC_LOSS_SUM] += total.x;
+        metrics[METRIC_CORRECT] += total.y;
+        metrics[METRIC_SAMPLES] += f32(p.batch);
+        metrics[METRIC_BATCH_LOSS] = total.x / f32(p.batch);
+    }
+}

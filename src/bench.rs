@@ -1,0 +1,297 @@
+//! `bench ops`: GPU time and GFLOP/s of every op at the shapes of ResNet-20,
+//! next to this project's GEMM at the same M x N x K.
+
+use crate::gpu::{DType, Dispatch, GpuContext, GpuError, OpTiming, Tensor, time_dispatches};
+use crate::ops::batchnorm::{BatchNorm, BnGradTensors, BnTensors, Fusion};
+use crate::ops::conv::{Conv2d, ConvTuning};
+use crate::ops::{elementwise, gemm, shortcut::Shortcut};
+use crate::shapes::{BatchNormShape, Conv2dShape, ShortcutShape};
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct BenchOpsOptions {
+    /// Batch size of the ResNet-20 shapes.
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    /// Timed repetitions per op (after one warm-up run).
+    #[arg(long, default_value_t = 3)]
+    pub reps: u32,
+    /// Size of the square reference GEMM (0 skips it).
+    #[arg(long, default_value_t = 1024)]
+    pub gemm_size: usize,
+}
+
+struct Row {
+    op: String,
+    shape: String,
+    timing: OpTiming,
+    flops: Option<f64>,
+    gemm_gflops: Option<f64>,
+}
+
+/// Tensors filled with a fixed pattern, so timings never see denormals or NaN.
+fn filled(ctx: &GpuContext, label: &str, shape: &[usize]) -> Result<Tensor, GpuError> {
+    let n: usize = shape.iter().product();
+    let data: Vec<f32> = (0..n)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+        .collect();
+    Tensor::from_f32(ctx, label, shape, &data)
+}
+
+fn gflops(flops: f64, t: &OpTiming) -> f64 {
+    flops / t.seconds / 1e9
+}
+
+/// GFLOP/s of the project's GEMM for an m x n x k problem.
+fn gemm_rate(
+    ctx: &GpuContext,
+    tuning: &ConvTuning,
+    m: usize,
+    n: usize,
+    k: usize,
+    reps: u32,
+) -> Result<f64, GpuError> {
+    let a = filled(ctx, "gemm a", &[m, k])?;
+    let b = filled(ctx, "gemm b", &[k, n])?;
+    let c = Tensor::zeros(ctx, "gemm c", &[m, n], DType::F32)?;
+    let d = gemm::matmul(ctx, tuning, &a, &b, &c)?;
+    let t = time_dispatches(ctx, &[&d], reps)?;
+    Ok(gflops(2.0 * (m * n * k) as f64, &t))
+}
+
+/// The distinct conv shapes of CIFAR ResNet-20 (3x3, pad 1).
+fn resnet20_convs(batch: usize) -> Vec<(&'static str, Conv2dShape)> {
+    vec![
+        (
+            "stem 3->16 @32",
+            Conv2dShape::square(batch, 3, (32, 32), 16, 3, 1, 1),
+        ),
+        (
+            "stage1 16->16 @32",
+            Conv2dShape::square(batch, 16, (32, 32), 16, 3, 1, 1),
+        ),
+        (
+            "stage2 16->32 /2",
+            Conv2dShape::square(batch, 16, (32, 32), 32, 3, 2, 1),
+        ),
+        (
+            "stage2 32->32 @16",
+            Conv2dShape::square(batch, 32, (16, 16), 32, 3, 1, 1),
+        ),
+        (
+            "stage3 32->64 /2",
+            Conv2dShape::square(batch, 32, (16, 16), 64, 3, 2, 1),
+        ),
+        (
+            "stage3 64->64 @8",
+            Conv2dShape::square(batch, 64, (8, 8), 64, 3, 1, 1),
+        ),
+    ]
+}
+
+fn bench_conv(
+    ctx: &GpuContext,
+    name: &str,
+    shape: Conv2dShape,
+    reps: u32,
+    rows: &mut Vec<Row>,
+) -> Result<(), GpuError> {
+    let tuning = ConvTuning::default();
+    let conv = Conv2d::new(name, shape, tuning)?;
+    let x = filled(ctx, "x", &shape.input_shape())?;
+    let w = filled(ctx, "w", &shape.weight_shape())?;
+    let y = filled(ctx, "y", &shape.output_shape())?;
+    let dx = Tensor::zeros(ctx, "dx", &shape.input_shape(), DType::F32)?;
+    let dw = Tensor::zeros(ctx, "dw", &shape.weight_shape(), DType::F32)?;
+    let (out_px, in_px) = (
+        shape.batch * shape.out_h() * shape.out_w(),
+        shape.batch * shape.in_h * shape.in_w,
+    );
+    let (khw, flops) = (shape.kernel_h * shape.kernel_w, shape.flops());
+    let passes: [(&str, Vec<Dispatch>, [usize; 3]); 3] = [
+        (
+            "conv forward",
+            vec![conv.forward(ctx, &x, &w, &y)?],
+            [shape.out_c, out_px, shape.in_c * khw],
+        ),
+        (
+            "conv backward_input",
+            vec![conv.backward_input(ctx, &y, &w, &dx)?],
+            [shape.in_c, in_px, shape.out_c * khw],
+        ),
+        (
+            "conv backward_weight",
+            conv.backward_weight(ctx, &x, &y, &dw)?,
+            [shape.out_c, shape.in_c * khw, out_px],
+        ),
+    ];
+    for (op, dispatches, [m, n, k]) in passes {
+        let refs: Vec<&Dispatch> = dispatches.iter().collect();
+        let timing = time_dispatches(ctx, &refs, reps)?;
+        let gemm = gemm_rate(ctx, &tuning, m, n, k, reps)?;
+        rows.push(Row {
+            op: op.into(),
+            shape: name.into(),
+            timing,
+            flops: Some(flops),
+            gemm_gflops: Some(gemm),
+        });
+    }
+    Ok(())
+}
+
+fn bench_batchnorm(
+    ctx: &GpuContext,
+    batch: usize,
+    reps: u32,
+    rows: &mut Vec<Row>,
+) -> Result<(), GpuError> {
+    let s = BatchNormShape {
+        batch,
+        channels: 16,
+        hw: 32 * 32,
+    };
+    let act = [batch, 16, 32, 32];
+    let x = filled(ctx, "x", &act)?;
+    let residual = filled(ctx, "residual", &act)?;
+    let y = Tensor::zeros(ctx, "y", &act, DType::F32)?;
+    let dy = filled(ctx, "dy", &act)?;
+    let dx = Tensor::zeros(ctx, "dx", &act, DType::F32)?;
+    let dres = Tensor::zeros(ctx, "dres", &act, DType::F32)?;
+    let ch = |label| filled(ctx, label, &[16]);
+    let (gamma, beta, rm, rv, sm, si, dg, db) = (
+        ch("g")?,
+        ch("b")?,
+        ch("rm")?,
+        ch("rv")?,
+        ch("sm")?,
+        ch("si")?,
+        ch("dg")?,
+        ch("db")?,
+    );
+    let t = BnTensors {
+        x: &x,
+        gamma: &gamma,
+        beta: &beta,
+        running_mean: &rm,
+        running_var: &rv,
+        save_mean: &sm,
+        save_invstd: &si,
+    };
+    let bn = BatchNorm::new("bn 16@32", s, Fusion::AddRelu)?;
+    let fwd = bn.forward_train(ctx, &t, Some(&residual), &y)?;
+    let g = BnGradTensors {
+        dy: &dy,
+        dx: &dx,
+        dgamma: &dg,
+        dbeta: &db,
+        dresidual: Some(&dres),
+    };
+    let bwd = bn.backward(ctx, &t, &y, &g)?;
+    let relu = elementwise::relu_forward(ctx, "relu", &x, &y)?;
+    let add = elementwise::add(ctx, "add", &x, &residual, &y)?;
+    let shape = format!("{batch}x16x32x32");
+    for (op, dispatches) in [
+        (
+            "bn+add+relu forward (train)",
+            fwd.iter().collect::<Vec<_>>(),
+        ),
+        ("bn+add+relu backward", bwd.iter().collect()),
+        ("relu forward", vec![&relu]),
+        ("add", vec![&add]),
+    ] {
+        let timing = time_dispatches(ctx, &dispatches, reps)?;
+        rows.push(Row {
+            op: op.into(),
+            shape: shape.clone(),
+            timing,
+            flops: None,
+            gemm_gflops: None,
+        });
+    }
+    let sc = Shortcut::new(
+        "shortcut A",
+        ShortcutShape {
+            batch,
+            in_c: 16,
+            in_h: 32,
+            in_w: 32,
+            out_c: 32,
+            stride: 2,
+        },
+    )?;
+    let sy = Tensor::zeros(ctx, "sy", &sc.output_shape(), DType::F32)?;
+    let d = sc.forward(ctx, &x, &sy)?;
+    rows.push(Row {
+        op: "shortcut A forward".into(),
+        shape,
+        timing: time_dispatches(ctx, &[&d], reps)?,
+        flops: None,
+        gemm_gflops: None,
+    });
+    Ok(())
+}
+
+/// Runs the benchmark and prints the table.
+pub fn bench_ops(ctx: &GpuContext, opt: &BenchOpsOptions) -> Result<(), GpuError> {
+    println!("adapter: {}", ctx.describe());
+    let tuning = ConvTuning::default();
+    println!(
+        "conv tiles: 4x4 per invocation, workgroup {}x{} (N x M); batch {}",
+        tuning.wg_n, tuning.wg_m, opt.batch
+    );
+    let mut rows = Vec::new();
+    if opt.gemm_size > 0 {
+        let n = opt.gemm_size;
+        let rate = gemm_rate(ctx, &tuning, n, n, n, opt.reps)?;
+        let flops = 2.0 * (n * n * n) as f64;
+        let timing = OpTiming {
+            seconds: flops / rate / 1e9,
+            from_timestamps: ctx.has_timestamps(),
+        };
+        rows.push(Row {
+            op: "gemm".into(),
+            shape: format!("{n}x{n}x{n}"),
+            timing,
+            flops: Some(flops),
+            gemm_gflops: Some(rate),
+        });
+    }
+    for (name, shape) in resnet20_convs(opt.batch) {
+        bench_conv(ctx, name, shape, opt.reps, &mut rows)?;
+    }
+    bench_batchnorm(ctx, opt.batch, opt.reps, &mut rows)?;
+    print_table(&rows);
+    let source = if rows.iter().all(|r| r.timing.from_timestamps) {
+        "GPU timestamp queries"
+    } else {
+        "wall clock around submit+wait (no usable timestamps)"
+    };
+    println!(
+        "times from {source}; '% gemm' compares with this project's GEMM at the same M x N x K"
+    );
+    Ok(())
+}
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "{:<28} {:<20} {:>10} {:>9} {:>10} {:>7}",
+        "op", "shape", "ms", "GFLOP/s", "gemm GF/s", "% gemm"
+    );
+    for r in rows {
+        let ms = r.timing.seconds * 1e3;
+        let rate = r.flops.map(|f| gflops(f, &r.timing));
+        let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+        let pct = rate
+            .zip(r.gemm_gflops)
+            .map_or("-".to_string(), |(a, b)| format!("{:.0}%", 100.0 * a / b));
+        println!(
+            "{:<28} {:<20} {:>10.3} {:>9} {:>10} {:>7}",
+            r.op,
+            r.shape,
+            ms,
+            cell(rate),
+            cell(r.gemm_gflops),
+            pct
+        );
+    }
+}

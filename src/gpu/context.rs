@@ -1,0 +1,151 @@
+use super::error::GpuError;
+use super::kernels::KernelCache;
+
+/// Which graphics API to run on. `Auto` honours the WGPU_BACKEND variable and
+/// otherwise lets wgpu pick the best adapter of any API.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendChoice {
+    #[default]
+    Auto,
+    Vulkan,
+    Metal,
+    Dx12,
+    Gl,
+}
+
+impl BackendChoice {
+    fn backends(self) -> wgpu::Backends {
+        match self {
+            BackendChoice::Auto => wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all()),
+            BackendChoice::Vulkan => wgpu::Backends::VULKAN,
+            BackendChoice::Metal => wgpu::Backends::METAL,
+            BackendChoice::Dx12 => wgpu::Backends::DX12,
+            BackendChoice::Gl => wgpu::Backends::GL,
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            BackendChoice::Auto => match std::env::var("WGPU_BACKEND") {
+                Ok(v) => format!("auto (WGPU_BACKEND={v})"),
+                Err(_) => "auto".to_string(),
+            },
+            other => format!("{other:?}").to_lowercase(),
+        }
+    }
+}
+
+const NO_ADAPTER_HINT: &str = if cfg!(target_os = "linux") {
+    "Install a GPU driver, or Mesa's CPU Vulkan device (Debian/Ubuntu: \
+     `apt-get install mesa-vulkan-drivers`), or pick another API with --backend."
+} else if cfg!(target_arch = "wasm32") {
+    "This browser exposes no WebGPU adapter: use a recent Chrome, Edge or Safari, \
+     or Firefox with WebGPU enabled."
+} else {
+    "Update the GPU driver, or pick another API with --backend."
+};
+
+/// The one device everything runs on, with the adapter's real limits and a cache
+/// that compiles each (shader, entry point, constants) once.
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub adapter_info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+    pub(crate) kernels: KernelCache,
+}
+
+impl GpuContext {
+    /// Picks an adapter for `choice` and opens a device with every limit the
+    /// adapter has (training needs large storage bindings) and timestamp queries
+    /// where available (for `bench`).
+    pub async fn new(choice: BackendChoice) -> Result<Self, GpuError> {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle().with_env();
+        desc.backends = choice.backends();
+        let instance = wgpu::Instance::new(desc);
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                force_fallback_adapter: false,
+                compatible_surface: None,
+                // We want the adapter's real limits, not a privacy bucket of them.
+                apply_limit_buckets: false,
+            })
+            .await
+            .map_err(|_| GpuError::NoAdapter {
+                backend: choice.describe(),
+                hint: NO_ADAPTER_HINT,
+            })?;
+        Self::from_adapter(&adapter).await
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new_blocking(choice: BackendChoice) -> Result<Self, GpuError> {
+        pollster::block_on(Self::new(choice))
+    }
+
+    pub async fn from_adapter(adapter: &wgpu::Adapter) -> Result<Self, GpuError> {
+        let adapter_info = adapter.get_info();
+        let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("resnet-wgpu"),
+                required_features: features,
+                required_limits: adapter.limits(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| GpuError::RequestDevice {
+                adapter: adapter_info.name.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(Self::from_device(device, queue, adapter_info))
+    }
+
+    /// Wraps a device opened elsewhere (e.g. by the GUI's renderer).
+    pub fn from_device(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        adapter_info: wgpu::AdapterInfo,
+    ) -> Self {
+        let limits = device.limits();
+        let features = device.features();
+        GpuContext {
+            device,
+            queue,
+            adapter_info,
+            limits,
+            features,
+            kernels: KernelCache::default(),
+        }
+    }
+
+    pub fn has_timestamps(&self) -> bool {
+        self.features.contains(wgpu::Features::TIMESTAMP_QUERY)
+    }
+
+    /// One line naming the adapter, its API and device type.
+    pub fn describe(&self) -> String {
+        let info = &self.adapter_info;
+        format!(
+            "{} ({:?}, {:?}, driver {} {})",
+            info.name, info.backend, info.device_type, info.driver, info.driver_info
+        )
+    }
+
+    /// Blocks until the GPU has finished all submitted work (native only: tests,
+    /// readback, benchmarks). The training loop never calls this.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn wait_idle(&self) -> Result<(), GpuError> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| GpuError::Readback {
+                what: "device poll".into(),
+                message: e.to_string(),
+            })
+    }
+}

@@ -1,0 +1,134 @@
+use wgpu::util::DeviceExt;
+
+use super::GpuContext;
+use super::error::GpuError;
+
+/// A compute dispatch prepared once (pipeline, bind group, uniform parameters,
+/// workgroup counts) and recorded any number of times: recording a training step
+/// is a loop over these.
+pub struct Dispatch {
+    pub label: String,
+    pipeline: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    pub workgroups: [u32; 3],
+}
+
+impl Dispatch {
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.dispatch_workgroups(self.workgroups[0], self.workgroups[1], self.workgroups[2]);
+    }
+}
+
+/// A buffer at a binding index of group 0. Binding 0 is always the uniform
+/// parameters, which `DispatchSpec::build` creates.
+pub struct Binding<'a> {
+    pub index: u32,
+    pub buffer: &'a wgpu::Buffer,
+}
+
+impl<'a> Binding<'a> {
+    pub fn tensor(index: u32, tensor: &'a super::Tensor) -> Self {
+        Binding {
+            index,
+            buffer: tensor.buffer(),
+        }
+    }
+}
+
+/// Everything needed to build a Dispatch.
+pub struct DispatchSpec<'a, P: bytemuck::Pod> {
+    pub label: String,
+    pub shader: &'static str,
+    pub entry: &'static str,
+    pub constants: &'a [(&'static str, u32)],
+    pub params: &'a P,
+    pub bindings: Vec<Binding<'a>>,
+    pub workgroups: [u32; 3],
+}
+
+impl<P: bytemuck::Pod> DispatchSpec<'_, P> {
+    pub fn build(self, ctx: &GpuContext) -> Result<Dispatch, GpuError> {
+        self.build_with_uniform(ctx).map(|(dispatch, _)| dispatch)
+    }
+
+    /// Also returns the parameters' uniform buffer, for ops that rewrite a
+    /// field per step (the augmentation seed) with `Queue::write_buffer`.
+    pub fn build_with_uniform(
+        self,
+        ctx: &GpuContext,
+    ) -> Result<(Dispatch, wgpu::Buffer), GpuError> {
+        let max = ctx.limits.max_compute_workgroups_per_dimension;
+        if self.workgroups.iter().any(|&n| n > max) {
+            return Err(GpuError::shape(
+                &self.label,
+                format!(
+                    "needs {:?} workgroups; the adapter allows {max} per dimension",
+                    self.workgroups
+                ),
+            ));
+        }
+        let pipeline = ctx.pipeline(self.shader, self.entry, self.constants)?;
+        let uniform = ctx
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(&format!("{} params", self.label)),
+                contents: bytemuck::bytes_of(self.params),
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            });
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: uniform.as_entire_binding(),
+        }];
+        entries.extend(self.bindings.iter().map(|b| wgpu::BindGroupEntry {
+            binding: b.index,
+            resource: b.buffer.as_entire_binding(),
+        }));
+        let bind_group = ctx.checked(&self.label, || {
+            ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(&self.label),
+                layout: &pipeline.get_bind_group_layout(0),
+                entries: &entries,
+            })
+        })?;
+        Ok((
+            Dispatch {
+                label: self.label,
+                pipeline,
+                bind_group,
+                workgroups: self.workgroups,
+            },
+            uniform,
+        ))
+    }
+}
+
+/// Workgroup counts for `elements` invocations in groups of `group_size`, spread
+/// over x and y so no dimension passes the adapter's limit. Kernels recover the
+/// flat index as (wg.y * num_workgroups.x + wg.x) * group_size + local index.
+pub fn elementwise_grid(ctx: &GpuContext, elements: usize, group_size: u32) -> [u32; 3] {
+    let groups = elements.div_ceil(group_size as usize).max(1) as u64;
+    let max = u64::from(ctx.limits.max_compute_workgroups_per_dimension);
+    let y = groups.div_ceil(max);
+    let x = groups.div_ceil(y);
+    [x as u32, y as u32, 1]
+}
+
+/// Records `dispatches` into one compute pass of one command buffer and submits
+/// it; wgpu orders the dispatches with the barriers their bindings require.
+pub fn submit(ctx: &GpuContext, label: &str, dispatches: &[&Dispatch]) -> wgpu::SubmissionIndex {
+    let mut encoder = ctx
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+    {
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(label),
+            timestamp_writes: None,
+        });
+        for d in dispatches {
+            d.record(&mut pass);
+        }
+    }
+    ctx.queue.submit([encoder.finish()])
+}

@@ -1,0 +1,36 @@
+use thiserror::Error;
+
+/// Everything the GPU layer can report; each message names the op, tensor or
+/// adapter involved so a failure deep in a step is traceable.
+#[derive(Debug, Error)]
+pub enum GpuError {
+    #[error("no GPU adapter found for backend '{backend}'. {hint}")]
+    NoAdapter { backend: String, hint: &'static str },
+    #[error("could not open a device on adapter '{adapter}': {message}")]
+    RequestDevice { adapter: String, message: String },
+    #[error(
+        "{what} needs {needed} bytes in one storage binding, but adapter '{adapter}' allows \
+         {limit} (max_storage_buffer_binding_size); use a smaller batch or model"
+    )]
+    BindingTooLarge {
+        what: String,
+        needed: u64,
+        limit: u64,
+        adapter: String,
+    },
+    #[error("{op}: {detail}")]
+    Shape { op: String, detail: String },
+    #[error("wgpu rejected {what}: {message}")]
+    Validation { what: String, message: String },
+    #[error("reading back '{what}' failed: {message}")]
+    Readback { what: String, message: String },
+}
+
+impl GpuError {
+    pub fn shape(op: &str, detail: impl Into<String>) -> Self {
+        GpuError::Shape {
+            op: op.to_string(),
+            detail: detail.into(),
+        }
+    }
+}

@@ -1,0 +1,144 @@
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::GpuContext;
+use super::error::GpuError;
+
+/// A WGSL file from shaders/, embedded in the binary.
+pub struct Shader {
+    pub name: &'static str,
+    pub source: &'static str,
+}
+
+macro_rules! shader {
+    ($name:literal) => {
+        Shader {
+            name: $name,
+            source: include_str!(concat!("../../shaders/", $name, ".wgsl")),
+        }
+    };
+}
+
+/// Every shader the crate runs; tests check this list covers shaders/ exactly.
+pub const SHADERS: &[Shader] = &[
+    shader!("augment"),
+    shader!("batchnorm"),
+    shader!("conv"),
+    shader!("elementwise"),
+    shader!("gemm"),
+    shader!("linear"),
+    shader!("loss"),
+    shader!("optim"),
+    shader!("pool"),
+    shader!("shortcut"),
+];
+
+/// (shader, entry point, override constants): what makes a pipeline distinct.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct KernelKey {
+    shader: &'static str,
+    entry: &'static str,
+    constants: Vec<(&'static str, u32)>,
+}
+
+/// Compiles each shader module and each pipeline once per device. Pipelines use
+/// the layout wgpu derives from the entry point, so a binding an entry point does
+/// not touch is not part of its bind group.
+#[derive(Default)]
+pub(crate) struct KernelCache {
+    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    pipelines: Mutex<HashMap<KernelKey, wgpu::ComputePipeline>>,
+}
+
+impl GpuContext {
+    /// The compute pipeline for `entry` of shaders/`shader`.wgsl with the given
+    /// override constants, compiled on first use.
+    pub fn pipeline(
+        &self,
+        shader: &'static str,
+        entry: &'static str,
+        constants: &[(&'static str, u32)],
+    ) -> Result<wgpu::ComputePipeline, GpuError> {
+        let key = KernelKey {
+            shader,
+            entry,
+            constants: constants.to_vec(),
+        };
+        if let Some(p) = self.kernels.pipelines.lock().unwrap().get(&key) {
+            return Ok(p.clone());
+        }
+        let module = self.shader_module(shader)?;
+        let label = format!("{shader}::{entry}");
+        let constants: Vec<(&str, f64)> =
+            constants.iter().map(|&(n, v)| (n, f64::from(v))).collect();
+        let pipeline = self.checked(&label, || {
+            self.device
+                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(&label),
+                    layout: None,
+                    module: &module,
+                    entry_point: Some(entry),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants: &constants,
+                        zero_initialize_workgroup_memory: false,
+                    },
+                    cache: None,
+                })
+        })?;
+        self.kernels
+            .pipelines
+            .lock()
+            .unwrap()
+            .insert(key, pipeline.clone());
+        Ok(pipeline)
+    }
+
+    fn shader_module(&self, name: &'static str) -> Result<wgpu::ShaderModule, GpuError> {
+        if let Some(m) = self.kernels.modules.lock().unwrap().get(name) {
+            return Ok(m.clone());
+        }
+        let shader =
+            SHADERS
+                .iter()
+                .find(|s| s.name == name)
+                .ok_or_else(|| GpuError::Validation {
+                    what: name.into(),
+                    message: "no such shader".into(),
+                })?;
+        let module = self.checked(&format!("shaders/{name}.wgsl"), || {
+            self.device
+                .create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(name),
+                    source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+                })
+        })?;
+        self.kernels
+            .modules
+            .lock()
+            .unwrap()
+            .insert(name, module.clone());
+        Ok(module)
+    }
+
+    /// Runs `create` inside a validation error scope and turns a wgpu error into
+    /// a GpuError naming `what` (instead of wgpu's default panic).
+    pub(crate) fn checked<T>(&self, what: &str, create: impl FnOnce() -> T) -> Result<T, GpuError> {
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let value = create();
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(error) = pollster::block_on(scope.pop()) {
+            return Err(GpuError::Validation {
+                what: what.to_string(),
+                message: error.to_string(),
+            });
+        }
+        // In a browser the scope cannot be awaited here; errors reach the
+        // device's uncaptured-error handler instead.
+        #[cfg(target_arch = "wasm32")]
+        {
+            let _ = what;
+            drop(scope.pop());
+        }
+        Ok(value)
+    }
+}

@@ -1,0 +1,16 @@
+//! The GPU substrate: one context (adapter, device, queue, kernel cache), tensors
+//! that know their shape, and prepared dispatches that record into a compute pass.
+
+mod context;
+mod dispatch;
+mod error;
+mod kernels;
+mod profiler;
+mod tensor;
+
+pub use context::{BackendChoice, GpuContext};
+pub use dispatch::{Binding, Dispatch, DispatchSpec, elementwise_grid, submit};
+pub use error::GpuError;
+pub use kernels::{SHADERS, Shader};
+pub use profiler::{OpTiming, time_dispatches};
+pub use tensor::{DType, Tensor};

@@ -1,0 +1,276 @@
+use wgpu::util::DeviceExt;
+
+use super::GpuContext;
+use super::error::GpuError;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DType {
+    F32,
+    U32,
+    /// Bytes packed four to a u32 word (images as stored on disk).
+    U8,
+}
+
+impl DType {
+    fn bytes(self, elements: usize) -> u64 {
+        match self {
+            DType::F32 | DType::U32 => 4 * elements as u64,
+            DType::U8 => elements.div_ceil(4) as u64 * 4,
+        }
+    }
+}
+
+/// A GPU buffer that knows its shape, element type and name.
+pub struct Tensor {
+    buffer: wgpu::Buffer,
+    shape: Vec<usize>,
+    dtype: DType,
+    label: String,
+}
+
+const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+impl Tensor {
+    /// A zero-filled tensor (wgpu zero-initializes new buffers).
+    pub fn zeros(
+        ctx: &GpuContext,
+        label: &str,
+        shape: &[usize],
+        dtype: DType,
+    ) -> Result<Self, GpuError> {
+        let size = checked_size(ctx, label, shape, dtype)?;
+        let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: USAGE,
+            mapped_at_creation: false,
+        });
+        Ok(Tensor {
+            buffer,
+            shape: shape.to_vec(),
+            dtype,
+            label: label.to_string(),
+        })
+    }
+
+    pub fn from_f32(
+        ctx: &GpuContext,
+        label: &str,
+        shape: &[usize],
+        data: &[f32],
+    ) -> Result<Self, GpuError> {
+        Self::from_bytes(
+            ctx,
+            label,
+            shape,
+            DType::F32,
+            bytemuck::cast_slice(data),
+            data.len(),
+        )
+    }
+
+    pub fn from_u32(
+        ctx: &GpuContext,
+        label: &str,
+        shape: &[usize],
+        data: &[u32],
+    ) -> Result<Self, GpuError> {
+        Self::from_bytes(
+            ctx,
+            label,
+            shape,
+            DType::U32,
+            bytemuck::cast_slice(data),
+            data.len(),
+        )
+    }
+
+    pub fn from_u8(
+        ctx: &GpuContext,
+        label: &str,
+        shape: &[usize],
+        data: &[u8],
+    ) -> Result<Self, GpuError> {
+        Self::from_bytes(ctx, label, shape, DType::U8, data, data.len())
+    }
+
+    fn from_bytes(
+        ctx: &GpuContext,
+        label: &str,
+        shape: &[usize],
+        dtype: DType,
+        bytes: &[u8],
+        elements: usize,
+    ) -> Result<Self, GpuError> {
+        let size = checked_size(ctx, label, shape, dtype)?;
+        if elements != shape.iter().product::<usize>() {
+            return Err(GpuError::shape(
+                label,
+                format!("{elements} values given for shape {shape:?}"),
+            ));
+        }
+        let mut contents = bytes.to_vec();
+        contents.resize(size as usize, 0);
+        let buffer = ctx
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: &contents,
+                usage: USAGE,
+            });
+        Ok(Tensor {
+            buffer,
+            shape: shape.to_vec(),
+            dtype,
+            label: label.to_string(),
+        })
+    }
+
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        &self.buffer
+    }
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn size_bytes(&self) -> u64 {
+        self.buffer.size()
+    }
+
+    /// Errors unless the tensor has exactly this shape and type; `op` names the
+    /// caller in the message.
+    pub fn expect(&self, op: &str, shape: &[usize], dtype: DType) -> Result<(), GpuError> {
+        if self.shape != shape || self.dtype != dtype {
+            return Err(GpuError::shape(
+                op,
+                format!(
+                    "tensor '{}' is {:?} {:?}, expected {:?} {:?}",
+                    self.label, self.dtype, self.shape, dtype, shape
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Errors unless this is an f32 activation [batch, channels, ...] whose
+    /// trailing dimensions hold `hw` values.
+    pub fn expect_activation(
+        &self,
+        op: &str,
+        batch: usize,
+        channels: usize,
+        hw: usize,
+    ) -> Result<(), GpuError> {
+        let ok = self.dtype == DType::F32
+            && self.shape.len() >= 2
+            && self.shape[0] == batch
+            && self.shape[1] == channels
+            && self.shape[2..].iter().product::<usize>() == hw;
+        if !ok {
+            return Err(GpuError::shape(
+                op,
+                format!(
+                    "tensor '{}' is {:?} {:?}, expected f32 [{batch}, {channels}, ..{hw} values]",
+                    self.label, self.dtype, self.shape
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn write_f32(&self, ctx: &GpuContext, data: &[f32]) -> Result<(), GpuError> {
+        if self.dtype != DType::F32 || data.len() != self.numel() {
+            return Err(GpuError::shape(
+                &self.label,
+                format!("cannot write {} f32 values", data.len()),
+            ));
+        }
+        ctx.queue
+            .write_buffer(&self.buffer, 0, bytemuck::cast_slice(data));
+        Ok(())
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_f32(&self, ctx: &GpuContext) -> Result<Vec<f32>, GpuError> {
+        let bytes = self.read_bytes(ctx)?;
+        Ok(bytemuck::cast_slice::<u8, f32>(&bytes)[..self.numel()].to_vec())
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_u32(&self, ctx: &GpuContext) -> Result<Vec<u32>, GpuError> {
+        let bytes = self.read_bytes(ctx)?;
+        Ok(bytemuck::cast_slice::<u8, u32>(&bytes)[..self.numel()].to_vec())
+    }
+
+    /// Copies the tensor to a staging buffer and waits for it (tests, tools and
+    /// checkpoints only: the training loop reads metrics back asynchronously).
+    #[cfg(not(target_arch = "wasm32"))]
+    fn read_bytes(&self, ctx: &GpuContext) -> Result<Vec<u8>, GpuError> {
+        let size = self.buffer.size();
+        let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(&format!("{} readback", self.label)),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("readback"),
+            });
+        encoder.copy_buffer_to_buffer(&self.buffer, 0, &staging, 0, size);
+        ctx.queue.submit([encoder.finish()]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        ctx.wait_idle()?;
+        let fail = |message: String| GpuError::Readback {
+            what: self.label.clone(),
+            message,
+        };
+        rx.recv()
+            .map_err(|e| fail(e.to_string()))?
+            .map_err(|e| fail(e.to_string()))?;
+        let bytes = staging
+            .get_mapped_range(..)
+            .map_err(|e| fail(e.to_string()))?
+            .to_vec();
+        staging.unmap();
+        Ok(bytes)
+    }
+}
+
+/// Buffer size for the tensor, or a clear error when one binding of it would
+/// exceed what the adapter allows.
+fn checked_size(
+    ctx: &GpuContext,
+    label: &str,
+    shape: &[usize],
+    dtype: DType,
+) -> Result<u64, GpuError> {
+    let bytes = dtype.bytes(shape.iter().product()).max(4);
+    let limit = ctx
+        .limits
+        .max_storage_buffer_binding_size
+        .min(ctx.limits.max_buffer_size);
+    if bytes > limit {
+        return Err(GpuError::BindingTooLarge {
+            what: format!("tensor '{label}' {shape:?}"),
+            needed: bytes,
+            limit,
+            adapter: ctx.adapter_info.name.clone(),
+        });
+    }
+    Ok(bytes)
+}

@@ -1,0 +1,284 @@
+//! Host side of shaders/batchnorm.wgsl: BatchNorm2d with optional fused ReLU or
+//! residual-add + ReLU.
+
+use crate::gpu::{
+    Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Tensor, elementwise_grid,
+};
+pub use crate::reference::batchnorm::Fusion;
+use crate::shapes::BatchNormShape;
+
+/// PyTorch's defaults.
+pub const EPS: f32 = 1e-5;
+pub const MOMENTUM: f32 = 0.1;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct BnParams {
+    batch: u32,
+    channels: u32,
+    hw: u32,
+    _pad0: u32,
+    eps: f32,
+    momentum: f32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+/// The tensors of one batch-norm layer: its input, parameters, running stats
+/// and the per-channel statistics saved by forward for backward.
+pub struct BnTensors<'a> {
+    pub x: &'a Tensor,
+    pub gamma: &'a Tensor,
+    pub beta: &'a Tensor,
+    pub running_mean: &'a Tensor,
+    pub running_var: &'a Tensor,
+    pub save_mean: &'a Tensor,
+    pub save_invstd: &'a Tensor,
+}
+
+/// Gradient tensors for backward. `dresidual` is written by the AddRelu form.
+pub struct BnGradTensors<'a> {
+    pub dy: &'a Tensor,
+    pub dx: &'a Tensor,
+    pub dgamma: &'a Tensor,
+    pub dbeta: &'a Tensor,
+    pub dresidual: Option<&'a Tensor>,
+}
+
+pub struct BatchNorm {
+    pub label: String,
+    pub shape: BatchNormShape,
+    pub fusion: Fusion,
+    pub eps: f32,
+    pub momentum: f32,
+}
+
+const ELEMENTWISE_WG: u32 = 256;
+
+impl BatchNorm {
+    pub fn new(label: &str, shape: BatchNormShape, fusion: Fusion) -> Result<Self, GpuError> {
+        if shape.count() < 2 {
+            // As PyTorch: the unbiased variance needs two values per channel.
+            return Err(GpuError::shape(
+                label,
+                format!(
+                    "batch norm in training needs more than 1 value per channel, got {shape:?}"
+                ),
+            ));
+        }
+        Ok(BatchNorm {
+            label: label.to_string(),
+            shape,
+            fusion,
+            eps: EPS,
+            momentum: MOMENTUM,
+        })
+    }
+
+    fn params(&self) -> Result<BnParams, GpuError> {
+        let u = |what, v| super::u32_of(&self.label, what, v);
+        u("elements", self.shape.numel())?;
+        Ok(BnParams {
+            batch: u("batch", self.shape.batch)?,
+            channels: u("channels", self.shape.channels)?,
+            hw: u("hw", self.shape.hw)?,
+            _pad0: 0,
+            eps: self.eps,
+            momentum: self.momentum,
+            _pad1: 0,
+            _pad2: 0,
+        })
+    }
+
+    fn check(&self, t: &BnTensors<'_>, y: &Tensor) -> Result<(), GpuError> {
+        let s = &self.shape;
+        t.x.expect_activation(&self.label, s.batch, s.channels, s.hw)?;
+        y.expect(&self.label, t.x.shape(), DType::F32)?;
+        for c in [
+            t.gamma,
+            t.beta,
+            t.running_mean,
+            t.running_var,
+            t.save_mean,
+            t.save_invstd,
+        ] {
+            c.expect(&self.label, &[s.channels], DType::F32)?;
+        }
+        Ok(())
+    }
+
+    fn build(
+        &self,
+        ctx: &GpuContext,
+        entry: &'static str,
+        bindings: Vec<Binding<'_>>,
+        workgroups: [u32; 3],
+    ) -> Result<Dispatch, GpuError> {
+        let params = self.params()?;
+        DispatchSpec {
+            label: format!("{} {entry}", self.label),
+            shader: "batchnorm",
+            entry,
+            constants: &[],
+            params: &params,
+            bindings,
+            workgroups,
+        }
+        .build(ctx)
+    }
+
+    fn apply_dispatch(
+        &self,
+        ctx: &GpuContext,
+        t: &BnTensors<'_>,
+        residual: Option<&Tensor>,
+        y: &Tensor,
+    ) -> Result<Dispatch, GpuError> {
+        let b = Binding::tensor;
+        let mut bindings = vec![
+            b(1, t.x),
+            b(2, t.gamma),
+            b(3, t.beta),
+            b(4, y),
+            b(5, t.save_mean),
+            b(6, t.save_invstd),
+        ];
+        let entry = match (self.fusion, residual) {
+            (Fusion::None, None) => "forward_apply",
+            (Fusion::Relu, None) => "forward_apply_relu",
+            (Fusion::AddRelu, Some(r)) => {
+                r.expect(&self.label, y.shape(), DType::F32)?;
+                bindings.push(b(9, r));
+                "forward_apply_add_relu"
+            }
+            _ => {
+                return Err(GpuError::shape(
+                    &self.label,
+                    "a residual is given exactly for the AddRelu form",
+                ));
+            }
+        };
+        self.build(
+            ctx,
+            entry,
+            bindings,
+            elementwise_grid(ctx, self.shape.numel(), ELEMENTWISE_WG),
+        )
+    }
+
+    /// Training forward: batch statistics (saved, and folded into the running
+    /// stats), then normalize with the fused activation.
+    pub fn forward_train(
+        &self,
+        ctx: &GpuContext,
+        t: &BnTensors<'_>,
+        residual: Option<&Tensor>,
+        y: &Tensor,
+    ) -> Result<Vec<Dispatch>, GpuError> {
+        self.check(t, y)?;
+        let b = Binding::tensor;
+        let stats_bindings = vec![
+            b(1, t.x),
+            b(5, t.save_mean),
+            b(6, t.save_invstd),
+            b(7, t.running_mean),
+            b(8, t.running_var),
+        ];
+        let stats = self.build(
+            ctx,
+            "forward_stats",
+            stats_bindings,
+            [self.shape.channels as u32, 1, 1],
+        )?;
+        Ok(vec![stats, self.apply_dispatch(ctx, t, residual, y)?])
+    }
+
+    /// Eval forward: normalize with the running statistics.
+    pub fn forward_eval(
+        &self,
+        ctx: &GpuContext,
+        t: &BnTensors<'_>,
+        residual: Option<&Tensor>,
+        y: &Tensor,
+    ) -> Result<Vec<Dispatch>, GpuError> {
+        self.check(t, y)?;
+        let b = Binding::tensor;
+        let stats_bindings = vec![
+            b(5, t.save_mean),
+            b(6, t.save_invstd),
+            b(7, t.running_mean),
+            b(8, t.running_var),
+        ];
+        let stats = self.build(
+            ctx,
+            "eval_stats",
+            stats_bindings,
+            [self.shape.channels.div_ceil(64) as u32, 1, 1],
+        )?;
+        Ok(vec![stats, self.apply_dispatch(ctx, t, residual, y)?])
+    }
+
+    /// Training backward from the saved statistics; `y` is the forward output
+    /// (the fused forms' ReLU mask).
+    pub fn backward(
+        &self,
+        ctx: &GpuContext,
+        t: &BnTensors<'_>,
+        y: &Tensor,
+        g: &BnGradTensors<'_>,
+    ) -> Result<Vec<Dispatch>, GpuError> {
+        self.check(t, y)?;
+        let s = &self.shape;
+        g.dy.expect(&self.label, y.shape(), DType::F32)?;
+        g.dx.expect(&self.label, y.shape(), DType::F32)?;
+        g.dgamma.expect(&self.label, &[s.channels], DType::F32)?;
+        g.dbeta.expect(&self.label, &[s.channels], DType::F32)?;
+        let b = Binding::tensor;
+        let mut reduce = vec![
+            b(1, t.x),
+            b(5, t.save_mean),
+            b(6, t.save_invstd),
+            b(10, g.dy),
+            b(12, g.dgamma),
+            b(13, g.dbeta),
+        ];
+        let mut apply = vec![
+            b(1, t.x),
+            b(2, t.gamma),
+            b(5, t.save_mean),
+            b(6, t.save_invstd),
+            b(10, g.dy),
+            b(11, g.dx),
+            b(12, g.dgamma),
+            b(13, g.dbeta),
+        ];
+        let (reduce_entry, apply_entry) = match (self.fusion, g.dresidual) {
+            (Fusion::None, None) => ("backward_reduce", "backward_apply"),
+            (Fusion::Relu, None) => ("backward_reduce_relu", "backward_apply_relu"),
+            (Fusion::AddRelu, Some(dr)) => {
+                dr.expect(&self.label, y.shape(), DType::F32)?;
+                reduce.push(b(14, dr));
+                ("backward_reduce_add_relu", "backward_apply_relu")
+            }
+            _ => {
+                return Err(GpuError::shape(
+                    &self.label,
+                    "a residual gradient is given exactly for the AddRelu form",
+                ));
+            }
+        };
+        if self.fusion != Fusion::None {
+            reduce.push(b(15, y));
+            apply.push(b(15, y));
+        }
+        Ok(vec![
+            self.build(ctx, reduce_entry, reduce, [s.channels as u32, 1, 1])?,
+            self.build(
+                ctx,
+                apply_entry,
+                apply,
+                elementwise_grid(ctx, s.numel(), ELEMENTWISE_WG),
+            )?,
+        ])
+    }
+}

@@ -1,0 +1,250 @@
+//! Host side of shaders/conv.wgsl.
+
+use crate::gpu::{Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Tensor};
+use crate::shapes::Conv2dShape;
+
+/// Workgroup shape of the implicit-GEMM kernels (each invocation computes a 4x4
+/// tile) and how many workgroups the weight gradient aims to occupy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvTuning {
+    pub wg_n: u32,
+    pub wg_m: u32,
+    /// backward_weight splits its long K (batch x output pixels) until about this
+    /// many workgroups run, so a 16x144 weight gradient still fills a GPU.
+    pub target_workgroups: u32,
+}
+
+impl Default for ConvTuning {
+    fn default() -> Self {
+        ConvTuning {
+            wg_n: 16,
+            wg_m: 4,
+            target_workgroups: 256,
+        }
+    }
+}
+
+const TILE: u32 = 4;
+/// Fewer K iterations per split than this cost more in partial sums than they gain.
+const MIN_K_PER_SPLIT: usize = 256;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct ConvParams {
+    batch: u32,
+    in_c: u32,
+    in_h: u32,
+    in_w: u32,
+    out_c: u32,
+    out_h: u32,
+    out_w: u32,
+    kernel_h: u32,
+    kernel_w: u32,
+    stride: u32,
+    pad: u32,
+    k_splits: u32,
+}
+
+pub struct Conv2d {
+    pub label: String,
+    pub shape: Conv2dShape,
+    pub tuning: ConvTuning,
+}
+
+impl Conv2d {
+    pub fn new(label: &str, shape: Conv2dShape, tuning: ConvTuning) -> Result<Self, GpuError> {
+        shape.validate().map_err(|e| GpuError::shape(label, e))?;
+        Ok(Conv2d {
+            label: label.to_string(),
+            shape,
+            tuning,
+        })
+    }
+
+    fn params(&self, k_splits: u32) -> Result<ConvParams, GpuError> {
+        let s = &self.shape;
+        let u = |what, v| super::u32_of(&self.label, what, v);
+        // The kernels index whole tensors with u32 (and i32 for input offsets).
+        let largest = [s.input_shape(), s.output_shape()]
+            .iter()
+            .map(|t| t.iter().product::<usize>())
+            .max()
+            .unwrap_or(0);
+        if largest > i32::MAX as usize {
+            return Err(GpuError::shape(
+                &self.label,
+                format!("{largest} elements exceed the kernels' i32 indexing"),
+            ));
+        }
+        Ok(ConvParams {
+            batch: u("batch", s.batch)?,
+            in_c: u("in_c", s.in_c)?,
+            in_h: u("in_h", s.in_h)?,
+            in_w: u("in_w", s.in_w)?,
+            out_c: u("out_c", s.out_c)?,
+            out_h: u("out_h", s.out_h())?,
+            out_w: u("out_w", s.out_w())?,
+            kernel_h: u("kernel_h", s.kernel_h)?,
+            kernel_w: u("kernel_w", s.kernel_w)?,
+            stride: u("stride", s.stride)?,
+            pad: u("pad", s.pad)?,
+            k_splits,
+        })
+    }
+
+    fn grid(&self, m: usize, n: usize, splits: u32) -> [u32; 3] {
+        let cols = n.div_ceil((self.tuning.wg_n * TILE) as usize) as u32;
+        let rows = m.div_ceil((self.tuning.wg_m * TILE) as usize) as u32;
+        [cols, rows, splits]
+    }
+
+    fn spec<'a>(
+        &self,
+        entry: &'static str,
+        params: &'a ConvParams,
+        constants: &'a [(&'static str, u32)],
+        bindings: Vec<Binding<'a>>,
+        workgroups: [u32; 3],
+    ) -> DispatchSpec<'a, ConvParams> {
+        DispatchSpec {
+            label: format!("{} {entry}", self.label),
+            shader: "conv",
+            entry,
+            constants,
+            params,
+            bindings,
+            workgroups,
+        }
+    }
+
+    fn constants(&self) -> [(&'static str, u32); 2] {
+        [("WG_N", self.tuning.wg_n), ("WG_M", self.tuning.wg_m)]
+    }
+
+    /// y = conv(x, w)
+    pub fn forward(
+        &self,
+        ctx: &GpuContext,
+        x: &Tensor,
+        w: &Tensor,
+        y: &Tensor,
+    ) -> Result<Dispatch, GpuError> {
+        let s = &self.shape;
+        x.expect(&self.label, &s.input_shape(), DType::F32)?;
+        w.expect(&self.label, &s.weight_shape(), DType::F32)?;
+        y.expect(&self.label, &s.output_shape(), DType::F32)?;
+        let params = self.params(1)?;
+        let grid = self.grid(s.out_c, s.batch * s.out_h() * s.out_w(), 1);
+        let bindings = vec![
+            Binding {
+                index: 1,
+                buffer: x.buffer(),
+            },
+            Binding {
+                index: 2,
+                buffer: w.buffer(),
+            },
+            Binding {
+                index: 3,
+                buffer: y.buffer(),
+            },
+        ];
+        self.spec("forward", &params, &self.constants(), bindings, grid)
+            .build(ctx)
+    }
+
+    /// dx = d(loss)/dx given dy = d(loss)/dy.
+    pub fn backward_input(
+        &self,
+        ctx: &GpuContext,
+        dy: &Tensor,
+        w: &Tensor,
+        dx: &Tensor,
+    ) -> Result<Dispatch, GpuError> {
+        let s = &self.shape;
+        dy.expect(&self.label, &s.output_shape(), DType::F32)?;
+        w.expect(&self.label, &s.weight_shape(), DType::F32)?;
+        dx.expect(&self.label, &s.input_shape(), DType::F32)?;
+        let params = self.params(1)?;
+        let grid = self.grid(s.in_c, s.batch * s.in_h * s.in_w, 1);
+        let bindings = vec![
+            Binding {
+                index: 2,
+                buffer: w.buffer(),
+            },
+            Binding {
+                index: 4,
+                buffer: dy.buffer(),
+            },
+            Binding {
+                index: 5,
+                buffer: dx.buffer(),
+            },
+        ];
+        self.spec("backward_input", &params, &self.constants(), bindings, grid)
+            .build(ctx)
+    }
+
+    /// How many parts backward_weight splits its reduction over.
+    pub fn weight_grad_splits(&self) -> u32 {
+        let s = &self.shape;
+        let [x, y, _] = self.grid(s.out_c, s.in_c * s.kernel_h * s.kernel_w, 1);
+        let wanted = self.tuning.target_workgroups.div_ceil(x * y).max(1) as usize;
+        let k = s.batch * s.out_h() * s.out_w();
+        wanted.min(k / MIN_K_PER_SPLIT).max(1) as u32
+    }
+
+    /// dw = d(loss)/dw given x and dy: one dispatch, or two (partial sums over a
+    /// split reduction, then their sum) when the weight matrix is small.
+    pub fn backward_weight(
+        &self,
+        ctx: &GpuContext,
+        x: &Tensor,
+        dy: &Tensor,
+        dw: &Tensor,
+    ) -> Result<Vec<Dispatch>, GpuError> {
+        let s = &self.shape;
+        x.expect(&self.label, &s.input_shape(), DType::F32)?;
+        dy.expect(&self.label, &s.output_shape(), DType::F32)?;
+        dw.expect(&self.label, &s.weight_shape(), DType::F32)?;
+        let splits = self.weight_grad_splits();
+        let params = self.params(splits)?;
+        let n = s.in_c * s.kernel_h * s.kernel_w;
+        let grid = self.grid(s.out_c, n, splits);
+        let constants = self.constants();
+        let read = Binding::tensor;
+        if splits == 1 {
+            let bindings = vec![read(1, x), read(4, dy), read(6, dw)];
+            return Ok(vec![
+                self.spec("backward_weight", &params, &constants, bindings, grid)
+                    .build(ctx)?,
+            ]);
+        }
+        let partials = Tensor::zeros(
+            ctx,
+            &format!("{} weight-grad partials", self.label),
+            &[splits as usize, s.out_c * n],
+            DType::F32,
+        )?;
+        let gemm = self
+            .spec(
+                "backward_weight",
+                &params,
+                &constants,
+                vec![read(1, x), read(4, dy), read(6, &partials)],
+                grid,
+            )
+            .build(ctx)?;
+        let reduce_grid = [(s.out_c * n).div_ceil(256) as u32, 1, 1];
+        let reduce = self
+            .spec(
+                "reduce_weight_splits",
+                &params,
+                &[],
+                vec![read(6, dw), read(7, &partials)],
+                reduce_grid,
+            )
+            .build(ctx)?;
+        Ok(vec![gemm, reduce])
+    }
+}

@@ -1,0 +1,250 @@
+//! Geometry of each op, shared by the GPU kernels' host code and the CPU oracle.
+//! All tensors are NCHW f32 like PyTorch; conv weights are OIHW.
+
+/// A 2-D convolution without bias.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dShape {
+    pub batch: usize,
+    pub in_c: usize,
+    pub in_h: usize,
+    pub in_w: usize,
+    pub out_c: usize,
+    pub kernel_h: usize,
+    pub kernel_w: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl Conv2dShape {
+    /// A square kernel with the given stride and padding.
+    pub fn square(
+        batch: usize,
+        in_c: usize,
+        in_hw: (usize, usize),
+        out_c: usize,
+        kernel: usize,
+        stride: usize,
+        pad: usize,
+    ) -> Self {
+        Conv2dShape {
+            batch,
+            in_c,
+            in_h: in_hw.0,
+            in_w: in_hw.1,
+            out_c,
+            kernel_h: kernel,
+            kernel_w: kernel,
+            stride,
+            pad,
+        }
+    }
+    pub fn out_h(&self) -> usize {
+        (self.in_h + 2 * self.pad - self.kernel_h) / self.stride + 1
+    }
+    pub fn out_w(&self) -> usize {
+        (self.in_w + 2 * self.pad - self.kernel_w) / self.stride + 1
+    }
+    pub fn input_shape(&self) -> [usize; 4] {
+        [self.batch, self.in_c, self.in_h, self.in_w]
+    }
+    pub fn weight_shape(&self) -> [usize; 4] {
+        [self.out_c, self.in_c, self.kernel_h, self.kernel_w]
+    }
+    pub fn output_shape(&self) -> [usize; 4] {
+        [self.batch, self.out_c, self.out_h(), self.out_w()]
+    }
+    /// Multiply-adds times two, for one pass (each of the three passes has the same count).
+    pub fn flops(&self) -> f64 {
+        2.0 * (self.batch
+            * self.out_c
+            * self.out_h()
+            * self.out_w()
+            * self.in_c
+            * self.kernel_h
+            * self.kernel_w) as f64
+    }
+    /// The problem is well formed: positive sizes, the kernel fits the padded input.
+    pub fn validate(&self) -> Result<(), String> {
+        let sizes = [
+            self.batch,
+            self.in_c,
+            self.in_h,
+            self.in_w,
+            self.out_c,
+            self.kernel_h,
+            self.kernel_w,
+            self.stride,
+        ];
+        if sizes.contains(&0) {
+            return Err(format!("conv shape {self:?} has a zero size or stride"));
+        }
+        if self.kernel_h > self.in_h + 2 * self.pad || self.kernel_w > self.in_w + 2 * self.pad {
+            return Err(format!(
+                "conv kernel larger than its padded input: {self:?}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Batch norm over N, H, W for each of C channels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchNormShape {
+    pub batch: usize,
+    pub channels: usize,
+    pub hw: usize,
+}
+
+impl BatchNormShape {
+    pub fn numel(&self) -> usize {
+        self.batch * self.channels * self.hw
+    }
+    /// Values per channel that the batch statistics average over.
+    pub fn count(&self) -> usize {
+        self.batch * self.hw
+    }
+}
+
+/// Max pooling with a square window (and the global average pool's input).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolShape {
+    pub batch: usize,
+    pub channels: usize,
+    pub in_h: usize,
+    pub in_w: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl PoolShape {
+    pub fn out_h(&self) -> usize {
+        (self.in_h + 2 * self.pad - self.kernel) / self.stride + 1
+    }
+    pub fn out_w(&self) -> usize {
+        (self.in_w + 2 * self.pad - self.kernel) / self.stride + 1
+    }
+    pub fn planes(&self) -> usize {
+        self.batch * self.channels
+    }
+    pub fn validate(&self) -> Result<(), String> {
+        if [
+            self.batch,
+            self.channels,
+            self.in_h,
+            self.in_w,
+            self.kernel,
+            self.stride,
+        ]
+        .contains(&0)
+        {
+            return Err(format!("pool shape {self:?} has a zero size"));
+        }
+        // PyTorch's rule: every window then holds at least one real pixel.
+        if 2 * self.pad > self.kernel {
+            return Err(format!(
+                "pool padding {} exceeds half the window {}",
+                self.pad, self.kernel
+            ));
+        }
+        if self.kernel > self.in_h + 2 * self.pad || self.kernel > self.in_w + 2 * self.pad {
+            return Err(format!(
+                "pool window larger than its padded input: {self:?}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The option-A shortcut: subsample by `stride`, zero-pad channels in_c -> out_c.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShortcutShape {
+    pub batch: usize,
+    pub in_c: usize,
+    pub in_h: usize,
+    pub in_w: usize,
+    pub out_c: usize,
+    pub stride: usize,
+}
+
+impl ShortcutShape {
+    /// x[:, :, ::s, ::s] keeps ceil(H / s) rows.
+    pub fn out_h(&self) -> usize {
+        self.in_h.div_ceil(self.stride)
+    }
+    pub fn out_w(&self) -> usize {
+        self.in_w.div_ceil(self.stride)
+    }
+    /// Zero channels before the copied ones; the rest go after.
+    pub fn pad_front(&self) -> usize {
+        (self.out_c - self.in_c) / 2
+    }
+    pub fn validate(&self) -> Result<(), String> {
+        if self.out_c < self.in_c || self.stride == 0 {
+            return Err(format!(
+                "option-A shortcut needs out_c >= in_c and stride > 0: {self:?}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A fully connected layer: x [batch, in_f] -> y [batch, out_f].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinearShape {
+    pub batch: usize,
+    pub in_f: usize,
+    pub out_f: usize,
+}
+
+/// GPU augmentation settings: crop offsets in [-pad, pad], optional flip, then
+/// (x/255 - mean) / std per channel.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AugmentConfig {
+    pub pad: u32,
+    pub flip: bool,
+    pub mean: [f32; 4],
+    pub std: [f32; 4],
+}
+
+impl AugmentConfig {
+    /// The CIFAR-10 recipe: pad 4, flip, the usual per-channel statistics.
+    pub fn cifar_train() -> Self {
+        AugmentConfig {
+            pad: 4,
+            flip: true,
+            mean: [0.4914, 0.4822, 0.4465, 0.0],
+            std: [0.2023, 0.1994, 0.2010, 1.0],
+        }
+    }
+    /// Evaluation: normalize only.
+    pub fn eval(self) -> Self {
+        AugmentConfig {
+            pad: 0,
+            flip: false,
+            ..self
+        }
+    }
+}
+
+/// Image geometry of a dataset (u8, C x H x W per image).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImageShape {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl ImageShape {
+    pub fn numel(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+}
+
+/// SGD hyper-parameters (PyTorch's torch.optim.SGD without dampening).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SgdConfig {
+    pub momentum: f32,
+    pub weight_decay: f32,
+    pub nesterov: bool,
+}
