@@ -36,7 +36,9 @@ impl Pool {
         })
     }
 
-    /// A global average pool over the whole in_h x in_w plane.
+    /// A global average pool over the whole in_h x in_w plane (it ignores the
+    /// window fields; a 1x1 window keeps the shape valid).(the window fields
+    /// are unused; a 1x1 window keeps the shape valid).
     pub fn global_average(
         label: &str,
         batch: usize,
@@ -51,7 +53,7 @@ impl Pool {
                 channels,
                 in_h,
                 in_w,
-                kernel: in_h.max(in_w),
+                kernel: 1,
                 stride: 1,
                 pad: 0,
             },

@@ -1,0 +1,58 @@
+//! Shared by the GPU test binaries: one device per process, seeded inputs and a
+//! tolerance check against the f64 oracle.
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use resnet_wgpu::gpu::{BackendChoice, DType, GpuContext, Tensor};
+
+/// The test device. No adapter is a failure, never a skip: CI must prove the
+/// kernels ran (on Linux without a GPU, install mesa-vulkan-drivers).
+pub fn ctx() -> &'static GpuContext {
+    static CTX: OnceLock<GpuContext> = OnceLock::new();
+    CTX.get_or_init(|| match GpuContext::new_blocking(BackendChoice::Auto) {
+        Ok(ctx) => ctx,
+        Err(e) => panic!("GPU tests need an adapter: {e}"),
+    })
+}
+
+pub fn random(seed: u64, n: usize) -> Vec<f32> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
+}
+
+pub fn tensor(label: &str, shape: &[usize], data: &[f32]) -> Tensor {
+    Tensor::from_f32(ctx(), label, shape, data).unwrap()
+}
+
+pub fn random_tensor(label: &str, seed: u64, shape: &[usize]) -> (Tensor, Vec<f32>) {
+    let data = random(seed, shape.iter().product());
+    (tensor(label, shape, &data), data)
+}
+
+pub fn zeros(label: &str, shape: &[usize]) -> Tensor {
+    Tensor::zeros(ctx(), label, shape, DType::F32).unwrap()
+}
+
+pub fn read(t: &Tensor) -> Vec<f32> {
+    t.read_f32(ctx()).unwrap()
+}
+
+/// |gpu - oracle| <= atol + rtol * |oracle| everywhere, reporting the worst element.
+pub fn assert_close(what: &str, gpu: &[f32], oracle: &[f64], rtol: f64, atol: f64) {
+    assert_eq!(gpu.len(), oracle.len(), "{what}: length");
+    let mut worst: Option<(usize, f64)> = None;
+    for (i, (&g, &o)) in gpu.iter().zip(oracle).enumerate() {
+        let excess = (f64::from(g) - o).abs() - (atol + rtol * o.abs());
+        if !(excess <= 0.0) && worst.is_none_or(|(_, e)| excess > e) {
+            worst = Some((i, excess));
+        }
+    }
+    if let Some((i, _)) = worst {
+        panic!(
+            "{what}: element {i} is {} on the GPU, {} in the oracle (rtol {rtol}, atol {atol})",
+            gpu[i], oracle[i]
+        );
+    }
+}

@@ -1,0 +1,783 @@
+//! Every GPU op against the CPU oracle, on shapes chosen to break kernels:
+//! batch 1, channel counts that are not multiples of 4 or of the tile, odd and
+//! non-square spatial sizes, stride 2 on odd inputs, the 7x7/2 stem, 1x1 projections.
+
+mod common;
+
+use common::*;
+use resnet_wgpu::gpu::{DType, Dispatch, Tensor, submit};
+use resnet_wgpu::ops::batchnorm::{BatchNorm, BnGradTensors, BnTensors, Fusion};
+use resnet_wgpu::ops::conv::{Conv2d, ConvTuning};
+use resnet_wgpu::ops::loss::{self, CrossEntropyTensors};
+use resnet_wgpu::ops::{
+    augment, elementwise, gemm, linear::Linear, optim, pool::Pool, shortcut::Shortcut,
+};
+use resnet_wgpu::reference::{self as oracle, widen};
+use resnet_wgpu::shapes::*;
+
+fn run(dispatches: &[&Dispatch]) {
+    submit(ctx(), "test", dispatches);
+}
+
+fn conv_case(shape: Conv2dShape, tuning: ConvTuning, seed: u64) {
+    let conv = Conv2d::new("test conv", shape, tuning).unwrap();
+    let (x, xv) = random_tensor("x", seed, &shape.input_shape());
+    let (w, wv) = random_tensor("w", seed + 1, &shape.weight_shape());
+    let (dy, dyv) = random_tensor("dy", seed + 2, &shape.output_shape());
+    let y = zeros("y", &shape.output_shape());
+    let dx = zeros("dx", &shape.input_shape());
+    let dw = zeros("dw", &shape.weight_shape());
+    let fwd = conv.forward(ctx(), &x, &w, &y).unwrap();
+    let bin = conv.backward_input(ctx(), &dy, &w, &dx).unwrap();
+    let bw = conv.backward_weight(ctx(), &x, &dy, &dw).unwrap();
+    run(&[&fwd, &bin]);
+    run(&bw.iter().collect::<Vec<_>>());
+    let (xv, wv, dyv) = (widen(&xv), widen(&wv), widen(&dyv));
+    let k = (shape.in_c * shape.kernel_h * shape.kernel_w) as f64;
+    let atol = 1e-5 * k.sqrt();
+    assert_close(
+        &format!("{shape:?} forward"),
+        &read(&y),
+        &oracle::conv::forward(&shape, &xv, &wv),
+        1e-4,
+        atol,
+    );
+    assert_close(
+        &format!("{shape:?} backward_input"),
+        &read(&dx),
+        &oracle::conv::backward_input(&shape, &dyv, &wv),
+        1e-4,
+        atol,
+    );
+    let k_w = (shape.batch * shape.out_h() * shape.out_w()) as f64;
+    assert_close(
+        &format!("{shape:?} backward_weight"),
+        &read(&dw),
+        &oracle::conv::backward_weight(&shape, &xv, &dyv),
+        1e-4,
+        1e-5 * k_w.sqrt(),
+    );
+}
+
+#[test]
+fn conv_matches_oracle_on_odd_shapes() {
+    let t = ConvTuning::default();
+    let cases = [
+        Conv2dShape::square(1, 3, (7, 5), 5, 3, 1, 1), // batch 1, odd non-square
+        Conv2dShape::square(2, 5, (9, 9), 6, 3, 2, 1), // stride 2 on odd input
+        Conv2dShape::square(1, 3, (13, 11), 4, 7, 2, 3), // the 7x7/2 stem
+        Conv2dShape::square(3, 6, (5, 5), 10, 1, 2, 0), // 1x1/2 projection shortcut
+        Conv2dShape::square(2, 17, (8, 8), 9, 3, 1, 1), // channels past one tile
+        Conv2dShape {
+            batch: 2,
+            in_c: 2,
+            in_h: 6,
+            in_w: 5,
+            out_c: 3,
+            kernel_h: 1,
+            kernel_w: 3,
+            stride: 1,
+            pad: 1,
+        },
+    ];
+    for (i, shape) in cases.into_iter().enumerate() {
+        conv_case(shape, t, 100 + 10 * i as u64);
+    }
+}
+
+#[test]
+fn conv_weight_grad_split_reduction_matches_oracle() {
+    let shape = Conv2dShape::square(4, 3, (16, 15), 5, 3, 1, 1);
+    let conv = Conv2d::new("split", shape, ConvTuning::default()).unwrap();
+    assert!(
+        conv.weight_grad_splits() > 1,
+        "this case must exercise the split-K path"
+    );
+    conv_case(shape, ConvTuning::default(), 7);
+}
+
+#[test]
+fn conv_other_workgroup_shapes_match_oracle() {
+    let shape = Conv2dShape::square(2, 7, (9, 6), 11, 3, 2, 1);
+    for tuning in [
+        ConvTuning {
+            wg_n: 8,
+            wg_m: 8,
+            target_workgroups: 4,
+        },
+        ConvTuning {
+            wg_n: 32,
+            wg_m: 2,
+            target_workgroups: 1,
+        },
+    ] {
+        conv_case(shape, tuning, 55);
+    }
+}
+
+#[test]
+fn conv_rejects_mismatched_tensors() {
+    let shape = Conv2dShape::square(1, 3, (5, 5), 4, 3, 1, 1);
+    let conv = Conv2d::new("conv3", shape, ConvTuning::default()).unwrap();
+    let x = zeros("x", &[1, 3, 5, 6]);
+    let w = zeros("w", &shape.weight_shape());
+    let y = zeros("y", &shape.output_shape());
+    let err = conv
+        .forward(ctx(), &x, &w, &y)
+        .err()
+        .expect("wrong input shape must be refused")
+        .to_string();
+    assert!(err.contains("conv3") && err.contains("'x'"), "{err}");
+}
+
+struct BnCase {
+    shape: BatchNormShape,
+    fusion: Fusion,
+    seed: u64,
+}
+
+fn bn_case(case: BnCase) {
+    let s = case.shape;
+    let act = [s.batch, s.channels, s.hw];
+    let c = [s.channels];
+    let (x, xv) = random_tensor("x", case.seed, &act);
+    let (res, resv) = random_tensor("residual", case.seed + 1, &act);
+    let (dy, dyv) = random_tensor("dy", case.seed + 2, &act);
+    let (gamma, gv) = random_tensor("gamma", case.seed + 3, &c);
+    let (beta, bv) = random_tensor("beta", case.seed + 4, &c);
+    let rm0: Vec<f32> = random(case.seed + 5, s.channels);
+    let rv0: Vec<f32> = random(case.seed + 6, s.channels)
+        .iter()
+        .map(|v| v.abs() + 0.5)
+        .collect();
+    let (rm, rv) = (tensor("rm", &c, &rm0), tensor("rv", &c, &rv0));
+    let (sm, si) = (zeros("save_mean", &c), zeros("save_invstd", &c));
+    let (y, dx, dres, dg, db) = (
+        zeros("y", &act),
+        zeros("dx", &act),
+        zeros("dres", &act),
+        zeros("dgamma", &c),
+        zeros("dbeta", &c),
+    );
+    let bn = BatchNorm::new("bn", s, case.fusion).unwrap();
+    let t = BnTensors {
+        x: &x,
+        gamma: &gamma,
+        beta: &beta,
+        running_mean: &rm,
+        running_var: &rv,
+        save_mean: &sm,
+        save_invstd: &si,
+    };
+    let add = case.fusion == Fusion::AddRelu;
+    let fwd = bn
+        .forward_train(ctx(), &t, add.then_some(&res), &y)
+        .unwrap();
+    let g = BnGradTensors {
+        dy: &dy,
+        dx: &dx,
+        dgamma: &dg,
+        dbeta: &db,
+        dresidual: add.then_some(&dres),
+    };
+    let bwd = bn.backward(ctx(), &t, &y, &g).unwrap();
+    run(&fwd.iter().chain(&bwd).collect::<Vec<_>>());
+
+    let (xv, gv, bv) = (widen(&xv), widen(&gv), widen(&bv));
+    let stats = oracle::batchnorm::batch_stats(&s, &xv, 1e-5);
+    let resv = widen(&resv);
+    let yv = oracle::batchnorm::apply(
+        &s,
+        &xv,
+        &stats,
+        &gv,
+        &bv,
+        case.fusion,
+        add.then_some(&resv[..]),
+    );
+    let what = format!("{:?} {:?}", s, case.fusion);
+    assert_close(&format!("{what} y"), &read(&y), &yv, 1e-4, 1e-5);
+    assert_close(&format!("{what} mean"), &read(&sm), &stats.mean, 1e-4, 1e-6);
+    assert_close(
+        &format!("{what} invstd"),
+        &read(&si),
+        &stats.invstd,
+        1e-4,
+        1e-6,
+    );
+    let (mut rmv, mut rvv) = (widen(&rm0), widen(&rv0));
+    oracle::batchnorm::update_running(&mut rmv, &mut rvv, &stats, 0.1);
+    assert_close(
+        &format!("{what} running_mean"),
+        &read(&rm),
+        &rmv,
+        1e-4,
+        1e-6,
+    );
+    assert_close(&format!("{what} running_var"), &read(&rv), &rvv, 1e-4, 1e-6);
+
+    // Backward from the GPU's own forward output, so both see the same ReLU mask.
+    let y_gpu = widen(&read(&y));
+    let grads =
+        oracle::batchnorm::backward(&s, &xv, &stats, &gv, &y_gpu, &widen(&dyv), case.fusion);
+    assert_close(&format!("{what} dx"), &read(&dx), &grads.dx, 1e-3, 1e-5);
+    assert_close(
+        &format!("{what} dgamma"),
+        &read(&dg),
+        &grads.dgamma,
+        1e-4,
+        1e-4,
+    );
+    assert_close(
+        &format!("{what} dbeta"),
+        &read(&db),
+        &grads.dbeta,
+        1e-4,
+        1e-4,
+    );
+    if let Some(dr) = grads.dresidual {
+        assert_close(&format!("{what} dresidual"), &read(&dres), &dr, 0.0, 0.0);
+    }
+}
+
+#[test]
+fn batchnorm_training_matches_oracle_in_every_fused_form() {
+    let shapes = [
+        BatchNormShape {
+            batch: 1,
+            channels: 3,
+            hw: 5 * 7,
+        },
+        BatchNormShape {
+            batch: 3,
+            channels: 5,
+            hw: 9,
+        },
+        BatchNormShape {
+            batch: 2,
+            channels: 6,
+            hw: 300,
+        }, // more than one workgroup stride
+    ];
+    for (i, shape) in shapes.into_iter().enumerate() {
+        for (j, fusion) in [Fusion::None, Fusion::Relu, Fusion::AddRelu]
+            .into_iter()
+            .enumerate()
+        {
+            bn_case(BnCase {
+                shape,
+                fusion,
+                seed: 1000 + 10 * (3 * i + j) as u64,
+            });
+        }
+    }
+}
+
+#[test]
+fn batchnorm_eval_uses_running_statistics() {
+    let s = BatchNormShape {
+        batch: 2,
+        channels: 3,
+        hw: 10,
+    };
+    let (act, c) = ([2, 3, 10], [3]);
+    let (x, xv) = random_tensor("x", 1, &act);
+    let (gamma, gv) = random_tensor("gamma", 2, &c);
+    let (beta, bv) = random_tensor("beta", 3, &c);
+    let (rm, rmv) = random_tensor("rm", 4, &c);
+    let rvv: Vec<f32> = random(5, 3).iter().map(|v| v.abs() + 0.2).collect();
+    let rv = tensor("rv", &c, &rvv);
+    let (sm, si, y) = (zeros("sm", &c), zeros("si", &c), zeros("y", &act));
+    let bn = BatchNorm::new("bn eval", s, Fusion::Relu).unwrap();
+    let t = BnTensors {
+        x: &x,
+        gamma: &gamma,
+        beta: &beta,
+        running_mean: &rm,
+        running_var: &rv,
+        save_mean: &sm,
+        save_invstd: &si,
+    };
+    run(&bn
+        .forward_eval(ctx(), &t, None, &y)
+        .unwrap()
+        .iter()
+        .collect::<Vec<_>>());
+    let stats = oracle::batchnorm::eval_stats(&widen(&rmv), &widen(&rvv), 1e-5);
+    let expect = oracle::batchnorm::apply(
+        &s,
+        &widen(&xv),
+        &stats,
+        &widen(&gv),
+        &widen(&bv),
+        Fusion::Relu,
+        None,
+    );
+    assert_close("bn eval y", &read(&y), &expect, 1e-5, 1e-6);
+    assert_close(
+        "bn eval leaves running mean",
+        &read(&rm),
+        &widen(&rmv),
+        0.0,
+        0.0,
+    );
+}
+
+#[test]
+fn batchnorm_refuses_one_value_per_channel() {
+    let err = BatchNorm::new(
+        "bn1",
+        BatchNormShape {
+            batch: 1,
+            channels: 4,
+            hw: 1,
+        },
+        Fusion::None,
+    )
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("bn1"));
+}
+
+#[test]
+fn relu_and_add_match_oracle() {
+    let shape = [3, 5, 7];
+    let (a, av) = random_tensor("a", 1, &shape);
+    let (b, bv) = random_tensor("b", 2, &shape);
+    let (y, dx, sum) = (
+        zeros("y", &shape),
+        zeros("dx", &shape),
+        zeros("sum", &shape),
+    );
+    let f = elementwise::relu_forward(ctx(), "relu", &a, &y).unwrap();
+    let bk = elementwise::relu_backward(ctx(), "relu", &b, &y, &dx).unwrap();
+    let ad = elementwise::add(ctx(), "add", &a, &b, &sum).unwrap();
+    run(&[&f, &bk, &ad]);
+    let yv = oracle::elementwise::relu(&widen(&av));
+    assert_close("relu", &read(&y), &yv, 0.0, 0.0);
+    assert_close(
+        "relu backward",
+        &read(&dx),
+        &oracle::elementwise::relu_backward(&widen(&bv), &yv),
+        0.0,
+        0.0,
+    );
+    assert_close(
+        "add",
+        &read(&sum),
+        &oracle::elementwise::add(&widen(&av), &widen(&bv)),
+        1e-7,
+        0.0,
+    );
+}
+
+#[test]
+fn shortcut_a_matches_oracle() {
+    for (i, s) in [
+        ShortcutShape {
+            batch: 2,
+            in_c: 3,
+            in_h: 7,
+            in_w: 5,
+            out_c: 8,
+            stride: 2,
+        }, // odd input, odd pad split
+        ShortcutShape {
+            batch: 1,
+            in_c: 16,
+            in_h: 32,
+            in_w: 32,
+            out_c: 32,
+            stride: 2,
+        },
+        ShortcutShape {
+            batch: 1,
+            in_c: 4,
+            in_h: 3,
+            in_w: 3,
+            out_c: 4,
+            stride: 1,
+        },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let sc = Shortcut::new("shortcut", s).unwrap();
+        let (x, xv) = random_tensor("x", 10 + i as u64, &sc.input_shape());
+        let (dy, dyv) = random_tensor("dy", 20 + i as u64, &sc.output_shape());
+        let (y, dx) = (
+            zeros("y", &sc.output_shape()),
+            zeros("dx", &sc.input_shape()),
+        );
+        run(&[
+            &sc.forward(ctx(), &x, &y).unwrap(),
+            &sc.backward(ctx(), &dy, &dx).unwrap(),
+        ]);
+        assert_close(
+            &format!("{s:?} forward"),
+            &read(&y),
+            &oracle::shortcut::forward(&s, &widen(&xv)),
+            0.0,
+            0.0,
+        );
+        assert_close(
+            &format!("{s:?} backward"),
+            &read(&dx),
+            &oracle::shortcut::backward(&s, &widen(&dyv)),
+            0.0,
+            0.0,
+        );
+    }
+}
+
+#[test]
+fn max_pool_matches_oracle() {
+    for (i, s) in [
+        PoolShape {
+            batch: 2,
+            channels: 3,
+            in_h: 9,
+            in_w: 7,
+            kernel: 3,
+            stride: 2,
+            pad: 1,
+        },
+        PoolShape {
+            batch: 1,
+            channels: 5,
+            in_h: 8,
+            in_w: 8,
+            kernel: 3,
+            stride: 2,
+            pad: 1,
+        },
+        PoolShape {
+            batch: 1,
+            channels: 2,
+            in_h: 6,
+            in_w: 5,
+            kernel: 2,
+            stride: 2,
+            pad: 0,
+        },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let pool = Pool::new("maxpool", s).unwrap();
+        let (x, xv) = random_tensor("x", 30 + i as u64, &pool.input_shape());
+        let (dy, dyv) = random_tensor("dy", 40 + i as u64, &pool.max_output_shape());
+        let y = zeros("y", &pool.max_output_shape());
+        let argmax = Tensor::zeros(ctx(), "argmax", &pool.max_output_shape(), DType::U32).unwrap();
+        let dx = zeros("dx", &pool.input_shape());
+        run(&[
+            &pool.max_forward(ctx(), &x, &y, &argmax).unwrap(),
+            &pool.max_backward(ctx(), &dy, &argmax, &dx).unwrap(),
+        ]);
+        let (yv, av) = oracle::pool::max_forward(&s, &widen(&xv));
+        assert_close(&format!("{s:?} forward"), &read(&y), &yv, 0.0, 0.0);
+        assert_eq!(argmax.read_u32(ctx()).unwrap(), av, "{s:?} argmax");
+        assert_close(
+            &format!("{s:?} backward"),
+            &read(&dx),
+            &oracle::pool::max_backward(&s, &widen(&dyv), &av),
+            1e-6,
+            1e-7,
+        );
+    }
+}
+
+#[test]
+fn max_pool_ties_keep_the_first_maximum() {
+    let s = PoolShape {
+        batch: 1,
+        channels: 1,
+        in_h: 4,
+        in_w: 4,
+        kernel: 3,
+        stride: 2,
+        pad: 1,
+    };
+    let pool = Pool::new("ties", s).unwrap();
+    let x = tensor("x", &pool.input_shape(), &[1.0; 16]);
+    let y = zeros("y", &pool.max_output_shape());
+    let argmax = Tensor::zeros(ctx(), "argmax", &pool.max_output_shape(), DType::U32).unwrap();
+    run(&[&pool.max_forward(ctx(), &x, &y, &argmax).unwrap()]);
+    assert_eq!(
+        argmax.read_u32(ctx()).unwrap(),
+        oracle::pool::max_forward(&s, &[1.0; 16]).1
+    );
+}
+
+#[test]
+fn global_average_pool_matches_oracle() {
+    let pool = Pool::global_average("gap", 3, 5, 7, 3).unwrap();
+    let (x, xv) = random_tensor("x", 50, &pool.input_shape());
+    let (dy, dyv) = random_tensor("dy", 51, &[3, 5]);
+    let (y, dx) = (zeros("y", &[3, 5]), zeros("dx", &pool.input_shape()));
+    run(&[
+        &pool.global_avg_forward(ctx(), &x, &y).unwrap(),
+        &pool.global_avg_backward(ctx(), &dy, &dx).unwrap(),
+    ]);
+    assert_close(
+        "gap forward",
+        &read(&y),
+        &oracle::pool::global_avg_forward(15, 21, &widen(&xv)),
+        1e-6,
+        1e-7,
+    );
+    assert_close(
+        "gap backward",
+        &read(&dx),
+        &oracle::pool::global_avg_backward(15, 21, &widen(&dyv)),
+        1e-6,
+        0.0,
+    );
+}
+
+#[test]
+fn linear_matches_oracle() {
+    let s = LinearShape {
+        batch: 3,
+        in_f: 17,
+        out_f: 10,
+    };
+    let fc = Linear::new("fc", s);
+    let (x, xv) = random_tensor("x", 60, &[3, 17]);
+    let (w, wv) = random_tensor("w", 61, &[10, 17]);
+    let (b, bv) = random_tensor("b", 62, &[10]);
+    let (dy, dyv) = random_tensor("dy", 63, &[3, 10]);
+    let (y, dx, dw, db) = (
+        zeros("y", &[3, 10]),
+        zeros("dx", &[3, 17]),
+        zeros("dw", &[10, 17]),
+        zeros("db", &[10]),
+    );
+    let f = fc.forward(ctx(), &x, &w, &b, &y).unwrap();
+    let bk = fc.backward(ctx(), &x, &w, &dy, &dx, &dw, &db).unwrap();
+    run(&std::iter::once(&f).chain(&bk).collect::<Vec<_>>());
+    let (xv, wv, dyv) = (widen(&xv), widen(&wv), widen(&dyv));
+    assert_close(
+        "fc forward",
+        &read(&y),
+        &oracle::linear::forward(&s, &xv, &wv, &widen(&bv)),
+        1e-5,
+        1e-6,
+    );
+    assert_close(
+        "fc dx",
+        &read(&dx),
+        &oracle::linear::backward_input(&s, &dyv, &wv),
+        1e-5,
+        1e-6,
+    );
+    assert_close(
+        "fc dw",
+        &read(&dw),
+        &oracle::linear::backward_weight(&s, &xv, &dyv),
+        1e-5,
+        1e-6,
+    );
+    assert_close(
+        "fc db",
+        &read(&db),
+        &oracle::linear::backward_bias(&s, &dyv),
+        1e-5,
+        1e-6,
+    );
+}
+
+#[test]
+fn cross_entropy_matches_oracle_and_accumulates_metrics() {
+    let (batch, classes) = (5, 7);
+    let mut logits = random(70, batch * classes);
+    logits[2 * classes + 4] = logits[2 * classes..3 * classes]
+        .iter()
+        .cloned()
+        .fold(f32::MIN, f32::max); // a tie
+    let labels: Vec<u32> = vec![0, 6, 3, 4, 2];
+    let lt = tensor("logits", &[batch, classes], &logits);
+    let lb = Tensor::from_u32(ctx(), "labels", &[batch], &labels).unwrap();
+    let (grad, sl, sc) = (
+        zeros("grad", &[batch, classes]),
+        zeros("sample_loss", &[batch]),
+        zeros("sample_correct", &[batch]),
+    );
+    let metrics = zeros("metrics", &[loss::METRICS_LEN]);
+    let t = CrossEntropyTensors {
+        logits: &lt,
+        labels: &lb,
+        grad_logits: &grad,
+        sample_loss: &sl,
+        sample_correct: &sc,
+        metrics: &metrics,
+    };
+    let d = loss::softmax_cross_entropy(ctx(), "loss", &t).unwrap();
+    let refs: Vec<&Dispatch> = d.iter().collect();
+    run(&refs);
+    run(&refs); // metrics accumulate over steps
+    let expect = oracle::loss::softmax_cross_entropy(&widen(&logits), &labels, classes);
+    assert_close("grad logits", &read(&grad), &expect.grad_logits, 1e-5, 1e-7);
+    assert_close(
+        "per-sample loss",
+        &read(&sl),
+        &expect.per_sample_loss,
+        1e-5,
+        1e-6,
+    );
+    let m = read(&metrics);
+    assert_close(
+        "loss sum",
+        &m[loss::METRIC_LOSS_SUM..=loss::METRIC_LOSS_SUM],
+        &[2.0 * expect.mean_loss * batch as f64],
+        1e-5,
+        1e-6,
+    );
+    assert_eq!(m[loss::METRIC_CORRECT], 2.0 * expect.correct as f32);
+    assert_eq!(m[loss::METRIC_SAMPLES], 2.0 * batch as f32);
+    assert_close(
+        "batch loss",
+        &m[loss::METRIC_BATCH_LOSS..=loss::METRIC_BATCH_LOSS],
+        &[expect.mean_loss],
+        1e-5,
+        1e-6,
+    );
+}
+
+#[test]
+fn sgd_matches_oracle_over_steps_with_a_changing_learning_rate() {
+    for nesterov in [false, true] {
+        let cfg = SgdConfig {
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            nesterov,
+        };
+        let n = 1000;
+        let (w, wv) = random_tensor("w", 80, &[n]);
+        let (g, gv) = random_tensor("g", 81, &[n]);
+        let m = zeros("momentum", &[n]);
+        let lr = optim::LearningRateBuffer::new(ctx(), 0.1);
+        let d = optim::sgd_step(ctx(), "sgd", &cfg, &lr, &w, &g, &m).unwrap();
+        let (mut wr, mut mr, gr) = (widen(&wv), vec![0.0; n], widen(&gv));
+        for (step, rate) in [0.1f32, 0.05, 0.01].into_iter().enumerate() {
+            lr.set(ctx(), rate);
+            run(&[&d]);
+            oracle::optim::sgd_step(&cfg, f64::from(rate), &mut wr, &gr, &mut mr);
+            assert_close(
+                &format!("nesterov {nesterov} step {step} w"),
+                &read(&w),
+                &wr,
+                1e-5,
+                1e-6,
+            );
+            assert_close(
+                &format!("nesterov {nesterov} step {step} momentum"),
+                &read(&m),
+                &mr,
+                1e-5,
+                1e-6,
+            );
+        }
+    }
+}
+
+#[test]
+fn augment_replays_exactly_on_the_cpu() {
+    let image = ImageShape {
+        channels: 3,
+        height: 7,
+        width: 9,
+    };
+    let dataset = 6;
+    let bytes: Vec<u8> = (0..dataset * image.numel())
+        .map(|i| (i * 37 % 251) as u8)
+        .collect();
+    let labels: Vec<u32> = (0..dataset as u32).map(|i| i % 4).collect();
+    let indices: Vec<u32> = vec![5, 0, 3, 3, 1];
+    let images = Tensor::from_u8(ctx(), "images", &[dataset, 3, 7, 9], &bytes).unwrap();
+    let dl = Tensor::from_u32(ctx(), "dataset labels", &[dataset], &labels).unwrap();
+    let idx = Tensor::from_u32(ctx(), "indices", &[5], &indices).unwrap();
+    let out = zeros("batch", &[5, 3, 7, 9]);
+    let bl = Tensor::zeros(ctx(), "batch labels", &[5], DType::U32).unwrap();
+    let t = augment::AugmentTensors {
+        images: &images,
+        dataset_labels: &dl,
+        indices: &idx,
+        output: &out,
+        labels: &bl,
+    };
+    for cfg in [
+        AugmentConfig {
+            pad: 2,
+            ..AugmentConfig::cifar_train()
+        },
+        AugmentConfig::cifar_train().eval(),
+    ] {
+        let (mut aug, d) = augment::Augment::new(ctx(), "augment", image, cfg, &t).unwrap();
+        for seed in [1u32, 2, 99] {
+            aug.set_seed(ctx(), seed);
+            run(&[&d]);
+            let (expect, expect_labels) =
+                oracle::augment::augment(&cfg, &image, &bytes, &labels, &indices, seed);
+            assert_close(
+                &format!("{cfg:?} seed {seed}"),
+                &read(&out),
+                &expect,
+                1e-5,
+                1e-5,
+            );
+            assert_eq!(bl.read_u32(ctx()).unwrap(), expect_labels);
+        }
+    }
+}
+
+#[test]
+fn augment_flips_and_crops_vary_with_the_seed() {
+    let cfg = AugmentConfig::cifar_train();
+    let transforms: Vec<_> = (0..64)
+        .map(|b| oracle::augment::sample_transform(&cfg, 7, b))
+        .collect();
+    assert!(
+        transforms.iter().any(|t| t.2) && transforms.iter().any(|t| !t.2),
+        "flips both ways"
+    );
+    assert!(
+        transforms
+            .iter()
+            .map(|t| t.0)
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            > 5,
+        "crop offsets spread"
+    );
+}
+
+#[test]
+fn gemm_matches_oracle() {
+    let (m, n, k) = (37, 29, 19);
+    let (a, av) = random_tensor("a", 90, &[m, k]);
+    let (b, bv) = random_tensor("b", 91, &[k, n]);
+    let c = zeros("c", &[m, n]);
+    run(&[&gemm::matmul(ctx(), &ConvTuning::default(), &a, &b, &c).unwrap()]);
+    assert_close(
+        "gemm",
+        &read(&c),
+        &oracle::gemm::matmul(m, n, k, &widen(&av), &widen(&bv)),
+        1e-5,
+        1e-5,
+    );
+}
+
+#[test]
+fn oversized_tensor_names_the_limit() {
+    let limit = ctx().limits.max_storage_buffer_binding_size;
+    let elements = (limit / 4 + 1) as usize;
+    let err = Tensor::zeros(ctx(), "huge activation", &[elements], DType::F32)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("huge activation") && err.contains("max_storage_buffer_binding_size"),
+        "{err}"
+    );
+}
