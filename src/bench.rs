@@ -18,6 +18,23 @@ pub struct BenchOpsOptions {
     /// Size of the square reference GEMM (0 skips it).
     #[arg(long, default_value_t = 1024)]
     pub gemm_size: usize,
+    /// Conv/GEMM workgroup width along N (output pixels); default: the built-in tuning.
+    #[arg(long)]
+    pub wg_n: Option<u32>,
+    /// Conv/GEMM workgroup height along M (channels); default: the built-in tuning.
+    #[arg(long)]
+    pub wg_m: Option<u32>,
+}
+
+impl BenchOpsOptions {
+    fn tuning(&self) -> ConvTuning {
+        let d = ConvTuning::default();
+        ConvTuning {
+            wg_n: self.wg_n.unwrap_or(d.wg_n),
+            wg_m: self.wg_m.unwrap_or(d.wg_m),
+            ..d
+        }
+    }
 }
 
 struct Row {
@@ -41,19 +58,40 @@ fn gflops(flops: f64, t: &OpTiming) -> f64 {
     flops / t.seconds / 1e9
 }
 
-/// GFLOP/s of the project's GEMM for an m x n x k problem.
+/// Columns of the yardstick GEMM beyond which its rate no longer changes; capping
+/// N keeps its [K, N] operand within storage-binding limits at batch 128.
+const GEMM_MAX_N: usize = 16384;
+
+/// Which of the project's GEMM kernels to time.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum GemmVersion {
+    /// v1: scalar loads, any shape.
+    Scalar,
+    /// v2: vec4 loads; K and N multiples of 4.
+    Vec4,
+    /// v2 where the shape allows it, else v1: the yardstick for the convs.
+    Best,
+}
+
+/// GFLOP/s of the project's GEMM for an m x min(n, GEMM_MAX_N) x k problem.
 fn gemm_rate(
     ctx: &GpuContext,
     tuning: &ConvTuning,
-    m: usize,
-    n: usize,
-    k: usize,
+    [m, n, k]: [usize; 3],
+    version: GemmVersion,
     reps: u32,
 ) -> Result<f64, GpuError> {
+    let n = n.min(GEMM_MAX_N);
     let a = filled(ctx, "gemm a", &[m, k])?;
     let b = filled(ctx, "gemm b", &[k, n])?;
     let c = Tensor::zeros(ctx, "gemm c", &[m, n], DType::F32)?;
-    let d = gemm::matmul(ctx, tuning, &a, &b, &c)?;
+    let vec4 =
+        version == GemmVersion::Vec4 || (version == GemmVersion::Best && k % 4 == 0 && n % 4 == 0);
+    let d = if vec4 {
+        gemm::matmul_vec4(ctx, tuning, &a, &b, &c)?
+    } else {
+        gemm::matmul(ctx, tuning, &a, &b, &c)?
+    };
     let t = time_dispatches(ctx, &[&d], reps)?;
     Ok(gflops(2.0 * (m * n * k) as f64, &t))
 }
@@ -92,10 +130,11 @@ fn bench_conv(
     ctx: &GpuContext,
     name: &str,
     shape: Conv2dShape,
+    tuning: &ConvTuning,
     reps: u32,
     rows: &mut Vec<Row>,
 ) -> Result<(), GpuError> {
-    let tuning = ConvTuning::default();
+    let tuning = *tuning;
     let conv = Conv2d::new(name, shape, tuning)?;
     let x = filled(ctx, "x", &shape.input_shape())?;
     let w = filled(ctx, "w", &shape.weight_shape())?;
@@ -127,7 +166,7 @@ fn bench_conv(
     for (op, dispatches, [m, n, k]) in passes {
         let refs: Vec<&Dispatch> = dispatches.iter().collect();
         let timing = time_dispatches(ctx, &refs, reps)?;
-        let gemm = gemm_rate(ctx, &tuning, m, n, k, reps)?;
+        let gemm = gemm_rate(ctx, &tuning, [m, n, k], GemmVersion::Best, reps)?;
         rows.push(Row {
             op: op.into(),
             shape: name.into(),
@@ -234,7 +273,7 @@ fn bench_batchnorm(
 /// Runs the benchmark and prints the table.
 pub fn bench_ops(ctx: &GpuContext, opt: &BenchOpsOptions) -> Result<(), GpuError> {
     println!("adapter: {}", ctx.describe());
-    let tuning = ConvTuning::default();
+    let tuning = opt.tuning();
     println!(
         "conv tiles: 4x4 per invocation, workgroup {}x{} (N x M); batch {}",
         tuning.wg_n, tuning.wg_m, opt.batch
@@ -242,22 +281,31 @@ pub fn bench_ops(ctx: &GpuContext, opt: &BenchOpsOptions) -> Result<(), GpuError
     let mut rows = Vec::new();
     if opt.gemm_size > 0 {
         let n = opt.gemm_size;
-        let rate = gemm_rate(ctx, &tuning, n, n, n, opt.reps)?;
         let flops = 2.0 * (n * n * n) as f64;
-        let timing = OpTiming {
-            seconds: flops / rate / 1e9,
-            from_timestamps: ctx.has_timestamps(),
-        };
-        rows.push(Row {
-            op: "gemm".into(),
-            shape: format!("{n}x{n}x{n}"),
-            timing,
-            flops: Some(flops),
-            gemm_gflops: Some(rate),
-        });
+        let versions = [
+            ("gemm v1 (scalar loads)", GemmVersion::Scalar),
+            ("gemm v2 (vec4 loads)", GemmVersion::Vec4),
+        ];
+        for (op, version) in versions {
+            if version == GemmVersion::Vec4 && n % 4 != 0 {
+                continue;
+            }
+            let rate = gemm_rate(ctx, &tuning, [n, n, n], version, opt.reps)?;
+            let timing = OpTiming {
+                seconds: flops / rate / 1e9,
+                from_timestamps: ctx.has_timestamps(),
+            };
+            rows.push(Row {
+                op: op.into(),
+                shape: format!("{n}x{n}x{n}"),
+                timing,
+                flops: Some(flops),
+                gemm_gflops: None,
+            });
+        }
     }
     for (name, shape) in resnet20_convs(opt.batch) {
-        bench_conv(ctx, name, shape, opt.reps, &mut rows)?;
+        bench_conv(ctx, name, shape, &tuning, opt.reps, &mut rows)?;
     }
     bench_batchnorm(ctx, opt.batch, opt.reps, &mut rows)?;
     print_table(&rows);
@@ -267,7 +315,7 @@ pub fn bench_ops(ctx: &GpuContext, opt: &BenchOpsOptions) -> Result<(), GpuError
         "wall clock around submit+wait (no usable timestamps)"
     };
     println!(
-        "times from {source}; '% gemm' compares with this project's GEMM at the same M x N x K"
+        "times from {source}; '% gemm' compares with this project's best GEMM (v2 where K and N allow) at the same M x N x K (N capped at {GEMM_MAX_N})"
     );
     Ok(())
 }

@@ -753,18 +753,41 @@ fn augment_flips_and_crops_vary_with_the_seed() {
 }
 
 #[test]
-fn gemm_matches_oracle() {
-    let (m, n, k) = (37, 29, 19);
-    let (a, av) = random_tensor("a", 90, &[m, k]);
-    let (b, bv) = random_tensor("b", 91, &[k, n]);
-    let c = zeros("c", &[m, n]);
-    run(&[&gemm::matmul(ctx(), &ConvTuning::default(), &a, &b, &c).unwrap()]);
-    assert_close(
-        "gemm",
-        &read(&c),
-        &oracle::gemm::matmul(m, n, k, &widen(&av), &widen(&bv)),
-        1e-5,
-        1e-5,
+fn gemm_versions_match_oracle() {
+    // Odd M everywhere; v1 also takes odd N and K, v2 needs multiples of 4 there.
+    for (m, n, k, vec4) in [
+        (37, 29, 19, false),
+        (37, 28, 20, true),
+        (1, 4, 4, true),
+        (9, 36, 8, true),
+    ] {
+        let (a, av) = random_tensor("a", 90, &[m, k]);
+        let (b, bv) = random_tensor("b", 91, &[k, n]);
+        let c = zeros("c", &[m, n]);
+        let tuning = ConvTuning::default();
+        let d = if vec4 {
+            gemm::matmul_vec4(ctx(), &tuning, &a, &b, &c)
+        } else {
+            gemm::matmul(ctx(), &tuning, &a, &b, &c)
+        };
+        run(&[&d.unwrap()]);
+        let expect = oracle::gemm::matmul(m, n, k, &widen(&av), &widen(&bv));
+        assert_close(
+            &format!("gemm {m}x{n}x{k} vec4 {vec4}"),
+            &read(&c),
+            &expect,
+            1e-5,
+            1e-5,
+        );
+    }
+    let (a, b, c) = (
+        zeros("a", &[3, 5]),
+        zeros("b", &[5, 4]),
+        zeros("c", &[3, 4]),
+    );
+    assert!(
+        gemm::matmul_vec4(ctx(), &ConvTuning::default(), &a, &b, &c).is_err(),
+        "K = 5 must be refused by v2"
     );
 }
 
