@@ -20,10 +20,10 @@ fn build(
     inputs: &[&Tensor],
     output: &Tensor,
 ) -> Result<Dispatch, GpuError> {
-    for t in inputs {
+    // Every operand takes the output's shape, and all are f32.
+    for t in inputs.iter().chain([&output]) {
         t.expect(label, output.shape(), DType::F32)?;
     }
-    output.expect(label, output.shape(), DType::F32)?;
     let params = ElementwiseParams {
         len: super::u32_of(label, "elements", output.numel())?,
         _pad: [0; 3],

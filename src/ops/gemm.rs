@@ -1,4 +1,5 @@
-//! Host side of shaders/gemm.wgsl: the benchmark's yardstick GEMM.
+//! Host side of shaders/gemm.wgsl: the benchmark's yardstick GEMMs, numbered
+//! from plain to fast like llm.c's kernel versions.
 
 use crate::gpu::{Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Tensor};
 
@@ -13,7 +14,57 @@ struct GemmParams {
     _pad: u32,
 }
 
-/// c [m, n] = a [m, k] * b [k, n], with the conv kernels' workgroup shape.
+/// Rows per invocation of matmul_vec4 (V2_ROWS in gemm.wgsl).
+const V2_ROWS: usize = 8;
+
+/// [m, n, k] of c = a * b, after checking the three matrices agree.
+fn dims(op: &str, a: &Tensor, b: &Tensor, c: &Tensor) -> Result<[usize; 3], GpuError> {
+    let (&[m, k], &[k2, n]) = (a.shape(), b.shape()) else {
+        return Err(GpuError::shape(op, "a and b must be matrices"));
+    };
+    if k != k2 {
+        return Err(GpuError::shape(
+            op,
+            format!("inner dimensions differ: {k} vs {k2}"),
+        ));
+    }
+    a.expect(op, &[m, k], DType::F32)?;
+    b.expect(op, &[k, n], DType::F32)?;
+    c.expect(op, &[m, n], DType::F32)?;
+    for v in [m, n, k] {
+        super::u32_of(op, "dimension", v)?;
+    }
+    Ok([m, n, k])
+}
+
+fn build(
+    ctx: &GpuContext,
+    tuning: &ConvTuning,
+    entry: &'static str,
+    [m, n, k]: [usize; 3],
+    bindings: Vec<Binding<'_>>,
+    workgroups: [u32; 3],
+) -> Result<Dispatch, GpuError> {
+    let params = GemmParams {
+        m: m as u32,
+        n: n as u32,
+        k: k as u32,
+        _pad: 0,
+    };
+    DispatchSpec {
+        label: format!("{entry} {m}x{n}x{k}"),
+        shader: "gemm",
+        entry,
+        constants: &[("WG_N", tuning.wg_n), ("WG_M", tuning.wg_m)],
+        params: &params,
+        bindings,
+        workgroups,
+    }
+    .build(ctx)
+}
+
+/// v1: c [m, n] = a [m, k] * b [k, n] with scalar loads, the conv kernels'
+/// 4x4 register tile and workgroup shape; any sizes.
 pub fn matmul(
     ctx: &GpuContext,
     tuning: &ConvTuning,
@@ -21,56 +72,22 @@ pub fn matmul(
     b: &Tensor,
     c: &Tensor,
 ) -> Result<Dispatch, GpuError> {
-    let (&[m, k], &[k2, n]) = (a.shape(), b.shape()) else {
-        return Err(GpuError::shape("matmul", "a and b must be matrices"));
-    };
-    if k != k2 {
-        return Err(GpuError::shape(
-            "matmul",
-            format!("inner dimensions differ: {k} vs {k2}"),
-        ));
-    }
-    c.expect("matmul", &[m, n], DType::F32)?;
-    let params = GemmParams {
-        m: m as u32,
-        n: n as u32,
-        k: k as u32,
-        _pad: 0,
-    };
+    let [m, n, k] = dims("matmul", a, b, c)?;
     let workgroups = [
         n.div_ceil(4 * tuning.wg_n as usize) as u32,
         m.div_ceil(4 * tuning.wg_m as usize) as u32,
         1,
     ];
-    DispatchSpec {
-        label: format!("matmul {m}x{n}x{k}"),
-        shader: "gemm",
-        entry: "matmul",
-        constants: &[("WG_N", tuning.wg_n), ("WG_M", tuning.wg_m)],
-        params: &params,
-        bindings: vec![
-            Binding {
-                index: 1,
-                buffer: a.buffer(),
-            },
-            Binding {
-                index: 2,
-                buffer: b.buffer(),
-            },
-            Binding {
-                index: 3,
-                buffer: c.buffer(),
-            },
-        ],
-        workgroups,
-    }
-    .build(ctx)
+    let bindings = vec![
+        Binding::tensor(1, a),
+        Binding::tensor(2, b),
+        Binding::tensor(3, c),
+    ];
+    build(ctx, tuning, "matmul", [m, n, k], bindings, workgroups)
 }
 
-/// Rows per invocation of matmul_vec4 (V2_ROWS in gemm.wgsl).
-const V2_ROWS: usize = 8;
-
-/// Version 2 of the GEMM (vec4 loads along memory); K and N must be multiples of 4.
+/// v2: the same product with vec4 loads along memory and 8 rows per invocation;
+/// K and N must be multiples of 4.
 pub fn matmul_vec4(
     ctx: &GpuContext,
     tuning: &ConvTuning,
@@ -78,39 +95,22 @@ pub fn matmul_vec4(
     b: &Tensor,
     c: &Tensor,
 ) -> Result<Dispatch, GpuError> {
-    let (&[m, k], &[k2, n]) = (a.shape(), b.shape()) else {
-        return Err(GpuError::shape("matmul_vec4", "a and b must be matrices"));
-    };
-    if k != k2 || k % 4 != 0 || n % 4 != 0 {
+    let [m, n, k] = dims("matmul_vec4", a, b, c)?;
+    if k % 4 != 0 || n % 4 != 0 {
         return Err(GpuError::shape(
             "matmul_vec4",
-            format!("needs matching K and K, N multiples of 4: {m}x{k} * {k2}x{n}"),
+            format!("K ({k}) and N ({n}) must be multiples of 4"),
         ));
     }
-    c.expect("matmul_vec4", &[m, n], DType::F32)?;
-    let params = GemmParams {
-        m: m as u32,
-        n: n as u32,
-        k: k as u32,
-        _pad: 0,
-    };
     let workgroups = [
         (n / 4).div_ceil(tuning.wg_n as usize) as u32,
         m.div_ceil(V2_ROWS * tuning.wg_m as usize) as u32,
         1,
     ];
-    DispatchSpec {
-        label: format!("matmul_vec4 {m}x{n}x{k}"),
-        shader: "gemm",
-        entry: "matmul_vec4",
-        constants: &[("WG_N", tuning.wg_n), ("WG_M", tuning.wg_m)],
-        params: &params,
-        bindings: vec![
-            Binding::tensor(4, a),
-            Binding::tensor(5, b),
-            Binding::tensor(6, c),
-        ],
-        workgroups,
-    }
-    .build(ctx)
+    let bindings = vec![
+        Binding::tensor(4, a),
+        Binding::tensor(5, b),
+        Binding::tensor(6, c),
+    ];
+    build(ctx, tuning, "matmul_vec4", [m, n, k], bindings, workgroups)
 }
