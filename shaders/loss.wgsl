@@ -2,15 +2,17 @@
 // metrics a training loop wants without reading anything back per step.
 //
 // forward_backward: one invocation per sample writes its loss, whether its argmax
-// equals the label, and d(mean loss)/d(logits) = (softmax - onehot) / batch.
+// equals the label, and d(mean loss)/d(logits) = (softmax - onehot) / valid.
+// Only the first `valid` samples count: an evaluation pass pads its last batch
+// and the padding must add nothing to the loss, the accuracy or the gradient.
 // reduce_metrics: one workgroup sums the batch and adds it to the metrics
 // accumulator, which the host reads back (and clears) every few steps.
 
 struct LossParams {
     batch: u32,
     classes: u32,
-    _pad0: u32,
-    _pad1: u32,
+    valid: u32,
+    _pad: u32,
 }
 
 // metrics layout (f32): running sums since the last clear, plus this batch's mean.
@@ -36,6 +38,14 @@ fn forward_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let b = gid.x;
     if b >= p.batch { return; }
     let row = b * p.classes;
+    if b >= p.valid {
+        sample_loss[b] = 0.0;
+        sample_correct[b] = 0.0;
+        for (var k = 0u; k < p.classes; k++) {
+            grad_logits[row + k] = 0.0;
+        }
+        return;
+    }
     // The first maximum wins ties, like torch.argmax.
     var best = logits[row];
     var best_class = 0u;
@@ -53,7 +63,7 @@ fn forward_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let label = labels[b];
     sample_loss[b] = log(sum_exp) + best - logits[row + label];
     sample_correct[b] = select(0.0, 1.0, best_class == label);
-    let scale = 1.0 / f32(p.batch);
+    let scale = 1.0 / f32(p.valid);
     for (var k = 0u; k < p.classes; k++) {
         let softmax = exp(logits[row + k] - best) / sum_exp;
         grad_logits[row + k] = (softmax - select(0.0, 1.0, k == label)) * scale;
@@ -78,7 +88,7 @@ fn reduce_metrics(@builtin(local_invocation_id) lid: vec3<u32>) {
         let total = partial[0];
         metrics[METRIC_LOSS_SUM] += total.x;
         metrics[METRIC_CORRECT] += total.y;
-        metrics[METRIC_SAMPLES] += f32(p.batch);
-        metrics[METRIC_BATCH_LOSS] = total.x / f32(p.batch);
+        metrics[METRIC_SAMPLES] += f32(p.valid);
+        metrics[METRIC_BATCH_LOSS] = total.x / f32(p.valid);
     }
 }

@@ -7,7 +7,10 @@
 //! shader), [`bench`] (GPU timings per op).
 
 pub mod bench;
+pub mod data;
 pub mod gpu;
+pub mod model;
 pub mod ops;
 pub mod reference;
 pub mod shapes;
+pub mod train;

@@ -199,7 +199,7 @@ pub struct LinearShape {
 
 /// GPU augmentation settings: crop offsets in [-pad, pad], optional flip, then
 /// (x/255 - mean) / std per channel.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AugmentConfig {
     pub pad: u32,
     pub flip: bool,
@@ -228,7 +228,7 @@ impl AugmentConfig {
 }
 
 /// Image geometry of a dataset (u8, C x H x W per image).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ImageShape {
     pub channels: usize,
     pub height: usize,
@@ -242,7 +242,7 @@ impl ImageShape {
 }
 
 /// SGD hyper-parameters (PyTorch's torch.optim.SGD without dampening).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SgdConfig {
     pub momentum: f32,
     pub weight_decay: f32,

@@ -612,7 +612,7 @@ fn cross_entropy_matches_oracle_and_accumulates_metrics() {
         sample_correct: &sc,
         metrics: &metrics,
     };
-    let d = loss::softmax_cross_entropy(ctx(), "loss", &t).unwrap();
+    let d = loss::softmax_cross_entropy(ctx(), "loss", &t, batch).unwrap();
     let refs: Vec<&Dispatch> = d.iter().collect();
     run(&refs);
     run(&refs); // metrics accumulate over steps
@@ -642,6 +642,52 @@ fn cross_entropy_matches_oracle_and_accumulates_metrics() {
         1e-5,
         1e-6,
     );
+}
+
+#[test]
+fn cross_entropy_ignores_the_padding_of_a_partial_batch() {
+    let (batch, valid, classes) = (6, 4, 3);
+    let logits = random(71, batch * classes);
+    let labels: Vec<u32> = vec![2, 0, 1, 1, 7, 9]; // padding labels are never read
+    let lt = tensor("logits", &[batch, classes], &logits);
+    let lb = Tensor::from_u32(ctx(), "labels", &[batch], &labels).unwrap();
+    let (grad, sl, sc) = (
+        tensor("grad", &[batch, classes], &vec![5.0; batch * classes]),
+        zeros("sample_loss", &[batch]),
+        zeros("sample_correct", &[batch]),
+    );
+    let metrics = zeros("metrics", &[loss::METRICS_LEN]);
+    let t = CrossEntropyTensors {
+        logits: &lt,
+        labels: &lb,
+        grad_logits: &grad,
+        sample_loss: &sl,
+        sample_correct: &sc,
+        metrics: &metrics,
+    };
+    let d = loss::softmax_cross_entropy(ctx(), "loss", &t, valid).unwrap();
+    run(&d.iter().collect::<Vec<_>>());
+    let expect = oracle::loss::softmax_cross_entropy(
+        &widen(&logits[..valid * classes]),
+        &labels[..valid],
+        classes,
+    );
+    let mut expect_grad = expect.grad_logits.clone();
+    expect_grad.resize(batch * classes, 0.0);
+    assert_close("grad logits", &read(&grad), &expect_grad, 1e-5, 1e-7);
+    let m = read(&metrics);
+    assert_eq!(m[loss::METRIC_SAMPLES], valid as f32);
+    assert_eq!(m[loss::METRIC_CORRECT], expect.correct as f32);
+    assert_close(
+        "loss sum",
+        &m[loss::METRIC_LOSS_SUM..=loss::METRIC_LOSS_SUM],
+        &[expect.mean_loss * valid as f64],
+        1e-5,
+        1e-6,
+    );
+    for bad in [0, batch + 1] {
+        assert!(loss::softmax_cross_entropy(ctx(), "loss", &t, bad).is_err());
+    }
 }
 
 #[test]

@@ -18,6 +18,18 @@ pub enum GpuError {
         limit: u64,
         adapter: String,
     },
+    #[error(
+        "batch {batch} does not fit: tensor '{tensor}' would need {needed} bytes in one storage \
+         binding and adapter '{adapter}' allows {limit}; the largest batch that fits is {max_batch}"
+    )]
+    BatchTooLarge {
+        batch: usize,
+        max_batch: usize,
+        tensor: String,
+        needed: u64,
+        limit: u64,
+        adapter: String,
+    },
     #[error("{op}: {detail}")]
     Shape { op: String, detail: String },
     #[error("wgpu rejected {what}: {message}")]

@@ -8,7 +8,8 @@ use crate::gpu::{Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, T
 struct LossParams {
     batch: u32,
     classes: u32,
-    _pad: [u32; 2],
+    valid: u32,
+    _pad: u32,
 }
 
 /// Layout of the metrics accumulator (f32): sums since it was last cleared,
@@ -32,11 +33,13 @@ pub struct CrossEntropyTensors<'a> {
 }
 
 /// Two dispatches: per-sample loss and gradient, then the batch sums added to
-/// the metrics accumulator.
+/// the metrics accumulator. Only the first `valid` samples count (the rest are
+/// the padding of a last, partial evaluation batch); training passes the batch.
 pub fn softmax_cross_entropy(
     ctx: &GpuContext,
     label: &str,
     t: &CrossEntropyTensors<'_>,
+    valid: usize,
 ) -> Result<Vec<Dispatch>, GpuError> {
     let &[batch, classes] = t.logits.shape() else {
         return Err(GpuError::shape(
@@ -53,10 +56,17 @@ pub fn softmax_cross_entropy(
     t.sample_loss.expect(label, &[batch], DType::F32)?;
     t.sample_correct.expect(label, &[batch], DType::F32)?;
     t.metrics.expect(label, &[METRICS_LEN], DType::F32)?;
+    if valid == 0 || valid > batch {
+        return Err(GpuError::shape(
+            label,
+            format!("{valid} valid samples in a batch of {batch}"),
+        ));
+    }
     let params = LossParams {
         batch: super::u32_of(label, "batch", batch)?,
         classes: super::u32_of(label, "classes", classes)?,
-        _pad: [0; 2],
+        valid: valid as u32,
+        _pad: 0,
     };
     let b = Binding::tensor;
     let spec = |entry, bindings, workgroups| DispatchSpec {

@@ -1,0 +1,137 @@
+//! CIFAR-10 and CIFAR-100 in their binary formats ("CIFAR-10 binary version"):
+//! records of label byte(s) then 3072 bytes of R, G and B planes (32x32 each).
+
+use std::path::{Path, PathBuf};
+
+use super::{CIFAR10_CLASSES, DataError, DataSplit, Dataset, io_error};
+use crate::shapes::ImageShape;
+
+const IMAGE: ImageShape = ImageShape {
+    channels: 3,
+    height: 32,
+    width: 32,
+};
+const PIXELS: usize = 3 * 32 * 32;
+
+/// Which of CIFAR-100's two labels to train on.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+pub enum Cifar100Labels {
+    /// 100 classes.
+    Fine,
+    /// 20 superclasses.
+    Coarse,
+}
+
+/// data_batch_1.bin .. data_batch_5.bin and test_batch.bin from `dir`.
+pub fn load_cifar10(dir: &Path) -> Result<DataSplit, DataError> {
+    let names: Vec<String> = CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect();
+    let format = Format {
+        label_bytes: 1,
+        label_index: 0,
+        classes: 10,
+        name: "CIFAR-10",
+    };
+    let train_files: Vec<PathBuf> = (1..=5)
+        .map(|i| dir.join(format!("data_batch_{i}.bin")))
+        .collect();
+    let train = read_files(&train_files, &format, &names)?;
+    let test = read_files(&[dir.join("test_batch.bin")], &format, &names)?;
+    Ok(DataSplit {
+        name: format!("cifar10 ({})", dir.display()),
+        train,
+        test,
+        eval_name: "test".into(),
+    })
+}
+
+/// train.bin and test.bin from `dir`, with the coarse or fine label.
+pub fn load_cifar100(dir: &Path, labels: Cifar100Labels) -> Result<DataSplit, DataError> {
+    let (label_index, classes) = match labels {
+        Cifar100Labels::Coarse => (0, 20),
+        Cifar100Labels::Fine => (1, 100),
+    };
+    let names: Vec<String> = (0..classes).map(|c| format!("class {c}")).collect();
+    let format = Format {
+        label_bytes: 2,
+        label_index,
+        classes,
+        name: "CIFAR-100",
+    };
+    let train = read_files(&[dir.join("train.bin")], &format, &names)?;
+    let test = read_files(&[dir.join("test.bin")], &format, &names)?;
+    Ok(DataSplit {
+        name: format!("cifar100 {labels:?} ({})", dir.display()).to_lowercase(),
+        train,
+        test,
+        eval_name: "test".into(),
+    })
+}
+
+struct Format {
+    label_bytes: usize,
+    label_index: usize,
+    classes: usize,
+    name: &'static str,
+}
+
+fn read_files(paths: &[PathBuf], format: &Format, names: &[String]) -> Result<Dataset, DataError> {
+    let mut out = Dataset {
+        images: vec![],
+        labels: vec![],
+        shape: IMAGE,
+        class_names: names.to_vec(),
+    };
+    for path in paths {
+        let bytes = std::fs::read(path).map_err(|e| match io_error(path, e) {
+            DataError::Missing { path, .. } => DataError::Missing {
+                path,
+                hint: format!(
+                    " (expected the {} binary version: {})",
+                    format.name,
+                    paths
+                        .iter()
+                        .filter_map(|p| p.file_name())
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            },
+            other => other,
+        })?;
+        parse_records(path, &bytes, format, &mut out)?;
+    }
+    Ok(out)
+}
+
+fn parse_records(
+    path: &Path,
+    bytes: &[u8],
+    format: &Format,
+    out: &mut Dataset,
+) -> Result<(), DataError> {
+    let record = format.label_bytes + PIXELS;
+    if bytes.is_empty() || bytes.len() % record != 0 {
+        return Err(DataError::PartialRecord {
+            path: path.to_path_buf(),
+            size: bytes.len() as u64,
+            record,
+            format: format.name,
+        });
+    }
+    for (i, rec) in bytes.chunks_exact(record).enumerate() {
+        let label = u32::from(rec[format.label_index]);
+        if label as usize >= format.classes {
+            return Err(DataError::LabelOutOfRange {
+                path: path.to_path_buf(),
+                record: i,
+                label,
+                classes: format.classes,
+            });
+        }
+        out.labels.push(label);
+        out.images.extend_from_slice(&rec[format.label_bytes..]);
+    }
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! Datasets as u8 images (N x C x H x W, row-major like CIFAR's files) with u32
+//! labels: CIFAR-10/100 binary, an image folder, and the built-in synthetic set.
+
+mod cifar;
+mod folder;
+mod synthetic;
+
+pub use cifar::{Cifar100Labels, load_cifar10, load_cifar100};
+pub use folder::{FolderOptions, load_folder};
+pub use synthetic::{SyntheticOptions, synthetic};
+
+use std::path::PathBuf;
+
+use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
+
+use crate::shapes::ImageShape;
+
+/// Every way reading a dataset can fail; each names the file or folder.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("{path}: file not found{hint}")]
+    Missing { path: PathBuf, hint: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{path}: {size} bytes is not a whole number of {record}-byte records; the file is \
+         truncated or not in the {format} binary format"
+    )]
+    PartialRecord {
+        path: PathBuf,
+        size: u64,
+        record: usize,
+        format: &'static str,
+    },
+    #[error("{path}: record {record} has label {label}, but the dataset has {classes} classes")]
+    LabelOutOfRange {
+        path: PathBuf,
+        record: usize,
+        label: u32,
+        classes: usize,
+    },
+    #[error("{path}: {detail}")]
+    Invalid { path: PathBuf, detail: String },
+}
+
+/// Images and labels of one split, in memory.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    pub images: Vec<u8>,
+    pub labels: Vec<u32>,
+    pub shape: ImageShape,
+    pub class_names: Vec<String>,
+}
+
+impl Dataset {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    pub fn classes(&self) -> usize {
+        self.class_names.len()
+    }
+
+    pub fn image(&self, i: usize) -> &[u8] {
+        let n = self.shape.numel();
+        &self.images[i * n..(i + 1) * n]
+    }
+
+    /// The samples at `indices`, in that order.
+    pub fn select(&self, indices: &[usize]) -> Dataset {
+        let mut images = Vec::with_capacity(indices.len() * self.shape.numel());
+        for &i in indices {
+            images.extend_from_slice(self.image(i));
+        }
+        Dataset {
+            images,
+            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+            shape: self.shape,
+            class_names: self.class_names.clone(),
+        }
+    }
+
+    /// Holds out `count` samples (chosen by a seeded shuffle) as a validation
+    /// set, as the paper's 45k/5k split of CIFAR-10's training set.
+    pub fn split_validation(&self, count: usize, seed: u64) -> Result<(Dataset, Dataset), String> {
+        if count == 0 || count >= self.len() {
+            return Err(format!(
+                "--val-split {count}: must be between 1 and {} (the training set size minus one)",
+                self.len().saturating_sub(1)
+            ));
+        }
+        let mut order: Vec<usize> = (0..self.len()).collect();
+        order.shuffle(&mut StdRng::seed_from_u64(seed ^ 0x5eed_0f_5a11));
+        let (val, train) = order.split_at(count);
+        let (mut train, mut val) = (train.to_vec(), val.to_vec());
+        train.sort_unstable();
+        val.sort_unstable();
+        Ok((self.select(&train), self.select(&val)))
+    }
+}
+
+/// A training set and the set it is evaluated on.
+#[derive(Clone, Debug)]
+pub struct DataSplit {
+    /// e.g. "cifar10 (/data/cifar-10-batches-bin)".
+    pub name: String,
+    pub train: Dataset,
+    pub test: Dataset,
+    /// "test" or "validation".
+    pub eval_name: String,
+}
+
+pub const CIFAR10_CLASSES: [&str; 10] = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+];
+
+fn io_error(path: &std::path::Path, source: std::io::Error) -> DataError {
+    if source.kind() == std::io::ErrorKind::NotFound {
+        DataError::Missing {
+            path: path.to_path_buf(),
+            hint: String::new(),
+        }
+    } else {
+        DataError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}

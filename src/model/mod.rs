@@ -1,0 +1,433 @@
+//! The ResNet family as a device-independent layer list with torchvision
+//! parameter names: CIFAR ResNet-(6n+2) with shortcut A or B, the wide CIFAR
+//! ResNet-18, and ImageNet ResNet-18/34/50/101/152. The trainer turns this list
+//! into GPU tensors and dispatches; checkpoints use its names.
+
+mod init;
+
+pub use init::initial_parameters;
+
+use std::fmt;
+
+/// How a block's input reaches its output when the shape changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ShortcutKind {
+    /// Subsample and zero-pad channels (the paper's CIFAR choice): no parameters.
+    A,
+    /// 1x1 conv + batch norm projection (torchvision's `downsample`).
+    B,
+}
+
+/// One convolution (no bias) followed by its batch norm.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConvBnSpec {
+    /// torchvision name of the conv, e.g. `layer1.0.conv1` or `layer2.0.downsample.0`.
+    pub conv: String,
+    /// torchvision name of its batch norm, e.g. `layer1.0.bn1`.
+    pub bn: String,
+    pub in_c: usize,
+    pub out_c: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Shortcut {
+    Identity,
+    /// Option A: stride-subsample and zero-pad from in_c to out_c channels.
+    PadChannels {
+        in_c: usize,
+        out_c: usize,
+        stride: usize,
+    },
+    Projection(ConvBnSpec),
+}
+
+/// A residual block: its conv/BN units in order (2 for basic, 3 for bottleneck;
+/// the last one's BN adds the shortcut and applies ReLU) and its shortcut.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockSpec {
+    pub name: String,
+    pub units: Vec<ConvBnSpec>,
+    pub shortcut: Shortcut,
+}
+
+/// The whole network, stem to classifier.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Network {
+    pub stem: ConvBnSpec,
+    /// 3x3/2 max pool after the stem (ImageNet models).
+    pub stem_max_pool: bool,
+    pub blocks: Vec<BlockSpec>,
+    pub features: usize,
+    pub num_classes: usize,
+    pub in_channels: usize,
+}
+
+/// A model the CLI can name.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ModelSpec {
+    /// e.g. `resnet20`, `resnet18-cifar`, `resnet50`.
+    pub name: String,
+    pub shortcut: ShortcutKind,
+    pub num_classes: usize,
+    pub in_channels: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Family {
+    /// 6n+2 layers, three stages of n basic blocks at 16/32/64 channels.
+    Cifar { n: usize },
+    /// Basic blocks at 64/128/256/512 channels with a 3x3 stem and no max pool.
+    CifarWide { layers: [usize; 4] },
+    ImageNet {
+        bottleneck: bool,
+        layers: [usize; 4],
+    },
+}
+
+pub const NAMED_MODELS: &str = "resnet8, resnet20, resnet32, resnet44, resnet56, resnet110 \
+     (any resnet<6n+2>), resnet18-cifar, resnet18, resnet34, resnet50, resnet101, resnet152";
+
+impl ModelSpec {
+    pub fn new(name: &str, shortcut: ShortcutKind, num_classes: usize) -> Result<Self, String> {
+        family(name)?;
+        if num_classes < 2 {
+            return Err(format!(
+                "a classifier needs at least 2 classes, got {num_classes}"
+            ));
+        }
+        Ok(ModelSpec {
+            name: name.to_string(),
+            shortcut,
+            num_classes,
+            in_channels: 3,
+        })
+    }
+
+    /// The layer list. ImageNet models always use projection shortcuts, as torchvision.
+    pub fn network(&self) -> Network {
+        let family = family(&self.name).expect("validated in ModelSpec::new");
+        let classes = self.num_classes;
+        match family {
+            Family::Cifar { n } => {
+                let stages = [(16, n, 1), (32, n, 2), (64, n, 2)];
+                basic_network(self.in_channels, 16, false, &stages, self.shortcut, classes)
+            }
+            Family::CifarWide { layers } => {
+                let stages = stages_of([64, 128, 256, 512], layers);
+                basic_network(
+                    self.in_channels,
+                    64,
+                    false,
+                    &stages,
+                    ShortcutKind::B,
+                    classes,
+                )
+            }
+            Family::ImageNet {
+                bottleneck: false,
+                layers,
+            } => {
+                let stages = stages_of([64, 128, 256, 512], layers);
+                basic_network(
+                    self.in_channels,
+                    64,
+                    true,
+                    &stages,
+                    ShortcutKind::B,
+                    classes,
+                )
+            }
+            Family::ImageNet {
+                bottleneck: true,
+                layers,
+            } => bottleneck_network(self.in_channels, layers, classes),
+        }
+    }
+
+    /// Whether the model is made for 32x32 images (CIFAR) rather than 224x224.
+    pub fn is_cifar(&self) -> bool {
+        !matches!(family(&self.name), Ok(Family::ImageNet { .. }))
+    }
+}
+
+impl fmt::Display for ModelSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.name)?;
+        if matches!(family(&self.name), Ok(Family::Cifar { .. })) {
+            write!(f, " (shortcut {:?})", self.shortcut)?;
+        }
+        Ok(())
+    }
+}
+
+fn family(name: &str) -> Result<Family, String> {
+    let unknown = || format!("unknown model '{name}'; known: {NAMED_MODELS}");
+    let imagenet = |bottleneck, layers| Family::ImageNet { bottleneck, layers };
+    Ok(match name {
+        "resnet18-cifar" => Family::CifarWide {
+            layers: [2, 2, 2, 2],
+        },
+        "resnet18" => imagenet(false, [2, 2, 2, 2]),
+        "resnet34" => imagenet(false, [3, 4, 6, 3]),
+        "resnet50" => imagenet(true, [3, 4, 6, 3]),
+        "resnet101" => imagenet(true, [3, 4, 23, 3]),
+        "resnet152" => imagenet(true, [3, 8, 36, 3]),
+        _ => {
+            let depth: usize = name
+                .strip_prefix("resnet")
+                .and_then(|d| d.parse().ok())
+                .ok_or_else(unknown)?;
+            if depth < 8 || (depth - 2) % 6 != 0 {
+                return Err(format!(
+                    "CIFAR ResNets have 6n+2 layers (8, 14, 20, ...), got {depth}; known: {NAMED_MODELS}"
+                ));
+            }
+            Family::Cifar { n: (depth - 2) / 6 }
+        }
+    })
+}
+
+fn stages_of(widths: [usize; 4], layers: [usize; 4]) -> Vec<(usize, usize, usize)> {
+    (0..4)
+        .map(|i| (widths[i], layers[i], if i == 0 { 1 } else { 2 }))
+        .collect()
+}
+
+fn conv_bn(
+    prefix: &str,
+    conv: &str,
+    bn: &str,
+    io: (usize, usize),
+    k: usize,
+    s: usize,
+) -> ConvBnSpec {
+    let join = |n: &str| {
+        if prefix.is_empty() {
+            n.to_string()
+        } else {
+            format!("{prefix}.{n}")
+        }
+    };
+    ConvBnSpec {
+        conv: join(conv),
+        bn: join(bn),
+        in_c: io.0,
+        out_c: io.1,
+        kernel: k,
+        stride: s,
+        pad: k / 2,
+    }
+}
+
+fn shortcut(
+    prefix: &str,
+    kind: ShortcutKind,
+    in_c: usize,
+    out_c: usize,
+    stride: usize,
+) -> Shortcut {
+    if in_c == out_c && stride == 1 {
+        return Shortcut::Identity;
+    }
+    match kind {
+        ShortcutKind::A => Shortcut::PadChannels {
+            in_c,
+            out_c,
+            stride,
+        },
+        ShortcutKind::B => Shortcut::Projection(conv_bn(
+            prefix,
+            "downsample.0",
+            "downsample.1",
+            (in_c, out_c),
+            1,
+            stride,
+        )),
+    }
+}
+
+fn stem(in_channels: usize, width: usize, imagenet: bool) -> ConvBnSpec {
+    let (kernel, stride) = if imagenet { (7, 2) } else { (3, 1) };
+    conv_bn("", "conv1", "bn1", (in_channels, width), kernel, stride)
+}
+
+/// Stages of basic blocks: (width, blocks, stride of the first block).
+fn basic_network(
+    in_channels: usize,
+    stem_width: usize,
+    imagenet: bool,
+    stages: &[(usize, usize, usize)],
+    kind: ShortcutKind,
+    num_classes: usize,
+) -> Network {
+    let mut blocks = vec![];
+    let mut in_c = stem_width;
+    for (stage, &(width, count, first_stride)) in stages.iter().enumerate() {
+        for i in 0..count {
+            let prefix = format!("layer{}.{i}", stage + 1);
+            let stride = if i == 0 { first_stride } else { 1 };
+            blocks.push(BlockSpec {
+                units: vec![
+                    conv_bn(&prefix, "conv1", "bn1", (in_c, width), 3, stride),
+                    conv_bn(&prefix, "conv2", "bn2", (width, width), 3, 1),
+                ],
+                shortcut: shortcut(&prefix, kind, in_c, width, stride),
+                name: prefix,
+            });
+            in_c = width;
+        }
+    }
+    Network {
+        stem: stem(in_channels, stem_width, imagenet),
+        stem_max_pool: imagenet,
+        blocks,
+        features: in_c,
+        num_classes,
+        in_channels,
+    }
+}
+
+/// torchvision's Bottleneck (v1.5): the stride sits on the 3x3 conv.
+fn bottleneck_network(in_channels: usize, layers: [usize; 4], num_classes: usize) -> Network {
+    let mut blocks = vec![];
+    let mut in_c = 64;
+    for (stage, &(width, count, first_stride)) in
+        stages_of([64, 128, 256, 512], layers).iter().enumerate()
+    {
+        let out_c = width * 4;
+        for i in 0..count {
+            let prefix = format!("layer{}.{i}", stage + 1);
+            let stride = if i == 0 { first_stride } else { 1 };
+            blocks.push(BlockSpec {
+                units: vec![
+                    conv_bn(&prefix, "conv1", "bn1", (in_c, width), 1, 1),
+                    conv_bn(&prefix, "conv2", "bn2", (width, width), 3, stride),
+                    conv_bn(&prefix, "conv3", "bn3", (width, out_c), 1, 1),
+                ],
+                shortcut: shortcut(&prefix, ShortcutKind::B, in_c, out_c, stride),
+                name: prefix,
+            });
+            in_c = out_c;
+        }
+    }
+    Network {
+        stem: stem(in_channels, 64, true),
+        stem_max_pool: true,
+        blocks,
+        features: in_c,
+        num_classes,
+        in_channels,
+    }
+}
+
+/// What a named tensor of the state dict is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TensorRole {
+    ConvWeight,
+    BnWeight,
+    BnBias,
+    FcWeight,
+    FcBias,
+    RunningMean,
+    RunningVar,
+    /// i64 scalar in PyTorch's state dict.
+    BatchesTracked,
+}
+
+impl TensorRole {
+    /// Trained by SGD (the rest are batch-norm buffers).
+    pub fn is_parameter(self) -> bool {
+        !matches!(
+            self,
+            TensorRole::RunningMean | TensorRole::RunningVar | TensorRole::BatchesTracked
+        )
+    }
+}
+
+/// One entry of the state dict: torchvision name, shape and role.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateEntry {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub role: TensorRole,
+}
+
+impl Network {
+    /// Every conv/BN unit in forward order, shortcut projections after their block's units.
+    pub fn units(&self) -> impl Iterator<Item = &ConvBnSpec> {
+        std::iter::once(&self.stem).chain(self.blocks.iter().flat_map(|b| {
+            b.units.iter().chain(match &b.shortcut {
+                Shortcut::Projection(p) => Some(p),
+                _ => None,
+            })
+        }))
+    }
+
+    /// The state dict in torchvision's order and names.
+    pub fn state_entries(&self) -> Vec<StateEntry> {
+        let entry = |name: String, shape: Vec<usize>, role| StateEntry { name, shape, role };
+        let mut out = vec![];
+        for u in self.units() {
+            out.push(entry(
+                format!("{}.weight", u.conv),
+                vec![u.out_c, u.in_c, u.kernel, u.kernel],
+                TensorRole::ConvWeight,
+            ));
+            let c = vec![u.out_c];
+            out.push(entry(
+                format!("{}.weight", u.bn),
+                c.clone(),
+                TensorRole::BnWeight,
+            ));
+            out.push(entry(
+                format!("{}.bias", u.bn),
+                c.clone(),
+                TensorRole::BnBias,
+            ));
+            out.push(entry(
+                format!("{}.running_mean", u.bn),
+                c.clone(),
+                TensorRole::RunningMean,
+            ));
+            out.push(entry(
+                format!("{}.running_var", u.bn),
+                c,
+                TensorRole::RunningVar,
+            ));
+            out.push(entry(
+                format!("{}.num_batches_tracked", u.bn),
+                vec![],
+                TensorRole::BatchesTracked,
+            ));
+        }
+        out.push(entry(
+            "fc.weight".into(),
+            vec![self.num_classes, self.features],
+            TensorRole::FcWeight,
+        ));
+        out.push(entry(
+            "fc.bias".into(),
+            vec![self.num_classes],
+            TensorRole::FcBias,
+        ));
+        out
+    }
+
+    /// Trainable parameter count.
+    pub fn parameter_count(&self) -> usize {
+        self.state_entries()
+            .iter()
+            .filter(|e| e.role.is_parameter())
+            .map(|e| e.shape.iter().product::<usize>())
+            .sum()
+    }
+
+    /// Conv layers counted as the paper counts depth (every conv on the main path
+    /// plus the fc).
+    pub fn depth(&self) -> usize {
+        1 + self.blocks.iter().map(|b| b.units.len()).sum::<usize>() + 1
+    }
+}

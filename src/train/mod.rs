@@ -1,0 +1,13 @@
+//! The trainer: memory plan, step recording, schedules, metrics and checkpoints.
+
+pub mod checkpoint;
+pub mod metrics;
+pub mod plan;
+pub mod schedule;
+pub mod trainer;
+
+pub use plan::{Plan, PlanSummary};
+pub use schedule::{DecayKind, Schedule};
+pub use trainer::{
+    EpochReport, Progress, StepReport, TrainConfig, TrainEvent, Trainer, channel_statistics,
+};

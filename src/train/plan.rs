@@ -1,0 +1,755 @@
+//! The memory plan: every tensor a training step touches (parameters, gradients,
+//! momenta, saved activations, gradient scratch) allocated once for a model and
+//! batch size, and every dispatch of the step prepared once. Recording a step is
+//! then a walk over prepared dispatch lists.
+
+use std::collections::HashMap;
+
+use crate::gpu::{DType, Dispatch, GpuContext, GpuError, Tensor};
+use crate::model::{BlockSpec, ConvBnSpec, Network, Shortcut, StateEntry};
+use crate::ops::batchnorm::{BatchNorm, BnGradTensors, BnTensors, Fusion};
+use crate::ops::conv::{Conv2d, ConvTuning};
+use crate::ops::elementwise;
+use crate::ops::linear::Linear;
+use crate::ops::loss::{self, CrossEntropyTensors, METRICS_LEN};
+use crate::ops::optim::{LearningRateBuffer, sgd_step};
+use crate::ops::pool::Pool;
+use crate::ops::shortcut::Shortcut as PadShortcut;
+use crate::shapes::{BatchNormShape, Conv2dShape, ImageShape, LinearShape, PoolShape, SgdConfig};
+
+pub type TensorId = usize;
+
+/// A trainable tensor with its gradient and SGD momentum buffer.
+#[derive(Clone, Copy, Debug)]
+pub struct ParamSlot {
+    pub value: TensorId,
+    pub grad: TensorId,
+    pub momentum: TensorId,
+}
+
+/// Totals for `info` and the GUI.
+#[derive(Clone, Debug)]
+pub struct PlanSummary {
+    pub total_bytes: u64,
+    pub tensors: usize,
+    pub largest_bytes: u64,
+    pub largest_name: String,
+    pub dispatches_per_step: usize,
+}
+
+pub struct Plan {
+    pub network: Network,
+    pub batch: usize,
+    pub image: ImageShape,
+    tensors: Vec<Tensor>,
+    dispatches: Vec<Dispatch>,
+    forward_train: Vec<usize>,
+    forward_eval: Vec<usize>,
+    train_loss: Vec<usize>,
+    backward: Vec<usize>,
+    optimizer: Vec<usize>,
+    /// State-dict name -> tensor (parameters and BN running statistics).
+    state: HashMap<String, TensorId>,
+    params: Vec<(String, ParamSlot)>,
+    pub input: TensorId,
+    pub labels: TensorId,
+    pub logits: TensorId,
+    grad_logits: TensorId,
+    sample_loss: TensorId,
+    sample_correct: TensorId,
+    pub train_metrics: TensorId,
+    pub eval_metrics: TensorId,
+    pub learning_rate: LearningRateBuffer,
+}
+
+/// The built tensors of one conv + batch-norm unit.
+struct Unit {
+    conv: Conv2d,
+    bn: BatchNorm,
+    weight: ParamSlot,
+    gamma: ParamSlot,
+    beta: ParamSlot,
+    running_mean: TensorId,
+    running_var: TensorId,
+    save_mean: TensorId,
+    save_invstd: TensorId,
+    x: TensorId,
+    c: TensorId,
+    y: TensorId,
+}
+
+enum BuiltShortcut {
+    Identity,
+    Pad(PadShortcut),
+    Projection(Unit),
+}
+
+struct BuiltBlock {
+    input: TensorId,
+    units: Vec<Unit>,
+    shortcut: BuiltShortcut,
+}
+
+#[derive(Clone, Copy)]
+enum List {
+    /// Recorded in training and evaluation passes alike.
+    Both,
+    Train,
+    Eval,
+    Backward,
+    Optimizer,
+}
+
+struct Builder<'c> {
+    ctx: &'c GpuContext,
+    batch: usize,
+    tensors: Vec<Tensor>,
+    dispatches: Vec<Dispatch>,
+    lists: [Vec<usize>; 5],
+    state: HashMap<String, TensorId>,
+    params: Vec<(String, ParamSlot)>,
+    /// Gradient scratch no longer read by any later dispatch of the backward pass.
+    free: Vec<TensorId>,
+}
+
+impl Plan {
+    /// Allocates the plan for `network` at `batch` images of shape `image`.
+    pub fn new(
+        ctx: &GpuContext,
+        network: &Network,
+        batch: usize,
+        image: ImageShape,
+        sgd: &SgdConfig,
+        tuning: ConvTuning,
+    ) -> Result<Self, GpuError> {
+        check_batch_fits(ctx, network, batch, image)?;
+        let mut b = Builder {
+            ctx,
+            batch,
+            tensors: vec![],
+            dispatches: vec![],
+            lists: Default::default(),
+            state: HashMap::new(),
+            params: vec![],
+            free: vec![],
+        };
+        let input = b.tensor("input", &[batch, image.channels, image.height, image.width])?;
+        let labels = b.typed_tensor("labels", &[batch], DType::U32)?;
+        let (hw, mut x) = (image.height, input);
+        let stem = b.unit(
+            &network.stem,
+            x,
+            (hw, image.width),
+            Fusion::Relu,
+            None,
+            tuning,
+        )?;
+        x = stem.y;
+        let mut pool = None;
+        if network.stem_max_pool {
+            let (p, y) = b.max_pool(x)?;
+            pool = Some(p);
+            x = y;
+        }
+        let mut blocks = vec![];
+        for spec in &network.blocks {
+            let block = b.block(spec, x, tuning)?;
+            x = block.units.last().expect("blocks have units").y;
+            blocks.push(block);
+        }
+        let (head, logits) = b.head(network, x)?;
+        let grad_logits = b.tensor("grad logits", &[batch, network.num_classes])?;
+        let sample_loss = b.tensor("sample loss", &[batch])?;
+        let sample_correct = b.tensor("sample correct", &[batch])?;
+        let train_metrics = b.tensor("train metrics", &[METRICS_LEN])?;
+        let eval_metrics = b.tensor("eval metrics", &[METRICS_LEN])?;
+        let t = &b.tensors;
+        let ce = CrossEntropyTensors {
+            logits: &t[logits],
+            labels: &t[labels],
+            grad_logits: &t[grad_logits],
+            sample_loss: &t[sample_loss],
+            sample_correct: &t[sample_correct],
+            metrics: &t[train_metrics],
+        };
+        let loss = loss::softmax_cross_entropy(ctx, "train loss", &ce, batch)?;
+        let train_loss: Vec<usize> = loss.into_iter().map(|d| b.add_dispatch(d)).collect();
+
+        // Backward, output to input.
+        let mut dy = b.head_backward(&head, x, grad_logits)?;
+        for block in blocks.iter().rev() {
+            dy = b.block_backward(block, dy)?;
+        }
+        if let Some((pool, argmax)) = &pool {
+            dy = b.max_pool_backward(pool, *argmax, stem.y, dy)?;
+        }
+        b.unit_backward(&stem, dy, false)?;
+
+        let learning_rate = LearningRateBuffer::new(ctx, 0.0);
+        for (name, slot) in b.params.clone() {
+            let t = &b.tensors;
+            let d = sgd_step(
+                ctx,
+                &name,
+                sgd,
+                &learning_rate,
+                &t[slot.value],
+                &t[slot.grad],
+                &t[slot.momentum],
+            )?;
+            b.push(List::Optimizer, d);
+        }
+        let [both_train, train, eval, backward, optimizer] = b.lists;
+        // `Both` dispatches are interleaved with train/eval ones; rebuild the
+        // two forward orders from dispatch ids, which are in build order.
+        let merge = |extra: &Vec<usize>| {
+            let mut v: Vec<usize> = both_train.iter().chain(extra).copied().collect();
+            v.sort_unstable();
+            v
+        };
+        Ok(Plan {
+            network: network.clone(),
+            batch,
+            image,
+            forward_train: merge(&train),
+            forward_eval: merge(&eval),
+            train_loss,
+            backward,
+            optimizer,
+            tensors: b.tensors,
+            dispatches: b.dispatches,
+            state: b.state,
+            params: b.params,
+            input,
+            labels,
+            logits,
+            grad_logits,
+            sample_loss,
+            sample_correct,
+            train_metrics,
+            eval_metrics,
+            learning_rate,
+        })
+    }
+
+    pub fn tensor(&self, id: TensorId) -> &Tensor {
+        &self.tensors[id]
+    }
+
+    /// The tensor of a state-dict entry (None for `num_batches_tracked`, which
+    /// the trainer counts on the CPU).
+    pub fn state_tensor(&self, name: &str) -> Option<&Tensor> {
+        self.state.get(name).map(|&id| &self.tensors[id])
+    }
+
+    pub fn state_entries(&self) -> Vec<StateEntry> {
+        self.network.state_entries()
+    }
+
+    /// Parameters in SGD order with their gradient and momentum tensors.
+    pub fn params(&self) -> impl Iterator<Item = (&str, &Tensor, &Tensor, &Tensor)> {
+        self.params.iter().map(|(name, s)| {
+            let t = &self.tensors;
+            (name.as_str(), &t[s.value], &t[s.grad], &t[s.momentum])
+        })
+    }
+
+    /// augment (given) -> forward -> loss -> backward -> SGD, into one pass.
+    pub fn record_train_step(&self, pass: &mut wgpu::ComputePass<'_>) {
+        for list in [
+            &self.forward_train,
+            &self.train_loss,
+            &self.backward,
+            &self.optimizer,
+        ] {
+            for &i in list {
+                self.dispatches[i].record(pass);
+            }
+        }
+    }
+
+    /// Forward with running statistics, then `loss` (from `eval_loss`).
+    pub fn record_eval_batch(&self, pass: &mut wgpu::ComputePass<'_>, loss: &[Dispatch]) {
+        for &i in &self.forward_eval {
+            self.dispatches[i].record(pass);
+        }
+        for d in loss {
+            d.record(pass);
+        }
+    }
+
+    /// Loss dispatches accumulating into `eval_metrics`, counting only the first
+    /// `valid` samples of the batch (a last, partial evaluation batch).
+    pub fn eval_loss(&self, ctx: &GpuContext, valid: usize) -> Result<Vec<Dispatch>, GpuError> {
+        let t = &self.tensors;
+        let ce = CrossEntropyTensors {
+            logits: &t[self.logits],
+            labels: &t[self.labels],
+            grad_logits: &t[self.grad_logits],
+            sample_loss: &t[self.sample_loss],
+            sample_correct: &t[self.sample_correct],
+            metrics: &t[self.eval_metrics],
+        };
+        loss::softmax_cross_entropy(ctx, "eval loss", &ce, valid)
+    }
+
+    pub fn summary(&self) -> PlanSummary {
+        let largest = self
+            .tensors
+            .iter()
+            .max_by_key(|t| t.size_bytes())
+            .expect("a plan has tensors");
+        PlanSummary {
+            total_bytes: self.tensors.iter().map(Tensor::size_bytes).sum(),
+            tensors: self.tensors.len(),
+            largest_bytes: largest.size_bytes(),
+            largest_name: largest.label().to_string(),
+            dispatches_per_step: self.forward_train.len()
+                + self.train_loss.len()
+                + self.backward.len()
+                + self.optimizer.len(),
+        }
+    }
+}
+
+/// Refuses a batch whose largest activation exceeds one storage binding, and
+/// says which batch would fit.
+fn check_batch_fits(
+    ctx: &GpuContext,
+    network: &Network,
+    batch: usize,
+    image: ImageShape,
+) -> Result<(), GpuError> {
+    let limit = ctx
+        .limits
+        .max_storage_buffer_binding_size
+        .min(ctx.limits.max_buffer_size);
+    let mut largest = (image.numel(), "input".to_string());
+    let mut consider = |spec: &ConvBnSpec, hw| {
+        let shape = conv_shape(spec, 1, hw);
+        let per_sample = shape.output_shape().iter().product();
+        if per_sample > largest.0 {
+            largest = (per_sample, format!("{} output", spec.conv));
+        }
+        (shape.out_h(), shape.out_w())
+    };
+    let mut hw = consider(&network.stem, (image.height, image.width));
+    if network.stem_max_pool {
+        hw = (hw.0.div_ceil(2), hw.1.div_ceil(2));
+    }
+    for block in &network.blocks {
+        if let Shortcut::Projection(p) = &block.shortcut {
+            consider(p, hw);
+        }
+        for unit in &block.units {
+            hw = consider(unit, hw);
+        }
+    }
+    let per_sample_bytes = 4 * largest.0 as u64;
+    let max_batch = (limit / per_sample_bytes) as usize;
+    if batch == 0 || batch > max_batch {
+        return Err(GpuError::BatchTooLarge {
+            batch,
+            max_batch,
+            tensor: largest.1,
+            needed: per_sample_bytes * batch as u64,
+            limit,
+            adapter: ctx.adapter_info.name.clone(),
+        });
+    }
+    Ok(())
+}
+
+fn conv_shape(spec: &ConvBnSpec, batch: usize, hw: (usize, usize)) -> Conv2dShape {
+    Conv2dShape::square(
+        batch,
+        spec.in_c,
+        hw,
+        spec.out_c,
+        spec.kernel,
+        spec.stride,
+        spec.pad,
+    )
+}
+
+impl Builder<'_> {
+    fn typed_tensor(
+        &mut self,
+        label: &str,
+        shape: &[usize],
+        dtype: DType,
+    ) -> Result<TensorId, GpuError> {
+        self.tensors
+            .push(Tensor::zeros(self.ctx, label, shape, dtype)?);
+        Ok(self.tensors.len() - 1)
+    }
+
+    fn tensor(&mut self, label: &str, shape: &[usize]) -> Result<TensorId, GpuError> {
+        self.typed_tensor(label, shape, DType::F32)
+    }
+
+    fn add_dispatch(&mut self, d: Dispatch) -> usize {
+        self.dispatches.push(d);
+        self.dispatches.len() - 1
+    }
+
+    fn push(&mut self, list: List, d: Dispatch) {
+        let id = self.add_dispatch(d);
+        self.lists[list as usize].push(id);
+    }
+
+    fn push_all(&mut self, list: List, ds: Vec<Dispatch>) {
+        for d in ds {
+            self.push(list, d);
+        }
+    }
+
+    /// Gradient scratch of `shape`: a released buffer of that shape, else a new one.
+    fn acquire(&mut self, shape: &[usize]) -> Result<TensorId, GpuError> {
+        if let Some(pos) = self
+            .free
+            .iter()
+            .position(|&id| self.tensors[id].shape() == shape)
+        {
+            return Ok(self.free.swap_remove(pos));
+        }
+        let label = format!("grad scratch {}", self.tensors.len());
+        self.tensor(&label, shape)
+    }
+
+    /// Returns scratch to the pool once every dispatch that reads it is built;
+    /// later dispatches may overwrite it (wgpu orders them with barriers).
+    fn release(&mut self, id: TensorId) {
+        self.free.push(id);
+    }
+
+    fn state_tensor(&mut self, name: &str, shape: &[usize]) -> Result<TensorId, GpuError> {
+        let id = self.tensor(name, shape)?;
+        self.state.insert(name.to_string(), id);
+        Ok(id)
+    }
+
+    fn param(&mut self, name: &str, shape: &[usize]) -> Result<ParamSlot, GpuError> {
+        let slot = ParamSlot {
+            value: self.state_tensor(name, shape)?,
+            grad: self.tensor(&format!("{name} grad"), shape)?,
+            momentum: self.tensor(&format!("{name} momentum"), shape)?,
+        };
+        self.params.push((name.to_string(), slot));
+        Ok(slot)
+    }
+
+    /// conv -> batch norm (with `fusion`), forward dispatches recorded.
+    fn unit(
+        &mut self,
+        spec: &ConvBnSpec,
+        x: TensorId,
+        hw: (usize, usize),
+        fusion: Fusion,
+        residual: Option<TensorId>,
+        tuning: ConvTuning,
+    ) -> Result<Unit, GpuError> {
+        let shape = conv_shape(spec, self.batch, hw);
+        let conv = Conv2d::new(&spec.conv, shape, tuning)?;
+        let out = shape.output_shape();
+        let bn_shape = BatchNormShape {
+            batch: self.batch,
+            channels: spec.out_c,
+            hw: out[2] * out[3],
+        };
+        let bn = BatchNorm::new(&spec.bn, bn_shape, fusion)?;
+        let c_ = [spec.out_c];
+        let unit = Unit {
+            weight: self.param(&format!("{}.weight", spec.conv), &shape.weight_shape())?,
+            gamma: self.param(&format!("{}.weight", spec.bn), &c_)?,
+            beta: self.param(&format!("{}.bias", spec.bn), &c_)?,
+            running_mean: self.state_tensor(&format!("{}.running_mean", spec.bn), &c_)?,
+            running_var: self.state_tensor(&format!("{}.running_var", spec.bn), &c_)?,
+            save_mean: self.tensor(&format!("{} saved mean", spec.bn), &c_)?,
+            save_invstd: self.tensor(&format!("{} saved invstd", spec.bn), &c_)?,
+            x,
+            c: self.tensor(&format!("{} output", spec.conv), &out)?,
+            y: self.tensor(&format!("{} output", spec.bn), &out)?,
+            conv,
+            bn,
+        };
+        let t = &self.tensors;
+        let fwd = unit
+            .conv
+            .forward(self.ctx, &t[x], &t[unit.weight.value], &t[unit.c])?;
+        let bnt = bn_tensors(t, &unit);
+        let res = residual.map(|r| &t[r]);
+        let train = unit.bn.forward_train(self.ctx, &bnt, res, &t[unit.y])?;
+        let eval = unit.bn.forward_eval(self.ctx, &bnt, res, &t[unit.y])?;
+        self.push(List::Both, fwd);
+        self.push_all(List::Train, train);
+        self.push_all(List::Eval, eval);
+        Ok(unit)
+    }
+
+    fn hw_of(&self, id: TensorId) -> (usize, usize) {
+        let s = self.tensors[id].shape();
+        (s[2], s[3])
+    }
+
+    fn block(
+        &mut self,
+        spec: &BlockSpec,
+        x: TensorId,
+        tuning: ConvTuning,
+    ) -> Result<BuiltBlock, GpuError> {
+        let hw = self.hw_of(x);
+        let (shortcut, residual) = match &spec.shortcut {
+            Shortcut::Identity => (BuiltShortcut::Identity, x),
+            Shortcut::PadChannels {
+                in_c,
+                out_c,
+                stride,
+            } => {
+                let sc = PadShortcut::new(
+                    &format!("{} shortcut", spec.name),
+                    shapes_shortcut(self.batch, *in_c, hw, *out_c, *stride),
+                )?;
+                let r = self.tensor(
+                    &format!("{} shortcut output", spec.name),
+                    &sc.output_shape(),
+                )?;
+                let d = sc.forward(self.ctx, &self.tensors[x], &self.tensors[r])?;
+                self.push(List::Both, d);
+                (BuiltShortcut::Pad(sc), r)
+            }
+            Shortcut::Projection(p) => {
+                let unit = self.unit(p, x, hw, Fusion::None, None, tuning)?;
+                let r = unit.y;
+                (BuiltShortcut::Projection(unit), r)
+            }
+        };
+        let mut units = vec![];
+        let mut h = x;
+        for (i, u) in spec.units.iter().enumerate() {
+            let last = i + 1 == spec.units.len();
+            let (fusion, res) = if last {
+                (Fusion::AddRelu, Some(residual))
+            } else {
+                (Fusion::Relu, None)
+            };
+            let hw = self.hw_of(h);
+            let unit = self.unit(u, h, hw, fusion, res, tuning)?;
+            h = unit.y;
+            units.push(unit);
+        }
+        Ok(BuiltBlock {
+            input: x,
+            units,
+            shortcut,
+        })
+    }
+
+    fn max_pool(&mut self, x: TensorId) -> Result<((Pool, TensorId), TensorId), GpuError> {
+        let s = self.tensors[x].shape().to_vec();
+        let pool = Pool::new(
+            "maxpool",
+            PoolShape {
+                batch: s[0],
+                channels: s[1],
+                in_h: s[2],
+                in_w: s[3],
+                kernel: 3,
+                stride: 2,
+                pad: 1,
+            },
+        )?;
+        let out = pool.max_output_shape();
+        let y = self.tensor("maxpool output", &out)?;
+        let argmax = self.typed_tensor("maxpool argmax", &out, DType::U32)?;
+        let t = &self.tensors;
+        let d = pool.max_forward(self.ctx, &t[x], &t[y], &t[argmax])?;
+        self.push(List::Both, d);
+        Ok(((pool, argmax), y))
+    }
+
+    fn max_pool_backward(
+        &mut self,
+        pool: &Pool,
+        argmax: TensorId,
+        x: TensorId,
+        dy: TensorId,
+    ) -> Result<TensorId, GpuError> {
+        let dx = self.acquire(&self.tensors[x].shape().to_vec())?;
+        let t = &self.tensors;
+        let d = pool.max_backward(self.ctx, &t[dy], &t[argmax], &t[dx])?;
+        self.push(List::Backward, d);
+        self.release(dy);
+        Ok(dx)
+    }
+
+    /// Global average pool and fc; returns the head and the logits tensor.
+    fn head(
+        &mut self,
+        network: &Network,
+        x: TensorId,
+    ) -> Result<((Pool, Linear, ParamSlot, ParamSlot, TensorId), TensorId), GpuError> {
+        let s = self.tensors[x].shape().to_vec();
+        let gap = Pool::global_average("avgpool", s[0], s[1], s[2], s[3])?;
+        let pooled = self.tensor("avgpool output", &[s[0], s[1]])?;
+        let fc = Linear::new(
+            "fc",
+            LinearShape {
+                batch: self.batch,
+                in_f: network.features,
+                out_f: network.num_classes,
+            },
+        );
+        let w = self.param("fc.weight", &[network.num_classes, network.features])?;
+        let bias = self.param("fc.bias", &[network.num_classes])?;
+        let logits = self.tensor("logits", &[self.batch, network.num_classes])?;
+        let t = &self.tensors;
+        let d1 = gap.global_avg_forward(self.ctx, &t[x], &t[pooled])?;
+        let d2 = fc.forward(
+            self.ctx,
+            &t[pooled],
+            &t[w.value],
+            &t[bias.value],
+            &t[logits],
+        )?;
+        self.push(List::Both, d1);
+        self.push(List::Both, d2);
+        Ok(((gap, fc, w, bias, pooled), logits))
+    }
+
+    fn head_backward(
+        &mut self,
+        head: &(Pool, Linear, ParamSlot, ParamSlot, TensorId),
+        features: TensorId,
+        grad_logits: TensorId,
+    ) -> Result<TensorId, GpuError> {
+        let (gap, fc, w, bias, pooled) = head;
+        let dpooled = self.acquire(&self.tensors[*pooled].shape().to_vec())?;
+        let t = &self.tensors;
+        let ds = fc.backward(
+            self.ctx,
+            &t[*pooled],
+            &t[w.value],
+            &t[grad_logits],
+            &t[dpooled],
+            &t[w.grad],
+            &t[bias.grad],
+        )?;
+        self.push_all(List::Backward, ds);
+        let dfeatures = self.acquire(&self.tensors[features].shape().to_vec())?;
+        let t = &self.tensors;
+        let d = gap.global_avg_backward(self.ctx, &t[dpooled], &t[dfeatures])?;
+        self.push(List::Backward, d);
+        self.release(dpooled);
+        Ok(dfeatures)
+    }
+
+    /// Gradients of one unit from dy (the gradient of its output, released
+    /// here); returns the gradient of its input (when asked) and, for the
+    /// AddRelu form, of its residual.
+    fn unit_backward(
+        &mut self,
+        unit: &Unit,
+        dy: TensorId,
+        need_dx: bool,
+    ) -> Result<(Option<TensorId>, Option<TensorId>), GpuError> {
+        let out_shape = self.tensors[unit.c].shape().to_vec();
+        let dc = self.acquire(&out_shape)?;
+        let dres = match unit.bn.fusion {
+            Fusion::AddRelu => Some(self.acquire(&out_shape)?),
+            _ => None,
+        };
+        let t = &self.tensors;
+        let grads = BnGradTensors {
+            dy: &t[dy],
+            dx: &t[dc],
+            dgamma: &t[unit.gamma.grad],
+            dbeta: &t[unit.beta.grad],
+            dresidual: dres.map(|r| &t[r]),
+        };
+        let bn = unit
+            .bn
+            .backward(self.ctx, &bn_tensors(t, unit), &t[unit.y], &grads)?;
+        let dw = unit
+            .conv
+            .backward_weight(self.ctx, &t[unit.x], &t[dc], &t[unit.weight.grad])?;
+        self.push_all(List::Backward, bn);
+        self.push_all(List::Backward, dw);
+        self.release(dy);
+        let dx = if need_dx {
+            let dx = self.acquire(&self.tensors[unit.x].shape().to_vec())?;
+            let t = &self.tensors;
+            let d = unit
+                .conv
+                .backward_input(self.ctx, &t[dc], &t[unit.weight.value], &t[dx])?;
+            self.push(List::Backward, d);
+            Some(dx)
+        } else {
+            None
+        };
+        self.release(dc);
+        Ok((dx, dres))
+    }
+
+    fn block_backward(&mut self, block: &BuiltBlock, dout: TensorId) -> Result<TensorId, GpuError> {
+        let mut dy = dout;
+        let mut dres = None;
+        for unit in block.units.iter().rev() {
+            let (dx, r) = self.unit_backward(unit, dy, true)?;
+            dres = dres.or(r);
+            dy = dx.expect("asked for dx");
+        }
+        let dres = dres.expect("the last unit adds the residual");
+        let dskip = match &block.shortcut {
+            BuiltShortcut::Identity => dres,
+            BuiltShortcut::Pad(sc) => {
+                let dx = self.acquire(&self.tensors[block.input].shape().to_vec())?;
+                let d = sc.backward(self.ctx, &self.tensors[dres], &self.tensors[dx])?;
+                self.push(List::Backward, d);
+                self.release(dres);
+                dx
+            }
+            BuiltShortcut::Projection(unit) => self
+                .unit_backward(unit, dres, true)?
+                .0
+                .expect("asked for dx"),
+        };
+        let dx = self.acquire(&self.tensors[block.input].shape().to_vec())?;
+        let t = &self.tensors;
+        let label = "residual gradient sum";
+        let d = elementwise::add(self.ctx, label, &t[dy], &t[dskip], &t[dx])?;
+        self.push(List::Backward, d);
+        self.release(dy);
+        self.release(dskip);
+        Ok(dx)
+    }
+}
+
+fn bn_tensors<'a>(t: &'a [Tensor], unit: &Unit) -> BnTensors<'a> {
+    BnTensors {
+        x: &t[unit.c],
+        gamma: &t[unit.gamma.value],
+        beta: &t[unit.beta.value],
+        running_mean: &t[unit.running_mean],
+        running_var: &t[unit.running_var],
+        save_mean: &t[unit.save_mean],
+        save_invstd: &t[unit.save_invstd],
+    }
+}
+
+fn shapes_shortcut(
+    batch: usize,
+    in_c: usize,
+    hw: (usize, usize),
+    out_c: usize,
+    stride: usize,
+) -> crate::shapes::ShortcutShape {
+    crate::shapes::ShortcutShape {
+        batch,
+        in_c,
+        in_h: hw.0,
+        in_w: hw.1,
+        out_c,
+        stride,
+    }
+}

@@ -1,0 +1,650 @@
+//! The trainer core. It never blocks: `submit_steps` records and submits up to
+//! N training steps (one command buffer each: augment -> forward -> loss ->
+//! backward -> SGD) and `poll` returns the metrics that have come back. The
+//! headless loop, the desktop window and the browser all drive it this way.
+
+use std::sync::Arc;
+
+use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
+use serde::{Deserialize, Serialize};
+use web_time::Instant;
+
+use super::metrics::{MetricsRing, MetricsSnapshot, ReportKind};
+use super::plan::Plan;
+use super::schedule::Schedule;
+use crate::data::{DataSplit, Dataset};
+use crate::gpu::{DType, Dispatch, GpuContext, GpuError, Tensor};
+use crate::model::{ModelSpec, initial_parameters};
+use crate::ops::augment::{Augment, AugmentTensors};
+use crate::ops::conv::ConvTuning;
+use crate::shapes::{AugmentConfig, SgdConfig};
+
+/// Everything that defines a run; written to config.json.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub model: ModelSpec,
+    pub dataset: String,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub schedule: Schedule,
+    pub sgd: SgdConfig,
+    pub seed: u64,
+    /// Crop padding and flip for training; mean/std from the training set.
+    pub augment: AugmentConfig,
+    /// Steps per metrics readback.
+    pub report_every: usize,
+    /// Stop after this many steps in all (for smoke tests and benchmarks).
+    pub max_steps: Option<u64>,
+}
+
+/// Per-step metrics, as the GPU accumulated them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepReport {
+    /// Steps done so far, this one included.
+    pub step: u64,
+    /// Fractional epochs done.
+    pub epoch: f64,
+    pub batch_loss: f32,
+    /// Mean loss and accuracy over the epoch so far.
+    pub train_loss: f32,
+    pub train_acc: f32,
+    pub lr: f32,
+}
+
+/// One line of metrics.jsonl: an evaluation after an epoch (or at the last step).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochReport {
+    pub epoch: f64,
+    pub step: u64,
+    pub train_loss: f32,
+    pub train_acc: f32,
+    pub test_loss: f32,
+    pub test_acc: f32,
+    pub lr: f32,
+    pub images_per_sec: f64,
+    pub elapsed_s: f64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum TrainEvent {
+    Step(StepReport),
+    Epoch(EpochReport),
+    /// The loss at this step was NaN or infinite; training stopped submitting.
+    Diverged {
+        step: u64,
+        loss: f32,
+    },
+}
+
+/// Where the run stands; saved with each checkpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    pub epoch: usize,
+    pub step_in_epoch: usize,
+    pub global_step: u64,
+    /// The train metrics accumulator (partial-epoch sums).
+    pub train_metrics: [f32; 4],
+    /// BN `num_batches_tracked` before this run's first step (from --init).
+    pub batches_tracked_base: u64,
+}
+
+/// A dataset on the GPU for the augment kernel: resident when it fits one
+/// storage binding, otherwise streamed (the batch is gathered on the CPU and
+/// uploaded with the step).
+struct Feed {
+    data: Dataset,
+    streamed: bool,
+    images: Tensor,
+    labels: Tensor,
+    indices: Tensor,
+    augment: Augment,
+    dispatch: Dispatch,
+}
+
+impl Feed {
+    fn new(
+        ctx: &GpuContext,
+        plan: &Plan,
+        data: Dataset,
+        config: AugmentConfig,
+        label: &str,
+    ) -> Result<Self, GpuError> {
+        let batch = plan.batch;
+        let shape = data.shape;
+        let limit = ctx
+            .limits
+            .max_storage_buffer_binding_size
+            .min(ctx.limits.max_buffer_size);
+        let bytes = data.images.len() as u64;
+        let streamed = bytes > limit || bytes >= u64::from(u32::MAX);
+        let dims = |n| [n, shape.channels, shape.height, shape.width];
+        let (images, labels, indices) = if streamed {
+            let identity: Vec<u32> = (0..batch as u32).collect();
+            (
+                Tensor::zeros(
+                    ctx,
+                    &format!("{label} batch images"),
+                    &dims(batch),
+                    DType::U8,
+                )?,
+                Tensor::zeros(ctx, &format!("{label} batch labels"), &[batch], DType::U32)?,
+                Tensor::from_u32(ctx, &format!("{label} indices"), &[batch], &identity)?,
+            )
+        } else {
+            (
+                Tensor::from_u8(
+                    ctx,
+                    &format!("{label} images"),
+                    &dims(data.len()),
+                    &data.images,
+                )?,
+                Tensor::from_u32(ctx, &format!("{label} labels"), &[data.len()], &data.labels)?,
+                Tensor::zeros(ctx, &format!("{label} indices"), &[batch], DType::U32)?,
+            )
+        };
+        let t = AugmentTensors {
+            images: &images,
+            dataset_labels: &labels,
+            indices: &indices,
+            output: plan.tensor(plan.input),
+            labels: plan.tensor(plan.labels),
+        };
+        let (augment, dispatch) = Augment::new(ctx, label, shape, config, &t)?;
+        Ok(Feed {
+            data,
+            streamed,
+            images,
+            labels,
+            indices,
+            augment,
+            dispatch,
+        })
+    }
+
+    /// Points the next submitted batch at `samples` (queue writes, ordered
+    /// before the next submit).
+    fn load(&self, ctx: &GpuContext, samples: &[u32]) {
+        if self.streamed {
+            let mut bytes = Vec::with_capacity(self.images.size_bytes() as usize);
+            for &s in samples {
+                bytes.extend_from_slice(self.data.image(s as usize));
+            }
+            bytes.resize(self.images.size_bytes() as usize, 0);
+            let labels: Vec<u32> = samples
+                .iter()
+                .map(|&s| self.data.labels[s as usize])
+                .collect();
+            ctx.queue.write_buffer(self.images.buffer(), 0, &bytes);
+            ctx.queue
+                .write_buffer(self.labels.buffer(), 0, bytemuck::cast_slice(&labels));
+        } else {
+            ctx.queue
+                .write_buffer(self.indices.buffer(), 0, bytemuck::cast_slice(samples));
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct StepTag {
+    step: u64,
+    steps_per_epoch: usize,
+    lr: f32,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct EvalTag {
+    step: u64,
+    steps_per_epoch: usize,
+    lr: f32,
+}
+
+pub struct Trainer {
+    ctx: Arc<GpuContext>,
+    pub config: TrainConfig,
+    plan: Plan,
+    train: Feed,
+    test: Feed,
+    eval_loss_full: Vec<Dispatch>,
+    eval_loss_last: Vec<Dispatch>,
+    pub steps_per_epoch: usize,
+    progress: Progress,
+    order: Vec<u32>,
+    metrics: MetricsRing<Tag>,
+    last_step: Option<StepReport>,
+    diverged: bool,
+    started: Instant,
+    last_epoch_report: (Instant, u64),
+    reported_step: u64,
+    eval_name: String,
+    last_submission: Option<wgpu::SubmissionIndex>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Tag {
+    Step(StepTag),
+    Eval(EvalTag),
+}
+
+/// Per-channel mean and std of a training set in [0, 1], for normalization.
+pub fn channel_statistics(data: &Dataset) -> ([f32; 4], [f32; 4]) {
+    let (c, hw) = (data.shape.channels, data.shape.height * data.shape.width);
+    let mut sum = [0f64; 4];
+    let mut sq = [0f64; 4];
+    for image in data.images.chunks_exact(c * hw) {
+        for ch in 0..c.min(4) {
+            for &v in &image[ch * hw..(ch + 1) * hw] {
+                let v = f64::from(v) / 255.0;
+                sum[ch] += v;
+                sq[ch] += v * v;
+            }
+        }
+    }
+    let n = (data.len() * hw).max(1) as f64;
+    let mut mean = [0.0; 4];
+    let mut std = [1.0; 4];
+    for ch in 0..c.min(4) {
+        let m = sum[ch] / n;
+        mean[ch] = m as f32;
+        std[ch] = ((sq[ch] / n - m * m).max(1e-12).sqrt() as f32).max(1e-3);
+    }
+    (mean, std)
+}
+
+impl Trainer {
+    /// Builds the memory plan, uploads the data and He-initializes the model.
+    pub fn new(
+        ctx: Arc<GpuContext>,
+        config: TrainConfig,
+        data: DataSplit,
+    ) -> Result<Self, GpuError> {
+        let network = config.model.network();
+        let batch = config.batch_size;
+        if data.train.classes() != network.num_classes {
+            return Err(GpuError::shape(
+                "trainer",
+                format!(
+                    "the dataset has {} classes but the model was built for {}",
+                    data.train.classes(),
+                    network.num_classes
+                ),
+            ));
+        }
+        let steps_per_epoch = data.train.len() / batch;
+        if steps_per_epoch == 0 {
+            return Err(GpuError::shape(
+                "trainer",
+                format!(
+                    "the training set has {} images, fewer than one batch of {batch}",
+                    data.train.len()
+                ),
+            ));
+        }
+        let plan = Plan::new(
+            &ctx,
+            &network,
+            batch,
+            data.train.shape,
+            &config.sgd,
+            ConvTuning::default(),
+        )?;
+        let train = Feed::new(&ctx, &plan, data.train, config.augment, "train")?;
+        let test = Feed::new(&ctx, &plan, data.test, config.augment.eval(), "eval")?;
+        let eval_loss_full = plan.eval_loss(&ctx, batch)?;
+        let remainder = test.data.len() % batch;
+        let eval_loss_last = if remainder == 0 {
+            vec![]
+        } else {
+            plan.eval_loss(&ctx, remainder)?
+        };
+        let now = Instant::now();
+        let trainer = Trainer {
+            metrics: MetricsRing::new(config.report_every),
+            ctx,
+            plan,
+            train,
+            test,
+            eval_loss_full,
+            eval_loss_last,
+            steps_per_epoch,
+            progress: Progress {
+                epoch: 0,
+                step_in_epoch: 0,
+                global_step: 0,
+                train_metrics: [0.0; 4],
+                batches_tracked_base: 0,
+            },
+            order: vec![],
+            last_step: None,
+            diverged: false,
+            started: now,
+            last_epoch_report: (now, 0),
+            reported_step: 0,
+            eval_name: data.eval_name,
+            last_submission: None,
+            config,
+        };
+        let init = initial_parameters(&trainer.plan.network, trainer.config.seed);
+        for (entry, values) in trainer.plan.state_entries().iter().zip(&init) {
+            if let Some(t) = trainer.plan.state_tensor(&entry.name) {
+                t.write_f32(&trainer.ctx, values)?;
+            }
+        }
+        Ok(trainer)
+    }
+
+    pub fn ctx(&self) -> &Arc<GpuContext> {
+        &self.ctx
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    pub fn progress(&self) -> Progress {
+        self.progress
+    }
+
+    /// "test" or "validation": what the evaluation set is.
+    pub fn eval_name(&self) -> &str {
+        &self.eval_name
+    }
+
+    pub fn test_data(&self) -> &Dataset {
+        &self.test.data
+    }
+
+    /// Whether the data had to be streamed (did not fit one storage binding).
+    pub fn streams_data(&self) -> (bool, bool) {
+        (self.train.streamed, self.test.streamed)
+    }
+
+    /// Continues from a saved position (the model and momenta are written
+    /// separately by the checkpoint loader).
+    pub fn set_progress(&mut self, progress: Progress) {
+        self.progress = progress;
+        self.reported_step = progress.global_step;
+        self.last_epoch_report = (Instant::now(), progress.global_step);
+        if progress.step_in_epoch > 0 {
+            self.order = epoch_order(self.config.seed, progress.epoch, self.train.data.len());
+        }
+        let metrics = self.plan.tensor(self.plan.train_metrics);
+        self.ctx.queue.write_buffer(
+            metrics.buffer(),
+            0,
+            bytemuck::cast_slice(&progress.train_metrics),
+        );
+    }
+
+    pub fn total_steps(&self) -> u64 {
+        let all = (self.steps_per_epoch * self.config.epochs) as u64;
+        self.config.max_steps.map_or(all, |m| m.min(all))
+    }
+
+    /// Every step submitted (or the run diverged).
+    pub fn is_finished(&self) -> bool {
+        self.diverged || self.progress.global_step >= self.total_steps()
+    }
+
+    /// Every submitted step's metrics have come back.
+    pub fn is_idle(&self) -> bool {
+        self.metrics.pending() == 0
+    }
+
+    pub fn has_diverged(&self) -> bool {
+        self.diverged
+    }
+
+    /// Steps submitted whose metrics have not come back yet.
+    pub fn steps_in_flight(&self) -> u64 {
+        self.progress.global_step - self.reported_step
+    }
+
+    pub fn lr_for_step(&self, step: u64) -> f32 {
+        self.config
+            .schedule
+            .lr_at(step as f64 / self.steps_per_epoch as f64)
+    }
+
+    /// Submits up to `max` steps; stops early at the end of an epoch (after
+    /// submitting its evaluation) or of the run. Returns the steps submitted.
+    pub fn submit_steps(&mut self, max: usize) -> Result<usize, GpuError> {
+        let mut done = 0;
+        while done < max && !self.is_finished() {
+            self.submit_step();
+            done += 1;
+            let epoch_end = self.progress.step_in_epoch == 0;
+            if epoch_end || self.is_finished() {
+                self.close_step_report();
+                self.submit_eval();
+                break;
+            }
+        }
+        Ok(done)
+    }
+
+    fn submit_step(&mut self) {
+        let ctx = self.ctx.clone();
+        let p = self.progress;
+        let batch = self.config.batch_size;
+        if p.step_in_epoch == 0 {
+            self.order = epoch_order(self.config.seed, p.epoch, self.train.data.len());
+        }
+        let samples = &self.order[p.step_in_epoch * batch..(p.step_in_epoch + 1) * batch];
+        self.train.load(&ctx, samples);
+        self.train
+            .augment
+            .set_seed(&ctx, step_seed(self.config.seed, p.global_step));
+        let lr = self.lr_for_step(p.global_step);
+        self.plan.learning_rate.set(&ctx, lr);
+
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("train step"),
+            });
+        let metrics = self.plan.tensor(self.plan.train_metrics);
+        if p.step_in_epoch == 0 {
+            encoder.clear_buffer(metrics.buffer(), 0, None);
+        }
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("train step"),
+                timestamp_writes: None,
+            });
+            self.train.dispatch.record(&mut pass);
+            self.plan.record_train_step(&mut pass);
+        }
+        let tag = Tag::Step(StepTag {
+            step: p.global_step + 1,
+            steps_per_epoch: self.steps_per_epoch,
+            lr,
+        });
+        let full = self.metrics.record_step(&ctx, &mut encoder, metrics, tag);
+        self.last_submission = Some(ctx.queue.submit([encoder.finish()]));
+        if full {
+            self.close_step_report();
+        }
+        self.progress.global_step += 1;
+        self.progress.step_in_epoch += 1;
+        if self.progress.step_in_epoch == self.steps_per_epoch {
+            self.progress.step_in_epoch = 0;
+            self.progress.epoch += 1;
+        }
+    }
+
+    fn close_step_report(&mut self) {
+        if let Some(index) = self.last_submission.clone() {
+            self.metrics.close(index);
+        }
+    }
+
+    /// Evaluates on the test (or validation) set: one submit per batch, the
+    /// last batch padded and masked.
+    fn submit_eval(&mut self) {
+        let ctx = self.ctx.clone();
+        let batch = self.config.batch_size;
+        let n = self.test.data.len();
+        let eval_metrics = self.plan.tensor(self.plan.eval_metrics);
+        let batches = n.div_ceil(batch);
+        for i in 0..batches {
+            let start = i * batch;
+            let valid = (n - start).min(batch);
+            let samples: Vec<u32> = (0..batch)
+                .map(|j| (start + j.min(valid - 1)) as u32)
+                .collect();
+            self.test.load(&ctx, &samples);
+            let mut encoder = ctx
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("eval batch"),
+                });
+            if i == 0 {
+                encoder.clear_buffer(eval_metrics.buffer(), 0, None);
+            }
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("eval batch"),
+                    timestamp_writes: None,
+                });
+                self.test.dispatch.record(&mut pass);
+                let loss = if valid == batch {
+                    &self.eval_loss_full
+                } else {
+                    &self.eval_loss_last
+                };
+                self.plan.record_eval_batch(&mut pass, loss);
+            }
+            if i + 1 == batches {
+                let staging = self.metrics.record_eval(&ctx, &mut encoder, eval_metrics);
+                let index = ctx.queue.submit([encoder.finish()]);
+                let step = self.progress.global_step;
+                self.metrics.close_eval(
+                    staging,
+                    Tag::Eval(EvalTag {
+                        step,
+                        steps_per_epoch: self.steps_per_epoch,
+                        lr: self.lr_for_step(step.saturating_sub(1)),
+                    }),
+                    index,
+                );
+            } else {
+                ctx.queue.submit([encoder.finish()]);
+            }
+        }
+    }
+
+    /// Metrics that have come back since the last call; never blocks.
+    pub fn poll(&mut self) -> Result<Vec<TrainEvent>, GpuError> {
+        #[cfg(not(target_arch = "wasm32"))]
+        let _ = self.ctx.device.poll(wgpu::PollType::Poll);
+        let mut events = vec![];
+        for report in self.metrics.take_ready()? {
+            match report {
+                ReportKind::Steps(steps) => {
+                    for (tag, snap) in steps {
+                        if let Tag::Step(t) = tag {
+                            self.step_event(t, snap, &mut events);
+                        }
+                    }
+                }
+                ReportKind::Eval((Tag::Eval(t), snap)) => events.push(self.epoch_event(t, snap)),
+                ReportKind::Eval(_) => {}
+            }
+        }
+        Ok(events)
+    }
+
+    fn step_event(&mut self, t: StepTag, snap: MetricsSnapshot, events: &mut Vec<TrainEvent>) {
+        self.reported_step = t.step;
+        if !snap.batch_loss.is_finite() {
+            if !self.diverged {
+                events.push(TrainEvent::Diverged {
+                    step: t.step,
+                    loss: snap.batch_loss,
+                });
+            }
+            self.diverged = true;
+            return;
+        }
+        let report = StepReport {
+            step: t.step,
+            epoch: t.step as f64 / t.steps_per_epoch as f64,
+            batch_loss: snap.batch_loss,
+            train_loss: snap.mean_loss(),
+            train_acc: snap.accuracy(),
+            lr: t.lr,
+        };
+        self.last_step = Some(report.clone());
+        events.push(TrainEvent::Step(report));
+    }
+
+    fn epoch_event(&mut self, t: EvalTag, snap: MetricsSnapshot) -> TrainEvent {
+        let now = Instant::now();
+        let (since, from_step) = self.last_epoch_report;
+        let images = (t.step - from_step) as f64 * self.config.batch_size as f64;
+        self.last_epoch_report = (now, t.step);
+        let (train_loss, train_acc) = self
+            .last_step
+            .as_ref()
+            .map_or((f32::NAN, f32::NAN), |s| (s.train_loss, s.train_acc));
+        TrainEvent::Epoch(EpochReport {
+            epoch: t.step as f64 / t.steps_per_epoch as f64,
+            step: t.step,
+            train_loss,
+            train_acc,
+            test_loss: snap.mean_loss(),
+            test_acc: snap.accuracy(),
+            lr: t.lr,
+            images_per_sec: images / (now - since).as_secs_f64().max(1e-9),
+            elapsed_s: (now - self.started).as_secs_f64(),
+        })
+    }
+
+    /// Blocks until the oldest pending metrics report is ready (native edges
+    /// only: the headless loop when it is far enough ahead of the GPU).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn wait_for_report(&self) -> Result<(), GpuError> {
+        if let Some(index) = self.metrics.oldest_submission() {
+            self.ctx
+                .device
+                .poll(wgpu::PollType::Wait {
+                    submission_index: Some(index),
+                    timeout: None,
+                })
+                .map_err(|e| GpuError::Readback {
+                    what: "device poll".into(),
+                    message: e.to_string(),
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Blocks until every submitted step is done (native edges only: before a
+    /// checkpoint, at the end of a run).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn wait_for_gpu(&self) -> Result<(), GpuError> {
+        self.ctx.wait_idle()
+    }
+
+    /// `num_batches_tracked` of every BN layer after the steps submitted so far.
+    pub fn batches_tracked(&self) -> u64 {
+        self.progress.batches_tracked_base + self.progress.global_step
+    }
+}
+
+/// The order of the training set in `epoch`: a shuffle seeded by (seed, epoch),
+/// so a resumed run sees the same batches as an uninterrupted one.
+fn epoch_order(seed: u64, epoch: usize, len: usize) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..len as u32).collect();
+    let mixed = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ (epoch as u64).wrapping_mul(0xd1b5_4a32_d192_ed03);
+    order.shuffle(&mut StdRng::seed_from_u64(mixed));
+    order
+}
+
+/// The augmentation seed of a step (crop offsets and flips derive from it).
+fn step_seed(seed: u64, step: u64) -> u32 {
+    let x = (seed ^ 0xa076_1d64_78bd_642f).wrapping_add(step.wrapping_mul(0xe703_7ed1_a0b4_28db));
+    let x = (x ^ (x >> 32)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (x >> 32) as u32
+}
