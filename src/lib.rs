@@ -7,8 +7,10 @@
 //! shader), [`bench`] (GPU timings per op).
 
 pub mod bench;
+pub mod cli;
 pub mod data;
 pub mod gpu;
+pub mod headless;
 pub mod model;
 pub mod ops;
 pub mod reference;

@@ -1,9 +1,20 @@
 //! Command-line front end.
 
-use anyhow::Result;
-use clap::{Parser, Subcommand};
-use resnet_wgpu::bench::{self, BenchOpsOptions};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use resnet_wgpu::bench::{self, BenchOpsOptions, BenchTrainOptions};
+use resnet_wgpu::cli::{DataArgs, ModelArgs, TrainArgs};
 use resnet_wgpu::gpu::{BackendChoice, GpuContext};
+use resnet_wgpu::headless;
+use resnet_wgpu::model::ModelSpec;
+use resnet_wgpu::shapes::{AugmentConfig, ImageShape, SgdConfig};
+use resnet_wgpu::train::checkpoint::{self, LoadMode, StateDict};
+use resnet_wgpu::train::{
+    DecayKind, Plan, Schedule, TrainConfig, TrainEvent, Trainer, channel_statistics,
+};
 
 #[derive(Parser)]
 #[command(
@@ -21,9 +32,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Show the adapter, its API, device type and the limits that matter here.
-    Info,
-    /// Measure GPU time per op.
+    /// Train a ResNet (the built-in dataset unless --data is given).
+    Train(Box<TrainArgs>),
+    /// Loss and accuracy of a checkpoint on a dataset's test set.
+    Eval(EvalArgs),
+    /// The adapter, its limits, and the memory plan of a model.
+    Info(InfoArgs),
+    /// Measure GPU time per op, or images/s of whole training steps.
     Bench {
         #[command(subcommand)]
         what: BenchWhat,
@@ -34,6 +49,38 @@ enum Command {
 enum BenchWhat {
     /// Every op at the shapes of ResNet-20, next to this project's GEMM.
     Ops(BenchOpsOptions),
+    /// Images/s, first-step time and step recording time of whole models.
+    Train(BenchTrainOptions),
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// A run folder, a checkpoint folder or a model.safetensors file.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
+    /// The architecture, for files not written by this tool (torchvision's).
+    #[command(flatten)]
+    model: ModelArgs,
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    /// Print one JSON object: {"loss", "accuracy", "samples", ...}.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct InfoArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    /// Image side the plan is sized for [default: 32 for CIFAR models, 224 otherwise].
+    #[arg(long)]
+    image_size: Option<usize>,
+    #[arg(long, default_value_t = 10)]
+    classes: usize,
 }
 
 fn main() {
@@ -45,17 +92,147 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let ctx = GpuContext::new_blocking(cli.backend)?;
+    let ctx = Arc::new(GpuContext::new_blocking(cli.backend)?);
     match cli.command {
-        Command::Info => print_info(&ctx),
+        Command::Train(args) => train(ctx, &args),
+        Command::Eval(args) => eval(ctx, &args),
+        Command::Info(args) => info(&ctx, &args),
         Command::Bench {
             what: BenchWhat::Ops(options),
-        } => bench::bench_ops(&ctx, &options)?,
+        } => Ok(bench::bench_ops(&ctx, &options)?),
+        Command::Bench {
+            what: BenchWhat::Train(options),
+        } => bench::bench_train(ctx, &options).map(|_| ()),
+    }
+}
+
+fn train(ctx: Arc<GpuContext>, args: &TrainArgs) -> Result<()> {
+    if !args.no_gui {
+        eprintln!("note: the desktop window is not built yet; training in the terminal (--no-gui)");
+    }
+    let (mut trainer, run_dir) = headless::prepare(ctx.clone(), args)?;
+    let summary = trainer.plan().summary();
+    println!("adapter: {}", ctx.describe());
+    println!(
+        "model: {} ({} parameters), dataset: {}, batch {}, {} steps per epoch",
+        trainer.config.model,
+        trainer.plan().network.parameter_count(),
+        trainer.config.dataset,
+        trainer.config.batch_size,
+        trainer.steps_per_epoch
+    );
+    println!(
+        "memory plan: {:.1} MiB in {} tensors; run folder: {}",
+        summary.total_bytes as f64 / (1 << 20) as f64,
+        summary.tensors,
+        run_dir.display()
+    );
+    let result = headless::run(&mut trainer, &run_dir, false)?;
+    if let Some(last) = &result.last {
+        println!(
+            "done: {} loss {:.4}, accuracy {:.2}% after {} steps",
+            trainer.eval_name(),
+            last.test_loss,
+            100.0 * last.test_acc,
+            last.step
+        );
+    }
+    if let Some(c) = &result.checkpoint {
+        println!("checkpoint: {}", c.display());
     }
     Ok(())
 }
 
-fn print_info(ctx: &GpuContext) {
+fn eval(ctx: Arc<GpuContext>, args: &EvalArgs) -> Result<()> {
+    if args.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let model_path = headless::model_file(&args.checkpoint)?;
+    let dict = StateDict::read(&model_path)?;
+    let saved = model_path
+        .parent()
+        .map(|d| d.join(checkpoint::TRAINER_FILE))
+        .filter(|p| p.is_file())
+        .map(|p| checkpoint::read_trainer_state(p.parent().expect("has a folder")))
+        .transpose()?;
+    let data = args
+        .data
+        .load(saved.as_ref().map_or(0, |(c, _, _)| c.seed))?;
+    let model = match dict.metadata.get("model") {
+        Some(json) => serde_json::from_str::<ModelSpec>(json)
+            .with_context(|| format!("{}: unreadable model metadata", model_path.display()))?,
+        None => args.model.spec(data.train.classes())?,
+    };
+    let (mean, std) = channel_statistics(&data.train);
+    let augment = saved.as_ref().map_or(
+        AugmentConfig {
+            mean,
+            std,
+            ..AugmentConfig::cifar_train()
+        },
+        |(c, _, _)| c.augment,
+    );
+    let config = TrainConfig {
+        model,
+        dataset: data.name.clone(),
+        epochs: 1,
+        batch_size: args.batch_size.min(data.train.len()).max(1),
+        schedule: Schedule {
+            base_lr: 0.0,
+            decay: DecayKind::Constant,
+            milestones: vec![],
+            gamma: 1.0,
+            warmup_epochs: 0.0,
+            warmup_lr: 0.0,
+            epochs: 1,
+        },
+        sgd: SgdConfig {
+            momentum: 0.0,
+            weight_decay: 0.0,
+            nesterov: false,
+        },
+        seed: 0,
+        augment,
+        report_every: 1,
+        max_steps: Some(0),
+    };
+    let samples = data.test.len();
+    let mut trainer = Trainer::new(ctx, config, data)?;
+    checkpoint::load_model(&mut trainer, &dict, &model_path, LoadMode::Strict)?;
+    trainer.submit_eval();
+    let report = loop {
+        trainer.wait_for_report()?;
+        if let Some(TrainEvent::Epoch(e)) = trainer
+            .poll()?
+            .into_iter()
+            .find(|e| matches!(e, TrainEvent::Epoch(_)))
+        {
+            break e;
+        }
+    };
+    if args.json {
+        let out = serde_json::json!({
+            "loss": report.test_loss,
+            "accuracy": report.test_acc,
+            "samples": samples,
+            "set": trainer.eval_name(),
+            "checkpoint": model_path.display().to_string(),
+            "model": trainer.config.model.name,
+        });
+        println!("{out}");
+    } else {
+        println!(
+            "{}: {} loss {:.4}, accuracy {:.2}% on {samples} images",
+            model_path.display(),
+            trainer.eval_name(),
+            report.test_loss,
+            100.0 * report.test_acc
+        );
+    }
+    Ok(())
+}
+
+fn info(ctx: &GpuContext, args: &InfoArgs) -> Result<()> {
     let l = &ctx.limits;
     println!("adapter: {}", ctx.describe());
     println!(
@@ -83,4 +260,41 @@ fn print_info(ctx: &GpuContext) {
         "max workgroup storage: {} KiB",
         l.max_compute_workgroup_storage_size >> 10
     );
+
+    let spec = args.model.spec(args.classes)?;
+    let side = args
+        .image_size
+        .unwrap_or(if spec.is_cifar() { 32 } else { 224 });
+    let network = spec.network();
+    let image = ImageShape {
+        channels: 3,
+        height: side,
+        width: side,
+    };
+    let sgd = SgdConfig {
+        momentum: 0.9,
+        weight_decay: 1e-4,
+        nesterov: false,
+    };
+    let plan = Plan::new(
+        ctx,
+        &network,
+        args.batch_size,
+        image,
+        &sgd,
+        Default::default(),
+    )?;
+    let s = plan.summary();
+    println!(
+        "memory plan of {spec} at batch {} on {side}x{side} images: {:.1} MiB in {} tensors, \
+         largest '{}' {:.1} MiB; {} parameters, {} dispatches per step",
+        args.batch_size,
+        s.total_bytes as f64 / (1 << 20) as f64,
+        s.tensors,
+        s.largest_name,
+        s.largest_bytes as f64 / (1 << 20) as f64,
+        network.parameter_count(),
+        s.dispatches_per_step
+    );
+    Ok(())
 }

@@ -86,6 +86,7 @@ fn to_f32(view: &TensorView<'_>) -> Option<Vec<f32>> {
             .chunks_exact(8)
             .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
             .collect(),
+        Dtype::U8 => b.iter().map(|&v| f32::from(v)).collect(),
         Dtype::I64 => b
             .chunks_exact(8)
             .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32)

@@ -10,4 +10,5 @@ pub use plan::{Plan, PlanSummary};
 pub use schedule::{DecayKind, Schedule};
 pub use trainer::{
     EpochReport, Progress, StepReport, TrainConfig, TrainEvent, Trainer, channel_statistics,
+    epoch_order,
 };

@@ -236,6 +236,11 @@ impl Plan {
         &self.tensors[id]
     }
 
+    /// A tensor by its label (e.g. `layer1.0.bn2 output`), for tests and tools.
+    pub fn find_tensor(&self, label: &str) -> Option<&Tensor> {
+        self.tensors.iter().find(|t| t.label() == label)
+    }
+
     /// The tensor of a state-dict entry (None for `num_batches_tracked`, which
     /// the trainer counts on the CPU).
     pub fn state_tensor(&self, name: &str) -> Option<&Tensor> {

@@ -410,11 +410,9 @@ impl Trainer {
     pub fn submit_steps(&mut self, max: usize) -> Result<usize, GpuError> {
         let mut done = 0;
         while done < max && !self.is_finished() {
-            self.submit_step();
+            let epoch_end = self.submit_train_step();
             done += 1;
-            let epoch_end = self.progress.step_in_epoch == 0;
             if epoch_end || self.is_finished() {
-                self.close_step_report();
                 self.submit_eval();
                 break;
             }
@@ -422,7 +420,9 @@ impl Trainer {
         Ok(done)
     }
 
-    fn submit_step(&mut self) {
+    /// Submits one training step and no evaluation (`submit_steps` adds those
+    /// at epoch ends). Returns whether the step ended an epoch.
+    pub fn submit_train_step(&mut self) -> bool {
         let ctx = self.ctx.clone();
         let p = self.progress;
         let batch = self.config.batch_size;
@@ -470,6 +470,11 @@ impl Trainer {
             self.progress.step_in_epoch = 0;
             self.progress.epoch += 1;
         }
+        let epoch_end = self.progress.step_in_epoch == 0;
+        if epoch_end || self.is_finished() {
+            self.close_step_report();
+        }
+        epoch_end
     }
 
     fn close_step_report(&mut self) {
@@ -479,8 +484,8 @@ impl Trainer {
     }
 
     /// Evaluates on the test (or validation) set: one submit per batch, the
-    /// last batch padded and masked.
-    fn submit_eval(&mut self) {
+    /// last batch padded and masked. Its report arrives as an `Epoch` event.
+    pub fn submit_eval(&mut self) {
         let ctx = self.ctx.clone();
         let batch = self.config.batch_size;
         let n = self.test.data.len();
@@ -634,7 +639,7 @@ impl Trainer {
 
 /// The order of the training set in `epoch`: a shuffle seeded by (seed, epoch),
 /// so a resumed run sees the same batches as an uninterrupted one.
-fn epoch_order(seed: u64, epoch: usize, len: usize) -> Vec<u32> {
+pub fn epoch_order(seed: u64, epoch: usize, len: usize) -> Vec<u32> {
     let mut order: Vec<u32> = (0..len as u32).collect();
     let mixed = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)
         ^ (epoch as u64).wrapping_mul(0xd1b5_4a32_d192_ed03);

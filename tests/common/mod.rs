@@ -2,7 +2,7 @@
 //! tolerance check against the f64 oracle.
 #![allow(dead_code)]
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use resnet_wgpu::gpu::{BackendChoice, DType, GpuContext, Tensor};
@@ -15,6 +15,16 @@ pub fn ctx() -> &'static GpuContext {
         Ok(ctx) => ctx,
         Err(e) => panic!("GPU tests need an adapter: {e}"),
     })
+}
+
+/// The test device as the trainer holds it (one per process, like `ctx`).
+pub fn shared_ctx() -> Arc<GpuContext> {
+    static CTX: OnceLock<Arc<GpuContext>> = OnceLock::new();
+    CTX.get_or_init(|| match GpuContext::new_blocking(BackendChoice::Auto) {
+        Ok(ctx) => Arc::new(ctx),
+        Err(e) => panic!("GPU tests need an adapter: {e}"),
+    })
+    .clone()
 }
 
 pub fn random(seed: u64, n: usize) -> Vec<f32> {

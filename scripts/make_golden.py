@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""Writes the golden fixtures in tests/fixtures/ with PyTorch (CPU).
+
+For a CIFAR ResNet-8 (shortcut A) and ResNet-20 (shortcut B) with seeded
+weights and one seeded batch, it records one training step exactly as
+resnet-wgpu runs it (SGD lr 0.1, momentum 0.9, weight decay 1e-4; input =
+uint8 / 255, no augmentation): the logits and loss, the gradient of every
+parameter, and every parameter and batch-norm buffer after the step. It also
+records the state-dict names and shapes of torchvision's ResNet-18/34/50/101/152,
+which the Rust model must reproduce exactly.
+
+Run from the repository root (needs torch, torchvision, safetensors, numpy):
+    python3 scripts/make_golden.py
+Tests only read the files; they never run PyTorch.
+"""
+
+import json
+import os
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+OUT = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures")
+
+
+class PadShortcut(nn.Module):
+    """Option A: x[:, :, ::s, ::s], (out-in)/2 zero channels before, the rest after."""
+
+    def __init__(self, in_c, out_c, stride):
+        super().__init__()
+        self.front = (out_c - in_c) // 2
+        self.back = out_c - in_c - self.front
+        self.stride = stride
+
+    def forward(self, x):
+        x = x[:, :, :: self.stride, :: self.stride]
+        return F.pad(x, (0, 0, 0, 0, self.front, self.back))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, in_c, out_c, stride, shortcut):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_c, out_c, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_c)
+        self.conv2 = nn.Conv2d(out_c, out_c, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_c)
+        self.pad = None
+        self.downsample = None
+        if stride != 1 or in_c != out_c:
+            if shortcut == "A":
+                self.pad = PadShortcut(in_c, out_c, stride)
+            else:
+                self.downsample = nn.Sequential(
+                    nn.Conv2d(in_c, out_c, 1, stride, bias=False), nn.BatchNorm2d(out_c)
+                )
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.downsample is not None:
+            skip = self.downsample(x)
+        elif self.pad is not None:
+            skip = self.pad(x)
+        else:
+            skip = x
+        return F.relu(out + skip)
+
+
+class CifarResNet(nn.Module):
+    """The paper's 6n+2 CIFAR ResNet with torchvision-style names."""
+
+    def __init__(self, n, shortcut, classes=10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        in_c = 16
+        for stage, width in enumerate([16, 32, 64]):
+            blocks = []
+            for i in range(n):
+                stride = 2 if (stage > 0 and i == 0) else 1
+                blocks.append(BasicBlock(in_c, width, stride, shortcut))
+                in_c = width
+            setattr(self, f"layer{stage + 1}", nn.Sequential(*blocks))
+        self.fc = nn.Linear(64, classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def golden(name, n, shortcut, batch, side, seed):
+    torch.manual_seed(seed)
+    model = CifarResNet(n, shortcut)
+    # Non-trivial BN parameters and running stats, so every term is exercised.
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    images = torch.randint(0, 256, (batch, 3, side, side), dtype=torch.uint8)
+    labels = torch.randint(0, 10, (batch,), dtype=torch.int64)
+    tensors = {"images": images, "labels": labels}
+    for k, v in model.state_dict().items():
+        tensors[f"init.{k}"] = v.clone()
+
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    model.train()
+    logits = model(images.float() / 255.0)
+    loss = F.cross_entropy(logits, labels)
+    opt.zero_grad()
+    loss.backward()
+    tensors["logits"] = logits.detach().clone()
+    tensors["loss"] = loss.detach().reshape(1).clone()
+    for k, p in model.named_parameters():
+        tensors[f"grad.{k}"] = p.grad.clone()
+    opt.step()
+    for k, v in model.state_dict().items():
+        tensors[f"after.{k}"] = v.clone()
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    path = os.path.join(OUT, f"golden_{name}.safetensors")
+    save_file(tensors, path, metadata={"model": name, "shortcut": shortcut, "batch": str(batch)})
+    print(f"wrote {path}: loss {loss.item():.6f}")
+
+
+def torchvision_names():
+    import torchvision
+
+    out = {}
+    for name in ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]:
+        model = getattr(torchvision.models, name)(weights=None, num_classes=1000)
+        out[name] = {k: list(v.shape) for k, v in model.state_dict().items()}
+    path = os.path.join(OUT, "torchvision_state_dicts.json")
+    with open(path, "w") as f:
+        json.dump(out, f, indent=0, sort_keys=True)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    os.makedirs(OUT, exist_ok=True)
+    torch.use_deterministic_algorithms(True)
+    golden("resnet8", 1, "A", batch=8, side=32, seed=1)
+    golden("resnet20", 3, "B", batch=4, side=16, seed=2)
+    torchvision_names()

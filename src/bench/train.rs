@@ -1,0 +1,132 @@
+//! `bench train`: images/s of whole training steps (augment, forward, loss,
+//! backward, SGD in one submit) on the built-in dataset, the time to the end of
+//! the first step (pipeline compilation included), and the CPU time spent
+//! recording and submitting a step.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use web_time::Instant;
+
+use crate::data::{SyntheticOptions, synthetic};
+use crate::gpu::GpuContext;
+use crate::model::{ModelSpec, ShortcutKind};
+use crate::shapes::{AugmentConfig, SgdConfig};
+use crate::train::{DecayKind, Schedule, TrainConfig, Trainer, channel_statistics};
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct BenchTrainOptions {
+    /// Models to time.
+    #[arg(long, value_delimiter = ',', default_value = "resnet20,resnet56")]
+    pub models: Vec<String>,
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    /// Timed steps per model (after the first, which compiles the pipelines).
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct TrainBenchResult {
+    pub model: String,
+    pub plan_seconds: f64,
+    pub first_step_seconds: f64,
+    pub images_per_sec: f64,
+    pub record_ms_per_step: f64,
+    pub plan_mib: f64,
+}
+
+pub fn bench_train(ctx: Arc<GpuContext>, opt: &BenchTrainOptions) -> Result<Vec<TrainBenchResult>> {
+    println!("adapter: {}", ctx.describe());
+    println!(
+        "{:<10} {:>9} {:>8} {:>12} {:>10} {:>14}",
+        "model", "plan MiB", "plan s", "1st step s", "images/s", "record ms/step"
+    );
+    let mut results = vec![];
+    for model in &opt.models {
+        let r = bench_model(ctx.clone(), model, opt)?;
+        println!(
+            "{:<10} {:>9.1} {:>8.2} {:>12.2} {:>10.2} {:>14.3}",
+            r.model,
+            r.plan_mib,
+            r.plan_seconds,
+            r.first_step_seconds,
+            r.images_per_sec,
+            r.record_ms_per_step
+        );
+        results.push(r);
+    }
+    Ok(results)
+}
+
+fn bench_model(
+    ctx: Arc<GpuContext>,
+    model: &str,
+    opt: &BenchTrainOptions,
+) -> Result<TrainBenchResult> {
+    let batch = opt.batch_size;
+    // One epoch longer than the run, so no evaluation falls inside the timing.
+    let data = synthetic(SyntheticOptions {
+        train: batch * (opt.steps + 2),
+        test: batch,
+        seed: 0,
+    });
+    let (mean, std) = channel_statistics(&data.train);
+    let config = TrainConfig {
+        model: ModelSpec::new(model, ShortcutKind::A, 10).map_err(anyhow::Error::msg)?,
+        dataset: data.name.clone(),
+        epochs: 1,
+        batch_size: batch,
+        schedule: Schedule {
+            base_lr: 0.1,
+            decay: DecayKind::Constant,
+            milestones: vec![],
+            gamma: 0.1,
+            warmup_epochs: 0.0,
+            warmup_lr: 0.0,
+            epochs: 1,
+        },
+        sgd: SgdConfig {
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            nesterov: false,
+        },
+        seed: 0,
+        augment: AugmentConfig {
+            mean,
+            std,
+            ..AugmentConfig::cifar_train()
+        },
+        report_every: opt.steps.max(1),
+        max_steps: None,
+    };
+    let start = Instant::now();
+    let mut trainer = Trainer::new(ctx.clone(), config, data)?;
+    let plan_mib = trainer.plan().summary().total_bytes as f64 / (1 << 20) as f64;
+    ctx.wait_idle()?;
+    let plan_seconds = start.elapsed().as_secs_f64();
+
+    let first = Instant::now();
+    trainer.submit_steps(1)?;
+    ctx.wait_idle()?;
+    let first_step_seconds = first.elapsed().as_secs_f64();
+
+    let timed = Instant::now();
+    let mut recording = 0.0;
+    for _ in 0..opt.steps {
+        let t = Instant::now();
+        trainer.submit_steps(1)?;
+        recording += t.elapsed().as_secs_f64();
+    }
+    ctx.wait_idle()?;
+    let seconds = timed.elapsed().as_secs_f64();
+    trainer.poll()?;
+    Ok(TrainBenchResult {
+        model: model.to_string(),
+        plan_seconds,
+        first_step_seconds,
+        images_per_sec: (opt.steps * batch) as f64 / seconds,
+        record_ms_per_step: 1e3 * recording / opt.steps.max(1) as f64,
+        plan_mib,
+    })
+}
