@@ -11,6 +11,8 @@ use crate::model::{ModelSpec, ShortcutKind};
 use crate::shapes::{AugmentConfig, SgdConfig};
 use crate::train::{DecayKind, Schedule, TrainConfig, channel_statistics};
 
+pub const DEFAULT_EPOCHS: usize = 10;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum DatasetKind {
     /// The built-in procedural shapes dataset (no download).
@@ -131,8 +133,9 @@ pub struct TrainArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub data: DataArgs,
-    #[arg(long, default_value_t = 10)]
-    pub epochs: usize,
+    /// Epochs to train [default: 10]; with --resume, a larger value extends the run.
+    #[arg(long)]
+    pub epochs: Option<usize>,
     #[arg(long, default_value_t = 128)]
     pub batch_size: usize,
     #[arg(long, default_value_t = 0.1)]
@@ -196,7 +199,8 @@ impl TrainArgs {
         if self.batch_size == 0 {
             bail!("--batch-size must be at least 1");
         }
-        if self.epochs == 0 {
+        let epochs = self.epochs.unwrap_or(DEFAULT_EPOCHS);
+        if epochs == 0 {
             bail!("--epochs must be at least 1");
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
@@ -209,12 +213,12 @@ impl TrainArgs {
         let milestones = self
             .milestones
             .clone()
-            .unwrap_or_else(|| Schedule::default_milestones(self.epochs));
+            .unwrap_or_else(|| Schedule::default_milestones(epochs));
         let (mean, std) = channel_statistics(&data.train);
         Ok(TrainConfig {
             model,
             dataset: data.name.clone(),
-            epochs: self.epochs,
+            epochs,
             batch_size: self.batch_size,
             schedule: Schedule {
                 base_lr: self.lr,
@@ -223,7 +227,7 @@ impl TrainArgs {
                 gamma: self.gamma,
                 warmup_epochs: self.warmup_epochs,
                 warmup_lr: self.warmup_lr,
-                epochs: self.epochs,
+                epochs,
             },
             sgd: SgdConfig {
                 momentum: self.momentum,

@@ -85,9 +85,9 @@ fn resume_run(ctx: Arc<GpuContext>, args: &TrainArgs, resume: &Path) -> Result<(
             data.name
         );
     }
-    if args.epochs > config.epochs {
-        config.epochs = args.epochs;
-        config.schedule.epochs = args.epochs;
+    if let Some(epochs) = args.epochs.filter(|&e| e > config.epochs) {
+        config.epochs = epochs;
+        config.schedule.epochs = epochs;
     }
     config.max_steps = args.max_steps;
     let mut trainer = Trainer::new(ctx, config, data)?;

@@ -1,4 +1,5 @@
-//! The real binary: `info` names the adapter; `bench ops` prints its table.
+//! The real binary: `info`, `bench`, a short headless `train` and `eval --json`,
+//! and clear errors (never a panic) for bad flags and files.
 
 use std::process::Command;
 
@@ -22,6 +23,142 @@ fn info_names_the_adapter_and_limits() {
         out.contains("adapter: ") && out.contains("max storage buffer binding"),
         "{out}"
     );
+    assert!(out.contains("memory plan of resnet20"), "{out}");
+    let (ok, out, err) = run(&[
+        "info",
+        "--model",
+        "resnet50",
+        "--batch-size",
+        "2",
+        "--image-size",
+        "64",
+    ]);
+    assert!(ok, "info failed: {err}");
+    assert!(
+        out.contains("25557032 parameters") || out.contains("23528522 parameters"),
+        "{out}"
+    );
+}
+
+fn temp(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("resnet-wgpu-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[test]
+fn train_then_eval_a_checkpoint() {
+    let out = temp("train");
+    let out_s = out.to_str().unwrap();
+    let data = ["--synthetic-train", "64", "--synthetic-test", "40"];
+    let mut args = vec![
+        "train",
+        "--no-gui",
+        "--model",
+        "resnet8",
+        "--batch-size",
+        "32",
+        "--epochs",
+        "1",
+    ];
+    args.extend(data);
+    args.extend(["--out", out_s, "--name", "r"]);
+    let (ok, stdout, err) = run(&args);
+    assert!(ok, "train failed: {err}");
+    assert!(stdout.contains("done: test loss"), "{stdout}");
+    let run_dir = out.join("r");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["model"]["name"], "resnet8");
+    assert_eq!(config["batch_size"], 32);
+    let line = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+    let m: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    for key in [
+        "epoch",
+        "step",
+        "train_loss",
+        "train_acc",
+        "test_loss",
+        "test_acc",
+        "lr",
+        "images_per_sec",
+        "elapsed_s",
+    ] {
+        assert!(m[key].is_number(), "{key} missing in {line}");
+    }
+    let ckpt = run_dir.join("checkpoints/step-00000002");
+    assert!(ckpt.join("model.safetensors").is_file() && ckpt.join("trainer.safetensors").is_file());
+
+    // eval agrees with the training run's own evaluation (40 images: a partial batch).
+    let run_s = run_dir.to_str().unwrap();
+    let mut args = vec![
+        "eval",
+        "--checkpoint",
+        run_s,
+        "--json",
+        "--batch-size",
+        "32",
+    ];
+    args.extend(data);
+    let (ok, stdout, err) = run(&args);
+    assert!(ok, "eval failed: {err}");
+    let e: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(e["samples"], 40);
+    let (loss, acc) = (e["loss"].as_f64().unwrap(), e["accuracy"].as_f64().unwrap());
+    assert!(
+        (loss - m["test_loss"].as_f64().unwrap()).abs() < 1e-5,
+        "{e} vs {m}"
+    );
+    assert!(
+        (acc - m["test_acc"].as_f64().unwrap()).abs() < 1e-6,
+        "{e} vs {m}"
+    );
+}
+
+#[test]
+fn bad_flags_and_files_are_clear_errors() {
+    let cases: [(&[&str], &str); 6] = [
+        (&["train", "--no-gui", "--model", "resnet21"], "resnet21"),
+        (&["train", "--no-gui", "--batch-size", "0"], "--batch-size"),
+        (&["train", "--no-gui", "--dataset", "cifar10"], "--data"),
+        (
+            &["train", "--no-gui", "--data", "/nonexistent/cifar"],
+            "/nonexistent/cifar/data_batch_1.bin",
+        ),
+        (
+            &["train", "--no-gui", "--synthetic-train", "10"],
+            "fewer than one batch",
+        ),
+        (
+            &["eval", "--checkpoint", "/nonexistent/run"],
+            "/nonexistent/run",
+        ),
+    ];
+    for (args, expect) in cases {
+        let (ok, _, err) = run(args);
+        assert!(!ok, "{args:?} succeeded");
+        assert!(err.contains(expect), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    }
+}
+
+#[test]
+fn bench_train_prints_images_per_second() {
+    let (ok, out, err) = run(&[
+        "bench",
+        "train",
+        "--models",
+        "resnet8",
+        "--batch-size",
+        "8",
+        "--steps",
+        "1",
+    ]);
+    assert!(ok, "bench failed: {err}");
+    let line = out.lines().find(|l| l.starts_with("resnet8")).unwrap();
+    let images_per_sec: f64 = line.split_whitespace().nth(4).unwrap().parse().unwrap();
+    assert!(images_per_sec > 0.0, "{line}");
 }
 
 #[test]

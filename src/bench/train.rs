@@ -9,7 +9,7 @@ use anyhow::Result;
 use web_time::Instant;
 
 use crate::data::{SyntheticOptions, synthetic};
-use crate::gpu::GpuContext;
+use crate::gpu::{GpuContext, time_dispatches};
 use crate::model::{ModelSpec, ShortcutKind};
 use crate::shapes::{AugmentConfig, SgdConfig};
 use crate::train::{DecayKind, Schedule, TrainConfig, Trainer, channel_statistics};
@@ -24,6 +24,10 @@ pub struct BenchTrainOptions {
     /// Timed steps per model (after the first, which compiles the pipelines).
     #[arg(long, default_value_t = 5)]
     pub steps: usize,
+    /// Also time every dispatch of a step on its own and print the totals per
+    /// kind of dispatch (slow: each is submitted separately).
+    #[arg(long)]
+    pub profile: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -121,6 +125,9 @@ fn bench_model(
     ctx.wait_idle()?;
     let seconds = timed.elapsed().as_secs_f64();
     trainer.poll()?;
+    if opt.profile {
+        profile_step(&ctx, &trainer)?;
+    }
     Ok(TrainBenchResult {
         model: model.to_string(),
         plan_seconds,
@@ -129,4 +136,52 @@ fn bench_model(
         record_ms_per_step: 1e3 * recording / opt.steps.max(1) as f64,
         plan_mib,
     })
+}
+
+/// GPU time of each dispatch of one step, summed per kind (conv forward, bn
+/// forward_stats, ...), largest first.
+fn profile_step(ctx: &GpuContext, trainer: &Trainer) -> Result<()> {
+    let mut totals: Vec<(String, f64, usize)> = vec![];
+    let mut all = 0.0;
+    for d in trainer.plan().step_dispatches() {
+        let t = time_dispatches(ctx, &[d], 1)?.seconds;
+        all += t;
+        let key = dispatch_kind(&d.label);
+        match totals.iter_mut().find(|(k, _, _)| *k == key) {
+            Some(entry) => {
+                entry.1 += t;
+                entry.2 += 1;
+            }
+            None => totals.push((key, t, 1)),
+        }
+    }
+    totals.sort_by(|a, b| b.1.total_cmp(&a.1));
+    println!(
+        "  {:<32} {:>6} {:>10} {:>7}",
+        "dispatch kind", "count", "ms", "share"
+    );
+    for (key, t, n) in totals {
+        println!(
+            "  {key:<32} {n:>6} {:>10.2} {:>6.1}%",
+            1e3 * t,
+            100.0 * t / all
+        );
+    }
+    println!("  {:<32} {:>6} {:>10.2}", "sum", "", 1e3 * all);
+    Ok(())
+}
+
+/// "layer2.0.conv1 backward_weight" -> "conv backward_weight".
+fn dispatch_kind(label: &str) -> String {
+    let (layer, entry) = label.rsplit_once(' ').unwrap_or((label, ""));
+    let family = if layer.contains("conv") || layer.ends_with("downsample.0") {
+        "conv"
+    } else if layer.contains("bn") || layer.ends_with("downsample.1") {
+        "bn"
+    } else if layer.ends_with("sgd") || entry == "sgd" {
+        "sgd"
+    } else {
+        layer.split(['.', ' ']).next().unwrap_or(layer)
+    };
+    format!("{family} {entry}")
 }

@@ -182,7 +182,7 @@ fn family(name: &str) -> Result<Family, String> {
                 .ok_or_else(unknown)?;
             if depth < 8 || (depth - 2) % 6 != 0 {
                 return Err(format!(
-                    "CIFAR ResNets have 6n+2 layers (8, 14, 20, ...), got {depth}; known: {NAMED_MODELS}"
+                    "'{name}': CIFAR ResNets have 6n+2 layers (8, 14, 20, ...), not {depth}; known: {NAMED_MODELS}"
                 ));
             }
             Family::Cifar { n: (depth - 2) / 6 }

@@ -273,6 +273,20 @@ impl Plan {
         }
     }
 
+    /// The dispatches of a training step in order (for profiling).
+    pub fn step_dispatches(&self) -> Vec<&Dispatch> {
+        [
+            &self.forward_train,
+            &self.train_loss,
+            &self.backward,
+            &self.optimizer,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|&i| &self.dispatches[i])
+        .collect()
+    }
+
     /// Forward with running statistics, then `loss` (from `eval_loss`).
     pub fn record_eval_batch(&self, pass: &mut wgpu::ComputePass<'_>, loss: &[Dispatch]) {
         for &i in &self.forward_eval {

@@ -1,0 +1,303 @@
+//! Dataset readers on files the tests write in the real formats, the models'
+//! names and sizes, and the learning-rate schedules. No GPU needed.
+
+use std::path::{Path, PathBuf};
+
+use resnet_wgpu::data::{self, Cifar100Labels, DataError, FolderOptions, SyntheticOptions};
+use resnet_wgpu::model::{ModelSpec, ShortcutKind};
+use resnet_wgpu::train::{DecayKind, Schedule};
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("resnet-wgpu-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `count` CIFAR records with `label_bytes` label bytes; pixel bytes encode the record.
+fn cifar_records(count: usize, labels: &[&[u8]]) -> Vec<u8> {
+    let mut out = vec![];
+    for i in 0..count {
+        out.extend_from_slice(labels[i % labels.len()]);
+        out.extend((0..3072).map(|p| ((i * 7 + p) % 251) as u8));
+    }
+    out
+}
+
+fn write_cifar10(dir: &Path, per_file: usize) {
+    for i in 1..=5 {
+        let labels: Vec<u8> = (0..10).collect();
+        let l: Vec<&[u8]> = labels.iter().map(std::slice::from_ref).collect();
+        std::fs::write(
+            dir.join(format!("data_batch_{i}.bin")),
+            cifar_records(per_file, &l),
+        )
+        .unwrap();
+    }
+    std::fs::write(dir.join("test_batch.bin"), cifar_records(3, &[&[9]])).unwrap();
+}
+
+#[test]
+fn cifar10_reads_records_counted_from_the_file_size() {
+    let dir = temp_dir("cifar10");
+    write_cifar10(&dir, 4);
+    let split = data::load_cifar10(&dir).unwrap();
+    assert_eq!(split.train.len(), 20);
+    assert_eq!(split.test.len(), 3);
+    assert_eq!(split.train.classes(), 10);
+    assert_eq!(split.train.labels[..5], [0, 1, 2, 3, 0]);
+    assert_eq!(split.test.labels, [9, 9, 9]);
+    // Record 1 of the first file: pixel p is (7 + p) % 251, R plane first.
+    assert_eq!(split.train.image(1)[..3], [7, 8, 9]);
+    assert_eq!(split.train.image(1)[1024], ((7 + 1024) % 251) as u8);
+    assert_eq!(split.train.shape.numel(), 3072);
+}
+
+#[test]
+fn cifar10_errors_name_the_file() {
+    let dir = temp_dir("cifar10-bad");
+    write_cifar10(&dir, 2);
+    std::fs::remove_file(dir.join("data_batch_3.bin")).unwrap();
+    let e = data::load_cifar10(&dir).unwrap_err();
+    assert!(matches!(e, DataError::Missing { .. }), "{e}");
+    assert!(e.to_string().contains("data_batch_3.bin"), "{e}");
+
+    write_cifar10(&dir, 2);
+    let mut truncated = std::fs::read(dir.join("data_batch_2.bin")).unwrap();
+    truncated.truncate(3073 + 100);
+    std::fs::write(dir.join("data_batch_2.bin"), truncated).unwrap();
+    let e = data::load_cifar10(&dir).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            DataError::PartialRecord {
+                size: 3173,
+                record: 3073,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("data_batch_2.bin"), "{e}");
+
+    write_cifar10(&dir, 2);
+    std::fs::write(dir.join("test_batch.bin"), cifar_records(2, &[&[3], &[10]])).unwrap();
+    let e = data::load_cifar10(&dir).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            DataError::LabelOutOfRange {
+                record: 1,
+                label: 10,
+                classes: 10,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("test_batch.bin"), "{e}");
+
+    std::fs::write(dir.join("test_batch.bin"), b"").unwrap();
+    assert!(matches!(
+        data::load_cifar10(&dir).unwrap_err(),
+        DataError::PartialRecord { size: 0, .. }
+    ));
+}
+
+#[test]
+fn cifar100_uses_the_chosen_label() {
+    let dir = temp_dir("cifar100");
+    std::fs::write(
+        dir.join("train.bin"),
+        cifar_records(4, &[&[19, 99], &[3, 42]]),
+    )
+    .unwrap();
+    std::fs::write(dir.join("test.bin"), cifar_records(2, &[&[0, 5]])).unwrap();
+    let fine = data::load_cifar100(&dir, Cifar100Labels::Fine).unwrap();
+    assert_eq!(fine.train.labels, [99, 42, 99, 42]);
+    assert_eq!(fine.train.classes(), 100);
+    let coarse = data::load_cifar100(&dir, Cifar100Labels::Coarse).unwrap();
+    assert_eq!(coarse.train.labels, [19, 3, 19, 3]);
+    assert_eq!(coarse.test.labels, [0, 0]);
+    assert_eq!(coarse.train.classes(), 20);
+    assert_eq!(coarse.train.image(0), fine.train.image(0));
+
+    std::fs::write(dir.join("train.bin"), cifar_records(1, &[&[20, 1]])).unwrap();
+    let e = data::load_cifar100(&dir, Cifar100Labels::Coarse).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            DataError::LabelOutOfRange {
+                label: 20,
+                classes: 20,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    std::fs::remove_file(dir.join("test.bin")).unwrap();
+    let e = data::load_cifar100(&dir, Cifar100Labels::Fine).unwrap_err();
+    assert!(e.to_string().contains("test.bin"), "{e}");
+}
+
+fn write_picture(path: &Path, w: u32, h: u32, colour: [u8; 3]) {
+    image::RgbImage::from_pixel(w, h, image::Rgb(colour))
+        .save(path)
+        .unwrap();
+}
+
+#[test]
+fn image_folder_resizes_center_crops_and_labels_by_sorted_folder() {
+    let dir = temp_dir("folder");
+    for (split, n) in [("train", 3), ("val", 1)] {
+        for (class, colour) in [("cat", [200, 10, 10]), ("ant", [10, 200, 10])] {
+            let d = dir.join(split).join(class);
+            std::fs::create_dir_all(&d).unwrap();
+            for i in 0..n {
+                write_picture(&d.join(format!("{i}.png")), 40 + i, 20, colour);
+            }
+            write_picture(&d.join("x.jpg"), 30, 50, colour);
+            std::fs::write(d.join("notes.txt"), "not an image").unwrap();
+        }
+    }
+    let split = data::load_folder(&dir, FolderOptions { image_size: 16 }).unwrap();
+    assert_eq!(split.train.class_names, ["ant", "cat"]);
+    assert_eq!(split.train.len(), 8);
+    assert_eq!(split.test.len(), 4);
+    assert_eq!(split.train.labels, [0, 0, 0, 0, 1, 1, 1, 1]);
+    assert_eq!(split.train.shape.numel(), 3 * 16 * 16);
+    // A flat colour survives resize and crop (JPEG within a few levels).
+    let cat = split.train.image(4);
+    assert!(cat[..256].iter().all(|&v| v.abs_diff(200) <= 4));
+    assert!(cat[256..512].iter().all(|&v| v.abs_diff(10) <= 4));
+
+    std::fs::write(dir.join("train/cat/broken.png"), b"\x89PNG not really").unwrap();
+    let e = data::load_folder(&dir, FolderOptions { image_size: 16 }).unwrap_err();
+    assert!(e.to_string().contains("broken.png"), "{e}");
+    std::fs::remove_file(dir.join("train/cat/broken.png")).unwrap();
+
+    std::fs::create_dir_all(dir.join("val/bee")).unwrap();
+    write_picture(&dir.join("val/bee/0.png"), 8, 8, [0, 0, 0]);
+    let e = data::load_folder(&dir, FolderOptions { image_size: 16 }).unwrap_err();
+    assert!(e.to_string().contains("class folders"), "{e}");
+
+    let e = data::load_folder(&dir.join("nowhere"), FolderOptions { image_size: 16 }).unwrap_err();
+    assert!(e.to_string().contains("nowhere"), "{e}");
+}
+
+#[test]
+fn synthetic_set_is_deterministic_balanced_and_not_trivial() {
+    let opts = SyntheticOptions {
+        train: 200,
+        test: 50,
+        seed: 0,
+    };
+    let a = data::synthetic(opts);
+    let b = data::synthetic(opts);
+    assert_eq!(a.train.images, b.train.images);
+    assert_ne!(a.train.images, a.test.images[..]);
+    for class in 0..10 {
+        assert_eq!(a.train.labels.iter().filter(|&&l| l == class).count(), 20);
+    }
+    // Mean brightness alone says nothing about the class: class means of the
+    // per-image average differ by far less than images within a class do.
+    let mean = |i: usize| a.train.image(i).iter().map(|&v| f64::from(v)).sum::<f64>() / 3072.0;
+    let class_mean = |c: usize| (0..20).map(|k| mean(c + 10 * k)).sum::<f64>() / 20.0;
+    let means: Vec<f64> = (0..10).map(class_mean).collect();
+    let spread = means.iter().cloned().fold(f64::MIN, f64::max)
+        - means.iter().cloned().fold(f64::MAX, f64::min);
+    let within = (0..20).map(|k| mean(10 * k)).fold(f64::MIN, f64::max)
+        - (0..20).map(|k| mean(10 * k)).fold(f64::MAX, f64::min);
+    assert!(
+        spread < within,
+        "class means spread {spread:.1} vs within-class {within:.1}"
+    );
+}
+
+#[test]
+fn validation_split_holds_out_the_requested_count() {
+    let split = data::synthetic(SyntheticOptions {
+        train: 100,
+        test: 10,
+        seed: 0,
+    });
+    let (train, val) = split.train.split_validation(30, 7).unwrap();
+    assert_eq!((train.len(), val.len()), (70, 30));
+    let (train2, _) = split.train.split_validation(30, 7).unwrap();
+    assert_eq!(train.images, train2.images);
+    assert!(split.train.split_validation(100, 7).is_err());
+    assert!(split.train.split_validation(0, 7).is_err());
+}
+
+#[test]
+fn model_names_depths_and_parameter_counts() {
+    let count = |name: &str, shortcut| ModelSpec::new(name, shortcut, 10).unwrap().network();
+    // The paper's Table 6: 0.27M, 0.46M, 0.66M, 0.85M, 1.7M parameters.
+    for (name, depth, params) in [
+        ("resnet20", 20, 0.27e6),
+        ("resnet32", 32, 0.46e6),
+        ("resnet44", 44, 0.66e6),
+        ("resnet56", 56, 0.85e6),
+        ("resnet110", 110, 1.7e6),
+    ] {
+        let net = count(name, ShortcutKind::A);
+        assert_eq!(net.depth(), depth, "{name}");
+        let p = net.parameter_count() as f64;
+        assert!((p - params).abs() / params < 0.03, "{name}: {p} parameters");
+    }
+    // Shortcut B adds the two projections' conv + BN.
+    let a = count("resnet20", ShortcutKind::A).parameter_count();
+    let b = count("resnet20", ShortcutKind::B).parameter_count();
+    assert_eq!(b - a, (16 * 32 + 2 * 32) + (32 * 64 + 2 * 64));
+    // torchvision's counts with 1000 classes.
+    let imagenet = |name: &str| {
+        ModelSpec::new(name, ShortcutKind::B, 1000)
+            .unwrap()
+            .network()
+            .parameter_count()
+    };
+    assert_eq!(imagenet("resnet18"), 11_689_512);
+    assert_eq!(imagenet("resnet50"), 25_557_032);
+    assert_eq!(
+        count("resnet18-cifar", ShortcutKind::A).parameter_count(),
+        11_173_962
+    );
+
+    for bad in ["resnet21", "resnet2", "vgg16", "resnet"] {
+        let e = ModelSpec::new(bad, ShortcutKind::A, 10).unwrap_err();
+        assert!(e.contains(bad), "{e}");
+    }
+    assert!(ModelSpec::new("resnet20", ShortcutKind::A, 1).is_err());
+}
+
+#[test]
+fn schedules_follow_the_recipe() {
+    let s = Schedule {
+        base_lr: 0.1,
+        decay: DecayKind::MultiStep,
+        milestones: vec![91, 136],
+        gamma: 0.1,
+        warmup_epochs: 0.0,
+        warmup_lr: 0.01,
+        epochs: 182,
+    };
+    assert_eq!(s.lr_at(0.0), 0.1);
+    assert_eq!(s.lr_at(90.99), 0.1);
+    assert!((s.lr_at(91.0) - 0.01).abs() < 1e-9);
+    assert!((s.lr_at(150.0) - 0.001).abs() < 1e-9);
+    let warm = Schedule {
+        warmup_epochs: 2.0,
+        ..s.clone()
+    };
+    assert_eq!(warm.lr_at(0.0), 0.01);
+    assert!((warm.lr_at(1.0) - 0.055).abs() < 1e-7);
+    assert_eq!(warm.lr_at(2.0), 0.1);
+    let cosine = Schedule {
+        decay: DecayKind::Cosine,
+        ..s
+    };
+    assert_eq!(cosine.lr_at(0.0), 0.1);
+    assert!((cosine.lr_at(91.0) - 0.05).abs() < 1e-7);
+    assert!(cosine.lr_at(182.0).abs() < 1e-9);
+    assert_eq!(Schedule::default_milestones(182), vec![91, 136]);
+}

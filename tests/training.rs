@@ -1,0 +1,277 @@
+//! The trainer end to end on the GPU: a tiny ResNet overfits, resume equals an
+//! uninterrupted run, a diverging run stops and keeps its checkpoint, and a
+//! batch too large for the adapter is refused with the batch that fits.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use resnet_wgpu::cli::TrainArgs;
+use resnet_wgpu::data::{DataSplit, Dataset, SyntheticOptions, synthetic};
+use resnet_wgpu::gpu::GpuError;
+use resnet_wgpu::headless;
+use resnet_wgpu::model::{ModelSpec, ShortcutKind};
+use resnet_wgpu::shapes::{ImageShape, SgdConfig};
+use resnet_wgpu::train::checkpoint::StateDict;
+use resnet_wgpu::train::{EpochReport, Plan, Trainer};
+
+use common::shared_ctx;
+
+#[derive(Parser)]
+struct Args {
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+fn out_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("resnet-wgpu-train-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Parses the `train` options exactly as the CLI does.
+fn train_args(out: &Path, extra: &str) -> TrainArgs {
+    let line = format!("t --out {} --name run {extra}", out.display());
+    Args::try_parse_from(line.split_whitespace()).unwrap().train
+}
+
+fn train(out: &Path, extra: &str) -> anyhow::Result<headless::RunSummary> {
+    let args = train_args(out, extra);
+    let (mut trainer, run_dir) = headless::prepare(shared_ctx(), &args)?;
+    headless::run(&mut trainer, &run_dir, true)
+}
+
+fn metrics(run: &Path) -> Vec<EpochReport> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+const TINY: &str = "--model resnet8 --synthetic-test 32 --report-every 2";
+
+/// The synthetic pictures at half size (2x2 average), so the test is quick.
+fn half_size(d: &Dataset) -> Dataset {
+    let (c, h, w) = (d.shape.channels, d.shape.height / 2, d.shape.width / 2);
+    let mut images = vec![];
+    for i in 0..d.len() {
+        let img = d.image(i);
+        for ch in 0..c {
+            for y in 0..h {
+                for x in 0..w {
+                    let at = |dy: usize, dx: usize| {
+                        u32::from(img[ch * 4 * h * w + (2 * y + dy) * 2 * w + 2 * x + dx])
+                    };
+                    images.push(((at(0, 0) + at(0, 1) + at(1, 0) + at(1, 1)) / 4) as u8);
+                }
+            }
+        }
+    }
+    Dataset {
+        images,
+        labels: d.labels.clone(),
+        shape: ImageShape {
+            channels: c,
+            height: h,
+            width: w,
+        },
+        class_names: d.class_names.clone(),
+    }
+}
+
+#[test]
+fn tiny_resnet_overfits_64_images() {
+    let full = synthetic(SyntheticOptions {
+        train: 64,
+        test: 32,
+        seed: 9,
+    });
+    let data = DataSplit {
+        train: half_size(&full.train),
+        test: half_size(&full.test),
+        ..full
+    };
+    let args = train_args(
+        &out_dir("overfit"),
+        &format!("{TINY} --batch-size 64 --epochs 40 --crop-pad 0 --no-flip --schedule constant"),
+    );
+    let run_dir = out_dir("overfit-run");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let mut trainer = Trainer::new(shared_ctx(), args.config(&data).unwrap(), data).unwrap();
+    headless::run(&mut trainer, &run_dir, true).unwrap();
+    let m = metrics(&run_dir);
+    assert_eq!(m.len(), 40);
+    let last = m.last().unwrap();
+    assert_eq!(last.train_acc, 1.0, "{last:?}");
+    assert!(
+        m[0].train_loss > 10.0 * last.train_loss,
+        "{:?} -> {last:?}",
+        m[0]
+    );
+    for line in &m {
+        assert!(line.images_per_sec > 0.0 && line.elapsed_s > 0.0);
+    }
+}
+
+#[test]
+fn resume_continues_the_same_curve() {
+    // 3 steps per epoch; the interrupted run stops mid-epoch 2 (after step 4).
+    let recipe =
+        format!("{TINY} --synthetic-train 96 --batch-size 32 --epochs 3 --seed 5 --milestones 2");
+    let whole = out_dir("whole");
+    train(&whole, &format!("{recipe}")).unwrap();
+
+    let split = out_dir("split");
+    let first = train(&split, &format!("{recipe} --max-steps 4")).unwrap();
+    assert!(first.checkpoint.unwrap().ends_with("step-00000004"));
+    let resumed = train_args(
+        &split,
+        &format!(
+            "{TINY} --synthetic-train 96 --resume {}",
+            split.join("run").display()
+        ),
+    );
+    let (mut trainer, run_dir) = headless::prepare(shared_ctx(), &resumed).unwrap();
+    assert_eq!(trainer.progress().global_step, 4);
+    headless::run(&mut trainer, &run_dir, true).unwrap();
+
+    let a = metrics(&whole.join("run"));
+    let b: Vec<EpochReport> = metrics(&split.join("run"))
+        .into_iter()
+        .filter(|m| m.step != 4)
+        .collect();
+    assert_eq!(a.len(), 3);
+    assert_eq!(b.len(), 3);
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.step, y.step);
+        for (what, u, v) in [
+            ("train loss", x.train_loss, y.train_loss),
+            ("train acc", x.train_acc, y.train_acc),
+            ("test loss", x.test_loss, y.test_loss),
+            ("test acc", x.test_acc, y.test_acc),
+            ("lr", x.lr, y.lr),
+        ] {
+            assert!(
+                (u - v).abs() <= 1e-6 * u.abs().max(1.0),
+                "step {}: {what} {u} vs {v}",
+                x.step
+            );
+        }
+    }
+    let model = |dir: &Path| {
+        StateDict::read(&dir.join("run/checkpoints/step-00000009/model.safetensors")).unwrap()
+    };
+    let (ma, mb) = (model(&whole), model(&split));
+    assert_eq!(ma.tensors.len(), mb.tensors.len());
+    for (name, (_, va)) in &ma.tensors {
+        let vb = &mb.tensors[name].1;
+        let worst = va
+            .iter()
+            .zip(vb)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0, f32::max);
+        assert!(worst <= 1e-6, "{name} differs by {worst}");
+    }
+    assert_eq!(ma.tensors["bn1.num_batches_tracked"].1, [9.0]);
+}
+
+#[test]
+fn diverging_run_stops_and_keeps_the_last_good_checkpoint() {
+    let out = out_dir("nan");
+    // Epoch 1 trains normally; at epoch 2 the rate jumps by 1e30.
+    let e = train(
+        &out,
+        &format!("{TINY} --synthetic-train 64 --batch-size 32 --epochs 4 --lr 0.01 --milestones 1 --gamma 1e30"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("loss became"), "{e}");
+    assert!(e.contains("step-00000002"), "{e}");
+    let last = std::fs::read_to_string(out.join("run/checkpoints/last")).unwrap();
+    assert_eq!(last, "step-00000002");
+    let kept =
+        StateDict::read(&out.join("run/checkpoints/step-00000002/model.safetensors")).unwrap();
+    assert!(
+        kept.tensors
+            .values()
+            .all(|(_, v)| v.iter().all(|x| x.is_finite()))
+    );
+}
+
+#[test]
+fn too_large_a_batch_is_refused_with_the_batch_that_fits() {
+    let ctx = shared_ctx();
+    let net = ModelSpec::new("resnet8", ShortcutKind::A, 10)
+        .unwrap()
+        .network();
+    let image = ImageShape {
+        channels: 3,
+        height: 32,
+        width: 32,
+    };
+    let sgd = SgdConfig {
+        momentum: 0.9,
+        weight_decay: 0.0,
+        nesterov: false,
+    };
+    let limit = ctx
+        .limits
+        .max_storage_buffer_binding_size
+        .min(ctx.limits.max_buffer_size);
+    let fits = (limit / (16 * 32 * 32 * 4)) as usize;
+    let err = Plan::new(&ctx, &net, fits + 1, image, &sgd, Default::default())
+        .err()
+        .unwrap();
+    match &err {
+        GpuError::BatchTooLarge {
+            max_batch, tensor, ..
+        } => {
+            assert_eq!(*max_batch, fits);
+            assert_eq!(tensor, "conv1 output");
+        }
+        other => panic!("expected BatchTooLarge, got {other}"),
+    }
+    assert!(
+        err.to_string()
+            .contains(&format!("largest batch that fits is {fits}")),
+        "{err}"
+    );
+}
+
+#[test]
+fn resume_refuses_other_data_and_a_taken_run_name() {
+    let out = out_dir("refuse");
+    train(
+        &out,
+        &format!("{TINY} --synthetic-train 32 --batch-size 32 --epochs 1"),
+    )
+    .unwrap();
+    let again = train(
+        &out,
+        &format!("{TINY} --synthetic-train 32 --batch-size 32 --epochs 1"),
+    );
+    assert!(again.unwrap_err().to_string().contains("--resume"));
+    let other = train_args(
+        &out,
+        &format!(
+            "{TINY} --synthetic-train 40 --resume {}",
+            out.join("run").display()
+        ),
+    );
+    let e = headless::prepare(shared_ctx(), &other)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("pass the same --dataset/--data"), "{e}");
+    let missing = train_args(
+        &out,
+        &format!("{TINY} --resume {}", out.join("nothing").display()),
+    );
+    let e = headless::prepare(shared_ctx(), &missing)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("nothing"), "{e}");
+}
