@@ -4,7 +4,8 @@
 // TILE x TILE register tile of the output matrix, rows and columns interleaved by
 // the workgroup size so neighbouring invocations touch neighbouring addresses.
 //   forward          M = out_c, N = batch*out_h*out_w, K = in_c*kh*kw
-//   backward_input   M = in_c,  N = batch*in_h*in_w,   K = out_c*kh*kw
+//   backward_input   M = in_c,  N = batch*in_h*in_w,   K = out_c*kh*kw (stride > 1:
+//                    backward_input_strided, one pixel class of stride^2 per z)
 //   backward_weight  M = out_c, N = in_c*kh*kw,        K = batch*out_h*out_w
 // backward_weight splits K over workgroup_id.z (k_splits) so small weight
 // matrices still fill a GPU; partial sums are added by reduce_weight_splits.
@@ -191,6 +192,96 @@ fn backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
             if n >= n_total { break; }
             let b = n / in_hw;
             grad_input[(b * p.in_c + ci) * in_hw + n % in_hw] = acc[i][j];
+        }
+    }
+}
+
+// backward_input for stride > 1. Input row ih receives gradient only from taps
+// kh with kh == (ih + pad) mod s. workgroup_id.z picks one residue class of (ih + pad,
+// iw + pad) mod s, so each invocation walks only the taps that contribute:
+// for 3x3 stride 2 that is 2.25 of 9, instead of testing all 9 (2x faster on
+// lavapipe). For stride 1 the plain kernel above measured faster.
+@compute @workgroup_size(WG_N, WG_M, 1)
+fn backward_input_strided(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let kh_n = select(p.kernel_h, KERNEL, KERNEL != 0u);
+    let kw_n = select(p.kernel_w, KERNEL, KERNEL != 0u);
+    let s = select(p.stride, STRIDE, STRIDE != 0u);
+    let rh = wg.z / s;
+    let rw = wg.z % s;
+    // The input rows/columns of this class: ih = ih_first + s * t.
+    let ih_first = (rh + s - p.pad % s) % s;
+    let iw_first = (rw + s - p.pad % s) % s;
+    let rows = select(0u, (p.in_h - ih_first + s - 1u) / s, ih_first < p.in_h);
+    let cols = select(0u, (p.in_w - iw_first + s - 1u) / s, iw_first < p.in_w);
+    let class_hw = rows * cols;
+    let n_total = p.batch * class_hw;
+    let in_hw = p.in_h * p.in_w;
+    let out_hw = i32(p.out_h * p.out_w);
+    let khw = kh_n * kw_n;
+    let si = i32(s);
+    let m0 = wg.y * WG_M * TILE + lid.y;
+    let n0 = wg.x * WG_N * TILE + lid.x;
+
+    // Per column (an input pixel of the class): its image in grad_output, its
+    // padded position, and where its gradient goes.
+    var col_ok: vec4<bool>;
+    var img_base: vec4<i32>;
+    var th: vec4<i32>;
+    var tw: vec4<i32>;
+    var dst: vec4<u32>;
+    for (var j = 0u; j < TILE; j++) {
+        let n = n0 + j * WG_N;
+        col_ok[j] = n < n_total;
+        let nn = min(n, max(n_total, 1u) - 1u);
+        let b = nn / max(class_hw, 1u);
+        let r = nn % max(class_hw, 1u);
+        let ih = ih_first + s * (r / max(cols, 1u));
+        let iw = iw_first + s * (r % max(cols, 1u));
+        img_base[j] = i32(b * p.out_c) * out_hw;
+        th[j] = i32(ih + p.pad);
+        tw[j] = i32(iw + p.pad);
+        dst[j] = b * p.in_c * in_hw + ih * p.in_w + iw;
+    }
+    // Row ci reads weight[co][ci][kh][kw] = weight[co*in_c*khw + ci*khw + kh*kw_n + kw].
+    var row_base: vec4<u32>;
+    for (var i = 0u; i < TILE; i++) {
+        row_base[i] = min(m0 + i * WG_M, p.in_c - 1u) * khw;
+    }
+
+    var acc: array<vec4<f32>, 4>;
+    for (var co = 0u; co < p.out_c; co++) {
+        let chan_base = img_base + vec4<i32>(i32(co) * out_hw);
+        let w_co = co * p.in_c * khw;
+        for (var kh = rh; kh < kh_n; kh += s) {
+            // Output row oh = (ih + pad - kh) / s, exact within the class.
+            let t = th - vec4<i32>(i32(kh));
+            let oh = t / vec4<i32>(si);
+            let row_ok = col_ok & (t >= vec4<i32>(0)) & (oh < vec4<i32>(i32(p.out_h)));
+            let line = chan_base + oh * i32(p.out_w);
+            for (var kw = rw; kw < kw_n; kw += s) {
+                let u = tw - vec4<i32>(i32(kw));
+                let ow = u / vec4<i32>(si);
+                let ok = row_ok & (u >= vec4<i32>(0)) & (ow < vec4<i32>(i32(p.out_w)));
+                let idx = line + ow;
+                let gv = vec4<f32>(load_grad_output(idx.x, ok.x), load_grad_output(idx.y, ok.y),
+                                   load_grad_output(idx.z, ok.z), load_grad_output(idx.w, ok.w));
+                let k = w_co + kh * kw_n + kw;
+                let wv = vec4<f32>(weight[row_base.x + k], weight[row_base.y + k],
+                                   weight[row_base.z + k], weight[row_base.w + k]);
+                acc[0] = fma(vec4<f32>(wv.x), gv, acc[0]);
+                acc[1] = fma(vec4<f32>(wv.y), gv, acc[1]);
+                acc[2] = fma(vec4<f32>(wv.z), gv, acc[2]);
+                acc[3] = fma(vec4<f32>(wv.w), gv, acc[3]);
+            }
+        }
+    }
+
+    for (var i = 0u; i < TILE; i++) {
+        let ci = m0 + i * WG_M;
+        if ci >= p.in_c { break; }
+        for (var j = 0u; j < TILE; j++) {
+            if !col_ok[j] { break; }
+            grad_input[dst[j] + ci * in_hw] = acc[i][j];
         }
     }
 }

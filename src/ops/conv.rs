@@ -117,8 +117,17 @@ impl Conv2d {
         }
     }
 
-    fn constants(&self) -> [(&'static str, u32); 2] {
-        [("WG_N", self.tuning.wg_n), ("WG_M", self.tuning.wg_m)]
+    /// Workgroup shape; for backward_input also the kernel size and stride,
+    /// which the shader then knows at compile time (see KERNEL in conv.wgsl).
+    fn constants(&self, specialize: bool) -> [(&'static str, u32); 4] {
+        let s = &self.shape;
+        let square = s.kernel_h == s.kernel_w && specialize;
+        [
+            ("WG_N", self.tuning.wg_n),
+            ("WG_M", self.tuning.wg_m),
+            ("KERNEL", if square { s.kernel_h as u32 } else { 0 }),
+            ("STRIDE", if specialize { s.stride as u32 } else { 0 }),
+        ]
     }
 
     /// y = conv(x, w)
@@ -149,7 +158,7 @@ impl Conv2d {
                 buffer: y.buffer(),
             },
         ];
-        self.spec("forward", &params, &self.constants(), bindings, grid)
+        self.spec("forward", &params, &self.constants(false), bindings, grid)
             .build(ctx)
     }
 
@@ -166,7 +175,16 @@ impl Conv2d {
         w.expect(&self.label, &s.weight_shape(), DType::F32)?;
         dx.expect(&self.label, &s.input_shape(), DType::F32)?;
         let params = self.params(1)?;
-        let grid = self.grid(s.in_c, s.batch * s.in_h * s.in_w, 1);
+        // Strided: one z slice per pixel class (ih + pad, iw + pad) mod stride,
+        // x covering the largest class.
+        let class_pixels = s.in_h.div_ceil(s.stride) * s.in_w.div_ceil(s.stride);
+        let classes = (s.stride * s.stride) as u32;
+        let grid = self.grid(s.in_c, s.batch * class_pixels, classes);
+        let entry = if s.stride > 1 {
+            "backward_input_strided"
+        } else {
+            "backward_input"
+        };
         let bindings = vec![
             Binding {
                 index: 2,
@@ -181,7 +199,7 @@ impl Conv2d {
                 buffer: dx.buffer(),
             },
         ];
-        self.spec("backward_input", &params, &self.constants(), bindings, grid)
+        self.spec(entry, &params, &self.constants(true), bindings, grid)
             .build(ctx)
     }
 
@@ -211,7 +229,7 @@ impl Conv2d {
         let params = self.params(splits)?;
         let n = s.in_c * s.kernel_h * s.kernel_w;
         let grid = self.grid(s.out_c, n, splits);
-        let constants = self.constants();
+        let constants = self.constants(false);
         let read = Binding::tensor;
         if splits == 1 {
             let bindings = vec![read(1, x), read(4, dy), read(6, dw)];
