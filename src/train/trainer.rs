@@ -217,6 +217,8 @@ pub struct Trainer {
     reported_step: u64,
     eval_name: String,
     last_submission: Option<wgpu::SubmissionIndex>,
+    /// CPU time the last step took to record (batch upload, uniforms, encoder).
+    pub last_record_seconds: f64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -321,6 +323,7 @@ impl Trainer {
             reported_step: 0,
             eval_name: data.eval_name,
             last_submission: None,
+            last_record_seconds: 0.0,
             config,
         };
         let init = initial_parameters(&trainer.plan.network, trainer.config.seed);
@@ -423,6 +426,7 @@ impl Trainer {
     /// Submits one training step and no evaluation (`submit_steps` adds those
     /// at epoch ends). Returns whether the step ended an epoch.
     pub fn submit_train_step(&mut self) -> bool {
+        let recording = Instant::now();
         let ctx = self.ctx.clone();
         let p = self.progress;
         let batch = self.config.batch_size;
@@ -460,7 +464,9 @@ impl Trainer {
             lr,
         });
         let full = self.metrics.record_step(&ctx, &mut encoder, metrics, tag);
-        self.last_submission = Some(ctx.queue.submit([encoder.finish()]));
+        let commands = encoder.finish();
+        self.last_record_seconds = recording.elapsed().as_secs_f64();
+        self.last_submission = Some(ctx.queue.submit([commands]));
         if full {
             self.close_step_report();
         }
