@@ -174,6 +174,10 @@ pub struct TrainArgs {
     /// Steps per asynchronous metrics readback.
     #[arg(long, default_value_t = 4)]
     pub report_every: usize,
+    /// Upload each batch with its step instead of keeping the dataset in GPU
+    /// memory (automatic when it exceeds one storage binding).
+    #[arg(long)]
+    pub stream_data: bool,
     /// Folder that holds one folder per run.
     #[arg(long, default_value = "runs")]
     pub out: PathBuf,
@@ -243,6 +247,7 @@ impl TrainArgs {
             },
             report_every: self.report_every,
             max_steps: self.max_steps,
+            stream_data: self.stream_data,
         })
     }
 }

@@ -195,6 +195,7 @@ fn eval(ctx: Arc<GpuContext>, args: &EvalArgs) -> Result<()> {
         augment,
         report_every: 1,
         max_steps: Some(0),
+        stream_data: false,
     };
     let samples = data.test.len();
     let mut trainer = Trainer::new(ctx, config, data)?;

@@ -140,6 +140,7 @@ fn golden_step(name: &str, shortcut: ShortcutKind) {
         },
         report_every: 1,
         max_steps: Some(1),
+        stream_data: false,
     };
     let mut trainer = Trainer::new(shared_ctx(), config, data).unwrap();
     let path = Path::new(name);

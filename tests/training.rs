@@ -13,7 +13,7 @@ use resnet_wgpu::gpu::GpuError;
 use resnet_wgpu::headless;
 use resnet_wgpu::model::{ModelSpec, ShortcutKind};
 use resnet_wgpu::shapes::{ImageShape, SgdConfig};
-use resnet_wgpu::train::checkpoint::StateDict;
+use resnet_wgpu::train::checkpoint::{StateDict, Values, read_model, write_safetensors};
 use resnet_wgpu::train::{EpochReport, Plan, Trainer};
 
 use common::shared_ctx;
@@ -274,4 +274,76 @@ fn resume_refuses_other_data_and_a_taken_run_name() {
         .unwrap()
         .to_string();
     assert!(e.contains("nothing"), "{e}");
+}
+
+#[test]
+fn init_loads_a_state_dict_and_names_what_is_wrong() {
+    // The golden fixture's initial ResNet-8 weights, as a state dict file.
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden_resnet8.safetensors");
+    let dict = StateDict::read(&fixture).unwrap();
+    let mut entries: Vec<(String, Vec<usize>, Values)> = dict
+        .tensors
+        .iter()
+        .filter_map(|(k, (shape, v))| {
+            Some((
+                k.strip_prefix("init.")?.to_string(),
+                shape.clone(),
+                Values::F32(v.clone()),
+            ))
+        })
+        .collect();
+    let out = out_dir("init");
+    std::fs::create_dir_all(&out).unwrap();
+    let file = out.join("weights.safetensors");
+    write_safetensors(&file, &entries, Default::default()).unwrap();
+
+    let args = train_args(
+        &out,
+        &format!(
+            "{TINY} --synthetic-train 32 --batch-size 32 --init {}",
+            file.display()
+        ),
+    );
+    let (trainer, _) = headless::prepare(shared_ctx(), &args).unwrap();
+    for (name, _, values) in read_model(&trainer).unwrap() {
+        let Values::F32(gpu) = values else { continue };
+        assert_eq!(gpu, dict.tensors[&format!("init.{name}")].1, "{name}");
+    }
+
+    entries.retain(|(name, _, _)| name != "layer2.0.bn1.running_var");
+    write_safetensors(&file, &entries, Default::default()).unwrap();
+    let args = train_args(
+        &out.join("second"),
+        &format!(
+            "{TINY} --synthetic-train 32 --batch-size 32 --init {}",
+            file.display()
+        ),
+    );
+    let e = headless::prepare(shared_ctx(), &args)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("weights.safetensors") && e.contains("layer2.0.bn1.running_var"),
+        "{e}"
+    );
+}
+
+#[test]
+fn streamed_batches_train_exactly_like_a_resident_dataset() {
+    let recipe = format!("{TINY} --synthetic-train 96 --batch-size 32 --epochs 1 --seed 4");
+    let resident = out_dir("resident");
+    train(&resident, &recipe).unwrap();
+    let streamed = out_dir("streamed");
+    train(&streamed, &format!("{recipe} --stream-data")).unwrap();
+    let (a, b) = (
+        metrics(&resident.join("run")),
+        metrics(&streamed.join("run")),
+    );
+    assert_eq!(a.len(), 1);
+    assert_eq!(
+        (a[0].train_loss, a[0].test_loss, a[0].test_acc),
+        (b[0].train_loss, b[0].test_loss, b[0].test_acc)
+    );
 }

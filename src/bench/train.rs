@@ -103,6 +103,7 @@ fn bench_model(
         },
         report_every: opt.steps.max(1),
         max_steps: None,
+        stream_data: false,
     };
     let start = Instant::now();
     let mut trainer = Trainer::new(ctx.clone(), config, data)?;

@@ -35,6 +35,10 @@ pub struct TrainConfig {
     pub report_every: usize,
     /// Stop after this many steps in all (for smoke tests and benchmarks).
     pub max_steps: Option<u64>,
+    /// Upload each batch with its step instead of keeping the dataset on the
+    /// GPU (automatic when it does not fit one storage binding).
+    #[serde(default)]
+    pub stream_data: bool,
 }
 
 /// Per-step metrics, as the GPU accumulated them.
@@ -108,6 +112,7 @@ impl Feed {
         data: Dataset,
         config: AugmentConfig,
         label: &str,
+        force_stream: bool,
     ) -> Result<Self, GpuError> {
         let batch = plan.batch;
         let shape = data.shape;
@@ -116,7 +121,7 @@ impl Feed {
             .max_storage_buffer_binding_size
             .min(ctx.limits.max_buffer_size);
         let bytes = data.images.len() as u64;
-        let streamed = bytes > limit || bytes >= u64::from(u32::MAX);
+        let streamed = force_stream || bytes > limit || bytes >= u64::from(u32::MAX);
         let dims = |n| [n, shape.channels, shape.height, shape.width];
         let (images, labels, indices) = if streamed {
             let identity: Vec<u32> = (0..batch as u32).collect();
@@ -289,8 +294,16 @@ impl Trainer {
             &config.sgd,
             ConvTuning::default(),
         )?;
-        let train = Feed::new(&ctx, &plan, data.train, config.augment, "train")?;
-        let test = Feed::new(&ctx, &plan, data.test, config.augment.eval(), "eval")?;
+        let stream = config.stream_data;
+        let train = Feed::new(&ctx, &plan, data.train, config.augment, "train", stream)?;
+        let test = Feed::new(
+            &ctx,
+            &plan,
+            data.test,
+            config.augment.eval(),
+            "eval",
+            stream,
+        )?;
         let eval_loss_full = plan.eval_loss(&ctx, batch)?;
         let remainder = test.data.len() % batch;
         let eval_loss_last = if remainder == 0 {
