@@ -12,9 +12,7 @@ use resnet_wgpu::headless;
 use resnet_wgpu::model::ModelSpec;
 use resnet_wgpu::shapes::{AugmentConfig, ImageShape, SgdConfig};
 use resnet_wgpu::train::checkpoint::{self, LoadMode, StateDict};
-use resnet_wgpu::train::{
-    DecayKind, Plan, Schedule, TrainConfig, TrainEvent, Trainer, channel_statistics,
-};
+use resnet_wgpu::train::{Plan, TrainConfig, TrainEvent, Trainer, channel_statistics};
 
 #[derive(Parser)]
 #[command(
@@ -173,29 +171,14 @@ fn eval(ctx: Arc<GpuContext>, args: &EvalArgs) -> Result<()> {
         |(c, _, _)| c.augment,
     );
     let config = TrainConfig {
-        model,
-        dataset: data.name.clone(),
-        epochs: 1,
-        batch_size: args.batch_size.min(data.train.len()).max(1),
-        schedule: Schedule {
-            base_lr: 0.0,
-            decay: DecayKind::Constant,
-            milestones: vec![],
-            gamma: 1.0,
-            warmup_epochs: 0.0,
-            warmup_lr: 0.0,
-            epochs: 1,
-        },
-        sgd: SgdConfig {
-            momentum: 0.0,
-            weight_decay: 0.0,
-            nesterov: false,
-        },
-        seed: 0,
-        augment,
-        report_every: 1,
         max_steps: Some(0),
-        stream_data: false,
+        ..TrainConfig::one_epoch(
+            model,
+            &data.name,
+            args.batch_size.min(data.train.len()).max(1),
+            0.0,
+            augment,
+        )
     };
     let samples = data.test.len();
     let mut trainer = Trainer::new(ctx, config, data)?;

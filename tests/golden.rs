@@ -10,9 +10,9 @@ use std::path::Path;
 
 use resnet_wgpu::data::{DataSplit, Dataset};
 use resnet_wgpu::model::{ModelSpec, ShortcutKind};
-use resnet_wgpu::shapes::{AugmentConfig, ImageShape, SgdConfig};
+use resnet_wgpu::shapes::{AugmentConfig, ImageShape};
 use resnet_wgpu::train::checkpoint::{self, LoadMode, StateDict};
-use resnet_wgpu::train::{DecayKind, Schedule, TrainConfig, TrainEvent, Trainer, epoch_order};
+use resnet_wgpu::train::{TrainConfig, TrainEvent, Trainer, epoch_order};
 use safetensors::{Dtype, SafeTensors};
 
 use common::shared_ctx;
@@ -111,36 +111,18 @@ fn golden_step(name: &str, shortcut: ShortcutKind) {
         test: dataset,
         eval_name: "test".into(),
     };
+    // The fixture's input is uint8 / 255 with no augmentation.
+    let augment = AugmentConfig {
+        pad: 0,
+        flip: false,
+        mean: [0.0; 4],
+        std: [1.0; 4],
+    };
+    let model = ModelSpec::new(name, shortcut, 10).unwrap();
     let config = TrainConfig {
-        model: ModelSpec::new(name, shortcut, 10).unwrap(),
-        dataset: name.into(),
-        epochs: 1,
-        batch_size: batch,
-        schedule: Schedule {
-            base_lr: 0.1,
-            decay: DecayKind::Constant,
-            milestones: vec![],
-            gamma: 0.1,
-            warmup_epochs: 0.0,
-            warmup_lr: 0.0,
-            epochs: 1,
-        },
-        sgd: SgdConfig {
-            momentum: 0.9,
-            weight_decay: 1e-4,
-            nesterov: false,
-        },
         seed: 3,
-        // The fixture's input is uint8 / 255 with no augmentation.
-        augment: AugmentConfig {
-            pad: 0,
-            flip: false,
-            mean: [0.0; 4],
-            std: [1.0; 4],
-        },
-        report_every: 1,
         max_steps: Some(1),
-        stream_data: false,
+        ..TrainConfig::one_epoch(model, name, batch, 0.1, augment)
     };
     let mut trainer = Trainer::new(shared_ctx(), config, data).unwrap();
     let path = Path::new(name);

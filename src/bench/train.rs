@@ -11,8 +11,8 @@ use web_time::Instant;
 use crate::data::{SyntheticOptions, synthetic};
 use crate::gpu::{GpuContext, time_dispatches};
 use crate::model::{ModelSpec, ShortcutKind};
-use crate::shapes::{AugmentConfig, SgdConfig};
-use crate::train::{DecayKind, Schedule, TrainConfig, Trainer, channel_statistics};
+use crate::shapes::AugmentConfig;
+use crate::train::{TrainConfig, Trainer, channel_statistics};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct BenchTrainOptions {
@@ -76,34 +76,15 @@ fn bench_model(
         seed: 0,
     });
     let (mean, std) = channel_statistics(&data.train);
+    let spec = ModelSpec::new(model, ShortcutKind::A, 10).map_err(anyhow::Error::msg)?;
+    let augment = AugmentConfig {
+        mean,
+        std,
+        ..AugmentConfig::cifar_train()
+    };
     let config = TrainConfig {
-        model: ModelSpec::new(model, ShortcutKind::A, 10).map_err(anyhow::Error::msg)?,
-        dataset: data.name.clone(),
-        epochs: 1,
-        batch_size: batch,
-        schedule: Schedule {
-            base_lr: 0.1,
-            decay: DecayKind::Constant,
-            milestones: vec![],
-            gamma: 0.1,
-            warmup_epochs: 0.0,
-            warmup_lr: 0.0,
-            epochs: 1,
-        },
-        sgd: SgdConfig {
-            momentum: 0.9,
-            weight_decay: 1e-4,
-            nesterov: false,
-        },
-        seed: 0,
-        augment: AugmentConfig {
-            mean,
-            std,
-            ..AugmentConfig::cifar_train()
-        },
         report_every: opt.steps.max(1),
-        max_steps: None,
-        stream_data: false,
+        ..TrainConfig::one_epoch(spec, &data.name, batch, 0.1, augment)
     };
     let start = Instant::now();
     let mut trainer = Trainer::new(ctx.clone(), config, data)?;

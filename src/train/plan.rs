@@ -84,6 +84,15 @@ enum BuiltShortcut {
     Projection(Unit),
 }
 
+/// Global average pool and the classifier.
+struct Head {
+    pool: Pool,
+    fc: Linear,
+    weight: ParamSlot,
+    bias: ParamSlot,
+    pooled: TensorId,
+}
+
 struct BuiltBlock {
     input: TensorId,
     units: Vec<Unit>,
@@ -603,11 +612,7 @@ impl Builder<'_> {
     }
 
     /// Global average pool and fc; returns the head and the logits tensor.
-    fn head(
-        &mut self,
-        network: &Network,
-        x: TensorId,
-    ) -> Result<((Pool, Linear, ParamSlot, ParamSlot, TensorId), TensorId), GpuError> {
+    fn head(&mut self, network: &Network, x: TensorId) -> Result<(Head, TensorId), GpuError> {
         let s = self.tensors[x].shape().to_vec();
         let gap = Pool::global_average("avgpool", s[0], s[1], s[2], s[3])?;
         let pooled = self.tensor("avgpool output", &[s[0], s[1]])?;
@@ -633,16 +638,29 @@ impl Builder<'_> {
         )?;
         self.push(List::Both, d1);
         self.push(List::Both, d2);
-        Ok(((gap, fc, w, bias, pooled), logits))
+        let head = Head {
+            pool: gap,
+            fc,
+            weight: w,
+            bias,
+            pooled,
+        };
+        Ok((head, logits))
     }
 
     fn head_backward(
         &mut self,
-        head: &(Pool, Linear, ParamSlot, ParamSlot, TensorId),
+        head: &Head,
         features: TensorId,
         grad_logits: TensorId,
     ) -> Result<TensorId, GpuError> {
-        let (gap, fc, w, bias, pooled) = head;
+        let Head {
+            pool: gap,
+            fc,
+            weight: w,
+            bias,
+            pooled,
+        } = head;
         let dpooled = self.acquire(&self.tensors[*pooled].shape().to_vec())?;
         let t = &self.tensors;
         let ds = fc.backward(

@@ -41,6 +41,45 @@ pub struct TrainConfig {
     pub stream_data: bool,
 }
 
+impl TrainConfig {
+    /// One epoch at a constant rate with the paper's SGD settings and no step
+    /// limit: the starting point of benchmarks, evaluation and fixtures, which
+    /// then override what they need.
+    pub fn one_epoch(
+        model: ModelSpec,
+        dataset: &str,
+        batch_size: usize,
+        lr: f32,
+        augment: AugmentConfig,
+    ) -> Self {
+        TrainConfig {
+            model,
+            dataset: dataset.to_string(),
+            epochs: 1,
+            batch_size,
+            schedule: Schedule {
+                base_lr: lr,
+                decay: super::DecayKind::Constant,
+                milestones: vec![],
+                gamma: 1.0,
+                warmup_epochs: 0.0,
+                warmup_lr: 0.0,
+                epochs: 1,
+            },
+            sgd: SgdConfig {
+                momentum: 0.9,
+                weight_decay: 1e-4,
+                nesterov: false,
+            },
+            seed: 0,
+            augment,
+            report_every: 1,
+            max_steps: None,
+            stream_data: false,
+        }
+    }
+}
+
 /// Per-step metrics, as the GPU accumulated them.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StepReport {
@@ -189,15 +228,10 @@ impl Feed {
     }
 }
 
+/// What the trainer needs to turn a metrics snapshot into a report.
 #[derive(Clone, Copy, Debug)]
-struct StepTag {
-    step: u64,
-    steps_per_epoch: usize,
-    lr: f32,
-}
-
-#[derive(Clone, Copy, Debug)]
-struct EvalTag {
+struct ReportTag {
+    /// Steps done when the snapshot was taken.
     step: u64,
     steps_per_epoch: usize,
     lr: f32,
@@ -228,8 +262,8 @@ pub struct Trainer {
 
 #[derive(Clone, Copy, Debug)]
 enum Tag {
-    Step(StepTag),
-    Eval(EvalTag),
+    Step(ReportTag),
+    Eval(ReportTag),
 }
 
 /// Per-channel mean and std of a training set in [0, 1], for normalization.
@@ -471,7 +505,7 @@ impl Trainer {
             self.train.dispatch.record(&mut pass);
             self.plan.record_train_step(&mut pass);
         }
-        let tag = Tag::Step(StepTag {
+        let tag = Tag::Step(ReportTag {
             step: p.global_step + 1,
             steps_per_epoch: self.steps_per_epoch,
             lr,
@@ -544,7 +578,7 @@ impl Trainer {
                 let step = self.progress.global_step;
                 self.metrics.close_eval(
                     staging,
-                    Tag::Eval(EvalTag {
+                    Tag::Eval(ReportTag {
                         step,
                         steps_per_epoch: self.steps_per_epoch,
                         lr: self.lr_for_step(step.saturating_sub(1)),
@@ -578,7 +612,7 @@ impl Trainer {
         Ok(events)
     }
 
-    fn step_event(&mut self, t: StepTag, snap: MetricsSnapshot, events: &mut Vec<TrainEvent>) {
+    fn step_event(&mut self, t: ReportTag, snap: MetricsSnapshot, events: &mut Vec<TrainEvent>) {
         self.reported_step = t.step;
         if !snap.batch_loss.is_finite() {
             if !self.diverged {
@@ -602,7 +636,7 @@ impl Trainer {
         events.push(TrainEvent::Step(report));
     }
 
-    fn epoch_event(&mut self, t: EvalTag, snap: MetricsSnapshot) -> TrainEvent {
+    fn epoch_event(&mut self, t: ReportTag, snap: MetricsSnapshot) -> TrainEvent {
         let now = Instant::now();
         let (since, from_step) = self.last_epoch_report;
         let images = (t.step - from_step) as f64 * self.config.batch_size as f64;
