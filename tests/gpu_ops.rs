@@ -86,6 +86,29 @@ fn conv_matches_oracle_on_odd_shapes() {
 }
 
 #[test]
+fn conv_3x3_stride_1_vec4_kernel_matches_oracle() {
+    let cases = [
+        Conv2dShape::square(3, 5, (6, 12), 7, 3, 1, 1), // row edges and a middle quad, 7 rows
+        Conv2dShape::square(1, 2, (1, 4), 3, 3, 1, 1),  // one quad: both neighbours padding
+        Conv2dShape::square(2, 17, (8, 8), 9, 3, 1, 1), // channels past one row block
+    ];
+    for (i, shape) in cases.into_iter().enumerate() {
+        let conv = Conv2d::new("c", shape, ConvTuning::default()).unwrap();
+        assert!(conv.uses_square_kernel(), "{shape:?}");
+        conv_case(shape, ConvTuning::default(), 300 + 10 * i as u64);
+    }
+    let odd = Conv2d::new(
+        "c",
+        Conv2dShape::square(1, 2, (4, 6), 3, 3, 1, 1),
+        Default::default(),
+    );
+    assert!(
+        !odd.unwrap().uses_square_kernel(),
+        "width 6 is not a multiple of 4"
+    );
+}
+
+#[test]
 fn conv_weight_grad_split_reduction_matches_oracle() {
     let shape = Conv2dShape::square(4, 3, (16, 15), 5, 3, 1, 1);
     let conv = Conv2d::new("split", shape, ConvTuning::default()).unwrap();

@@ -25,6 +25,9 @@ impl Default for ConvTuning {
 }
 
 const TILE: u32 = 4;
+/// Workgroup size and output channels per workgroup of `conv3x3_s1`.
+const SQUARE_WG: u32 = 64;
+const SQUARE_ROWS: u32 = 16;
 /// Fewer K iterations per split than this cost more in partial sums than they gain.
 const MIN_K_PER_SPLIT: usize = 256;
 
@@ -130,6 +133,50 @@ impl Conv2d {
         ]
     }
 
+    /// Whether the vec4 3x3/1 kernel (`conv3x3_s1` in conv.wgsl) applies.
+    pub fn uses_square_kernel(&self) -> bool {
+        let s = &self.shape;
+        s.kernel_h == 3 && s.kernel_w == 3 && s.stride == 1 && s.pad == 1 && s.in_w % 4 == 0
+    }
+
+    /// The 3x3/1 kernel: forward (y = conv(x, w)) or, transposed, backward_input
+    /// (dx from dy). Rows are output channels forward, input channels backward.
+    fn square_kernel(
+        &self,
+        ctx: &GpuContext,
+        transposed: bool,
+        src: &Tensor,
+        w: &Tensor,
+        dst: &Tensor,
+    ) -> Result<Dispatch, GpuError> {
+        let s = &self.shape;
+        let params = self.params(1)?;
+        let rows = if transposed { s.in_c } else { s.out_c };
+        let quads = s.batch * s.in_h * s.in_w / 4;
+        let grid = [
+            quads.div_ceil(SQUARE_WG as usize) as u32,
+            rows.div_ceil(SQUARE_ROWS as usize) as u32,
+            1,
+        ];
+        let bindings = vec![
+            Binding::tensor(2, w),
+            Binding::tensor(8, src),
+            Binding::tensor(9, dst),
+        ];
+        let constants = [
+            ("SQ_WG", SQUARE_WG),
+            ("SQ_TRANSPOSED", u32::from(transposed)),
+        ];
+        let entry = if transposed {
+            "backward_input"
+        } else {
+            "forward"
+        };
+        let mut spec = self.spec("conv3x3_s1", &params, &constants, bindings, grid);
+        spec.label = format!("{} {entry}", self.label);
+        spec.build(ctx)
+    }
+
     /// y = conv(x, w)
     pub fn forward(
         &self,
@@ -142,6 +189,9 @@ impl Conv2d {
         x.expect(&self.label, &s.input_shape(), DType::F32)?;
         w.expect(&self.label, &s.weight_shape(), DType::F32)?;
         y.expect(&self.label, &s.output_shape(), DType::F32)?;
+        if self.uses_square_kernel() {
+            return self.square_kernel(ctx, false, x, w, y);
+        }
         let params = self.params(1)?;
         let grid = self.grid(s.out_c, s.batch * s.out_h() * s.out_w(), 1);
         let bindings = vec![
@@ -174,6 +224,9 @@ impl Conv2d {
         dy.expect(&self.label, &s.output_shape(), DType::F32)?;
         w.expect(&self.label, &s.weight_shape(), DType::F32)?;
         dx.expect(&self.label, &s.input_shape(), DType::F32)?;
+        if self.uses_square_kernel() {
+            return self.square_kernel(ctx, true, dy, w, dx);
+        }
         let params = self.params(1)?;
         // Strided: one z slice per pixel class (ih + pad, iw + pad) mod stride,
         // x covering the largest class.
