@@ -441,7 +441,7 @@ impl Builder<'_> {
         {
             return Ok(self.free.swap_remove(pos));
         }
-        let label = format!("grad scratch {}", self.tensors.len());
+        let label = format!("grad scratch {shape:?} #{}", self.tensors.len());
         self.tensor(&label, shape)
     }
 
