@@ -4,12 +4,17 @@
 //! Layers, bottom up: [`shapes`] (tensor geometry shared by everything),
 //! [`reference`] (the plain-Rust CPU oracle of every op), [`gpu`] (device,
 //! tensors, kernel cache, prepared dispatches), [`ops`] (the host side of each
-//! shader), [`bench`] (GPU timings per op).
+//! shader), [`model`] (the ResNet family with torchvision names), [`data`]
+//! (datasets), [`train`] (memory plan, trainer, checkpoints), and the front ends
+//! [`cli`] and `headless`, with [`bench`] (GPU timings).
 
+// Native front ends and tools (they block on the GPU); the core builds for wasm32.
+#[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod gpu;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod headless;
 pub mod model;
 pub mod ops;

@@ -12,5 +12,7 @@ pub use context::{BackendChoice, GpuContext};
 pub use dispatch::{Binding, Dispatch, DispatchSpec, elementwise_grid, submit};
 pub use error::GpuError;
 pub use kernels::{SHADERS, Shader};
-pub use profiler::{OpTiming, time_dispatches};
+pub use profiler::OpTiming;
+#[cfg(not(target_arch = "wasm32"))]
+pub use profiler::time_dispatches;
 pub use tensor::{DType, Tensor};

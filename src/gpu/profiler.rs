@@ -1,4 +1,6 @@
+#[cfg(not(target_arch = "wasm32"))]
 use super::error::GpuError;
+#[cfg(not(target_arch = "wasm32"))]
 use super::{Dispatch, GpuContext};
 
 /// How long a group of dispatches took on the GPU, per repetition.

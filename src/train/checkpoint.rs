@@ -16,6 +16,7 @@ use crate::model::{Network, TensorRole};
 pub const MODEL_FILE: &str = "model.safetensors";
 pub const TRAINER_FILE: &str = "trainer.safetensors";
 const LAST_FILE: &str = "last";
+#[cfg(not(target_arch = "wasm32"))]
 const KEEP: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
@@ -235,6 +236,7 @@ fn read_train_metrics(trainer: &Trainer) -> Result<[f32; 4], CheckpointError> {
 }
 
 /// Removes all but the newest `KEEP` checkpoints (never `keep`).
+#[cfg(not(target_arch = "wasm32"))]
 fn prune(root: &Path, keep: &str) {
     let Ok(entries) = std::fs::read_dir(root) else {
         return;
