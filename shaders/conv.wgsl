@@ -377,15 +377,15 @@ fn reduce_weight_splits(@builtin(global_invocation_id) gid: vec3<u32>) {
     grad_weight[i] = sum;
 }
 
-// 3x3, stride 1, pad 1 convolutions on images whose width is a multiple of 4:
+// 3x3, stride 1, pad 1 convolutions on images whose width is a multiple of 8:
 // ResNet's workhorse layer. Written for CPU adapters such as lavapipe, which run
 // invocations as SIMD lanes: a load whose address differs per lane is a loop
 // over the lanes, one whose address is the same for all is one load.
-// - Each invocation computes 4 consecutive pixels of a row (a vec4), so a row of
-//   the source loads as three aligned vec4s (left neighbour, own, right
-//   neighbour) and the three horizontal taps are shuffles of them.
+// - Each invocation computes 8 consecutive pixels of a row (two vec4s), so a
+//   row of the source loads as four aligned vec4s (left neighbour, own two,
+//   right neighbour) and the three horizontal taps are shuffles of them.
 // - All invocations of a workgroup share the same SQ_ROWS output channels
-//   (workgroup_id.y), so every weight load is uniform.
+//   (workgroup_id.y), so every weight load is uniform and feeds 8 pixels.
 // forward:        dst = output, src = input, weight[m][c][kh][kw]
 // backward_input: dst = grad_input, src = grad_output, weight[c][m][2-kh][2-kw]
 //                 (the correlation with the kernel rotated by 180 degrees)
@@ -404,46 +404,54 @@ fn sq_weight(m: u32, c: u32, kh: u32, kw: u32, m_total: u32, c_total: u32) -> f3
 }
 
 @compute @workgroup_size(SQ_WG, 1, 1)
-fn conv3x3_s1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-              @builtin(num_workgroups) groups: vec3<u32>) {
+fn conv3x3_s1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     // Forward reduces over in_c into out_c rows; backward_input the other way.
     let m_total = select(p.out_c, p.in_c, SQ_TRANSPOSED);
     let c_total = select(p.in_c, p.out_c, SQ_TRANSPOSED);
     let h = p.in_h;
     let w4 = p.in_w / 4u;
-    let quads = p.batch * h * w4;
+    let w8 = w4 / 2u;
+    let pairs = p.batch * h * w8;
     let g = wg.x * SQ_WG + lid.x;
-    if g >= quads { return; }
-    let b = g / (h * w4);
-    let oh = (g / w4) % h;
-    let q = g % w4;
+    if g >= pairs { return; }
+    let b = g / (h * w8);
+    let oh = (g / w8) % h;
+    let q = 2u * (g % w8);
     let m0 = wg.y * SQ_ROWS;
 
-    var acc: array<vec4<f32>, SQ_ROWS>;
+    var acc0: array<vec4<f32>, SQ_ROWS>;
+    var acc1: array<vec4<f32>, SQ_ROWS>;
     for (var c = 0u; c < c_total; c++) {
         let plane = (b * c_total + c) * h * w4;
         for (var kh = 0u; kh < 3u; kh++) {
             let ih = i32(oh + kh) - 1;
             if ih < 0 || ih >= i32(h) { continue; }
             let row = plane + u32(ih) * w4;
-            let mid = src4[row + q];
+            let a = src4[row + q];
+            let d = src4[row + q + 1u];
             var left = vec4<f32>(0.0);
             var right = vec4<f32>(0.0);
             if q > 0u { left = src4[row + q - 1u]; }
-            if q + 1u < w4 { right = src4[row + q + 1u]; }
-            let t0 = vec4<f32>(left.w, mid.xyz);
-            let t2 = vec4<f32>(mid.yzw, right.x);
+            if q + 2u < w4 { right = src4[row + q + 2u]; }
+            let a0 = vec4<f32>(left.w, a.xyz);
+            let a2 = vec4<f32>(a.yzw, d.x);
+            let d0 = vec4<f32>(a.w, d.xyz);
+            let d2 = vec4<f32>(d.yzw, right.x);
             for (var i = 0u; i < SQ_ROWS; i++) {
                 let m = min(m0 + i, m_total - 1u);
-                acc[i] = fma(vec4<f32>(sq_weight(m, c, kh, 0u, m_total, c_total)), t0, acc[i]);
-                acc[i] = fma(vec4<f32>(sq_weight(m, c, kh, 1u, m_total, c_total)), mid, acc[i]);
-                acc[i] = fma(vec4<f32>(sq_weight(m, c, kh, 2u, m_total, c_total)), t2, acc[i]);
+                let w0 = vec4<f32>(sq_weight(m, c, kh, 0u, m_total, c_total));
+                let w1 = vec4<f32>(sq_weight(m, c, kh, 1u, m_total, c_total));
+                let w2 = vec4<f32>(sq_weight(m, c, kh, 2u, m_total, c_total));
+                acc0[i] = fma(w0, a0, fma(w1, a, fma(w2, a2, acc0[i])));
+                acc1[i] = fma(w0, d0, fma(w1, d, fma(w2, d2, acc1[i])));
             }
         }
     }
     for (var i = 0u; i < SQ_ROWS; i++) {
         let m = m0 + i;
         if m >= m_total { break; }
-        dst4[((b * m_total + m) * h + oh) * w4 + q] = acc[i];
+        let at = ((b * m_total + m) * h + oh) * w4 + q;
+        dst4[at] = acc0[i];
+        dst4[at + 1u] = acc1[i];
     }
 }

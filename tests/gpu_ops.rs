@@ -88,8 +88,8 @@ fn conv_matches_oracle_on_odd_shapes() {
 #[test]
 fn conv_3x3_stride_1_vec4_kernel_matches_oracle() {
     let cases = [
-        Conv2dShape::square(3, 5, (6, 12), 7, 3, 1, 1), // row edges and a middle quad, 7 rows
-        Conv2dShape::square(1, 2, (1, 4), 3, 3, 1, 1),  // one quad: both neighbours padding
+        Conv2dShape::square(3, 5, (6, 24), 7, 3, 1, 1), // row edges and a middle pair, 7 rows
+        Conv2dShape::square(1, 2, (1, 8), 3, 3, 1, 1),  // one pair: both neighbours padding
         Conv2dShape::square(2, 17, (8, 8), 9, 3, 1, 1), // channels past one row block
     ];
     for (i, shape) in cases.into_iter().enumerate() {

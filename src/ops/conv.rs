@@ -25,7 +25,8 @@ impl Default for ConvTuning {
 }
 
 const TILE: u32 = 4;
-/// Workgroup size and output channels per workgroup of `conv3x3_s1`.
+/// Workgroup size and output channels per workgroup of `conv3x3_s1` (each
+/// invocation computes 8 pixels of a row).
 const SQUARE_WG: u32 = 64;
 const SQUARE_ROWS: u32 = 16;
 /// Fewer K iterations per split than this cost more in partial sums than they gain.
@@ -136,7 +137,7 @@ impl Conv2d {
     /// Whether the vec4 3x3/1 kernel (`conv3x3_s1` in conv.wgsl) applies.
     pub fn uses_square_kernel(&self) -> bool {
         let s = &self.shape;
-        s.kernel_h == 3 && s.kernel_w == 3 && s.stride == 1 && s.pad == 1 && s.in_w % 4 == 0
+        s.kernel_h == 3 && s.kernel_w == 3 && s.stride == 1 && s.pad == 1 && s.in_w % 8 == 0
     }
 
     /// The 3x3/1 kernel: forward (y = conv(x, w)) or, transposed, backward_input
@@ -152,7 +153,7 @@ impl Conv2d {
         let s = &self.shape;
         let params = self.params(1)?;
         let rows = if transposed { s.in_c } else { s.out_c };
-        let quads = s.batch * s.in_h * s.in_w / 4;
+        let quads = s.batch * s.in_h * s.in_w / 8;
         let grid = [
             quads.div_ceil(SQUARE_WG as usize) as u32,
             rows.div_ceil(SQUARE_ROWS as usize) as u32,
