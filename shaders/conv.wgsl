@@ -455,3 +455,76 @@ fn conv3x3_s1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id
         dst4[at + 1u] = acc1[i];
     }
 }
+
+// Weight gradient of the 3x3/1 convolutions that conv3x3_s1 serves (with at
+// least 8 input channels), made the same way: each invocation owns one input channel c (the lane) and BW_ROWS
+// output channels shared by its workgroup, and walks 8-pixel row segments of
+// its share of the batch. The grad_output loads are then uniform (the same
+// pixels and channels for every lane) and each source row of x loads as four
+// vec4s that feed all nine taps. Workgroup x splits the pixels; partial sums go
+// to a [k_splits][out_c][in_c*9] buffer that reduce_weight_splits adds up.
+// Two output channels per workgroup measured fastest (four spill registers).
+override BW_WG: u32 = 16u;
+const BW_ROWS: u32 = 2u;
+@group(0) @binding(10) var<storage, read> grad4: array<vec4<f32>>;
+
+@compute @workgroup_size(BW_WG, 1, 1)
+fn conv3x3_s1_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let h = p.in_h;
+    let w4 = p.in_w / 4u;
+    let w8 = w4 / 2u;
+    let segments = p.batch * h * w8;
+    let chunk = (segments + p.k_splits - 1u) / p.k_splits;
+    let begin = min(wg.x * chunk, segments);
+    let end = min(begin + chunk, segments);
+    let c = wg.z * BW_WG + lid.x;
+    let cc = min(c, p.in_c - 1u);
+    let m0 = wg.y * BW_ROWS;
+
+    var acc: array<vec4<f32>, 18>; // BW_ROWS x 9 taps
+    for (var g = begin; g < end; g++) {
+        let b = g / (h * w8);
+        let oh = (g / w8) % h;
+        let q = 2u * (g % w8);
+        var dy: array<vec4<f32>, 4>; // BW_ROWS x 2 halves
+        for (var r = 0u; r < BW_ROWS; r++) {
+            let at = ((b * p.out_c + min(m0 + r, p.out_c - 1u)) * h + oh) * w4 + q;
+            dy[2u * r] = grad4[at];
+            dy[2u * r + 1u] = grad4[at + 1u];
+        }
+        for (var kh = 0u; kh < 3u; kh++) {
+            let ih = i32(oh + kh) - 1;
+            if ih < 0 || ih >= i32(h) { continue; }
+            let row = ((b * p.in_c + cc) * h + u32(ih)) * w4;
+            let a = src4[row + q];
+            let d = src4[row + q + 1u];
+            var left = vec4<f32>(0.0);
+            var right = vec4<f32>(0.0);
+            if q > 0u { left = src4[row + q - 1u]; }
+            if q + 2u < w4 { right = src4[row + q + 2u]; }
+            let a0 = vec4<f32>(left.w, a.xyz);
+            let a2 = vec4<f32>(a.yzw, d.x);
+            let d0 = vec4<f32>(a.w, d.xyz);
+            let d2 = vec4<f32>(d.yzw, right.x);
+            for (var r = 0u; r < BW_ROWS; r++) {
+                let t = r * 9u + kh * 3u;
+                let ya = dy[2u * r];
+                let yd = dy[2u * r + 1u];
+                acc[t] = fma(ya, a0, fma(yd, d0, acc[t]));
+                acc[t + 1u] = fma(ya, a, fma(yd, d, acc[t + 1u]));
+                acc[t + 2u] = fma(ya, a2, fma(yd, d2, acc[t + 2u]));
+            }
+        }
+    }
+    if c >= p.in_c { return; }
+    let n_total = p.in_c * 9u;
+    let split_base = wg.x * p.out_c * n_total;
+    for (var r = 0u; r < BW_ROWS; r++) {
+        let m = m0 + r;
+        if m >= p.out_c { break; }
+        for (var t = 0u; t < 9u; t++) {
+            let v = acc[r * 9u + t];
+            grad_weight[split_base + m * n_total + c * 9u + t] = v.x + v.y + v.z + v.w;
+        }
+    }
+}

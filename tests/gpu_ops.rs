@@ -91,10 +91,20 @@ fn conv_3x3_stride_1_vec4_kernel_matches_oracle() {
         Conv2dShape::square(3, 5, (6, 24), 7, 3, 1, 1), // row edges and a middle pair, 7 rows
         Conv2dShape::square(1, 2, (1, 8), 3, 3, 1, 1),  // one pair: both neighbours padding
         Conv2dShape::square(2, 17, (8, 8), 9, 3, 1, 1), // channels past one row block
+        Conv2dShape::square(8, 9, (16, 32), 5, 3, 1, 1), // weight grad split over pixels
     ];
     for (i, shape) in cases.into_iter().enumerate() {
         let conv = Conv2d::new("c", shape, ConvTuning::default()).unwrap();
         assert!(conv.uses_square_kernel(), "{shape:?}");
+        if i == 3 {
+            let (x, dy) = (
+                zeros("x", &shape.input_shape()),
+                zeros("dy", &shape.output_shape()),
+            );
+            let dw = zeros("dw", &shape.weight_shape());
+            let passes = conv.backward_weight(ctx(), &x, &dy, &dw).unwrap();
+            assert_eq!(passes.len(), 2, "split and reduce");
+        }
         conv_case(shape, ConvTuning::default(), 300 + 10 * i as u64);
     }
     let odd = Conv2d::new(

@@ -29,6 +29,12 @@ const TILE: u32 = 4;
 /// invocation computes 8 pixels of a row).
 const SQUARE_WG: u32 = 64;
 const SQUARE_ROWS: u32 = 16;
+/// `conv3x3_s1_weight`: input channels per workgroup (lanes), output channels
+/// per workgroup (shaders/conv.wgsl BW_ROWS), and the least 8-pixel segments a
+/// pixel split walks.
+const SQUARE_WEIGHT_WG: u32 = 16;
+const SQUARE_WEIGHT_ROWS: usize = 2;
+const MIN_SEGMENTS_PER_SPLIT: usize = 64;
 /// Fewer K iterations per split than this cost more in partial sums than they gain.
 const MIN_K_PER_SPLIT: usize = 256;
 
@@ -266,6 +272,21 @@ impl Conv2d {
         wanted.min(k / MIN_K_PER_SPLIT).max(1) as u32
     }
 
+    /// `conv3x3_s1_weight`: grid (pixel splits, row blocks, channel blocks).
+    fn square_weight_grid(&self) -> [u32; 3] {
+        let s = &self.shape;
+        let blocks =
+            s.out_c.div_ceil(SQUARE_WEIGHT_ROWS) * s.in_c.div_ceil(SQUARE_WEIGHT_WG as usize);
+        let segments = s.batch * s.in_h * s.in_w / 8;
+        let wanted = (self.tuning.target_workgroups as usize).div_ceil(blocks);
+        let splits = wanted.min(segments / MIN_SEGMENTS_PER_SPLIT).max(1);
+        [
+            splits as u32,
+            s.out_c.div_ceil(SQUARE_WEIGHT_ROWS) as u32,
+            s.in_c.div_ceil(SQUARE_WEIGHT_WG as usize) as u32,
+        ]
+    }
+
     /// dw = d(loss)/dw given x and dy: one dispatch, or two (partial sums over a
     /// split reduction, then their sum) when the weight matrix is small.
     pub fn backward_weight(
@@ -279,16 +300,38 @@ impl Conv2d {
         x.expect(&self.label, &s.input_shape(), DType::F32)?;
         dy.expect(&self.label, &s.output_shape(), DType::F32)?;
         dw.expect(&self.label, &s.weight_shape(), DType::F32)?;
-        let splits = self.weight_grad_splits();
-        let params = self.params(splits)?;
+        // Lanes are input channels: with few (the RGB stem) most would idle.
+        let square = self.uses_square_kernel() && s.in_c >= 8;
         let n = s.in_c * s.kernel_h * s.kernel_w;
-        let grid = self.grid(s.out_c, n, splits);
-        let constants = self.constants(false);
+        // The pixel splits are grid x for the square kernel, z for the generic one.
+        let (entry, grid, splits, constants) = if square {
+            let grid = self.square_weight_grid();
+            let constants = vec![("BW_WG", SQUARE_WEIGHT_WG)];
+            ("conv3x3_s1_weight", grid, grid[0], constants)
+        } else {
+            let splits = self.weight_grad_splits();
+            let constants = self.constants(false).to_vec();
+            (
+                "backward_weight",
+                self.grid(s.out_c, n, splits),
+                splits,
+                constants,
+            )
+        };
+        let constants = constants.as_slice();
+        let params = self.params(splits)?;
         let read = Binding::tensor;
+        // The square kernel reads x and dy as vec4 arrays.
+        let bind = |target| {
+            if square {
+                vec![read(8, x), read(10, dy), read(6, target)]
+            } else {
+                vec![read(1, x), read(4, dy), read(6, target)]
+            }
+        };
         if splits == 1 {
-            let bindings = vec![read(1, x), read(4, dy), read(6, dw)];
             return Ok(vec![
-                self.spec("backward_weight", &params, &constants, bindings, grid)
+                self.spec(entry, &params, constants, bind(dw), grid)
                     .build(ctx)?,
             ]);
         }
@@ -299,13 +342,7 @@ impl Conv2d {
             DType::F32,
         )?;
         let gemm = self
-            .spec(
-                "backward_weight",
-                &params,
-                &constants,
-                vec![read(1, x), read(4, dy), read(6, &partials)],
-                grid,
-            )
+            .spec(entry, &params, constants, bind(&partials), grid)
             .build(ctx)?;
         let reduce_grid = [(s.out_c * n).div_ceil(256) as u32, 1, 1];
         let reduce = self
