@@ -347,3 +347,34 @@ fn streamed_batches_train_exactly_like_a_resident_dataset() {
         (b[0].train_loss, b[0].test_loss, b[0].test_acc)
     );
 }
+
+#[test]
+fn imagenet_models_train_a_step_and_checkpoint_torchvision_names() {
+    for model in ["resnet18", "resnet50"] {
+        let out = out_dir(model);
+        let summary = train(
+            &out,
+            &format!(
+                "--model {model} --batch-size 4 --synthetic-train 4 --synthetic-test 4 --epochs 1"
+            ),
+        )
+        .unwrap();
+        let report = summary.last.unwrap();
+        assert!(
+            report.train_loss.is_finite() && report.train_loss > 0.0,
+            "{model}: {report:?}"
+        );
+        let dict = StateDict::read(&summary.checkpoint.unwrap().join("model.safetensors")).unwrap();
+        let network = ModelSpec::new(model, ShortcutKind::B, 10)
+            .unwrap()
+            .network();
+        for entry in network.state_entries() {
+            assert_eq!(
+                dict.tensors[&entry.name].0, entry.shape,
+                "{model} {}",
+                entry.name
+            );
+        }
+        assert_eq!(dict.tensors["layer4.1.bn2.num_batches_tracked"].1, [1.0]);
+    }
+}
