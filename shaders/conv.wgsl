@@ -396,6 +396,25 @@ const SQ_ROWS: u32 = 16u;
 @group(0) @binding(8) var<storage, read> src4: array<vec4<f32>>;
 @group(0) @binding(9) var<storage, read_write> dst4: array<vec4<f32>>;
 
+// The three horizontal taps (kw = 0, 1, 2) of 8 pixels starting at quad q of a
+// source row: the 8 pixels as vec4s a and d, shifted left (a0, d0) and right
+// (a2, d2) by one, with zero padding beyond the row.
+struct Taps8 {
+    a0: vec4<f32>, a: vec4<f32>, a2: vec4<f32>,
+    d0: vec4<f32>, d: vec4<f32>, d2: vec4<f32>,
+}
+
+fn taps8(row: u32, q: u32, w4: u32) -> Taps8 {
+    let a = src4[row + q];
+    let d = src4[row + q + 1u];
+    var left = vec4<f32>(0.0);
+    var right = vec4<f32>(0.0);
+    if q > 0u { left = src4[row + q - 1u]; }
+    if q + 2u < w4 { right = src4[row + q + 2u]; }
+    return Taps8(vec4<f32>(left.w, a.xyz), a, vec4<f32>(a.yzw, d.x),
+                 vec4<f32>(a.w, d.xyz), d, vec4<f32>(d.yzw, right.x));
+}
+
 fn sq_weight(m: u32, c: u32, kh: u32, kw: u32, m_total: u32, c_total: u32) -> f32 {
     if SQ_TRANSPOSED {
         return weight[((c * m_total + m) * 3u + 2u - kh) * 3u + 2u - kw];
@@ -426,24 +445,14 @@ fn conv3x3_s1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id
         for (var kh = 0u; kh < 3u; kh++) {
             let ih = i32(oh + kh) - 1;
             if ih < 0 || ih >= i32(h) { continue; }
-            let row = plane + u32(ih) * w4;
-            let a = src4[row + q];
-            let d = src4[row + q + 1u];
-            var left = vec4<f32>(0.0);
-            var right = vec4<f32>(0.0);
-            if q > 0u { left = src4[row + q - 1u]; }
-            if q + 2u < w4 { right = src4[row + q + 2u]; }
-            let a0 = vec4<f32>(left.w, a.xyz);
-            let a2 = vec4<f32>(a.yzw, d.x);
-            let d0 = vec4<f32>(a.w, d.xyz);
-            let d2 = vec4<f32>(d.yzw, right.x);
+            let t = taps8(plane + u32(ih) * w4, q, w4);
             for (var i = 0u; i < SQ_ROWS; i++) {
                 let m = min(m0 + i, m_total - 1u);
                 let w0 = vec4<f32>(sq_weight(m, c, kh, 0u, m_total, c_total));
                 let w1 = vec4<f32>(sq_weight(m, c, kh, 1u, m_total, c_total));
                 let w2 = vec4<f32>(sq_weight(m, c, kh, 2u, m_total, c_total));
-                acc0[i] = fma(w0, a0, fma(w1, a, fma(w2, a2, acc0[i])));
-                acc1[i] = fma(w0, d0, fma(w1, d, fma(w2, d2, acc1[i])));
+                acc0[i] = fma(w0, t.a0, fma(w1, t.a, fma(w2, t.a2, acc0[i])));
+                acc1[i] = fma(w0, t.d0, fma(w1, t.d, fma(w2, t.d2, acc1[i])));
             }
         }
     }
@@ -495,24 +504,14 @@ fn conv3x3_s1_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
         for (var kh = 0u; kh < 3u; kh++) {
             let ih = i32(oh + kh) - 1;
             if ih < 0 || ih >= i32(h) { continue; }
-            let row = ((b * p.in_c + cc) * h + u32(ih)) * w4;
-            let a = src4[row + q];
-            let d = src4[row + q + 1u];
-            var left = vec4<f32>(0.0);
-            var right = vec4<f32>(0.0);
-            if q > 0u { left = src4[row + q - 1u]; }
-            if q + 2u < w4 { right = src4[row + q + 2u]; }
-            let a0 = vec4<f32>(left.w, a.xyz);
-            let a2 = vec4<f32>(a.yzw, d.x);
-            let d0 = vec4<f32>(a.w, d.xyz);
-            let d2 = vec4<f32>(d.yzw, right.x);
+            let t = taps8(((b * p.in_c + cc) * h + u32(ih)) * w4, q, w4);
             for (var r = 0u; r < BW_ROWS; r++) {
-                let t = r * 9u + kh * 3u;
+                let k = r * 9u + kh * 3u;
                 let ya = dy[2u * r];
                 let yd = dy[2u * r + 1u];
-                acc[t] = fma(ya, a0, fma(yd, d0, acc[t]));
-                acc[t + 1u] = fma(ya, a, fma(yd, d, acc[t + 1u]));
-                acc[t + 2u] = fma(ya, a2, fma(yd, d2, acc[t + 2u]));
+                acc[k] = fma(ya, t.a0, fma(yd, t.d0, acc[k]));
+                acc[k + 1u] = fma(ya, t.a, fma(yd, t.d, acc[k + 1u]));
+                acc[k + 2u] = fma(ya, t.a2, fma(yd, t.d2, acc[k + 2u]));
             }
         }
     }
