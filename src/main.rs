@@ -125,6 +125,18 @@ fn train(ctx: Arc<GpuContext>, args: &TrainArgs) -> Result<()> {
         summary.tensors,
         run_dir.display()
     );
+    let (train_streamed, test_streamed) = trainer.streams_data();
+    if train_streamed || test_streamed {
+        println!(
+            "data: {} uploaded per batch (larger than one storage binding of {} MiB, or --stream-data)",
+            match (train_streamed, test_streamed) {
+                (true, true) => "training and evaluation images",
+                (true, false) => "training images",
+                _ => "evaluation images",
+            },
+            ctx.limits.max_storage_buffer_binding_size >> 20
+        );
+    }
     let result = headless::run(&mut trainer, &run_dir, false)?;
     if let Some(last) = &result.last {
         println!(
