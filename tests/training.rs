@@ -121,7 +121,7 @@ fn resume_continues_the_same_curve() {
     let recipe =
         format!("{TINY} --synthetic-train 96 --batch-size 32 --epochs 3 --seed 5 --milestones 2");
     let whole = out_dir("whole");
-    train(&whole, &format!("{recipe}")).unwrap();
+    train(&whole, &recipe).unwrap();
 
     let split = out_dir("split");
     let first = train(&split, &format!("{recipe} --max-steps 4")).unwrap();

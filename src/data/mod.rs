@@ -97,7 +97,7 @@ impl Dataset {
             ));
         }
         let mut order: Vec<usize> = (0..self.len()).collect();
-        order.shuffle(&mut StdRng::seed_from_u64(seed ^ 0x5eed_0f_5a11));
+        order.shuffle(&mut StdRng::seed_from_u64(seed ^ 0x5eed_5a11));
         let (val, train) = order.split_at(count);
         let (mut train, mut val) = (train.to_vec(), val.to_vec());
         train.sort_unstable();
