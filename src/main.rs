@@ -159,11 +159,11 @@ fn eval(ctx: Arc<GpuContext>, args: &EvalArgs) -> Result<()> {
     }
     let model_path = headless::model_file(&args.checkpoint)?;
     let dict = StateDict::read(&model_path)?;
+    // A checkpoint of this tool has its run config (normalization) beside it.
     let saved = model_path
         .parent()
-        .map(|d| d.join(checkpoint::TRAINER_FILE))
-        .filter(|p| p.is_file())
-        .map(|p| checkpoint::read_trainer_state(p.parent().expect("has a folder")))
+        .filter(|dir| dir.join(checkpoint::TRAINER_FILE).is_file())
+        .map(checkpoint::read_trainer_state)
         .transpose()?;
     let data = args
         .data

@@ -103,6 +103,7 @@ fn conv_3x3_stride_1_vec4_kernel_matches_oracle() {
             );
             let dw = zeros("dw", &shape.weight_shape());
             let passes = conv.backward_weight(ctx(), &x, &dy, &dw).unwrap();
+            assert!(conv.uses_square_weight_kernel() && conv.weight_grad_splits() > 1);
             assert_eq!(passes.len(), 2, "split and reduce");
         }
         conv_case(shape, ConvTuning::default(), 300 + 10 * i as u64);
@@ -620,6 +621,42 @@ fn linear_matches_oracle() {
     );
 }
 
+/// The tensors of one softmax cross-entropy call on `logits` [labels.len(), classes].
+struct LossCase {
+    logits: Tensor,
+    labels: Tensor,
+    grad: Tensor,
+    sample_loss: Tensor,
+    sample_correct: Tensor,
+    metrics: Tensor,
+}
+
+impl LossCase {
+    fn new(logits: &[f32], labels: &[u32], grad_init: f32) -> Self {
+        let batch = labels.len();
+        let classes = logits.len() / batch;
+        LossCase {
+            logits: tensor("logits", &[batch, classes], logits),
+            labels: Tensor::from_u32(ctx(), "labels", &[batch], labels).unwrap(),
+            grad: tensor("grad", &[batch, classes], &vec![grad_init; logits.len()]),
+            sample_loss: zeros("sample_loss", &[batch]),
+            sample_correct: zeros("sample_correct", &[batch]),
+            metrics: zeros("metrics", &[loss::METRICS_LEN]),
+        }
+    }
+
+    fn tensors(&self) -> CrossEntropyTensors<'_> {
+        CrossEntropyTensors {
+            logits: &self.logits,
+            labels: &self.labels,
+            grad_logits: &self.grad,
+            sample_loss: &self.sample_loss,
+            sample_correct: &self.sample_correct,
+            metrics: &self.metrics,
+        }
+    }
+}
+
 #[test]
 fn cross_entropy_matches_oracle_and_accumulates_metrics() {
     let (batch, classes) = (5, 7);
@@ -629,22 +666,8 @@ fn cross_entropy_matches_oracle_and_accumulates_metrics() {
         .cloned()
         .fold(f32::MIN, f32::max); // a tie
     let labels: Vec<u32> = vec![0, 6, 3, 4, 2];
-    let lt = tensor("logits", &[batch, classes], &logits);
-    let lb = Tensor::from_u32(ctx(), "labels", &[batch], &labels).unwrap();
-    let (grad, sl, sc) = (
-        zeros("grad", &[batch, classes]),
-        zeros("sample_loss", &[batch]),
-        zeros("sample_correct", &[batch]),
-    );
-    let metrics = zeros("metrics", &[loss::METRICS_LEN]);
-    let t = CrossEntropyTensors {
-        logits: &lt,
-        labels: &lb,
-        grad_logits: &grad,
-        sample_loss: &sl,
-        sample_correct: &sc,
-        metrics: &metrics,
-    };
+    let case = LossCase::new(&logits, &labels, 0.0);
+    let (grad, sl, metrics, t) = (&case.grad, &case.sample_loss, &case.metrics, case.tensors());
     let d = loss::softmax_cross_entropy(ctx(), "loss", &t, batch).unwrap();
     let refs: Vec<&Dispatch> = d.iter().collect();
     run(&refs);
@@ -682,22 +705,9 @@ fn cross_entropy_ignores_the_padding_of_a_partial_batch() {
     let (batch, valid, classes) = (6, 4, 3);
     let logits = random(71, batch * classes);
     let labels: Vec<u32> = vec![2, 0, 1, 1, 7, 9]; // padding labels are never read
-    let lt = tensor("logits", &[batch, classes], &logits);
-    let lb = Tensor::from_u32(ctx(), "labels", &[batch], &labels).unwrap();
-    let (grad, sl, sc) = (
-        tensor("grad", &[batch, classes], &vec![5.0; batch * classes]),
-        zeros("sample_loss", &[batch]),
-        zeros("sample_correct", &[batch]),
-    );
-    let metrics = zeros("metrics", &[loss::METRICS_LEN]);
-    let t = CrossEntropyTensors {
-        logits: &lt,
-        labels: &lb,
-        grad_logits: &grad,
-        sample_loss: &sl,
-        sample_correct: &sc,
-        metrics: &metrics,
-    };
+    // The gradient starts non-zero, so padding rows must be written as zeros.
+    let case = LossCase::new(&logits, &labels, 5.0);
+    let (grad, metrics, t) = (&case.grad, &case.metrics, case.tensors());
     let d = loss::softmax_cross_entropy(ctx(), "loss", &t, valid).unwrap();
     run(&d.iter().collect::<Vec<_>>());
     let expect = oracle::loss::softmax_cross_entropy(

@@ -216,10 +216,7 @@ fn too_large_a_batch_is_refused_with_the_batch_that_fits() {
         weight_decay: 0.0,
         nesterov: false,
     };
-    let limit = ctx
-        .limits
-        .max_storage_buffer_binding_size
-        .min(ctx.limits.max_buffer_size);
+    let limit = ctx.max_binding_bytes();
     let fits = (limit / (16 * 32 * 32 * 4)) as usize;
     let err = Plan::new(&ctx, &net, fits + 1, image, &sgd, Default::default())
         .err()

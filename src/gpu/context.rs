@@ -123,6 +123,14 @@ impl GpuContext {
         }
     }
 
+    /// The most bytes one storage binding may hold on this device (the binding
+    /// limit, capped by the buffer size limit).
+    pub fn max_binding_bytes(&self) -> u64 {
+        self.limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size)
+    }
+
     pub fn has_timestamps(&self) -> bool {
         self.features.contains(wgpu::Features::TIMESTAMP_QUERY)
     }

@@ -260,10 +260,7 @@ fn checked_size(
     dtype: DType,
 ) -> Result<u64, GpuError> {
     let bytes = dtype.bytes(shape.iter().product()).max(4);
-    let limit = ctx
-        .limits
-        .max_storage_buffer_binding_size
-        .min(ctx.limits.max_buffer_size);
+    let limit = ctx.max_binding_bytes();
     if bytes > limit {
         return Err(GpuError::BindingTooLarge {
             what: format!("tensor '{label}' {shape:?}"),

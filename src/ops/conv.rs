@@ -263,8 +263,17 @@ impl Conv2d {
             .build(ctx)
     }
 
+    /// Whether backward_weight uses `conv3x3_s1_weight`. Its lanes are input
+    /// channels: with few (the RGB stem) most would idle.
+    pub fn uses_square_weight_kernel(&self) -> bool {
+        self.uses_square_kernel() && self.shape.in_c >= 8
+    }
+
     /// How many parts backward_weight splits its reduction over.
     pub fn weight_grad_splits(&self) -> u32 {
+        if self.uses_square_weight_kernel() {
+            return self.square_weight_grid()[0];
+        }
         let s = &self.shape;
         let [x, y, _] = self.grid(s.out_c, s.in_c * s.kernel_h * s.kernel_w, 1);
         let wanted = self.tuning.target_workgroups.div_ceil(x * y).max(1) as usize;
@@ -300,23 +309,16 @@ impl Conv2d {
         x.expect(&self.label, &s.input_shape(), DType::F32)?;
         dy.expect(&self.label, &s.output_shape(), DType::F32)?;
         dw.expect(&self.label, &s.weight_shape(), DType::F32)?;
-        // Lanes are input channels: with few (the RGB stem) most would idle.
-        let square = self.uses_square_kernel() && s.in_c >= 8;
+        let square = self.uses_square_weight_kernel();
         let n = s.in_c * s.kernel_h * s.kernel_w;
+        let splits = self.weight_grad_splits();
         // The pixel splits are grid x for the square kernel, z for the generic one.
-        let (entry, grid, splits, constants) = if square {
-            let grid = self.square_weight_grid();
+        let (entry, grid, constants) = if square {
             let constants = vec![("BW_WG", SQUARE_WEIGHT_WG)];
-            ("conv3x3_s1_weight", grid, grid[0], constants)
+            ("conv3x3_s1_weight", self.square_weight_grid(), constants)
         } else {
-            let splits = self.weight_grad_splits();
             let constants = self.constants(false).to_vec();
-            (
-                "backward_weight",
-                self.grid(s.out_c, n, splits),
-                splits,
-                constants,
-            )
+            ("backward_weight", self.grid(s.out_c, n, splits), constants)
         };
         let constants = constants.as_slice();
         let params = self.params(splits)?;

@@ -351,9 +351,7 @@ pub fn load_model(
             None => tracked = tracked.max(values.first().map(|&v| v as u64)),
         }
     }
-    let mut progress = trainer.progress();
-    progress.batches_tracked_base = tracked.unwrap_or(0);
-    trainer.set_progress(progress);
+    trainer.set_batches_tracked_base(tracked.unwrap_or(0));
     Ok(skipped)
 }
 

@@ -54,9 +54,7 @@ pub struct Plan {
     pub input: TensorId,
     pub labels: TensorId,
     pub logits: TensorId,
-    grad_logits: TensorId,
-    sample_loss: TensorId,
-    sample_correct: TensorId,
+    loss: LossTensors,
     pub train_metrics: TensorId,
     pub eval_metrics: TensorId,
     pub learning_rate: LearningRateBuffer,
@@ -93,20 +91,54 @@ struct Head {
     pooled: TensorId,
 }
 
+/// The loss's tensors besides its metrics accumulator (the train and eval
+/// losses differ only in that).
+#[derive(Clone, Copy)]
+struct LossTensors {
+    logits: TensorId,
+    labels: TensorId,
+    grad_logits: TensorId,
+    sample_loss: TensorId,
+    sample_correct: TensorId,
+}
+
+impl LossTensors {
+    /// Softmax cross-entropy dispatches accumulating into `metrics`, counting
+    /// the first `valid` samples.
+    fn dispatches(
+        &self,
+        ctx: &GpuContext,
+        t: &[Tensor],
+        metrics: TensorId,
+        label: &str,
+        valid: usize,
+    ) -> Result<Vec<Dispatch>, GpuError> {
+        let ce = CrossEntropyTensors {
+            logits: &t[self.logits],
+            labels: &t[self.labels],
+            grad_logits: &t[self.grad_logits],
+            sample_loss: &t[self.sample_loss],
+            sample_correct: &t[self.sample_correct],
+            metrics: &t[metrics],
+        };
+        loss::softmax_cross_entropy(ctx, label, &ce, valid)
+    }
+}
+
 struct BuiltBlock {
     input: TensorId,
     units: Vec<Unit>,
     shortcut: BuiltShortcut,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 enum List {
-    /// Recorded in training and evaluation passes alike.
-    Both,
     Train,
     Eval,
     Backward,
     Optimizer,
+    /// Recorded in training and evaluation passes alike (in both lists).
+    Both,
 }
 
 struct Builder<'c> {
@@ -114,7 +146,8 @@ struct Builder<'c> {
     batch: usize,
     tensors: Vec<Tensor>,
     dispatches: Vec<Dispatch>,
-    lists: [Vec<usize>; 5],
+    /// Dispatch ids of Train, Eval, Backward and Optimizer, in recording order.
+    lists: [Vec<usize>; 4],
     state: HashMap<String, TensorId>,
     params: Vec<(String, ParamSlot)>,
     /// Gradient scratch no longer read by any later dispatch of the backward pass.
@@ -167,22 +200,18 @@ impl Plan {
             blocks.push(block);
         }
         let (head, logits) = b.head(network, x)?;
-        let grad_logits = b.tensor("grad logits", &[batch, network.num_classes])?;
-        let sample_loss = b.tensor("sample loss", &[batch])?;
-        let sample_correct = b.tensor("sample correct", &[batch])?;
+        let loss_tensors = LossTensors {
+            logits,
+            labels,
+            grad_logits: b.tensor("grad logits", &[batch, network.num_classes])?,
+            sample_loss: b.tensor("sample loss", &[batch])?,
+            sample_correct: b.tensor("sample correct", &[batch])?,
+        };
         let train_metrics = b.tensor("train metrics", &[METRICS_LEN])?;
         let eval_metrics = b.tensor("eval metrics", &[METRICS_LEN])?;
-        let t = &b.tensors;
-        let ce = CrossEntropyTensors {
-            logits: &t[logits],
-            labels: &t[labels],
-            grad_logits: &t[grad_logits],
-            sample_loss: &t[sample_loss],
-            sample_correct: &t[sample_correct],
-            metrics: &t[train_metrics],
-        };
-        let loss = loss::softmax_cross_entropy(ctx, "train loss", &ce, batch)?;
+        let loss = loss_tensors.dispatches(ctx, &b.tensors, train_metrics, "train loss", batch)?;
         let train_loss: Vec<usize> = loss.into_iter().map(|d| b.add_dispatch(d)).collect();
+        let grad_logits = loss_tensors.grad_logits;
 
         // Backward, output to input.
         let mut dy = b.head_backward(&head, x, grad_logits)?;
@@ -208,20 +237,13 @@ impl Plan {
             )?;
             b.push(List::Optimizer, d);
         }
-        let [both_train, train, eval, backward, optimizer] = b.lists;
-        // `Both` dispatches are interleaved with train/eval ones; rebuild the
-        // two forward orders from dispatch ids, which are in build order.
-        let merge = |extra: &Vec<usize>| {
-            let mut v: Vec<usize> = both_train.iter().chain(extra).copied().collect();
-            v.sort_unstable();
-            v
-        };
+        let [forward_train, forward_eval, backward, optimizer] = b.lists;
         Ok(Plan {
             network: network.clone(),
             batch,
             image,
-            forward_train: merge(&train),
-            forward_eval: merge(&eval),
+            forward_train,
+            forward_eval,
             train_loss,
             backward,
             optimizer,
@@ -232,9 +254,7 @@ impl Plan {
             input,
             labels,
             logits,
-            grad_logits,
-            sample_loss,
-            sample_correct,
+            loss: loss_tensors,
             train_metrics,
             eval_metrics,
             learning_rate,
@@ -243,11 +263,6 @@ impl Plan {
 
     pub fn tensor(&self, id: TensorId) -> &Tensor {
         &self.tensors[id]
-    }
-
-    /// A tensor by its label (e.g. `layer1.0.bn2 output`), for tests and tools.
-    pub fn find_tensor(&self, label: &str) -> Option<&Tensor> {
-        self.tensors.iter().find(|t| t.label() == label)
     }
 
     /// The tensor of a state-dict entry (None for `num_batches_tracked`, which
@@ -309,16 +324,8 @@ impl Plan {
     /// Loss dispatches accumulating into `eval_metrics`, counting only the first
     /// `valid` samples of the batch (a last, partial evaluation batch).
     pub fn eval_loss(&self, ctx: &GpuContext, valid: usize) -> Result<Vec<Dispatch>, GpuError> {
-        let t = &self.tensors;
-        let ce = CrossEntropyTensors {
-            logits: &t[self.logits],
-            labels: &t[self.labels],
-            grad_logits: &t[self.grad_logits],
-            sample_loss: &t[self.sample_loss],
-            sample_correct: &t[self.sample_correct],
-            metrics: &t[self.eval_metrics],
-        };
-        loss::softmax_cross_entropy(ctx, "eval loss", &ce, valid)
+        self.loss
+            .dispatches(ctx, &self.tensors, self.eval_metrics, "eval loss", valid)
     }
 
     pub fn summary(&self) -> PlanSummary {
@@ -348,10 +355,7 @@ fn check_batch_fits(
     batch: usize,
     image: ImageShape,
 ) -> Result<(), GpuError> {
-    let limit = ctx
-        .limits
-        .max_storage_buffer_binding_size
-        .min(ctx.limits.max_buffer_size);
+    let limit = ctx.max_binding_bytes();
     let mut largest = (image.numel(), "input".to_string());
     let mut consider = |spec: &ConvBnSpec, hw| {
         let shape = conv_shape(spec, 1, hw);
@@ -423,7 +427,12 @@ impl Builder<'_> {
 
     fn push(&mut self, list: List, d: Dispatch) {
         let id = self.add_dispatch(d);
-        self.lists[list as usize].push(id);
+        if list == List::Both {
+            self.lists[List::Train as usize].push(id);
+            self.lists[List::Eval as usize].push(id);
+        } else {
+            self.lists[list as usize].push(id);
+        }
     }
 
     fn push_all(&mut self, list: List, ds: Vec<Dispatch>) {

@@ -155,10 +155,7 @@ impl Feed {
     ) -> Result<Self, GpuError> {
         let batch = plan.batch;
         let shape = data.shape;
-        let limit = ctx
-            .limits
-            .max_storage_buffer_binding_size
-            .min(ctx.limits.max_buffer_size);
+        let limit = ctx.max_binding_bytes();
         let bytes = data.images.len() as u64;
         let streamed = force_stream || bytes > limit || bytes >= u64::from(u32::MAX);
         let dims = |n| [n, shape.channels, shape.height, shape.width];
@@ -406,6 +403,12 @@ impl Trainer {
     /// Whether the data had to be streamed (did not fit one storage binding).
     pub fn streams_data(&self) -> (bool, bool) {
         (self.train.streamed, self.test.streamed)
+    }
+
+    /// BN `num_batches_tracked` before this run's first step (from a loaded
+    /// state dict).
+    pub fn set_batches_tracked_base(&mut self, count: u64) {
+        self.progress.batches_tracked_base = count;
     }
 
     /// Continues from a saved position (the model and momenta are written
