@@ -197,7 +197,31 @@ pub struct TrainArgs {
     pub no_gui: bool,
 }
 
+/// `train` as a command of its own, to parse or default its options outside
+/// the binary (the window's settings, tests).
+#[derive(clap::Parser)]
+struct TrainCommand {
+    #[command(flatten)]
+    args: TrainArgs,
+}
+
 impl TrainArgs {
+    /// Every option at its default, as `train` with no flags.
+    pub fn defaults() -> Self {
+        <TrainCommand as clap::Parser>::parse_from(["train"]).args
+    }
+
+    /// The default run made small enough to show learning within a minute or
+    /// two on a CPU adapter (lavapipe: ResNet-20 takes ~5 s per step of 128).
+    pub fn shrink_for_cpu(&mut self) {
+        self.model.model = "resnet8".into();
+        self.batch_size = 32;
+        self.data.synthetic_train = 2048;
+        self.data.synthetic_test = 512;
+        self.epochs = Some(6);
+        self.lr = 0.05;
+    }
+
     /// The run configuration for `data`, checked for values that cannot work.
     pub fn config(&self, data: &DataSplit) -> Result<TrainConfig> {
         if self.batch_size == 0 {

@@ -1,17 +1,15 @@
-//! The terminal front end: drives the trainer, shows a progress bar, writes
-//! runs/<name>/ (config.json, metrics.jsonl, checkpoints).
+//! The terminal front end: drives the trainer and shows a progress bar; the
+//! run folder (config.json, metrics.jsonl, checkpoints) is written through
+//! [`crate::runs`], as the desktop window does.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli::TrainArgs;
-use crate::gpu::GpuContext;
-use crate::train::checkpoint::{self, LoadMode, StateDict};
-use crate::train::{EpochReport, TrainEvent, Trainer};
+use crate::runs::MetricsLog;
+use crate::train::checkpoint;
+use crate::train::{EpochReport, Throughput, TrainEvent, Trainer};
 
 /// What a finished run leaves behind.
 #[derive(Debug)]
@@ -19,90 +17,6 @@ pub struct RunSummary {
     pub run_dir: PathBuf,
     pub last: Option<EpochReport>,
     pub checkpoint: Option<PathBuf>,
-}
-
-/// Builds the trainer for `args` (new, --init or --resume) and its run folder.
-pub fn prepare(ctx: Arc<GpuContext>, args: &TrainArgs) -> Result<(Trainer, PathBuf)> {
-    if let Some(resume) = &args.resume {
-        return resume_run(ctx, args, resume);
-    }
-    let data = args.data.load(args.seed)?;
-    let config = args.config(&data)?;
-    let name = args
-        .name
-        .clone()
-        .unwrap_or_else(|| default_name(&config.model.name, args));
-    let run_dir = args.out.join(name);
-    if run_dir.join("checkpoints").exists() {
-        bail!(
-            "{} already holds a run; pass --resume {} to continue it or --name for a new one",
-            run_dir.display(),
-            run_dir.display()
-        );
-    }
-    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
-    let mut trainer = Trainer::new(ctx, config, data)?;
-    if let Some(init) = &args.init {
-        let path = model_file(init)?;
-        let dict = StateDict::read(&path)?;
-        let skipped = checkpoint::load_model(&mut trainer, &dict, &path, LoadMode::Init)?;
-        if !skipped.is_empty() {
-            eprintln!(
-                "--init: kept the new classifier ({}): its class count differs",
-                skipped.join(", ")
-            );
-        }
-    }
-    let json = serde_json::to_string_pretty(&trainer.config)?;
-    checkpoint::write_atomically(&run_dir.join("config.json"), json.as_bytes())?;
-    Ok((trainer, run_dir))
-}
-
-fn default_name(model: &str, args: &TrainArgs) -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    format!("{model}-{:?}-{secs}", args.data.kind()).to_lowercase()
-}
-
-/// A model.safetensors path from a file or checkpoint/run folder.
-pub fn model_file(path: &Path) -> Result<PathBuf> {
-    if path.is_file() {
-        return Ok(path.to_path_buf());
-    }
-    Ok(checkpoint::resolve(path)?.join(checkpoint::MODEL_FILE))
-}
-
-fn resume_run(ctx: Arc<GpuContext>, args: &TrainArgs, resume: &Path) -> Result<(Trainer, PathBuf)> {
-    let dir = checkpoint::resolve(resume)?;
-    let (mut config, progress, momenta) = checkpoint::read_trainer_state(&dir)?;
-    let data = args.data.load(config.seed)?;
-    if data.name != config.dataset {
-        bail!(
-            "{}: the run trained on '{}', but the data given is '{}'; pass the same --dataset/--data",
-            dir.display(),
-            config.dataset,
-            data.name
-        );
-    }
-    if let Some(epochs) = args.epochs.filter(|&e| e > config.epochs) {
-        config.epochs = epochs;
-        config.schedule.epochs = epochs;
-    }
-    config.max_steps = args.max_steps;
-    let mut trainer = Trainer::new(ctx, config, data)?;
-    let model_path = dir.join(checkpoint::MODEL_FILE);
-    let dict = StateDict::read(&model_path)?;
-    checkpoint::load_model(&mut trainer, &dict, &model_path, LoadMode::Strict)?;
-    checkpoint::load_momenta(&trainer, &momenta, &dir.join(checkpoint::TRAINER_FILE))?;
-    trainer.set_progress(progress);
-    // The run folder is two levels up from checkpoints/step-N.
-    let run_dir = dir
-        .parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| dir.clone());
-    Ok((trainer, run_dir))
 }
 
 /// Trains to the end with a progress bar; checkpoints after every epoch and at
@@ -122,12 +36,7 @@ pub fn run(trainer: &mut Trainer, run_dir: &Path, quiet: bool) -> Result<RunSumm
         .expect("valid template"),
     );
     bar.set_position(trainer.progress().global_step);
-    let metrics_path = run_dir.join("metrics.jsonl");
-    let mut metrics_file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&metrics_path)
-        .with_context(|| format!("opening {}", metrics_path.display()))?;
+    let mut metrics_log = MetricsLog::open(run_dir)?;
     // Stay at most two reports ahead of the GPU: enough to keep it busy.
     let max_in_flight = 2 * trainer.config.report_every as u64 + 1;
     let mut summary = RunSummary {
@@ -160,8 +69,7 @@ pub fn run(trainer: &mut Trainer, run_dir: &Path, quiet: bool) -> Result<RunSumm
                     ));
                 }
                 TrainEvent::Epoch(e) => {
-                    writeln!(metrics_file, "{}", serde_json::to_string(&e)?)?;
-                    metrics_file.flush()?;
+                    metrics_log.append(&e)?;
                     bar.println(format!(
                         "epoch {:>6.2}  train loss {:.4} acc {:.2}%  {} loss {:.4} acc {:.2}%  lr {:.4}  {:.1} img/s",
                         e.epoch,
@@ -175,6 +83,7 @@ pub fn run(trainer: &mut Trainer, run_dir: &Path, quiet: bool) -> Result<RunSumm
                     ));
                     summary.last = Some(e);
                 }
+                TrainEvent::Predictions { .. } => {}
                 TrainEvent::Diverged { step, loss } => {
                     bar.abandon();
                     let kept = summary
@@ -204,26 +113,4 @@ pub fn run(trainer: &mut Trainer, run_dir: &Path, quiet: bool) -> Result<RunSumm
     }
     bar.finish_and_clear();
     Ok(summary)
-}
-
-/// Images per second over the last reported steps.
-#[derive(Default)]
-struct Throughput {
-    since: Option<(web_time::Instant, u64)>,
-    value: f64,
-}
-
-impl Throughput {
-    fn update(&mut self, step: u64, batch: usize) -> f64 {
-        let now = web_time::Instant::now();
-        match self.since {
-            Some((t, s)) if step > s && (now - t).as_secs_f64() > 0.5 => {
-                self.value = (step - s) as f64 * batch as f64 / (now - t).as_secs_f64();
-                self.since = Some((now, step));
-            }
-            None => self.since = Some((now, step)),
-            _ => {}
-        }
-        self.value
-    }
 }

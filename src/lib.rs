@@ -19,5 +19,9 @@ pub mod headless;
 pub mod model;
 pub mod ops;
 pub mod reference;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod runs;
 pub mod shapes;
 pub mod train;
+#[cfg(feature = "gui")]
+pub mod ui;

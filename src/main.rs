@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use resnet_wgpu::bench::{self, BenchOpsOptions, BenchTrainOptions};
 use resnet_wgpu::cli::{DataArgs, ModelArgs, TrainArgs};
 use resnet_wgpu::gpu::{BackendChoice, GpuContext};
-use resnet_wgpu::headless;
+use resnet_wgpu::{headless, runs};
 use resnet_wgpu::model::ModelSpec;
 use resnet_wgpu::shapes::{AugmentConfig, ImageShape, SgdConfig};
 use resnet_wgpu::train::checkpoint::{self, LoadMode, StateDict};
@@ -24,13 +24,15 @@ struct Cli {
     /// Graphics API to run on (auto honours WGPU_BACKEND).
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto, global = true)]
     backend: BackendChoice,
+    /// Without a command: the desktop window, training on the built-in dataset.
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train a ResNet (the built-in dataset unless --data is given).
+    /// Train a ResNet (the built-in dataset unless --data is given) in the
+    /// desktop window, or in the terminal with --no-gui.
     Train(Box<TrainArgs>),
     /// Loss and accuracy of a checkpoint on a dataset's test set.
     Eval(EvalArgs),
@@ -90,8 +92,13 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let command = match cli.command {
+        None => return window(cli.backend, TrainArgs::defaults(), true),
+        Some(Command::Train(args)) if !args.no_gui => return window(cli.backend, *args, false),
+        Some(command) => command,
+    };
     let ctx = Arc::new(GpuContext::new_blocking(cli.backend)?);
-    match cli.command {
+    match command {
         Command::Train(args) => train(ctx, &args),
         Command::Eval(args) => eval(ctx, &args),
         Command::Info(args) => info(&ctx, &args),
@@ -104,11 +111,34 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn train(ctx: Arc<GpuContext>, args: &TrainArgs) -> Result<()> {
-    if !args.no_gui {
-        eprintln!("note: the desktop window is not built yet; training in the terminal (--no-gui)");
+/// The desktop window; without a display (or a build without it) the same
+/// run goes on in the terminal.
+fn window(backend: BackendChoice, args: TrainArgs, defaults: bool) -> Result<()> {
+    #[cfg(feature = "gui")]
+    {
+        use resnet_wgpu::ui::{AppOptions, desktop};
+        let options = AppOptions {
+            autostart: true,
+            defaults_may_shrink: defaults,
+        };
+        match desktop::run(backend, args.clone(), options) {
+            Ok(()) => return Ok(()),
+            Err(e) => eprintln!("no window: {e}; training in the terminal instead (--no-gui skips this)"),
+        }
     }
-    let (mut trainer, run_dir) = headless::prepare(ctx.clone(), args)?;
+    #[cfg(not(feature = "gui"))]
+    eprintln!("this build has no window (feature \"gui\" off); training in the terminal");
+    let mut args = args;
+    let ctx = GpuContext::new_blocking(backend)?;
+    if defaults && ctx.adapter_info.device_type == wgpu::DeviceType::Cpu {
+        // The small run the window would pick on a CPU adapter, for the same reason.
+        args.shrink_for_cpu();
+    }
+    train(Arc::new(ctx), &args)
+}
+
+fn train(ctx: Arc<GpuContext>, args: &TrainArgs) -> Result<()> {
+    let (mut trainer, run_dir) = runs::prepare(ctx.clone(), args)?;
     let summary = trainer.plan().summary();
     println!("adapter: {}", ctx.describe());
     println!(
@@ -157,7 +187,7 @@ fn eval(ctx: Arc<GpuContext>, args: &EvalArgs) -> Result<()> {
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
-    let model_path = headless::model_file(&args.checkpoint)?;
+    let model_path = runs::model_file(&args.checkpoint)?;
     let dict = StateDict::read(&model_path)?;
     // A checkpoint of this tool has its run config (normalization) beside it.
     let saved = model_path

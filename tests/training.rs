@@ -10,11 +10,11 @@ use clap::Parser;
 use resnet_wgpu::cli::TrainArgs;
 use resnet_wgpu::data::{DataSplit, Dataset, SyntheticOptions, synthetic};
 use resnet_wgpu::gpu::GpuError;
-use resnet_wgpu::headless;
+use resnet_wgpu::{headless, runs};
 use resnet_wgpu::model::{ModelSpec, ShortcutKind};
 use resnet_wgpu::shapes::{ImageShape, SgdConfig};
 use resnet_wgpu::train::checkpoint::{StateDict, Values, read_model, write_safetensors};
-use resnet_wgpu::train::{EpochReport, Plan, Trainer};
+use resnet_wgpu::train::{EpochReport, Plan, TrainEvent, Trainer};
 
 use common::shared_ctx;
 
@@ -38,7 +38,7 @@ fn train_args(out: &Path, extra: &str) -> TrainArgs {
 
 fn train(out: &Path, extra: &str) -> anyhow::Result<headless::RunSummary> {
     let args = train_args(out, extra);
-    let (mut trainer, run_dir) = headless::prepare(shared_ctx(), &args)?;
+    let (mut trainer, run_dir) = runs::prepare(shared_ctx(), &args)?;
     headless::run(&mut trainer, &run_dir, true)
 }
 
@@ -133,7 +133,7 @@ fn resume_continues_the_same_curve() {
             split.join("run").display()
         ),
     );
-    let (mut trainer, run_dir) = headless::prepare(shared_ctx(), &resumed).unwrap();
+    let (mut trainer, run_dir) = runs::prepare(shared_ctx(), &resumed).unwrap();
     assert_eq!(trainer.progress().global_step, 4);
     headless::run(&mut trainer, &run_dir, true).unwrap();
 
@@ -257,7 +257,7 @@ fn resume_refuses_other_data_and_a_taken_run_name() {
             out.join("run").display()
         ),
     );
-    let e = headless::prepare(shared_ctx(), &other)
+    let e = runs::prepare(shared_ctx(), &other)
         .err()
         .unwrap()
         .to_string();
@@ -266,7 +266,7 @@ fn resume_refuses_other_data_and_a_taken_run_name() {
         &out,
         &format!("{TINY} --resume {}", out.join("nothing").display()),
     );
-    let e = headless::prepare(shared_ctx(), &missing)
+    let e = runs::prepare(shared_ctx(), &missing)
         .err()
         .unwrap()
         .to_string();
@@ -302,7 +302,7 @@ fn init_loads_a_state_dict_and_names_what_is_wrong() {
             file.display()
         ),
     );
-    let (trainer, _) = headless::prepare(shared_ctx(), &args).unwrap();
+    let (trainer, _) = runs::prepare(shared_ctx(), &args).unwrap();
     for (name, _, values) in read_model(&trainer).unwrap() {
         let Values::F32(gpu) = values else { continue };
         assert_eq!(gpu, dict.tensors[&format!("init.{name}")].1, "{name}");
@@ -317,7 +317,7 @@ fn init_loads_a_state_dict_and_names_what_is_wrong() {
             file.display()
         ),
     );
-    let e = headless::prepare(shared_ctx(), &args)
+    let e = runs::prepare(shared_ctx(), &args)
         .err()
         .unwrap()
         .to_string();
@@ -373,5 +373,54 @@ fn imagenet_models_train_a_step_and_checkpoint_torchvision_names() {
             );
         }
         assert_eq!(dict.tensors["layer4.1.bn2.num_batches_tracked"].1, [1.0]);
+    }
+}
+
+#[test]
+fn captured_predictions_agree_with_the_evaluated_accuracy() {
+    // 37 test images at batch 16: the last evaluation batch is partial.
+    let full = synthetic(SyntheticOptions {
+        train: 64,
+        test: 37,
+        seed: 3,
+    });
+    let data = DataSplit {
+        train: half_size(&full.train),
+        test: half_size(&full.test),
+        ..full
+    };
+    let labels = data.test.labels.clone();
+    let args = train_args(
+        &out_dir("predictions"),
+        &format!("{TINY} --batch-size 16 --epochs 2 --schedule constant"),
+    );
+    let mut trainer = Trainer::new(shared_ctx(), args.config(&data).unwrap(), data).unwrap();
+    trainer.capture_predictions();
+    let mut evaluations = vec![];
+    let mut predictions = vec![];
+    while !(trainer.is_finished() && trainer.is_idle()) {
+        trainer.submit_steps(usize::MAX).unwrap();
+        trainer.wait_for_gpu().unwrap();
+        for event in trainer.poll().unwrap() {
+            match event {
+                TrainEvent::Epoch(e) => evaluations.push(e),
+                TrainEvent::Predictions { step, predicted } => predictions.push((step, predicted)),
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(evaluations.len(), 2);
+    assert_eq!(predictions.len(), 2);
+    for (e, (step, predicted)) in evaluations.iter().zip(&predictions) {
+        assert_eq!(e.step, *step);
+        assert_eq!(predicted.len(), labels.len());
+        assert!(predicted.iter().all(|&p| p < 10));
+        let right = predicted.iter().zip(&labels).filter(|(p, l)| **p == u32::from(**l)).count();
+        let accuracy = right as f32 / labels.len() as f32;
+        assert!(
+            (accuracy - e.test_acc).abs() < 1e-6,
+            "step {step}: predictions give {accuracy}, the GPU counted {}",
+            e.test_acc
+        );
     }
 }

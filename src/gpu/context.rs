@@ -14,7 +14,7 @@ pub enum BackendChoice {
 }
 
 impl BackendChoice {
-    fn backends(self) -> wgpu::Backends {
+    pub fn backends(self) -> wgpu::Backends {
         match self {
             BackendChoice::Auto => wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all()),
             BackendChoice::Vulkan => wgpu::Backends::VULKAN,
@@ -87,16 +87,8 @@ impl GpuContext {
 
     pub async fn from_adapter(adapter: &wgpu::Adapter) -> Result<Self, GpuError> {
         let adapter_info = adapter.get_info();
-        let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
         let (device, queue) = adapter
-            .request_device(&wgpu::DeviceDescriptor {
-                label: Some("resnet-wgpu"),
-                required_features: features,
-                required_limits: adapter.limits(),
-                experimental_features: wgpu::ExperimentalFeatures::disabled(),
-                memory_hints: wgpu::MemoryHints::Performance,
-                trace: wgpu::Trace::Off,
-            })
+            .request_device(&Self::device_descriptor(adapter))
             .await
             .map_err(|e| GpuError::RequestDevice {
                 adapter: adapter_info.name.clone(),
@@ -105,7 +97,22 @@ impl GpuContext {
         Ok(Self::from_device(device, queue, adapter_info))
     }
 
-    /// Wraps a device opened elsewhere (e.g. by the GUI's renderer).
+    /// What training asks of a device: every limit the adapter has (large
+    /// storage bindings) and timestamp queries where available (for `bench`).
+    /// The window's renderer opens its device with this too, so both share it.
+    pub fn device_descriptor(adapter: &wgpu::Adapter) -> wgpu::DeviceDescriptor<'static> {
+        wgpu::DeviceDescriptor {
+            label: Some("resnet-wgpu"),
+            required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
+            required_limits: adapter.limits(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }
+    }
+
+    /// Wraps a device opened elsewhere (the window's renderer, opened with
+    /// [`Self::device_descriptor`]).
     pub fn from_device(
         device: wgpu::Device,
         queue: wgpu::Queue,

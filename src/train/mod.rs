@@ -4,10 +4,12 @@ pub mod checkpoint;
 pub mod metrics;
 pub mod plan;
 pub mod schedule;
+pub mod throughput;
 pub mod trainer;
 
 pub use plan::{Plan, PlanSummary};
 pub use schedule::{DecayKind, Schedule};
+pub use throughput::Throughput;
 pub use trainer::{
     EpochReport, Progress, StepReport, TrainConfig, TrainEvent, Trainer, channel_statistics,
     epoch_order,

@@ -4,6 +4,7 @@
 //! headless loop, the desktop window and the browser all drive it this way.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
 use serde::{Deserialize, Serialize};
@@ -117,7 +118,62 @@ pub enum TrainEvent {
         step: u64,
         loss: f32,
     },
+    /// The predicted class of the first `predicted.len()` evaluation images,
+    /// after the evaluation at `step` (only with `capture_predictions`).
+    Predictions { step: u64, predicted: Vec<u32> },
 }
+
+/// The evaluation logits copied into one mappable buffer, batch by batch.
+struct PredictionCapture {
+    samples: usize,
+    classes: usize,
+    /// The buffer of the evaluation now being recorded.
+    open: Option<wgpu::Buffer>,
+    /// Buffers whose map was requested: (buffer, step, map state).
+    in_flight: Vec<(wgpu::Buffer, u64, Arc<AtomicU8>)>,
+}
+
+impl PredictionCapture {
+    /// Copies this batch's logits (those of captured samples) into the open buffer.
+    fn copy_batch(
+        &mut self,
+        device: &wgpu::Device,
+        encoder: &mut wgpu::CommandEncoder,
+        logits: &wgpu::Buffer,
+        first: bool,
+        start: usize,
+        valid: usize,
+    ) {
+        let row = 4 * self.classes as u64;
+        if first {
+            self.open = Some(device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("eval logits staging"),
+                size: row * self.samples as u64,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }));
+        }
+        let rows = valid.min(self.samples.saturating_sub(start));
+        if let (Some(buffer), true) = (&self.open, rows > 0) {
+            encoder.copy_buffer_to_buffer(logits, 0, buffer, row * start as u64, row * rows as u64);
+        }
+    }
+
+    /// Maps the evaluation's buffer (after its last submit).
+    fn close(&mut self, step: u64) {
+        if let Some(buffer) = self.open.take() {
+            let state = Arc::new(AtomicU8::new(0));
+            let flag = state.clone();
+            buffer.map_async(wgpu::MapMode::Read, .., move |result| {
+                flag.store(if result.is_ok() { 1 } else { 2 }, Ordering::Release);
+            });
+            self.in_flight.push((buffer, step, state));
+        }
+    }
+}
+
+/// The most logits one evaluation copies back (a confusion matrix needs no more).
+const MAX_CAPTURE_BYTES: u64 = 64 << 20;
 
 /// Where the run stands; saved with each checkpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -253,6 +309,7 @@ pub struct Trainer {
     reported_step: u64,
     eval_name: String,
     last_submission: Option<wgpu::SubmissionIndex>,
+    predictions: Option<PredictionCapture>,
     /// CPU time the last step took to record (batch upload, uniforms, encoder).
     pub last_record_seconds: f64,
 }
@@ -367,6 +424,7 @@ impl Trainer {
             reported_step: 0,
             eval_name: data.eval_name,
             last_submission: None,
+            predictions: None,
             last_record_seconds: 0.0,
             config,
         };
@@ -441,6 +499,10 @@ impl Trainer {
     /// Every submitted step's metrics have come back.
     pub fn is_idle(&self) -> bool {
         self.metrics.pending() == 0
+            && self
+                .predictions
+                .as_ref()
+                .is_none_or(|c| c.in_flight.is_empty())
     }
 
     pub fn has_diverged(&self) -> bool {
@@ -575,10 +637,17 @@ impl Trainer {
                 };
                 self.plan.record_eval_batch(&mut pass, loss);
             }
+            if let Some(capture) = &mut self.predictions {
+                let logits = self.plan.tensor(self.plan.logits).buffer();
+                capture.copy_batch(&ctx.device, &mut encoder, logits, i == 0, start, valid);
+            }
             if i + 1 == batches {
                 let staging = self.metrics.record_eval(&ctx, &mut encoder, eval_metrics);
                 let index = ctx.queue.submit([encoder.finish()]);
                 let step = self.progress.global_step;
+                if let Some(capture) = &mut self.predictions {
+                    capture.close(step);
+                }
                 self.metrics.close_eval(
                     staging,
                     Tag::Eval(ReportTag {
@@ -612,7 +681,55 @@ impl Trainer {
                 ReportKind::Eval(_) => {}
             }
         }
+        self.take_predictions(&mut events)?;
         Ok(events)
+    }
+
+    /// After each evaluation, also report the predicted class of the first
+    /// evaluation images (as many as 64 MiB of logits hold): for a confusion
+    /// matrix or a picture grid. Costs one buffer copy per evaluation batch.
+    pub fn capture_predictions(&mut self) {
+        let classes = self.plan.network.num_classes;
+        let cap = (MAX_CAPTURE_BYTES.min(self.ctx.limits.max_buffer_size) / (4 * classes as u64)) as usize;
+        self.predictions = Some(PredictionCapture {
+            samples: self.test.data.len().min(cap),
+            classes,
+            open: None,
+            in_flight: vec![],
+        });
+    }
+
+    /// Turns mapped logits buffers into `Predictions` events; never blocks.
+    fn take_predictions(&mut self, events: &mut Vec<TrainEvent>) -> Result<(), GpuError> {
+        let Some(capture) = &mut self.predictions else {
+            return Ok(());
+        };
+        while let Some((_, _, state)) = capture.in_flight.first() {
+            match state.load(Ordering::Acquire) {
+                0 => break,
+                2 => {
+                    return Err(GpuError::Readback {
+                        what: "evaluation logits".into(),
+                        message: "map_async failed (device lost?)".into(),
+                    });
+                }
+                _ => {}
+            }
+            let (buffer, step, _) = capture.in_flight.remove(0);
+            let predicted = {
+                let view = buffer.get_mapped_range(..).map_err(|e| GpuError::Readback {
+                    what: "evaluation logits".into(),
+                    message: e.to_string(),
+                })?;
+                bytemuck::cast_slice::<u8, f32>(&view)
+                    .chunks_exact(capture.classes)
+                    .map(argmax)
+                    .collect()
+            };
+            buffer.unmap();
+            events.push(TrainEvent::Predictions { step, predicted });
+        }
+        Ok(())
     }
 
     fn step_event(&mut self, t: ReportTag, snap: MetricsSnapshot, events: &mut Vec<TrainEvent>) {
@@ -691,6 +808,17 @@ impl Trainer {
     pub fn batches_tracked(&self) -> u64 {
         self.progress.batches_tracked_base + self.progress.global_step
     }
+}
+
+/// The index of the largest value (the first of equals, as torch.argmax).
+fn argmax(row: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best as u32
 }
 
 /// The order of the training set in `epoch`: a shuffle seeded by (seed, epoch),

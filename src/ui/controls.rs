@@ -1,0 +1,167 @@
+//! The settings and buttons on the left of the window.
+
+use eframe::egui;
+
+use super::session::RunState;
+use crate::cli::{DatasetKind, ShortcutArg, TrainArgs};
+
+/// The models offered in the window (the CLI takes any 6n+2 and ImageNet sizes).
+pub const MODELS: &[&str] = &[
+    "resnet8",
+    "resnet14",
+    "resnet20",
+    "resnet32",
+    "resnet44",
+    "resnet56",
+    "resnet110",
+    "resnet18-cifar",
+];
+
+/// What a button asked for; the app carries it out after drawing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Start,
+    Pause,
+    Resume,
+    Stop,
+    Save,
+    ChooseData,
+}
+
+fn dataset_label(kind: DatasetKind) -> &'static str {
+    match kind {
+        DatasetKind::Synthetic => "built-in shapes",
+        DatasetKind::Cifar10 => "CIFAR-10 folder",
+        DatasetKind::Cifar100 => "CIFAR-100 folder",
+        DatasetKind::Folder => "image folder",
+    }
+}
+
+/// The run settings, editable while no run is active.
+pub fn settings(ui: &mut egui::Ui, args: &mut TrainArgs, editable: bool) -> Option<Action> {
+    let mut action = None;
+    ui.add_enabled_ui(editable, |ui| {
+        egui::Grid::new("settings")
+            .num_columns(2)
+            .spacing([8.0, 6.0])
+            .show(ui, |ui| {
+                let label = ui.label("Model");
+                egui::ComboBox::from_id_salt("model")
+                    .selected_text(args.model.model.as_str())
+                    .show_ui(ui, |ui| {
+                        for &m in MODELS {
+                            ui.selectable_value(&mut args.model.model, m.to_string(), m);
+                        }
+                    })
+                    .response
+                    .labelled_by(label.id);
+                ui.end_row();
+
+                ui.label("Shortcut");
+                ui.horizontal(|ui| {
+                    ui.radio_value(&mut args.model.shortcut, ShortcutArg::A, "A (pad)")
+                        .on_hover_text("identity with zero-padded channels (the paper's CIFAR choice)");
+                    ui.radio_value(&mut args.model.shortcut, ShortcutArg::B, "B (1x1 conv)")
+                        .on_hover_text("projection where the shape changes");
+                });
+                ui.end_row();
+
+                let label = ui.label("Dataset");
+                let mut kind = args.data.kind();
+                egui::ComboBox::from_id_salt("dataset")
+                    .selected_text(dataset_label(kind))
+                    .show_ui(ui, |ui| {
+                        for k in [DatasetKind::Synthetic, DatasetKind::Cifar10, DatasetKind::Cifar100] {
+                            ui.selectable_value(&mut kind, k, dataset_label(k));
+                        }
+                    })
+                    .response
+                    .labelled_by(label.id);
+                if kind != args.data.kind() {
+                    args.data.dataset = Some(kind);
+                    if kind == DatasetKind::Synthetic {
+                        args.data.data = None;
+                    }
+                }
+                ui.end_row();
+
+                if kind != DatasetKind::Synthetic {
+                    ui.label("Folder");
+                    ui.horizontal(|ui| {
+                        if ui.button("Choose…").clicked() {
+                            action = Some(Action::ChooseData);
+                        }
+                        let shown = args.data.data.as_ref().map_or("none chosen".into(), |p| {
+                            p.display().to_string()
+                        });
+                        ui.add(egui::Label::new(shown).truncate());
+                    });
+                    ui.end_row();
+                }
+
+                let label = ui.label("Batch size");
+                ui.add(egui::DragValue::new(&mut args.batch_size).range(1..=4096))
+                    .labelled_by(label.id);
+                ui.end_row();
+
+                let label = ui.label("Learning rate");
+                ui.add(
+                    egui::DragValue::new(&mut args.lr)
+                        .range(1e-5..=2.0)
+                        .speed(0.002)
+                        .max_decimals(5),
+                )
+                .labelled_by(label.id);
+                ui.end_row();
+
+                let label = ui.label("Epochs");
+                let mut epochs = args.epochs.unwrap_or(crate::cli::DEFAULT_EPOCHS);
+                let field = ui.add(egui::DragValue::new(&mut epochs).range(1..=1000));
+                if field.labelled_by(label.id).changed() {
+                    args.epochs = Some(epochs);
+                }
+                ui.end_row();
+            });
+    });
+    action
+}
+
+/// Start / pause / resume / stop / save, as the run's state allows.
+pub fn buttons(ui: &mut egui::Ui, state: Option<&RunState>, can_save: bool) -> Option<Action> {
+    let mut action = None;
+    ui.horizontal_wrapped(|ui| {
+        let running = state.is_some_and(|s| !s.is_over());
+        if !running && ui.button("Start").clicked() {
+            action = Some(Action::Start);
+        }
+        match state {
+            Some(RunState::Running) if ui.button("Pause").clicked() => {
+                action = Some(Action::Pause);
+            }
+            Some(RunState::Paused) if ui.button("Resume").clicked() => {
+                action = Some(Action::Resume);
+            }
+            _ => {}
+        }
+        if running
+            && ui
+                .add_enabled(
+                    *state.expect("running") != RunState::Stopping,
+                    egui::Button::new("Stop"),
+                )
+                .clicked()
+        {
+            action = Some(Action::Stop);
+        }
+        if state.is_some()
+            && cfg!(not(target_arch = "wasm32"))
+            && ui
+                .add_enabled(can_save, egui::Button::new("Save checkpoint"))
+                .on_disabled_hover_text("waiting for the steps in flight")
+                .clicked()
+        {
+            action = Some(Action::Save);
+        }
+    });
+    action
+}

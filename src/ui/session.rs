@@ -1,0 +1,224 @@
+//! One training run inside the window: drives the non-blocking trainer a little
+//! every frame (submit a few steps, poll what came back) and never waits on
+//! the GPU.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+
+use super::history::History;
+use crate::gpu::GpuContext;
+use crate::train::{TrainEvent, Trainer};
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum RunState {
+    Running,
+    Paused,
+    /// Stop was pressed: no more steps; waits for the ones in flight.
+    Stopping,
+    Stopped,
+    Finished,
+    Failed(String),
+}
+
+impl RunState {
+    pub fn label(&self) -> &'static str {
+        match self {
+            RunState::Running => "training",
+            RunState::Paused => "paused",
+            RunState::Stopping => "stopping",
+            RunState::Stopped => "stopped",
+            RunState::Finished => "finished",
+            RunState::Failed(_) => "failed",
+        }
+    }
+
+    /// No more steps will be submitted in this session.
+    pub fn is_over(&self) -> bool {
+        matches!(
+            self,
+            RunState::Stopped | RunState::Finished | RunState::Failed(_)
+        )
+    }
+}
+
+/// The run folder of a native session: the same files as a headless run.
+#[cfg(not(target_arch = "wasm32"))]
+pub struct RunFiles {
+    pub dir: std::path::PathBuf,
+    log: crate::runs::MetricsLog,
+}
+
+pub struct Session {
+    pub trainer: Trainer,
+    pub history: History,
+    pub state: RunState,
+    /// Predicted classes of the first test images at the latest evaluation.
+    pub predictions: Option<Vec<u32>>,
+    /// An epoch ended: checkpoint once its steps are done (native only).
+    checkpoint_due: bool,
+    /// What the last save did, for the status line.
+    pub saved: Option<String>,
+    #[cfg(not(target_arch = "wasm32"))]
+    pub files: Option<RunFiles>,
+}
+
+/// How much GPU work to keep queued: about `frame_seconds` of steps (the
+/// renderer's frames wait behind them on a shared queue), at least two so
+/// the GPU never idles between frames.
+pub fn queue_depth(step_seconds: Option<f64>, frame_seconds: f64) -> u64 {
+    let steps = step_seconds.map_or(1.0, |s| (frame_seconds / s.max(1e-6)).ceil());
+    (steps as u64).clamp(1, 64) + 1
+}
+
+impl Session {
+    /// A session over a built trainer; `files` receive metrics and checkpoints.
+    pub fn new(mut trainer: Trainer) -> Self {
+        trainer.capture_predictions();
+        let history = History::new(&trainer);
+        Session {
+            trainer,
+            history,
+            state: RunState::Running,
+            predictions: None,
+            checkpoint_due: false,
+            saved: None,
+            #[cfg(not(target_arch = "wasm32"))]
+            files: None,
+        }
+    }
+
+    /// Starts (or with `--resume`, continues) a run in its run folder, as
+    /// `train --no-gui` would.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn start(ctx: Arc<GpuContext>, args: &crate::cli::TrainArgs) -> Result<Self> {
+        let (trainer, dir) = crate::runs::prepare(ctx, args)?;
+        let log = crate::runs::MetricsLog::open(&dir)?;
+        let mut session = Session::new(trainer);
+        for report in crate::runs::read_metrics(&dir)? {
+            session.history.push_epoch(report);
+        }
+        session.files = Some(RunFiles { dir, log });
+        Ok(session)
+    }
+
+    /// The browser has no run folder: a session over freshly loaded data.
+    #[cfg(target_arch = "wasm32")]
+    pub fn start(
+        ctx: Arc<GpuContext>,
+        config: crate::train::TrainConfig,
+        data: crate::data::DataSplit,
+    ) -> Result<Self> {
+        Ok(Session::new(Trainer::new(ctx, config, data)?))
+    }
+
+    /// Submits up to `depth` steps in flight and takes the metrics that came
+    /// back. Never blocks; call once per frame.
+    pub fn tick(&mut self, depth: u64) {
+        if let Err(e) = self.try_tick(depth) {
+            self.state = RunState::Failed(format!("{e:#}"));
+        }
+    }
+
+    fn try_tick(&mut self, depth: u64) -> Result<()> {
+        if self.state == RunState::Running {
+            self.submit(depth)?;
+        }
+        for event in self.trainer.poll()? {
+            self.take(event)?;
+        }
+        if self.trainer.is_idle() {
+            if self.checkpoint_due || self.state == RunState::Stopping {
+                self.checkpoint_due = false;
+                self.save_checkpoint();
+            }
+            if self.state == RunState::Stopping {
+                self.state = RunState::Stopped;
+            } else if self.trainer.is_finished() && self.state == RunState::Running {
+                self.state = RunState::Finished;
+            }
+        }
+        Ok(())
+    }
+
+    fn submit(&mut self, depth: u64) -> Result<()> {
+        while !self.checkpoint_due
+            && !self.trainer.is_finished()
+            && self.trainer.steps_in_flight() < depth
+        {
+            let epoch = self.trainer.progress().epoch;
+            self.trainer.submit_steps(1)?;
+            // The checkpoint waits for the epoch's steps; so do further steps,
+            // so that it holds exactly the epoch's end.
+            self.checkpoint_due =
+                self.trainer.progress().epoch != epoch || self.trainer.is_finished();
+        }
+        Ok(())
+    }
+
+    fn take(&mut self, event: TrainEvent) -> Result<()> {
+        match event {
+            TrainEvent::Step(report) => self.history.push_step(report),
+            TrainEvent::Epoch(report) => {
+                #[cfg(not(target_arch = "wasm32"))]
+                if let Some(files) = &mut self.files {
+                    files.log.append(&report)?;
+                }
+                self.history.push_epoch(report);
+            }
+            TrainEvent::Predictions { predicted, .. } => self.predictions = Some(predicted),
+            TrainEvent::Diverged { step, loss } => {
+                self.checkpoint_due = false;
+                self.state = RunState::Failed(format!(
+                    "the loss became {loss} at step {step}; training stopped (the last \
+                     checkpoint is from before). Try a lower learning rate."
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn pause(&mut self) {
+        if self.state == RunState::Running {
+            self.state = RunState::Paused;
+        }
+    }
+
+    pub fn resume(&mut self) {
+        if self.state == RunState::Paused {
+            self.state = RunState::Running;
+        }
+    }
+
+    /// Stops submitting; the steps in flight finish and a checkpoint is saved.
+    pub fn stop(&mut self) {
+        if !self.state.is_over() {
+            self.state = RunState::Stopping;
+        }
+    }
+
+    /// Whether "Save checkpoint" can run now (the steps in flight are done).
+    pub fn can_save(&self) -> bool {
+        cfg!(not(target_arch = "wasm32"))
+            && self.trainer.is_idle()
+            && !matches!(self.state, RunState::Failed(_))
+    }
+
+    /// Writes a checkpoint into the run folder (native; the browser has none).
+    pub fn save_checkpoint(&mut self) {
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(files) = &self.files {
+            self.saved = Some(
+                match crate::train::checkpoint::save(&self.trainer, &files.dir) {
+                    Ok(path) => format!("saved {}", path.display()),
+                    Err(e) => format!("could not save a checkpoint: {e}"),
+                },
+            );
+        }
+    }
+
+    /// True while metrics are still to come back (the window keeps repainting).
+    pub fn is_busy(&self) -> bool {
+        !self.trainer.is_idle() || matches!(self.state, RunState::Running | RunState::Stopping)
+    }
+}
