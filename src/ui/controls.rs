@@ -86,15 +86,23 @@ pub fn settings(ui: &mut egui::Ui, args: &mut TrainArgs, editable: bool) -> Opti
                 ui.end_row();
 
                 if kind != DatasetKind::Synthetic {
-                    ui.label("Folder");
+                    let label = ui.label("Folder");
                     ui.horizontal(|ui| {
                         if ui.button("Choose…").clicked() {
                             action = Some(Action::ChooseData);
                         }
-                        let shown = args.data.data.as_ref().map_or("none chosen".into(), |p| {
-                            p.display().to_string()
-                        });
-                        ui.add(egui::Label::new(shown).truncate());
+                        // Typed paths work where no file dialog service runs.
+                        let mut text = args
+                            .data
+                            .data
+                            .as_ref()
+                            .map_or(String::new(), |p| p.display().to_string());
+                        let field = egui::TextEdit::singleline(&mut text)
+                            .hint_text("path of the folder")
+                            .desired_width(110.0);
+                        if ui.add(field).labelled_by(label.id).changed() {
+                            args.data.data = (!text.is_empty()).then(|| text.into());
+                        }
                     });
                     ui.end_row();
                 }
