@@ -673,15 +673,15 @@ fn cross_entropy_matches_oracle_and_accumulates_metrics() {
     run(&refs);
     run(&refs); // metrics accumulate over steps
     let expect = oracle::loss::softmax_cross_entropy(&widen(&logits), &labels, classes);
-    assert_close("grad logits", &read(&grad), &expect.grad_logits, 1e-5, 1e-7);
+    assert_close("grad logits", &read(grad), &expect.grad_logits, 1e-5, 1e-7);
     assert_close(
         "per-sample loss",
-        &read(&sl),
+        &read(sl),
         &expect.per_sample_loss,
         1e-5,
         1e-6,
     );
-    let m = read(&metrics);
+    let m = read(metrics);
     assert_close(
         "loss sum",
         &m[loss::METRIC_LOSS_SUM..=loss::METRIC_LOSS_SUM],
@@ -717,8 +717,8 @@ fn cross_entropy_ignores_the_padding_of_a_partial_batch() {
     );
     let mut expect_grad = expect.grad_logits.clone();
     expect_grad.resize(batch * classes, 0.0);
-    assert_close("grad logits", &read(&grad), &expect_grad, 1e-5, 1e-7);
-    let m = read(&metrics);
+    assert_close("grad logits", &read(grad), &expect_grad, 1e-5, 1e-7);
+    let m = read(metrics);
     assert_eq!(m[loss::METRIC_SAMPLES], valid as f32);
     assert_eq!(m[loss::METRIC_CORRECT], expect.correct as f32);
     assert_close(

@@ -415,7 +415,7 @@ fn captured_predictions_agree_with_the_evaluated_accuracy() {
         assert_eq!(e.step, *step);
         assert_eq!(predicted.len(), labels.len());
         assert!(predicted.iter().all(|&p| p < 10));
-        let right = predicted.iter().zip(&labels).filter(|(p, l)| **p == u32::from(**l)).count();
+        let right = predicted.iter().zip(&labels).filter(|(p, l)| **p == (**l)).count();
         let accuracy = right as f32 / labels.len() as f32;
         assert!(
             (accuracy - e.test_acc).abs() < 1e-6,
