@@ -37,7 +37,9 @@ fn max_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     let h0 = i32(((i % out_hw) / p.out_w) * p.stride) - i32(p.pad);
     let w0 = i32((i % p.out_w) * p.stride) - i32(p.pad);
     let base = plane * p.in_h * p.in_w;
-    var best = -3.4028235e38;
+    // -FLT_MAX by its bits: the decimal literal rounds above the f32 range, which
+    // Tint (Chrome) rejects though naga accepts it.
+    var best = bitcast<f32>(0xff7fffffu);
     var best_index = 0u;
     var found = false;
     for (var kh = 0u; kh < p.kernel; kh++) {

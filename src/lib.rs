@@ -25,3 +25,5 @@ pub mod shapes;
 pub mod train;
 #[cfg(feature = "gui")]
 pub mod ui;
+#[cfg(all(target_arch = "wasm32", feature = "gui"))]
+pub mod web;

@@ -301,3 +301,34 @@ fn schedules_follow_the_recipe() {
     assert!(cosine.lr_at(182.0).abs() < 1e-9);
     assert_eq!(Schedule::default_milestones(182), vec![91, 136]);
 }
+
+#[test]
+fn cifar10_from_picked_files_equals_the_folder_reader() {
+    let dir = temp_dir("cifar10-picked");
+    write_cifar10(&dir, 4);
+    let from_disk = data::load_cifar10(&dir).unwrap();
+    // A browser hands over the files by name, in any order.
+    let files: Vec<(String, Vec<u8>)> = ["test_batch.bin"]
+        .into_iter()
+        .map(String::from)
+        .chain((1..=5).rev().map(|i| format!("data_batch_{i}.bin")))
+        .map(|name| {
+            let bytes = std::fs::read(dir.join(&name)).unwrap();
+            (name, bytes)
+        })
+        .collect();
+    let picked = data::cifar10_from_files(&files).unwrap();
+    assert_eq!(picked.train.images, from_disk.train.images);
+    assert_eq!(picked.train.labels, from_disk.train.labels);
+    assert_eq!(picked.test.labels, from_disk.test.labels);
+
+    let only_train = &files[1..];
+    let e = data::cifar10_from_files(only_train).unwrap_err().to_string();
+    assert!(e.contains("test_batch.bin"), "{e}");
+    let stray = vec![("notes.txt".to_string(), vec![1, 2, 3])];
+    let e = data::cifar10_from_files(&stray).unwrap_err().to_string();
+    assert!(e.contains("notes.txt") && e.contains("not a CIFAR-10"), "{e}");
+    let cut = vec![("data_batch_1.bin".to_string(), vec![0; 100])];
+    let e = data::cifar10_from_files(&cut).unwrap_err().to_string();
+    assert!(e.contains("data_batch_1.bin"), "{e}");
+}

@@ -27,12 +27,7 @@ pub enum Cifar100Labels {
 /// data_batch_1.bin .. data_batch_5.bin and test_batch.bin from `dir`.
 pub fn load_cifar10(dir: &Path) -> Result<DataSplit, DataError> {
     let names: Vec<String> = CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect();
-    let format = Format {
-        label_bytes: 1,
-        label_index: 0,
-        classes: 10,
-        name: "CIFAR-10",
-    };
+    let format = cifar10_format();
     let train_files: Vec<PathBuf> = (1..=5)
         .map(|i| dir.join(format!("data_batch_{i}.bin")))
         .collect();
@@ -69,6 +64,56 @@ pub fn load_cifar100(dir: &Path, labels: Cifar100Labels) -> Result<DataSplit, Da
     })
 }
 
+/// CIFAR-10 from files already in memory (a browser's file picker): any of
+/// data_batch_1..5.bin for training and test_batch.bin, by name.
+pub fn cifar10_from_files(files: &[(String, Vec<u8>)]) -> Result<DataSplit, DataError> {
+    let names: Vec<String> = CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect();
+    let format = cifar10_format();
+    let mut split = DataSplit {
+        name: String::new(),
+        train: Dataset::empty(IMAGE, &names),
+        test: Dataset::empty(IMAGE, &names),
+        eval_name: "test".into(),
+    };
+    let mut train_files = vec![];
+    // Batches in name order, whatever order the picker gave them in.
+    let mut files: Vec<&(String, Vec<u8>)> = files.iter().collect();
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, bytes) in files {
+        let into = if name == "test_batch.bin" {
+            &mut split.test
+        } else if name.starts_with("data_batch_") && name.ends_with(".bin") {
+            train_files.push(name.as_str());
+            &mut split.train
+        } else {
+            return Err(DataError::Invalid {
+                path: name.into(),
+                detail: "not a CIFAR-10 binary batch (data_batch_N.bin or test_batch.bin)".into(),
+            });
+        };
+        parse_records(Path::new(name), bytes, &format, into)?;
+    }
+    for (set, what) in [(&split.train, "data_batch_1.bin .. data_batch_5.bin"), (&split.test, "test_batch.bin")] {
+        if set.is_empty() {
+            return Err(DataError::Missing {
+                path: what.into(),
+                hint: " (pick the CIFAR-10 binary version's files)".into(),
+            });
+        }
+    }
+    split.name = format!("cifar10 ({})", train_files.join(", "));
+    Ok(split)
+}
+
+fn cifar10_format() -> Format {
+    Format {
+        label_bytes: 1,
+        label_index: 0,
+        classes: 10,
+        name: "CIFAR-10",
+    }
+}
+
 struct Format {
     label_bytes: usize,
     label_index: usize,
@@ -77,12 +122,7 @@ struct Format {
 }
 
 fn read_files(paths: &[PathBuf], format: &Format, names: &[String]) -> Result<Dataset, DataError> {
-    let mut out = Dataset {
-        images: vec![],
-        labels: vec![],
-        shape: IMAGE,
-        class_names: names.to_vec(),
-    };
+    let mut out = Dataset::empty(IMAGE, names);
     for path in paths {
         let bytes = std::fs::read(path).map_err(|e| match io_error(path, e) {
             DataError::Missing { path, .. } => DataError::Missing {

@@ -5,7 +5,7 @@ mod cifar;
 mod folder;
 mod synthetic;
 
-pub use cifar::{Cifar100Labels, load_cifar10, load_cifar100};
+pub use cifar::{Cifar100Labels, cifar10_from_files, load_cifar10, load_cifar100};
 pub use folder::{FolderOptions, load_folder};
 pub use synthetic::{SyntheticOptions, synthetic};
 
@@ -56,6 +56,15 @@ pub struct Dataset {
 }
 
 impl Dataset {
+    pub fn empty(shape: ImageShape, class_names: &[String]) -> Self {
+        Dataset {
+            images: vec![],
+            labels: vec![],
+            shape,
+            class_names: class_names.to_vec(),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.labels.len()
     }

@@ -132,12 +132,17 @@ impl GpuContext {
                 message: error.to_string(),
             });
         }
-        // In a browser the scope cannot be awaited here; errors reach the
-        // device's uncaptured-error handler instead.
+        // In a browser the scope cannot be awaited here: its error is
+        // reported to the console when it arrives.
         #[cfg(target_arch = "wasm32")]
         {
-            let _ = what;
-            drop(scope.pop());
+            let what = what.to_string();
+            let pop = scope.pop();
+            wasm_bindgen_futures::spawn_local(async move {
+                if let Some(error) = pop.await {
+                    web_sys::console::error_1(&format!("WebGPU error in {what}: {error}").into());
+                }
+            });
         }
         Ok(value)
     }

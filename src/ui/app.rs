@@ -38,6 +38,10 @@ pub struct App {
     start_pending: bool,
     /// Seconds between repaints while training.
     frame_seconds: f64,
+    /// CIFAR-10 files picked or dropped in the browser: (name, bytes). Shared
+    /// with the file picker's future.
+    #[cfg(target_arch = "wasm32")]
+    picked: std::rc::Rc<std::cell::RefCell<Vec<(String, Vec<u8>)>>>,
 }
 
 fn is_software(gpu: &GpuContext) -> bool {
@@ -68,11 +72,15 @@ impl App {
             start_pending: options.autostart,
             // A software adapter renders on the cores that train: repaint rarely.
             frame_seconds: if software { 0.3 } else { 0.1 },
+            #[cfg(target_arch = "wasm32")]
+            picked: Default::default(),
         }
     }
 
     /// Draws the window and advances training; called once per frame.
     pub fn show(&mut self, ui: &mut egui::Ui) {
+        #[cfg(target_arch = "wasm32")]
+        self.take_dropped_files(ui.ctx());
         if self.start_pending && self.session.as_ref().is_none_or(|s| s.state.is_over()) {
             self.start_pending = false;
             self.start(ui.ctx());
@@ -126,7 +134,10 @@ impl App {
 
     #[cfg(target_arch = "wasm32")]
     fn new_session(&self) -> anyhow::Result<Session> {
-        let data = self.settings.data.load(self.settings.seed)?;
+        let data = match self.settings.data.kind() {
+            crate::cli::DatasetKind::Synthetic => self.settings.data.load(self.settings.seed)?,
+            _ => crate::data::cifar10_from_files(&self.picked.borrow())?,
+        };
         let config = self.settings.config(&data)?;
         Session::start(self.gpu.clone(), config, data)
     }
@@ -157,15 +168,81 @@ impl App {
         }
     }
 
+    /// The browser's file picker; the files arrive after this frame.
     #[cfg(target_arch = "wasm32")]
-    fn choose_data(&mut self) {}
+    fn choose_data(&mut self) {
+        let picked = self.picked.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            let Some(handles) = rfd::AsyncFileDialog::new()
+                .add_filter("CIFAR-10 binary batches", &["bin"])
+                .pick_files()
+                .await
+            else {
+                return;
+            };
+            let mut files = vec![];
+            for handle in handles {
+                files.push((handle.file_name(), handle.read().await));
+            }
+            *picked.borrow_mut() = files;
+        });
+    }
+
+    /// CIFAR-10 batch files dropped on the page (read asynchronously, as
+    /// browsers require; they count as picked once read).
+    #[cfg(target_arch = "wasm32")]
+    fn take_dropped_files(&mut self, ctx: &egui::Context) {
+        let dropped = ctx.input(|i| i.raw.dropped_files.clone());
+        if dropped.is_empty() {
+            return;
+        }
+        self.settings.data.dataset = Some(crate::cli::DatasetKind::Cifar10);
+        let picked = self.picked.clone();
+        let repaint = ctx.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            let mut files = vec![];
+            for file in &dropped {
+                if let Ok(bytes) = file.bytes_async().await {
+                    let name = file.path().to_string_lossy().into_owned();
+                    files.push((name, bytes));
+                }
+            }
+            *picked.borrow_mut() = files;
+            repaint.request_repaint();
+        });
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    fn picked_files(&self) -> Option<usize> {
+        None
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    fn picked_files(&self) -> Option<usize> {
+        Some(self.picked.borrow().len())
+    }
+
+    /// The adapter's name and API, e.g. "llvmpipe (Vulkan)". Browsers keep
+    /// the adapter's name private.
+    pub fn adapter_name(&self) -> String {
+        let info = &self.gpu.adapter_info;
+        let api = match info.backend {
+            wgpu::Backend::Vulkan => "Vulkan",
+            wgpu::Backend::Metal => "Metal",
+            wgpu::Backend::Dx12 => "DX12",
+            wgpu::Backend::Gl => "GL",
+            wgpu::Backend::BrowserWebGpu => "WebGPU",
+            wgpu::Backend::Noop => "no-op",
+        };
+        let name = if info.name.is_empty() { "GPU adapter" } else { info.name.as_str() };
+        format!("{name} ({api})")
+    }
 
     fn status(&self, ui: &mut egui::Ui) {
         ui.horizontal_wrapped(|ui| {
             ui.strong("resnet-wgpu");
             ui.separator();
-            let info = &self.gpu.adapter_info;
-            ui.label(format!("{} ({:?})", info.name, info.backend))
+            ui.label(self.adapter_name())
                 .on_hover_text(self.gpu.describe());
             let Some(s) = &self.session else {
                 ui.separator();
@@ -213,7 +290,8 @@ impl App {
         }
         ui.add_space(4.0);
         let editable = self.session.as_ref().is_none_or(|s| s.state.is_over()) && !self.start_pending;
-        let mut action = controls::settings(ui, &mut self.settings, editable);
+        let picked = self.picked_files();
+        let mut action = controls::settings(ui, &mut self.settings, editable, picked);
         ui.add_space(8.0);
         let state = self.session.as_ref().map(|s| &s.state);
         let can_save = self.session.as_ref().is_some_and(Session::can_save);

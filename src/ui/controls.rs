@@ -37,8 +37,14 @@ fn dataset_label(kind: DatasetKind) -> &'static str {
     }
 }
 
-/// The run settings, editable while no run is active.
-pub fn settings(ui: &mut egui::Ui, args: &mut TrainArgs, editable: bool) -> Option<Action> {
+/// The run settings, editable while no run is active. `picked_files`: the
+/// browser's count of CIFAR files picked or dropped (it has no folders).
+pub fn settings(
+    ui: &mut egui::Ui,
+    args: &mut TrainArgs,
+    editable: bool,
+    picked_files: Option<usize>,
+) -> Option<Action> {
     let mut action = None;
     ui.add_enabled_ui(editable, |ui| {
         egui::Grid::new("settings")
@@ -71,7 +77,12 @@ pub fn settings(ui: &mut egui::Ui, args: &mut TrainArgs, editable: bool) -> Opti
                 egui::ComboBox::from_id_salt("dataset")
                     .selected_text(dataset_label(kind))
                     .show_ui(ui, |ui| {
-                        for k in [DatasetKind::Synthetic, DatasetKind::Cifar10, DatasetKind::Cifar100] {
+                        let kinds: &[DatasetKind] = if picked_files.is_some() {
+                            &[DatasetKind::Synthetic, DatasetKind::Cifar10]
+                        } else {
+                            &[DatasetKind::Synthetic, DatasetKind::Cifar10, DatasetKind::Cifar100]
+                        };
+                        for &k in kinds {
                             ui.selectable_value(&mut kind, k, dataset_label(k));
                         }
                     })
@@ -85,7 +96,17 @@ pub fn settings(ui: &mut egui::Ui, args: &mut TrainArgs, editable: bool) -> Opti
                 }
                 ui.end_row();
 
-                if kind != DatasetKind::Synthetic {
+                if let (true, Some(count)) = (kind != DatasetKind::Synthetic, picked_files) {
+                    let label = ui.label("Files");
+                    ui.horizontal(|ui| {
+                        let button = ui.button("Choose files…").labelled_by(label.id);
+                        if button.clicked() {
+                            action = Some(Action::ChooseData);
+                        }
+                        ui.label(format!("{count} picked (or drop them here)"));
+                    });
+                    ui.end_row();
+                } else if kind != DatasetKind::Synthetic {
                     let label = ui.label("Folder");
                     ui.horizontal(|ui| {
                         if ui.button("Choose…").clicked() {

@@ -1,0 +1,138 @@
+//! The browser entry: the desktop app on the tab's WebGPU device, ticked from
+//! the page's frame loop (no threads, no blocking readback).
+
+use std::sync::Arc;
+
+use eframe::egui;
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+
+use crate::cli::TrainArgs;
+use crate::gpu::GpuContext;
+use crate::ui::{App, AppOptions};
+
+/// Starts training in the canvas `canvas_id`. The promise rejects with a
+/// readable message when WebGPU cannot start; the page shows it.
+#[wasm_bindgen]
+pub async fn start(canvas_id: String) -> Result<(), JsValue> {
+    let document = web_sys::window()
+        .and_then(|w| w.document())
+        .ok_or("no document")?;
+    let canvas = document
+        .get_element_by_id(&canvas_id)
+        .ok_or_else(|| format!("the page has no element #{canvas_id}"))?
+        .dyn_into::<web_sys::HtmlCanvasElement>()?;
+    let settings = settings_from_query(&query_string());
+    let status = canvas.clone();
+    eframe::WebRunner::new()
+        .start(
+            canvas,
+            web_options(),
+            Box::new(move |cc| {
+                let state = cc
+                    .wgpu_render_state
+                    .as_ref()
+                    .ok_or("WebGPU did not start")?;
+                // A validation error would otherwise only make later commands
+                // invalid; say it where the page (and its test) can see it.
+                state.device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
+                    web_sys::console::error_1(&format!("WebGPU error: {e}").into());
+                }));
+                let gpu = GpuContext::from_device(
+                    state.device.clone(),
+                    state.queue.clone(),
+                    state.adapter.get_info(),
+                );
+                let options = AppOptions {
+                    autostart: true,
+                    defaults_may_shrink: false,
+                };
+                let app = App::new(Arc::new(gpu), settings, options);
+                Ok(Box::new(WebApp { app, status }))
+            }),
+        )
+        .await
+}
+
+fn web_options() -> eframe::WebOptions {
+    let mut setup = eframe::egui_wgpu::WgpuSetupCreateNew::without_display_handle();
+    // Compute needs WebGPU; there is no WebGL fallback to offer.
+    setup.instance_descriptor.backends = wgpu::Backends::BROWSER_WEBGPU;
+    setup.device_descriptor = Arc::new(GpuContext::device_descriptor);
+    eframe::WebOptions {
+        wgpu_options: eframe::egui_wgpu::WgpuConfiguration {
+            wgpu_setup: eframe::egui_wgpu::WgpuSetup::CreateNew(setup),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+fn query_string() -> String {
+    web_sys::window()
+        .and_then(|w| w.location().search().ok())
+        .unwrap_or_default()
+}
+
+/// The browser's default run (small: it should learn visibly in a minute),
+/// adjusted by the page address: `?model=resnet20&batch=64&train=5000&test=1000&epochs=10&lr=0.1`.
+pub fn settings_from_query(query: &str) -> TrainArgs {
+    let mut args = TrainArgs::defaults();
+    args.shrink_for_cpu();
+    for pair in query.trim_start_matches('?').split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "model" => args.model.model = value.to_string(),
+            "batch" => args.batch_size = value.parse().unwrap_or(args.batch_size),
+            "train" => args.data.synthetic_train = value.parse().unwrap_or(args.data.synthetic_train),
+            "test" => args.data.synthetic_test = value.parse().unwrap_or(args.data.synthetic_test),
+            "epochs" => args.epochs = value.parse().ok().or(args.epochs),
+            "lr" => args.lr = value.parse().unwrap_or(args.lr),
+            _ => {}
+        }
+    }
+    args
+}
+
+/// The app plus what the page (and its end-to-end test) can read: the run's
+/// progress as data attributes of the canvas.
+struct WebApp {
+    app: App,
+    status: web_sys::HtmlCanvasElement,
+}
+
+impl WebApp {
+    fn publish(&self) {
+        let data = self.status.dataset();
+        let info = &self.app.session;
+        let _ = data.set("adapter", &self.app.adapter_name());
+        if let Some(e) = &self.app.error {
+            let _ = data.set("error", e);
+        }
+        if let Some(s) = info {
+            let losses: Vec<String> = s
+                .history
+                .batch_loss
+                .iter()
+                .map(|[_, loss]| format!("{loss:.5}"))
+                .collect();
+            let _ = data.set("steps", &s.history.steps_done().to_string());
+            let _ = data.set("losses", &losses.join(","));
+            let _ = data.set("state", s.state.label());
+            if let crate::ui::RunState::Failed(why) = &s.state {
+                let _ = data.set("error", why);
+            }
+        }
+    }
+}
+
+impl eframe::App for WebApp {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        self.app.show(ui);
+        self.publish();
+    }
+
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(&mut *self)
+    }
+}
