@@ -150,8 +150,8 @@ impl Session {
             self.trainer.submit_steps(1)?;
             // The checkpoint waits for the epoch's steps; so do further steps,
             // so that it holds exactly the epoch's end.
-            self.checkpoint_due =
-                self.trainer.progress().epoch != epoch || self.trainer.is_finished();
+            self.checkpoint_due = self.writes_files()
+                && (self.trainer.progress().epoch != epoch || self.trainer.is_finished());
         }
         Ok(())
     }
@@ -197,11 +197,17 @@ impl Session {
         }
     }
 
+    /// Whether the session has a run folder (native) for metrics and checkpoints.
+    fn writes_files(&self) -> bool {
+        #[cfg(not(target_arch = "wasm32"))]
+        return self.files.is_some();
+        #[cfg(target_arch = "wasm32")]
+        return false;
+    }
+
     /// Whether "Save checkpoint" can run now (the steps in flight are done).
     pub fn can_save(&self) -> bool {
-        cfg!(not(target_arch = "wasm32"))
-            && self.trainer.is_idle()
-            && !matches!(self.state, RunState::Failed(_))
+        self.writes_files() && self.trainer.is_idle() && !matches!(self.state, RunState::Failed(_))
     }
 
     /// Writes a checkpoint into the run folder (native; the browser has none).
