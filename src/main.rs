@@ -8,11 +8,11 @@ use clap::{Args, Parser, Subcommand};
 use resnet_wgpu::bench::{self, BenchOpsOptions, BenchTrainOptions};
 use resnet_wgpu::cli::{DataArgs, ModelArgs, TrainArgs};
 use resnet_wgpu::gpu::{BackendChoice, GpuContext};
-use resnet_wgpu::{headless, runs};
 use resnet_wgpu::model::ModelSpec;
 use resnet_wgpu::shapes::{AugmentConfig, ImageShape, SgdConfig};
 use resnet_wgpu::train::checkpoint::{self, LoadMode, StateDict};
 use resnet_wgpu::train::{Plan, TrainConfig, TrainEvent, Trainer, channel_statistics};
+use resnet_wgpu::{headless, runs};
 
 #[derive(Parser)]
 #[command(
@@ -123,7 +123,9 @@ fn window(backend: BackendChoice, args: TrainArgs, defaults: bool) -> Result<()>
         };
         match desktop::run(backend, args.clone(), options) {
             Ok(()) => return Ok(()),
-            Err(e) => eprintln!("no window: {e}; training in the terminal instead (--no-gui skips this)"),
+            Err(e) => {
+                eprintln!("no window: {e}; training in the terminal instead (--no-gui skips this)")
+            }
         }
     }
     #[cfg(not(feature = "gui"))]

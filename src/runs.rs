@@ -122,7 +122,6 @@ fn resume_run(ctx: Arc<GpuContext>, args: &TrainArgs, resume: &Path) -> Result<(
     Ok((trainer, run_dir))
 }
 
-
 /// The evaluations a run folder has recorded (none for a new run).
 pub fn read_metrics(run_dir: &Path) -> Result<Vec<EpochReport>> {
     let path = run_dir.join("metrics.jsonl");

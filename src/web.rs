@@ -84,7 +84,9 @@ pub fn settings_from_query(query: &str) -> TrainArgs {
         match key {
             "model" => args.model.model = value.to_string(),
             "batch" => args.batch_size = value.parse().unwrap_or(args.batch_size),
-            "train" => args.data.synthetic_train = value.parse().unwrap_or(args.data.synthetic_train),
+            "train" => {
+                args.data.synthetic_train = value.parse().unwrap_or(args.data.synthetic_train)
+            }
             "test" => args.data.synthetic_test = value.parse().unwrap_or(args.data.synthetic_test),
             "epochs" => args.epochs = value.parse().ok().or(args.epochs),
             "lr" => args.lr = value.parse().unwrap_or(args.lr),

@@ -323,11 +323,16 @@ fn cifar10_from_picked_files_equals_the_folder_reader() {
     assert_eq!(picked.test.labels, from_disk.test.labels);
 
     let only_train = &files[1..];
-    let e = data::cifar10_from_files(only_train).unwrap_err().to_string();
+    let e = data::cifar10_from_files(only_train)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("test_batch.bin"), "{e}");
     let stray = vec![("notes.txt".to_string(), vec![1, 2, 3])];
     let e = data::cifar10_from_files(&stray).unwrap_err().to_string();
-    assert!(e.contains("notes.txt") && e.contains("not a CIFAR-10"), "{e}");
+    assert!(
+        e.contains("notes.txt") && e.contains("not a CIFAR-10"),
+        "{e}"
+    );
     let cut = vec![("data_batch_1.bin".to_string(), vec![0; 100])];
     let e = data::cifar10_from_files(&cut).unwrap_err().to_string();
     assert!(e.contains("data_batch_1.bin"), "{e}");

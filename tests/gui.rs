@@ -93,7 +93,13 @@ fn start_pause_resume_stop_and_save() {
     }
     assert_eq!(steps_done(h.state()), paused_at);
     assert_eq!(
-        h.state().session.as_ref().unwrap().trainer.progress().global_step,
+        h.state()
+            .session
+            .as_ref()
+            .unwrap()
+            .trainer
+            .progress()
+            .global_step,
         paused_at
     );
 
@@ -105,7 +111,9 @@ fn start_pause_resume_stop_and_save() {
     assert_eq!(last, format!("step-{paused_at:08}"));
 
     h.get_by_label("Resume").click();
-    frames_until(&mut h, "steps after resuming", |a| steps_done(a) > paused_at + 1);
+    frames_until(&mut h, "steps after resuming", |a| {
+        steps_done(a) > paused_at + 1
+    });
 
     h.get_by_label("Stop").click();
     frames_until(&mut h, "the stop", |a| state(a) == Some(RunState::Stopped));

@@ -10,11 +10,11 @@ use clap::Parser;
 use resnet_wgpu::cli::TrainArgs;
 use resnet_wgpu::data::{DataSplit, Dataset, SyntheticOptions, synthetic};
 use resnet_wgpu::gpu::GpuError;
-use resnet_wgpu::{headless, runs};
 use resnet_wgpu::model::{ModelSpec, ShortcutKind};
 use resnet_wgpu::shapes::{ImageShape, SgdConfig};
 use resnet_wgpu::train::checkpoint::{StateDict, Values, read_model, write_safetensors};
 use resnet_wgpu::train::{EpochReport, Plan, TrainEvent, Trainer};
+use resnet_wgpu::{headless, runs};
 
 use common::shared_ctx;
 
@@ -415,7 +415,11 @@ fn captured_predictions_agree_with_the_evaluated_accuracy() {
         assert_eq!(e.step, *step);
         assert_eq!(predicted.len(), labels.len());
         assert!(predicted.iter().all(|&p| p < 10));
-        let right = predicted.iter().zip(&labels).filter(|(p, l)| **p == (**l)).count();
+        let right = predicted
+            .iter()
+            .zip(&labels)
+            .filter(|(p, l)| **p == (**l))
+            .count();
         let accuracy = right as f32 / labels.len() as f32;
         assert!(
             (accuracy - e.test_acc).abs() < 1e-6,

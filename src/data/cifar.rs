@@ -93,7 +93,10 @@ pub fn cifar10_from_files(files: &[(String, Vec<u8>)]) -> Result<DataSplit, Data
         };
         parse_records(Path::new(name), bytes, &format, into)?;
     }
-    for (set, what) in [(&split.train, "data_batch_1.bin .. data_batch_5.bin"), (&split.test, "test_batch.bin")] {
+    for (set, what) in [
+        (&split.train, "data_batch_1.bin .. data_batch_5.bin"),
+        (&split.test, "test_batch.bin"),
+    ] {
         if set.is_empty() {
             return Err(DataError::Missing {
                 path: what.into(),

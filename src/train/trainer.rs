@@ -120,7 +120,10 @@ pub enum TrainEvent {
     },
     /// The predicted class of the first `predicted.len()` evaluation images,
     /// after the evaluation at `step` (only with `capture_predictions`).
-    Predictions { step: u64, predicted: Vec<u32> },
+    Predictions {
+        step: u64,
+        predicted: Vec<u32>,
+    },
 }
 
 /// The evaluation logits copied into one mappable buffer, batch by batch.
@@ -145,7 +148,7 @@ impl PredictionCapture {
         valid: usize,
     ) {
         let row = 4 * self.classes as u64;
-        if first {
+        if first && self.samples > 0 {
             self.open = Some(device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("eval logits staging"),
                 size: row * self.samples as u64,
@@ -690,7 +693,8 @@ impl Trainer {
     /// matrix or a picture grid. Costs one buffer copy per evaluation batch.
     pub fn capture_predictions(&mut self) {
         let classes = self.plan.network.num_classes;
-        let cap = (MAX_CAPTURE_BYTES.min(self.ctx.limits.max_buffer_size) / (4 * classes as u64)) as usize;
+        let cap = (MAX_CAPTURE_BYTES.min(self.ctx.limits.max_buffer_size) / (4 * classes as u64))
+            as usize;
         self.predictions = Some(PredictionCapture {
             samples: self.test.data.len().min(cap),
             classes,
@@ -717,10 +721,12 @@ impl Trainer {
             }
             let (buffer, step, _) = capture.in_flight.remove(0);
             let predicted = {
-                let view = buffer.get_mapped_range(..).map_err(|e| GpuError::Readback {
-                    what: "evaluation logits".into(),
-                    message: e.to_string(),
-                })?;
+                let view = buffer
+                    .get_mapped_range(..)
+                    .map_err(|e| GpuError::Readback {
+                        what: "evaluation logits".into(),
+                        message: e.to_string(),
+                    })?;
                 bytemuck::cast_slice::<u8, f32>(&view)
                     .chunks_exact(capture.classes)
                     .map(argmax)

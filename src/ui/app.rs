@@ -116,7 +116,11 @@ impl App {
         self.error = None;
         match self.new_session() {
             Ok(session) => {
-                self.gallery = Some(Gallery::new(ctx, session.trainer.test_data(), GALLERY_IMAGES));
+                self.gallery = Some(Gallery::new(
+                    ctx,
+                    session.trainer.test_data(),
+                    GALLERY_IMAGES,
+                ));
                 self.session = Some(session);
                 // A second start is a new run, not the named or resumed one again.
                 self.settings.name = None;
@@ -234,7 +238,11 @@ impl App {
             wgpu::Backend::BrowserWebGpu => "WebGPU",
             wgpu::Backend::Noop => "no-op",
         };
-        let name = if info.name.is_empty() { "GPU adapter" } else { info.name.as_str() };
+        let name = if info.name.is_empty() {
+            "GPU adapter"
+        } else {
+            info.name.as_str()
+        };
         format!("{name} ({api})")
     }
 
@@ -246,7 +254,11 @@ impl App {
                 .on_hover_text(self.gpu.describe());
             let Some(s) = &self.session else {
                 ui.separator();
-                ui.label(if self.start_pending { "starting…" } else { "idle" });
+                ui.label(if self.start_pending {
+                    "starting…"
+                } else {
+                    "idle"
+                });
                 return;
             };
             let t = &s.trainer;
@@ -289,7 +301,8 @@ impl App {
             ui.label(egui::RichText::new(notice).small().italics());
         }
         ui.add_space(4.0);
-        let editable = self.session.as_ref().is_none_or(|s| s.state.is_over()) && !self.start_pending;
+        let editable =
+            self.session.as_ref().is_none_or(|s| s.state.is_over()) && !self.start_pending;
         let picked = self.picked_files();
         let mut action = controls::settings(ui, &mut self.settings, editable, picked);
         ui.add_space(8.0);
@@ -331,7 +344,9 @@ impl App {
         #[cfg(not(target_arch = "wasm32"))]
         if let Some(files) = &s.files {
             ui.label(egui::RichText::new(format!("run folder: {}", files.dir.display())).small())
-                .on_hover_text("resume it in the terminal: resnet-wgpu train --no-gui --resume <folder>");
+                .on_hover_text(
+                    "resume it in the terminal: resnet-wgpu train --no-gui --resume <folder>",
+                );
         }
         if let Some(saved) = &s.saved {
             ui.label(egui::RichText::new(saved).small());
@@ -369,8 +384,10 @@ impl App {
         egui::ScrollArea::vertical().show(ui, |ui| {
             ui.heading(format!("{} images", capitalized(s.trainer.eval_name())));
             ui.label(
-                egui::RichText::new("the predicted class under each: green when right, red when wrong")
-                    .small(),
+                egui::RichText::new(
+                    "the predicted class under each: green when right, red when wrong",
+                )
+                .small(),
             );
             g.show(ui, s.predictions.as_deref(), 56.0);
             ui.add_space(10.0);

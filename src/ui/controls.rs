@@ -66,7 +66,9 @@ pub fn settings(
                 ui.label("Shortcut");
                 ui.horizontal(|ui| {
                     ui.radio_value(&mut args.model.shortcut, ShortcutArg::A, "A (pad)")
-                        .on_hover_text("identity with zero-padded channels (the paper's CIFAR choice)");
+                        .on_hover_text(
+                            "identity with zero-padded channels (the paper's CIFAR choice)",
+                        );
                     ui.radio_value(&mut args.model.shortcut, ShortcutArg::B, "B (1x1 conv)")
                         .on_hover_text("projection where the shape changes");
                 });
@@ -80,7 +82,11 @@ pub fn settings(
                         let kinds: &[DatasetKind] = if picked_files.is_some() {
                             &[DatasetKind::Synthetic, DatasetKind::Cifar10]
                         } else {
-                            &[DatasetKind::Synthetic, DatasetKind::Cifar10, DatasetKind::Cifar100]
+                            &[
+                                DatasetKind::Synthetic,
+                                DatasetKind::Cifar10,
+                                DatasetKind::Cifar100,
+                            ]
                         };
                         for &k in kinds {
                             ui.selectable_value(&mut kind, k, dataset_label(k));

@@ -55,7 +55,9 @@ impl Gallery {
     /// The grid; each picture framed green (right) or red (wrong) once
     /// predictions exist, with "predicted / true" under it.
     pub fn show(&self, ui: &mut egui::Ui, predictions: Option<&[u32]>, side: f32) {
-        let columns = ((ui.available_width() + 4.0) / (side + 8.0)).floor().max(1.0) as usize;
+        let columns = ((ui.available_width() + 4.0) / (side + 8.0))
+            .floor()
+            .max(1.0) as usize;
         egui::Grid::new("test images")
             .spacing(vec2(4.0, 4.0))
             .show(ui, |ui| {
@@ -86,7 +88,10 @@ impl Gallery {
             Color32::WHITE,
         );
         let (color, caption) = match predicted {
-            Some(p) => (if p == truth { RIGHT } else { WRONG }, self.name(p).to_string()),
+            Some(p) => (
+                if p == truth { RIGHT } else { WRONG },
+                self.name(p).to_string(),
+            ),
             None => (ui.visuals().weak_text_color(), "?".to_string()),
         };
         ui.painter().rect_stroke(
@@ -138,7 +143,10 @@ pub fn show_confusion(ui: &mut egui::Ui, counts: &[Vec<u32>], class_names: &[Str
         let total = row.iter().sum::<u32>().max(1) as f32;
         if labelled {
             painter.text(
-                egui::pos2(rect.min.x + label_width - 4.0, origin.y + (t as f32 + 0.5) * cell),
+                egui::pos2(
+                    rect.min.x + label_width - 4.0,
+                    origin.y + (t as f32 + 0.5) * cell,
+                ),
                 egui::Align2::RIGHT_CENTER,
                 &class_names[t],
                 egui::FontId::proportional(10.0),
@@ -169,7 +177,11 @@ pub fn show_confusion(ui: &mut egui::Ui, counts: &[Vec<u32>], class_names: &[Str
 /// From the panel background (0) to full colour (1): green on the diagonal,
 /// orange off it, so mistakes stand out.
 fn heat(share: f32, diagonal: bool) -> Color32 {
-    let (r, g, b) = if diagonal { (60, 180, 90) } else { (235, 120, 40) };
+    let (r, g, b) = if diagonal {
+        (60, 180, 90)
+    } else {
+        (235, 120, 40)
+    };
     let a = (share.sqrt() * 255.0) as u8;
     Color32::from_rgba_unmultiplied(r, g, b, a.max(12))
 }

@@ -23,8 +23,14 @@ pub fn loss(ui: &mut egui::Ui, history: &History, height: f32) {
         .y_axis_label("training loss")
         .include_y(0.0)
         .show(ui, |plot| {
-            plot.line(Line::new("batch loss", points(&history.batch_loss)).color(RAW.gamma_multiply(0.6)));
-            plot.line(Line::new("smoothed", points(&history.smoothed_loss)).color(SMOOTH).width(2.0));
+            plot.line(
+                Line::new("batch loss", points(&history.batch_loss)).color(RAW.gamma_multiply(0.6)),
+            );
+            plot.line(
+                Line::new("smoothed", points(&history.smoothed_loss))
+                    .color(SMOOTH)
+                    .width(2.0),
+            );
         });
 }
 
@@ -56,7 +62,11 @@ pub fn learning_rate(ui: &mut egui::Ui, history: &History, height: f32) {
         .y_axis_label("learning rate")
         .include_y(0.0)
         .show(ui, |plot| {
-            plot.line(Line::new("schedule", points(&history.lr_schedule)).color(TRAIN).width(2.0));
+            plot.line(
+                Line::new("schedule", points(&history.lr_schedule))
+                    .color(TRAIN)
+                    .width(2.0),
+            );
             let now = history.steps_done() as f64 / history.steps_per_epoch.max(1) as f64;
             plot.vline(VLine::new("now", now).color(SMOOTH));
         });
