@@ -192,7 +192,7 @@ pub struct TrainArgs {
     /// torchvision state dict saved as safetensors).
     #[arg(long, conflicts_with = "resume")]
     pub init: Option<PathBuf>,
-    /// Train in the terminal (the desktop window is the default once it exists).
+    /// Train in the terminal instead of the desktop window.
     #[arg(long)]
     pub no_gui: bool,
 }

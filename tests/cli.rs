@@ -200,3 +200,38 @@ fn unknown_backend_is_a_clear_error() {
     let (ok, _, err) = run(&["--backend", "glide", "info"]);
     assert!(!ok && err.contains("--backend"), "{err}");
 }
+
+/// Without a display the window says so in one line and the same run goes on
+/// in the terminal.
+#[test]
+fn train_without_a_display_says_so_and_runs_in_the_terminal() {
+    let out = temp("nodisplay");
+    let output = Command::new(env!("CARGO_BIN_EXE_resnet-wgpu"))
+        .args(["train", "--model", "resnet8", "--batch-size", "32"])
+        .args([
+            "--synthetic-train",
+            "64",
+            "--synthetic-test",
+            "16",
+            "--epochs",
+            "1",
+        ])
+        .args(["--out", out.to_str().unwrap(), "--name", "r"])
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(output.status.success(), "{stderr}");
+    let notes: Vec<&str> = stderr.lines().filter(|l| l.contains("no window")).collect();
+    assert_eq!(notes.len(), 1, "{stderr}");
+    assert!(
+        notes[0].contains("no display") && notes[0].contains("--no-gui"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("done: test loss"), "{stdout}");
+    assert!(out.join("r/checkpoints/last").is_file());
+}
