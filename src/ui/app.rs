@@ -34,8 +34,9 @@ pub struct App {
     pub error: Option<String>,
     /// Said once at the top of the settings (e.g. the smaller run on a CPU adapter).
     pub notice: Option<String>,
-    /// Start on the next frame (after one frame has shown "starting").
-    start_pending: bool,
+    /// Frames until a requested run starts: one frame shows "starting…"
+    /// before the (blocking) data load and plan build.
+    start_in_frames: Option<u8>,
     /// Seconds between repaints while training.
     frame_seconds: f64,
     /// CIFAR-10 files picked or dropped in the browser: (name, bytes). Shared
@@ -69,7 +70,7 @@ impl App {
             gallery: None,
             error: None,
             notice,
-            start_pending: options.autostart,
+            start_in_frames: options.autostart.then_some(1),
             // A software adapter renders on the cores that train: repaint rarely.
             frame_seconds: if software { 0.3 } else { 0.1 },
             #[cfg(target_arch = "wasm32")]
@@ -81,9 +82,15 @@ impl App {
     pub fn show(&mut self, ui: &mut egui::Ui) {
         #[cfg(target_arch = "wasm32")]
         self.take_dropped_files(ui.ctx());
-        if self.start_pending && self.session.as_ref().is_none_or(|s| s.state.is_over()) {
-            self.start_pending = false;
-            self.start(ui.ctx());
+        match self.start_in_frames {
+            Some(0) => {
+                self.start_in_frames = None;
+                if self.session.as_ref().is_none_or(|s| s.state.is_over()) {
+                    self.start(ui.ctx());
+                }
+            }
+            Some(n) if n > 0 => self.start_in_frames = Some(n - 1),
+            _ => {}
         }
         let depth = queue_depth(
             self.session.as_ref().and_then(|s| s.history.step_seconds()),
@@ -106,7 +113,9 @@ impl App {
         if let Some(action) = action {
             self.act(action, ui.ctx());
         }
-        if self.start_pending || self.session.as_ref().is_some_and(Session::is_busy) {
+        if self.start_in_frames.is_some() {
+            ui.ctx().request_repaint();
+        } else if self.session.as_ref().is_some_and(Session::is_busy) {
             ui.ctx()
                 .request_repaint_after(std::time::Duration::from_secs_f64(self.frame_seconds));
         }
@@ -150,7 +159,7 @@ impl App {
         let session = self.session.as_mut();
         match (action, session) {
             (Action::Start, _) => {
-                self.start_pending = true;
+                self.start_in_frames = Some(1);
                 ctx.request_repaint();
             }
             (Action::Pause, Some(s)) => s.pause(),
@@ -254,7 +263,7 @@ impl App {
                 .on_hover_text(self.gpu.describe());
             let Some(s) = &self.session else {
                 ui.separator();
-                ui.label(if self.start_pending {
+                ui.label(if self.start_in_frames.is_some() {
                     "starting…"
                 } else {
                     "idle"
@@ -301,8 +310,8 @@ impl App {
             ui.label(egui::RichText::new(notice).small().italics());
         }
         ui.add_space(4.0);
-        let editable =
-            self.session.as_ref().is_none_or(|s| s.state.is_over()) && !self.start_pending;
+        let editable = self.session.as_ref().is_none_or(|s| s.state.is_over())
+            && self.start_in_frames.is_none();
         let picked = self.picked_files();
         let mut action = controls::settings(ui, &mut self.settings, editable, picked);
         ui.add_space(8.0);
@@ -356,7 +365,7 @@ impl App {
     fn plots(&self, ui: &mut egui::Ui) {
         let Some(s) = &self.session else {
             ui.centered_and_justified(|ui| {
-                ui.label(match (&self.error, self.start_pending) {
+                ui.label(match (&self.error, self.start_in_frames.is_some()) {
                     (_, true) => "Starting: loading the data and building the memory plan…",
                     (Some(_), _) => "The run could not start: see the message on the left.",
                     _ => "Press Start to train.",
