@@ -19,6 +19,13 @@ if [ "$(wasm-bindgen --version 2>/dev/null | awk '{ print $2 }')" != "$version" 
 fi
 rustup target add wasm32-unknown-unknown >/dev/null
 
+# Compute needs WebGPU; wgpu's WebGL backend would only add size (and egui-wgpu's
+# default features would pull it in).
+if cargo tree --locked --target wasm32-unknown-unknown -e features 2>/dev/null | grep -q 'feature "webgl"'; then
+    echo "build-web: wgpu's webgl feature is enabled for wasm32; it must not be" >&2
+    exit 1
+fi
+
 echo "== cargo build (wasm32, release, optimized for size)"
 # Size over speed: the GPU does the numeric work; the wasm is UI and bookkeeping.
 CARGO_PROFILE_RELEASE_OPT_LEVEL=s CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 \
