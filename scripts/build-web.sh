@@ -15,7 +15,8 @@ if [ -z "$version" ]; then
 fi
 if [ "$(wasm-bindgen --version 2>/dev/null | awk '{ print $2 }')" != "$version" ]; then
     echo "== installing wasm-bindgen-cli $version (the version in Cargo.lock)"
-    cargo install wasm-bindgen-cli --version "$version"
+    # --force: a partial earlier install must not count as installed.
+    cargo install --force wasm-bindgen-cli --version "$version"
 fi
 rustup target add wasm32-unknown-unknown >/dev/null
 
