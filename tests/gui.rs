@@ -14,6 +14,7 @@ use resnet_wgpu::cli::TrainArgs;
 use resnet_wgpu::ui::gallery::confusion_counts;
 use resnet_wgpu::ui::session::queue_depth;
 use resnet_wgpu::ui::{App, AppOptions, RunState};
+use resnet_wgpu::{headless, runs};
 
 use common::shared_ctx;
 
@@ -123,6 +124,17 @@ fn start_pause_resume_stop_and_save() {
     // A stopped run can be followed by a new one: Start is offered again.
     h.get_by_label("Start");
     h.get_by_label_contains("stopped");
+
+    // The terminal continues the window's run from its run folder.
+    let mut resume = tiny_settings("unused", 50);
+    resume.resume = Some(run_dir.clone());
+    resume.max_steps = Some(stopped_at + 4);
+    let (mut trainer, dir) = runs::prepare(shared_ctx(), &resume).unwrap();
+    assert_eq!(dir, run_dir);
+    assert_eq!(trainer.progress().global_step, stopped_at);
+    headless::run(&mut trainer, &dir, true).unwrap();
+    let last = std::fs::read_to_string(run_dir.join("checkpoints/last")).unwrap();
+    assert_eq!(last, format!("step-{:08}", stopped_at + 4));
 }
 
 #[test]
