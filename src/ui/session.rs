@@ -72,7 +72,7 @@ pub fn queue_depth(step_seconds: Option<f64>, frame_seconds: f64) -> u64 {
 }
 
 impl Session {
-    /// A session over a built trainer; `files` receive metrics and checkpoints.
+    /// A session over a built trainer, without a run folder (`start` adds one).
     pub fn new(mut trainer: Trainer) -> Self {
         trainer.capture_predictions();
         let history = History::new(&trainer);
