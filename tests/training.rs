@@ -81,18 +81,19 @@ fn half_size(d: &Dataset) -> Dataset {
     }
 }
 
-#[test]
-fn tiny_resnet_overfits_64_images() {
-    let full = synthetic(SyntheticOptions {
-        train: 64,
-        test: 32,
-        seed: 9,
-    });
-    let data = DataSplit {
+/// The built-in dataset at 16x16, for quick trainer tests.
+fn half_size_synthetic(train: usize, test: usize, seed: u64) -> DataSplit {
+    let full = synthetic(SyntheticOptions { train, test, seed });
+    DataSplit {
         train: half_size(&full.train),
         test: half_size(&full.test),
         ..full
-    };
+    }
+}
+
+#[test]
+fn tiny_resnet_overfits_64_images() {
+    let data = half_size_synthetic(64, 32, 9);
     let args = train_args(
         &out_dir("overfit"),
         &format!("{TINY} --batch-size 64 --epochs 40 --crop-pad 0 --no-flip --schedule constant"),
@@ -379,16 +380,7 @@ fn imagenet_models_train_a_step_and_checkpoint_torchvision_names() {
 #[test]
 fn captured_predictions_agree_with_the_evaluated_accuracy() {
     // 37 test images at batch 16: the last evaluation batch is partial.
-    let full = synthetic(SyntheticOptions {
-        train: 64,
-        test: 37,
-        seed: 3,
-    });
-    let data = DataSplit {
-        train: half_size(&full.train),
-        test: half_size(&full.test),
-        ..full
-    };
+    let data = half_size_synthetic(64, 37, 3);
     let labels = data.test.labels.clone();
     let args = train_args(
         &out_dir("predictions"),
