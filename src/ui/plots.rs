@@ -2,7 +2,7 @@
 //! schedule. All zoom and pan (drag, scroll, double-click to reset).
 
 use eframe::egui::{self, Color32};
-use egui_plot::{Legend, Line, Plot, PlotPoints, Points, VLine};
+use egui_plot::{GridInput, Legend, Line, Plot, PlotPoints, Points, VLine, uniform_grid_spacer};
 
 use super::history::History;
 
@@ -10,6 +10,20 @@ const RAW: Color32 = Color32::from_rgb(120, 160, 220);
 const SMOOTH: Color32 = Color32::from_rgb(240, 150, 40);
 const TRAIN: Color32 = Color32::from_rgb(90, 150, 240);
 const TEST: Color32 = Color32::from_rgb(240, 110, 60);
+
+/// Grid steps whose largest is a round number (1, 2 or 5 x 10^k) that labels
+/// the axis about five times: egui_plot's default powers of ten leave a narrow
+/// 0..6 epoch axis with the single label 0.
+fn about_five_marks(input: GridInput) -> [f64; 3] {
+    let wanted = ((input.bounds.1 - input.bounds.0).abs() / 5.0).max(1e-9);
+    let magnitude = 10f64.powf(wanted.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * magnitude)
+        .find(|&s| s >= wanted)
+        .unwrap_or(10.0 * magnitude);
+    [step / 10.0, step / 2.0, step]
+}
 
 fn points(values: &[[f64; 2]]) -> PlotPoints<'_> {
     PlotPoints::from(values.to_vec())
@@ -39,6 +53,8 @@ pub fn accuracy(ui: &mut egui::Ui, history: &History, height: f32) {
         .height(height)
         .legend(Legend::default())
         .x_axis_label("epoch")
+        .x_grid_spacer(uniform_grid_spacer(about_five_marks))
+        .x_axis_formatter(|mark, _| format!("{}", (mark.value * 100.0).round() / 100.0))
         .y_axis_label("accuracy %")
         .include_y(0.0)
         .include_y(100.0)
@@ -59,6 +75,8 @@ pub fn learning_rate(ui: &mut egui::Ui, history: &History, height: f32) {
         .height(height)
         .legend(Legend::default())
         .x_axis_label("epoch")
+        .x_grid_spacer(uniform_grid_spacer(about_five_marks))
+        .x_axis_formatter(|mark, _| format!("{}", (mark.value * 100.0).round() / 100.0))
         .y_axis_label("learning rate")
         .include_y(0.0)
         .show(ui, |plot| {
