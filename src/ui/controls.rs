@@ -170,20 +170,22 @@ pub fn buttons(ui: &mut egui::Ui, state: Option<&RunState>, can_save: bool) -> O
             action = Some(Action::Start);
         }
         match state {
-            Some(RunState::Running) if ui.button("Pause").clicked() => {
-                action = Some(Action::Pause);
+            Some(RunState::Running) => {
+                if ui.button("Pause").clicked() {
+                    action = Some(Action::Pause);
+                }
             }
-            Some(RunState::Paused) if ui.button("Resume").clicked() => {
-                action = Some(Action::Resume);
+            Some(RunState::Paused) => {
+                if ui.button("Resume").clicked() {
+                    action = Some(Action::Resume);
+                }
             }
             _ => {}
         }
+        let stopping = state == Some(&RunState::Stopping);
         if running
             && ui
-                .add_enabled(
-                    *state.expect("running") != RunState::Stopping,
-                    egui::Button::new("Stop"),
-                )
+                .add_enabled(!stopping, egui::Button::new("Stop"))
                 .clicked()
         {
             action = Some(Action::Stop);
