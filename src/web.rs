@@ -106,12 +106,11 @@ struct WebApp {
 impl WebApp {
     fn publish(&self) {
         let data = self.status.dataset();
-        let info = &self.app.session;
         let _ = data.set("adapter", &self.app.adapter_name());
         if let Some(e) = &self.app.error {
             let _ = data.set("error", e);
         }
-        if let Some(s) = info {
+        if let Some(s) = &self.app.session {
             let losses: Vec<String> = s
                 .history
                 .batch_loss
