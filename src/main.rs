@@ -132,7 +132,7 @@ fn window(backend: BackendChoice, args: TrainArgs, defaults: bool) -> Result<()>
     eprintln!("this build has no window (feature \"gui\" off); training in the terminal");
     let mut args = args;
     let ctx = GpuContext::new_blocking(backend)?;
-    if defaults && ctx.adapter_info.device_type == wgpu::DeviceType::Cpu {
+    if defaults && ctx.is_software() {
         // The small run the window would pick on a CPU adapter, for the same reason.
         args.shrink_for_cpu();
     }

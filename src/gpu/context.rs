@@ -138,6 +138,12 @@ impl GpuContext {
             .min(self.limits.max_buffer_size)
     }
 
+    /// A CPU implementation (lavapipe, SwiftShader, WARP): slow, and it
+    /// shares the cores with everything else.
+    pub fn is_software(&self) -> bool {
+        self.adapter_info.device_type == wgpu::DeviceType::Cpu
+    }
+
     pub fn has_timestamps(&self) -> bool {
         self.features.contains(wgpu::Features::TIMESTAMP_QUERY)
     }

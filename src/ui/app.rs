@@ -45,13 +45,9 @@ pub struct App {
     picked: std::rc::Rc<std::cell::RefCell<Vec<(String, Vec<u8>)>>>,
 }
 
-fn is_software(gpu: &GpuContext) -> bool {
-    gpu.adapter_info.device_type == wgpu::DeviceType::Cpu
-}
-
 impl App {
     pub fn new(gpu: Arc<GpuContext>, mut settings: TrainArgs, options: AppOptions) -> Self {
-        let software = is_software(&gpu);
+        let software = gpu.is_software();
         let mut notice = None;
         if software && options.defaults_may_shrink {
             settings.shrink_for_cpu();
@@ -288,11 +284,8 @@ impl App {
                 ui.label(format!("ETA {}", format_duration(eta)));
             }
             ui.separator();
-            ui.label(format!(
-                "plan {:.0} MiB",
-                t.plan().summary().total_bytes as f64 / (1 << 20) as f64
-            ))
-            .on_hover_text("GPU memory of the training plan (tensors, data, metrics)");
+            ui.label(format!("plan {:.0} MiB", s.plan_mib))
+                .on_hover_text("GPU memory of the training plan (tensors, data, metrics)");
             ui.separator();
             let color = match s.state {
                 RunState::Failed(_) => ui.visuals().error_fg_color,
@@ -401,9 +394,8 @@ impl App {
             g.show(ui, s.predictions.as_deref(), 56.0);
             ui.add_space(10.0);
             ui.heading("Confusion matrix");
-            let data = s.trainer.test_data();
-            match &s.predictions {
-                Some(p) => {
+            match (&s.predictions, &s.confusion) {
+                (Some(p), Some(counts)) => {
                     ui.label(
                         egui::RichText::new(format!(
                             "rows: true class, columns: predicted ({} images)",
@@ -411,10 +403,9 @@ impl App {
                         ))
                         .small(),
                     );
-                    let counts = gallery::confusion_counts(&data.labels, p, data.classes());
-                    gallery::show_confusion(ui, &counts, &data.class_names);
+                    gallery::show_confusion(ui, counts, &s.trainer.test_data().class_names);
                 }
-                None => {
+                _ => {
                     ui.label("after the first evaluation");
                 }
             }

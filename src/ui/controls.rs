@@ -169,18 +169,11 @@ pub fn buttons(ui: &mut egui::Ui, state: Option<&RunState>, can_save: bool) -> O
         if !running && ui.button("Start").clicked() {
             action = Some(Action::Start);
         }
-        match state {
-            Some(RunState::Running) => {
-                if ui.button("Pause").clicked() {
-                    action = Some(Action::Pause);
-                }
-            }
-            Some(RunState::Paused) => {
-                if ui.button("Resume").clicked() {
-                    action = Some(Action::Resume);
-                }
-            }
-            _ => {}
+        if state == Some(&RunState::Running) && ui.button("Pause").clicked() {
+            action = Some(Action::Pause);
+        }
+        if state == Some(&RunState::Paused) && ui.button("Resume").clicked() {
+            action = Some(Action::Resume);
         }
         let stopping = state == Some(&RunState::Stopping);
         if running

@@ -48,14 +48,19 @@ pub fn loss(ui: &mut egui::Ui, history: &History, height: f32) {
         });
 }
 
-pub fn accuracy(ui: &mut egui::Ui, history: &History, height: f32) {
-    Plot::new("accuracy plot")
+/// A plot over epochs, with round-number epoch labels.
+fn epoch_plot<'a>(id: &str, y_label: &str, height: f32) -> Plot<'a> {
+    Plot::new(id)
         .height(height)
         .legend(Legend::default())
         .x_axis_label("epoch")
         .x_grid_spacer(uniform_grid_spacer(about_five_marks))
         .x_axis_formatter(|mark, _| format!("{}", (mark.value * 100.0).round() / 100.0))
-        .y_axis_label("accuracy %")
+        .y_axis_label(y_label.to_string())
+}
+
+pub fn accuracy(ui: &mut egui::Ui, history: &History, height: f32) {
+    epoch_plot("accuracy plot", "accuracy %", height)
         .include_y(0.0)
         .include_y(100.0)
         .include_x(0.0)
@@ -71,13 +76,7 @@ pub fn accuracy(ui: &mut egui::Ui, history: &History, height: f32) {
 }
 
 pub fn learning_rate(ui: &mut egui::Ui, history: &History, height: f32) {
-    Plot::new("lr plot")
-        .height(height)
-        .legend(Legend::default())
-        .x_axis_label("epoch")
-        .x_grid_spacer(uniform_grid_spacer(about_five_marks))
-        .x_axis_formatter(|mark, _| format!("{}", (mark.value * 100.0).round() / 100.0))
-        .y_axis_label("learning rate")
+    epoch_plot("lr plot", "learning rate", height)
         .include_y(0.0)
         .show(ui, |plot| {
             plot.line(

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
+use super::gallery::confusion_counts;
 use super::history::History;
 use crate::gpu::GpuContext;
 use crate::train::{TrainEvent, Trainer};
@@ -53,8 +54,12 @@ pub struct Session {
     pub trainer: Trainer,
     pub history: History,
     pub state: RunState,
-    /// Predicted classes of the first test images at the latest evaluation.
+    /// Predicted classes of the first test images at the latest evaluation,
+    /// and their confusion matrix (counted once per evaluation, not per frame).
     pub predictions: Option<Vec<u32>>,
+    pub confusion: Option<Vec<Vec<u32>>>,
+    /// GPU memory of the training plan, for the status line.
+    pub plan_mib: f64,
     /// An epoch ended: checkpoint once its steps are done (native only).
     checkpoint_due: bool,
     /// What the last save did, for the status line.
@@ -76,11 +81,14 @@ impl Session {
     pub fn new(mut trainer: Trainer) -> Self {
         trainer.capture_predictions();
         let history = History::new(&trainer);
+        let plan_mib = trainer.plan().summary().total_bytes as f64 / (1 << 20) as f64;
         Session {
             trainer,
             history,
             state: RunState::Running,
             predictions: None,
+            confusion: None,
+            plan_mib,
             checkpoint_due: false,
             saved: None,
             #[cfg(not(target_arch = "wasm32"))]
@@ -166,7 +174,11 @@ impl Session {
                 }
                 self.history.push_epoch(report);
             }
-            TrainEvent::Predictions { predicted, .. } => self.predictions = Some(predicted),
+            TrainEvent::Predictions { predicted, .. } => {
+                let data = self.trainer.test_data();
+                self.confusion = Some(confusion_counts(&data.labels, &predicted, data.classes()));
+                self.predictions = Some(predicted);
+            }
             TrainEvent::Diverged { step, loss } => {
                 self.checkpoint_due = false;
                 self.state = RunState::Failed(format!(
