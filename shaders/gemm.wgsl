@@ -90,3 +90,60 @@ fn matmul_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
     }
 }
+
+// Version 3: the GPU shape. A workgroup of WG_N x WG_M invocations owns a
+// (4 WG_M) x (4 WG_N) tile of C; the K loop stages a TK-deep slice of A and B
+// in workgroup memory with coalesced loads, and each invocation multiplies its
+// 4 consecutive rows by its 4 consecutive columns from there (vec4 reads). The
+// same scheme as shaders/conv_tiled.wgsl without the im2col addressing, so the
+// two compare directly. Any sizes; tiles up to V3_CAP rows and columns.
+const TK: u32 = 8u;
+const V3_CAP: u32 = 128u;
+var<workgroup> tile_a: array<vec4<f32>, TK * V3_CAP / 4u>;
+var<workgroup> tile_b: array<vec4<f32>, TK * V3_CAP / 4u>;
+
+@compute @workgroup_size(WG_N, WG_M, 1)
+fn matmul_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+                @builtin(local_invocation_index) lin: u32) {
+    let count = WG_N * WG_M;
+    let bm = 4u * WG_M;
+    let bn = 4u * WG_N;
+    let m0 = wg.y * bm;
+    let n0 = wg.x * bn;
+    var acc: array<vec4<f32>, 4>;
+    for (var k0 = 0u; k0 < p.k; k0 += TK) {
+        workgroupBarrier();
+        for (var e = lin; e < TK * bm; e += count) {
+            let kk = e % TK;
+            let mm = e / TK;
+            let ok = m0 + mm < p.m && k0 + kk < p.k;
+            let v = a[min(m0 + mm, p.m - 1u) * p.k + min(k0 + kk, p.k - 1u)];
+            tile_a[kk * WG_M + mm / 4u][mm % 4u] = select(0.0, v, ok);
+        }
+        for (var e = lin; e < TK * bn; e += count) {
+            let nn = e % bn;
+            let kk = e / bn;
+            let ok = n0 + nn < p.n && k0 + kk < p.k;
+            let v = b[min(k0 + kk, p.k - 1u) * p.n + min(n0 + nn, p.n - 1u)];
+            tile_b[kk * WG_N + nn / 4u][nn % 4u] = select(0.0, v, ok);
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TK; kk++) {
+            let av = tile_a[kk * WG_M + lid.y];
+            let bv = tile_b[kk * WG_N + lid.x];
+            acc[0] = fma(vec4<f32>(av.x), bv, acc[0]);
+            acc[1] = fma(vec4<f32>(av.y), bv, acc[1]);
+            acc[2] = fma(vec4<f32>(av.z), bv, acc[2]);
+            acc[3] = fma(vec4<f32>(av.w), bv, acc[3]);
+        }
+    }
+    for (var i = 0u; i < 4u; i++) {
+        let row = m0 + 4u * lid.y + i;
+        for (var j = 0u; j < 4u; j++) {
+            let col = n0 + 4u * lid.x + j;
+            if row < p.m && col < p.n {
+                c[row * p.n + col] = acc[i][j];
+            }
+        }
+    }
+}

@@ -4,10 +4,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
+use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};
-use resnet_wgpu::bench::{self, BenchOpsOptions, BenchTrainOptions};
+use resnet_wgpu::bench::{self, BenchOpsOptions, BenchTrainOptions, BenchTuneOptions};
 use resnet_wgpu::cli::{DataArgs, ModelArgs, TrainArgs};
-use resnet_wgpu::gpu::{BackendChoice, GpuContext};
+use resnet_wgpu::gpu::{BackendChoice, GpuContext, TunePolicy};
 use resnet_wgpu::model::ModelSpec;
 use resnet_wgpu::shapes::{AugmentConfig, ImageShape, SgdConfig};
 use resnet_wgpu::train::checkpoint::{self, LoadMode, StateDict};
@@ -24,6 +25,12 @@ struct Cli {
     /// Graphics API to run on (auto honours WGPU_BACKEND).
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto, global = true)]
     backend: BackendChoice,
+    /// Which conv kernels run: auto = the cached choice for this adapter, measuring
+    /// missing shapes on a GPU and using the built-in choice on a CPU adapter;
+    /// cached = never measure; off = built-in choices only; all = measure every
+    /// shape again (see `bench tune`).
+    #[arg(long, global = true, default_value = "auto", value_parser = clap::builder::PossibleValuesParser::new(TunePolicy::NAMES).map(|s| s.parse::<TunePolicy>().expect("a listed name")))]
+    tune: TunePolicy,
     /// Without a command: the desktop window, training on the built-in dataset.
     #[command(subcommand)]
     command: Option<Command>,
@@ -51,6 +58,9 @@ enum BenchWhat {
     Ops(BenchOpsOptions),
     /// Images/s, first-step time and step recording time of whole models.
     Train(BenchTrainOptions),
+    /// Time every kernel candidate of every conv of the models on this adapter
+    /// and cache the fastest (what training then runs).
+    Tune(BenchTuneOptions),
 }
 
 #[derive(Args)]
@@ -93,11 +103,14 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     let command = match cli.command {
-        None => return window(cli.backend, TrainArgs::defaults(), true),
-        Some(Command::Train(args)) if !args.no_gui => return window(cli.backend, *args, false),
+        None => return window(cli.backend, cli.tune, TrainArgs::defaults(), true),
+        Some(Command::Train(args)) if !args.no_gui => {
+            return window(cli.backend, cli.tune, *args, false);
+        }
         Some(command) => command,
     };
     let ctx = Arc::new(GpuContext::new_blocking(cli.backend)?);
+    ctx.set_tune_policy(cli.tune);
     match command {
         Command::Train(args) => train(ctx, &args),
         Command::Eval(args) => eval(ctx, &args),
@@ -108,12 +121,15 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench {
             what: BenchWhat::Train(options),
         } => bench::bench_train(ctx, &options).map(|_| ()),
+        Command::Bench {
+            what: BenchWhat::Tune(options),
+        } => bench::bench_tune(&ctx, &options),
     }
 }
 
 /// The desktop window; without a display (or a build without it) the same
 /// run goes on in the terminal.
-fn window(backend: BackendChoice, args: TrainArgs, defaults: bool) -> Result<()> {
+fn window(backend: BackendChoice, tune: TunePolicy, args: TrainArgs, defaults: bool) -> Result<()> {
     #[cfg(feature = "gui")]
     {
         use resnet_wgpu::ui::{AppOptions, desktop};
@@ -121,7 +137,7 @@ fn window(backend: BackendChoice, args: TrainArgs, defaults: bool) -> Result<()>
             autostart: true,
             defaults_may_shrink: defaults,
         };
-        match desktop::run(backend, args.clone(), options) {
+        match desktop::run(backend, tune, args.clone(), options) {
             Ok(()) => return Ok(()),
             Err(e) => {
                 eprintln!("no window: {e}; training in the terminal instead (--no-gui skips this)")
@@ -132,6 +148,7 @@ fn window(backend: BackendChoice, args: TrainArgs, defaults: bool) -> Result<()>
     eprintln!("this build has no window (feature \"gui\" off); training in the terminal");
     let mut args = args;
     let ctx = GpuContext::new_blocking(backend)?;
+    ctx.set_tune_policy(tune);
     if defaults && ctx.is_software() {
         // The small run the window would pick on a CPU adapter, for the same reason.
         args.shrink_for_cpu();
@@ -157,6 +174,7 @@ fn train(ctx: Arc<GpuContext>, args: &TrainArgs) -> Result<()> {
         summary.tensors,
         run_dir.display()
     );
+    print_kernel_choices(trainer.plan(), false);
     let (train_streamed, test_streamed) = trainer.streams_data();
     if train_streamed || test_streamed {
         println!(
@@ -263,9 +281,12 @@ fn eval(ctx: Arc<GpuContext>, args: &EvalArgs) -> Result<()> {
 fn info(ctx: &GpuContext, args: &InfoArgs) -> Result<()> {
     let l = &ctx.limits;
     println!("adapter: {}", ctx.describe());
+    let has = |f| if ctx.features.contains(f) { "yes" } else { "no" };
     println!(
-        "timestamp queries: {}",
-        if ctx.has_timestamps() { "yes" } else { "no" }
+        "features: timestamp queries {}, subgroups {}, shader-f16 {}",
+        has(wgpu::Features::TIMESTAMP_QUERY),
+        has(wgpu::Features::SUBGROUP),
+        has(wgpu::Features::SHADER_F16)
     );
     println!(
         "max storage buffer binding: {} MiB",
@@ -324,5 +345,24 @@ fn info(ctx: &GpuContext, args: &InfoArgs) -> Result<()> {
         network.parameter_count(),
         s.dispatches_per_step
     );
+    print_kernel_choices(&plan, true);
     Ok(())
+}
+
+/// Which conv kernels the plan runs: one line of counts, and with `detail`
+/// one line per distinct conv.
+fn print_kernel_choices(plan: &Plan, detail: bool) {
+    let [measured, cached, built_in] = plan.conv_choice_counts();
+    println!(
+        "conv kernels: {measured} passes measured now, {cached} from the cache, {built_in} built-in{}",
+        if detail { ":" } else { " (`info` lists them)" }
+    );
+    if detail {
+        for line in plan.conv_choice_lines() {
+            println!("  {line}");
+        }
+    }
+    if let Some(e) = &plan.choice_cache_error {
+        eprintln!("warning: {e}");
+    }
 }

@@ -3,8 +3,17 @@
 
 use std::process::Command;
 
+/// The binary with its own kernel-choice cache folder (tests never touch the
+/// user's).
+fn binary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_resnet-wgpu"));
+    let cache = std::env::temp_dir().join(format!("resnet-wgpu-cli-cache-{}", std::process::id()));
+    command.env("RESNET_WGPU_CACHE_DIR", cache);
+    command
+}
+
 fn run(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_resnet-wgpu"))
+    let out = binary()
         .args(args)
         .output()
         .unwrap();
@@ -24,6 +33,10 @@ fn info_names_the_adapter_and_limits() {
         "{out}"
     );
     assert!(out.contains("memory plan of resnet20"), "{out}");
+    // Which kernel each conv pass runs, and why: no cache here, and a CPU
+    // adapter never measures unasked, so every choice is built in.
+    assert!(out.contains("conv kernels: 0 passes measured now, 0 from the cache"), "{out}");
+    assert!(out.contains("forward rows8 (built-in)"), "{out}");
     let (ok, out, err) = run(&[
         "info",
         "--model",
@@ -154,11 +167,17 @@ fn bench_train_prints_images_per_second() {
         "8",
         "--steps",
         "1",
+        "--gemm-size",
+        "64",
     ]);
     assert!(ok, "bench failed: {err}");
+    assert!(out.contains("yardstick: this project's best GEMM at 64x64x64"), "{out}");
     let line = out.lines().find(|l| l.starts_with("resnet8")).unwrap();
-    let images_per_sec: f64 = line.split_whitespace().nth(4).unwrap().parse().unwrap();
-    assert!(images_per_sec > 0.0, "{line}");
+    let cells: Vec<&str> = line.split_whitespace().collect();
+    let images_per_sec: f64 = cells[4].parse().unwrap();
+    let conv_gflops: f64 = cells[6].parse().unwrap();
+    assert!(images_per_sec > 0.0 && conv_gflops > 0.0, "{line}");
+    assert!(cells[7].ends_with('%'), "{line}");
 }
 
 #[test]
@@ -206,7 +225,7 @@ fn unknown_backend_is_a_clear_error() {
 #[test]
 fn train_without_a_display_says_so_and_runs_in_the_terminal() {
     let out = temp("nodisplay");
-    let output = Command::new(env!("CARGO_BIN_EXE_resnet-wgpu"))
+    let output = binary()
         .args(["train", "--model", "resnet8", "--batch-size", "32"])
         .args([
             "--synthetic-train",

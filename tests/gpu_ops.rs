@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use resnet_wgpu::gpu::{DType, Dispatch, Tensor, submit};
 use resnet_wgpu::ops::batchnorm::{BatchNorm, BnGradTensors, BnTensors, Fusion};
-use resnet_wgpu::ops::conv::{Conv2d, ConvTuning};
+use resnet_wgpu::ops::conv::{Conv2d, ConvKernel, ConvPass, ConvTuning, TILED_SHAPES};
 use resnet_wgpu::ops::loss::{self, CrossEntropyTensors};
 use resnet_wgpu::ops::{
     augment, elementwise, gemm, linear::Linear, optim, pool::Pool, shortcut::Shortcut,
@@ -20,7 +20,21 @@ fn run(dispatches: &[&Dispatch]) {
 }
 
 fn conv_case(shape: Conv2dShape, tuning: ConvTuning, seed: u64) {
-    let conv = Conv2d::new("test conv", shape, tuning).unwrap();
+    check_conv(&Conv2d::new("test conv", shape, tuning).unwrap(), seed);
+}
+
+/// `conv` with `kernel` in all three passes.
+fn conv_with(shape: Conv2dShape, kernel: ConvKernel) -> Conv2d {
+    let mut conv = Conv2d::new("test conv", shape, ConvTuning::default()).unwrap();
+    for pass in ConvPass::ALL {
+        conv = conv.with_kernel(pass, kernel).unwrap();
+    }
+    conv
+}
+
+/// Every pass of `conv` (with the kernels it has) against the oracle.
+fn check_conv(conv: &Conv2d, seed: u64) {
+    let shape = conv.shape;
     let (x, xv) = random_tensor("x", seed, &shape.input_shape());
     let (w, wv) = random_tensor("w", seed + 1, &shape.weight_shape());
     let (dy, dyv) = random_tensor("dy", seed + 2, &shape.output_shape());
@@ -43,7 +57,7 @@ fn conv_case(shape: Conv2dShape, tuning: ConvTuning, seed: u64) {
         atol,
     );
     assert_close(
-        &format!("{shape:?} backward_input"),
+        &format!("{shape:?} backward_input {:?}", conv.kernels.backward_input),
         &read(&dx),
         &oracle::conv::backward_input(&shape, &dyv, &wv),
         1e-4,
@@ -51,7 +65,7 @@ fn conv_case(shape: Conv2dShape, tuning: ConvTuning, seed: u64) {
     );
     let k_w = (shape.batch * shape.out_h() * shape.out_w()) as f64;
     assert_close(
-        &format!("{shape:?} backward_weight"),
+        &format!("{shape:?} backward_weight {:?}", conv.kernels.backward_weight),
         &read(&dw),
         &oracle::conv::backward_weight(&shape, &xv, &dyv),
         1e-4,
@@ -147,6 +161,128 @@ fn conv_other_workgroup_shapes_match_oracle() {
     ] {
         conv_case(shape, tuning, 55);
     }
+}
+
+#[test]
+fn conv_every_candidate_matches_oracle() {
+    // A shape every candidate serves (rows8 too: 3x3/1, width 16, 9 input
+    // channels), with channel counts and pixels off every tile.
+    let shape = Conv2dShape::square(3, 9, (5, 16), 7, 3, 1, 1);
+    let conv = Conv2d::new("c", shape, ConvTuning::default()).unwrap();
+    for pass in ConvPass::ALL {
+        assert_eq!(conv.candidates(pass).len(), 2 + TILED_SHAPES.len(), "{pass:?}");
+    }
+    for (i, kernel) in conv.candidates(ConvPass::Forward).into_iter().enumerate() {
+        check_conv(&conv_with(shape, kernel), 500 + 10 * i as u64);
+    }
+}
+
+#[test]
+fn conv_tiled_kernels_match_oracle_on_odd_shapes() {
+    // The smallest tile (16 rows x 128 columns) on the shapes that break conv
+    // kernels; the other tiles are covered above.
+    let tile = ConvKernel::Tiled {
+        tw_m: TILED_SHAPES[2].0,
+        tw_n: TILED_SHAPES[2].1,
+    };
+    for (i, shape) in [
+        Conv2dShape::square(1, 3, (7, 5), 5, 3, 1, 1), // batch 1, odd non-square, RGB
+        Conv2dShape::square(2, 5, (9, 9), 6, 3, 2, 1), // stride 2 on odd input
+        Conv2dShape::square(1, 3, (13, 11), 4, 7, 2, 3), // the 7x7/2 stem
+        Conv2dShape::square(3, 6, (5, 5), 10, 1, 2, 0), // 1x1/2 projection: classes without taps
+        Conv2dShape::square(2, 19, (6, 5), 33, 3, 1, 1), // rows past one tile
+        Conv2dShape {
+            batch: 2,
+            in_c: 3,
+            in_h: 6,
+            in_w: 7,
+            out_c: 4,
+            kernel_h: 3,
+            kernel_w: 2,
+            stride: 2,
+            pad: 1,
+        }, // non-square kernel: read from the params, not a constant
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        check_conv(&conv_with(shape, tile), 600 + 10 * i as u64);
+    }
+    // A long K: the weight gradient splits it over workgroups.
+    let split = conv_with(Conv2dShape::square(8, 5, (16, 17), 6, 3, 1, 1), tile);
+    assert!(split.weight_grad_splits() > 1);
+    check_conv(&split, 700);
+}
+
+#[test]
+fn tuning_measures_once_then_reuses_the_cached_choice() {
+    use resnet_wgpu::gpu::{ChoiceSource, KernelChoices, TunePolicy};
+    use resnet_wgpu::ops::tune::{choose_conv_kernels_in, conv_key};
+    let dir = std::env::temp_dir().join(format!("resnet-wgpu-tune-{}", std::process::id()));
+    let path = dir.join("kernel-choices.json");
+    let _ = std::fs::remove_dir_all(&dir);
+    let info = &ctx().adapter_info;
+    // The candidate test's shape, so its pipelines are compiled once per process.
+    let shape = Conv2dShape::square(3, 9, (5, 16), 7, 3, 1, 1);
+    let conv = || Conv2d::new("tuned", shape, ConvTuning::default()).unwrap();
+
+    let mut choices = KernelChoices::load_from(info, Some(path.clone()));
+    choices.policy = TunePolicy::All;
+    let (measured, sources) = choose_conv_kernels_in(ctx(), &mut choices, conv()).unwrap();
+    assert_eq!(sources, [ChoiceSource::Measured; 3]);
+    choices.save().unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    for pass in ConvPass::ALL {
+        assert!(text.contains(&conv_key(pass, &shape)), "{text}");
+        assert!(text.contains(&measured.kernels.get(pass).name()), "{text}");
+    }
+
+    // A new process (here: new choices from the same file) runs what was measured.
+    let mut cached = KernelChoices::load_from(info, Some(path.clone()));
+    cached.policy = TunePolicy::Cached;
+    let (again, sources) = choose_conv_kernels_in(ctx(), &mut cached, conv()).unwrap();
+    assert_eq!(sources, [ChoiceSource::Cached; 3]);
+    assert_eq!(again.kernels, measured.kernels);
+    check_conv(&again, 800);
+
+    // Off ignores the cache; Auto on a CPU adapter never measures.
+    cached.policy = TunePolicy::Off;
+    let (_, sources) = choose_conv_kernels_in(ctx(), &mut cached, conv()).unwrap();
+    assert_eq!(sources, [ChoiceSource::BuiltIn; 3]);
+    let mut fresh = KernelChoices::in_memory(info);
+    assert_eq!(fresh.should_measure(true), false);
+    let (builtin, _) = choose_conv_kernels_in(ctx(), &mut fresh, conv()).unwrap();
+    assert_eq!(builtin.kernels.forward, conv().builtin_kernel(ConvPass::Forward, ctx().is_software()));
+
+    // A damaged cache file is no cache, not an error; an unknown kernel name in
+    // it is ignored.
+    std::fs::write(&path, "{ not json").unwrap();
+    assert!(KernelChoices::load_from(info, Some(path.clone())).is_empty());
+    std::fs::write(&path, text.replace(&measured.kernels.forward.name(), "warp9")).unwrap();
+    let mut odd = KernelChoices::load_from(info, Some(path.clone()));
+    odd.policy = TunePolicy::Cached;
+    let (_, sources) = choose_conv_kernels_in(ctx(), &mut odd, conv()).unwrap();
+    assert_eq!(sources[0], ChoiceSource::BuiltIn);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn conv_kernel_names_round_trip_and_bad_ones_are_refused() {
+    let shape = Conv2dShape::square(1, 3, (5, 5), 4, 3, 2, 1);
+    let conv = Conv2d::new("named", shape, ConvTuning::default()).unwrap();
+    for kernel in conv.candidates(ConvPass::Forward) {
+        assert_eq!(ConvKernel::from_name(&kernel.name()), Some(kernel));
+    }
+    for bad in ["tiled65x64", "tiled64x", "tiled8x64", "tiled512x4", "fast", ""] {
+        assert_eq!(ConvKernel::from_name(bad), None, "{bad}");
+    }
+    // rows8 needs 3x3/1 on widths that are multiples of 8: not this stride-2 conv.
+    let err = conv
+        .with_kernel(ConvPass::Forward, ConvKernel::Rows8)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("named") && err.contains("rows8"), "{err}");
 }
 
 #[test]
@@ -878,6 +1014,19 @@ fn gemm_versions_match_oracle() {
         gemm::matmul_vec4(ctx(), &ConvTuning::default(), &a, &b, &c).is_err(),
         "K = 5 must be refused by v2"
     );
+}
+
+#[test]
+fn gemm_tiled_matches_oracle() {
+    // Sizes off the tile in every dimension, and K shorter than one staged slice.
+    for (m, n, k, tile) in [(37, 29, 19, (16, 16)), (70, 131, 5, (4, 32)), (1, 1, 9, (8, 16))] {
+        let (a, av) = random_tensor("a", 92, &[m, k]);
+        let (b, bv) = random_tensor("b", 93, &[k, n]);
+        let c = zeros("c", &[m, n]);
+        run(&[&gemm::matmul_tiled(ctx(), tile, &a, &b, &c).unwrap()]);
+        let expect = oracle::gemm::matmul(m, n, k, &widen(&av), &widen(&bv));
+        assert_close(&format!("tiled gemm {m}x{n}x{k} {tile:?}"), &read(&c), &expect, 1e-5, 1e-5);
+    }
 }
 
 #[test]

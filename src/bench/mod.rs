@@ -1,7 +1,10 @@
-//! Benchmarks: GPU time per op (`bench ops`) and whole training steps (`bench train`).
+//! Benchmarks: GPU time per op (`bench ops`), whole training steps (`bench
+//! train`) and the per-adapter kernel choice (`bench tune`).
 
 mod ops;
 mod train;
+mod tune;
 
-pub use ops::{BenchOpsOptions, bench_ops};
+pub use ops::{BenchOpsOptions, GemmVersion, bench_ops, gemm_rate};
 pub use train::{BenchTrainOptions, TrainBenchResult, bench_train};
+pub use tune::{BenchTuneOptions, bench_tune};

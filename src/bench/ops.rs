@@ -3,7 +3,8 @@
 
 use crate::gpu::{DType, Dispatch, GpuContext, GpuError, OpTiming, Tensor, time_dispatches};
 use crate::ops::batchnorm::{BatchNorm, BnGradTensors, BnTensors, Fusion};
-use crate::ops::conv::{Conv2d, ConvTuning};
+use crate::ops::conv::{Conv2d, ConvPass, ConvTuning};
+use crate::ops::tune::choose_conv_kernels;
 use crate::ops::{elementwise, gemm, shortcut::Shortcut};
 use crate::shapes::{BatchNormShape, Conv2dShape, ShortcutShape};
 
@@ -64,33 +65,41 @@ const GEMM_MAX_N: usize = 16384;
 
 /// Which of the project's GEMM kernels to time.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum GemmVersion {
+pub enum GemmVersion {
     /// v1: scalar loads, any shape.
     Scalar,
     /// v2: vec4 loads; K and N multiples of 4.
     Vec4,
-    /// v2 where the shape allows it, else v1: the yardstick for the convs.
+    /// v3: 64x64 tiles staged through workgroup memory.
+    Tiled,
+    /// The fastest of v2 (where the shape allows it, else v1) and v3: the
+    /// yardstick for the convs.
     Best,
 }
 
 /// GFLOP/s of the project's GEMM for an m x min(n, GEMM_MAX_N) x k problem.
-fn gemm_rate(
+pub fn gemm_rate(
     ctx: &GpuContext,
     tuning: &ConvTuning,
     [m, n, k]: [usize; 3],
     version: GemmVersion,
     reps: u32,
 ) -> Result<f64, GpuError> {
+    if version == GemmVersion::Best {
+        let best = [GemmVersion::Vec4, GemmVersion::Tiled]
+            .into_iter()
+            .map(|v| gemm_rate(ctx, tuning, [m, n, k], v, reps))
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok(best.into_iter().fold(0.0, f64::max));
+    }
     let n = n.min(GEMM_MAX_N);
     let a = filled(ctx, "gemm a", &[m, k])?;
     let b = filled(ctx, "gemm b", &[k, n])?;
     let c = Tensor::zeros(ctx, "gemm c", &[m, n], DType::F32)?;
-    let vec4 =
-        version == GemmVersion::Vec4 || (version == GemmVersion::Best && k % 4 == 0 && n % 4 == 0);
-    let d = if vec4 {
-        gemm::matmul_vec4(ctx, tuning, &a, &b, &c)?
-    } else {
-        gemm::matmul(ctx, tuning, &a, &b, &c)?
+    let d = match version {
+        GemmVersion::Tiled => gemm::matmul_tiled(ctx, (16, 16), &a, &b, &c)?,
+        GemmVersion::Vec4 if k % 4 == 0 && n % 4 == 0 => gemm::matmul_vec4(ctx, tuning, &a, &b, &c)?,
+        _ => gemm::matmul(ctx, tuning, &a, &b, &c)?,
     };
     let t = time_dispatches(ctx, &[&d], reps)?;
     Ok(gflops(2.0 * (m * n * k) as f64, &t))
@@ -135,7 +144,8 @@ fn bench_conv(
     rows: &mut Vec<Row>,
 ) -> Result<(), GpuError> {
     let tuning = *tuning;
-    let conv = Conv2d::new(name, shape, tuning)?;
+    // The kernels training would run here (see --tune).
+    let (conv, _) = choose_conv_kernels(ctx, Conv2d::new(name, shape, tuning)?)?;
     let x = filled(ctx, "x", &shape.input_shape())?;
     let w = filled(ctx, "w", &shape.weight_shape())?;
     let y = filled(ctx, "y", &shape.output_shape())?;
@@ -146,29 +156,30 @@ fn bench_conv(
         shape.batch * shape.in_h * shape.in_w,
     );
     let (khw, flops) = (shape.kernel_h * shape.kernel_w, shape.flops());
-    let passes: [(&str, Vec<Dispatch>, [usize; 3]); 3] = [
+    let passes: [(ConvPass, Vec<Dispatch>, [usize; 3]); 3] = [
         (
-            "conv forward",
+            ConvPass::Forward,
             vec![conv.forward(ctx, &x, &w, &y)?],
             [shape.out_c, out_px, shape.in_c * khw],
         ),
         (
-            "conv backward_input",
+            ConvPass::BackwardInput,
             vec![conv.backward_input(ctx, &y, &w, &dx)?],
             [shape.in_c, in_px, shape.out_c * khw],
         ),
         (
-            "conv backward_weight",
+            ConvPass::BackwardWeight,
             conv.backward_weight(ctx, &x, &y, &dw)?,
             [shape.out_c, shape.in_c * khw, out_px],
         ),
     ];
-    for (op, dispatches, [m, n, k]) in passes {
+    for (pass, dispatches, [m, n, k]) in passes {
+        let op = format!("conv {} {}", pass.name(), conv.kernels.get(pass).name());
         let refs: Vec<&Dispatch> = dispatches.iter().collect();
         let timing = time_dispatches(ctx, &refs, reps)?;
         let gemm = gemm_rate(ctx, &tuning, [m, n, k], GemmVersion::Best, reps)?;
         rows.push(Row {
-            op: op.into(),
+            op,
             shape: name.into(),
             timing,
             flops: Some(flops),
@@ -285,6 +296,7 @@ pub fn bench_ops(ctx: &GpuContext, opt: &BenchOpsOptions) -> Result<(), GpuError
         let versions = [
             ("gemm v1 (scalar loads)", GemmVersion::Scalar),
             ("gemm v2 (vec4 loads)", GemmVersion::Vec4),
+            ("gemm v3 (tiled 64x64)", GemmVersion::Tiled),
         ];
         for (op, version) in versions {
             if version == GemmVersion::Vec4 && n % 4 != 0 {
@@ -315,14 +327,14 @@ pub fn bench_ops(ctx: &GpuContext, opt: &BenchOpsOptions) -> Result<(), GpuError
         "wall clock around submit+wait (no usable timestamps)"
     };
     println!(
-        "times from {source}; '% gemm' compares with this project's best GEMM (v2 where K and N allow) at the same M x N x K (N capped at {GEMM_MAX_N})"
+        "times from {source}; '% gemm' compares with this project's best GEMM (the faster of v2, where K and N allow, and v3) at the same M x N x K (N capped at {GEMM_MAX_N}); conv kernels as training would choose them (--tune)"
     );
     Ok(())
 }
 
 fn print_table(rows: &[Row]) {
     println!(
-        "{:<28} {:<20} {:>10} {:>9} {:>10} {:>7}",
+        "{:<36} {:<20} {:>10} {:>9} {:>10} {:>7}",
         "op", "shape", "ms", "GFLOP/s", "gemm GF/s", "% gemm"
     );
     for r in rows {
@@ -333,7 +345,7 @@ fn print_table(rows: &[Row]) {
             .zip(r.gemm_gflops)
             .map_or("-".to_string(), |(a, b)| format!("{:.0}%", 100.0 * a / b));
         println!(
-            "{:<28} {:<20} {:>10.3} {:>9} {:>10} {:>7}",
+            "{:<36} {:<20} {:>10.3} {:>9} {:>10} {:>7}",
             r.op,
             r.shape,
             ms,

@@ -10,6 +10,9 @@ use web_time::Instant;
 
 use crate::data::{SyntheticOptions, synthetic};
 use crate::gpu::{GpuContext, time_dispatches};
+use crate::ops::conv::ConvTuning;
+
+use super::{GemmVersion, gemm_rate};
 use crate::model::{ModelSpec, ShortcutKind};
 use crate::shapes::AugmentConfig;
 use crate::train::{TrainConfig, Trainer, channel_statistics};
@@ -28,6 +31,10 @@ pub struct BenchTrainOptions {
     /// kind of dispatch (slow: each is submitted separately).
     #[arg(long)]
     pub profile: bool,
+    /// Size of the square GEMM the models' rates are compared with (its best
+    /// kernel, timed in the same run; 0 skips it).
+    #[arg(long, default_value_t = 1024)]
+    pub gemm_size: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -38,28 +45,46 @@ pub struct TrainBenchResult {
     pub images_per_sec: f64,
     pub record_ms_per_step: f64,
     pub plan_mib: f64,
+    /// The convs' FLOPs per step over the step time.
+    pub conv_gflops: f64,
 }
 
 pub fn bench_train(ctx: Arc<GpuContext>, opt: &BenchTrainOptions) -> Result<Vec<TrainBenchResult>> {
     println!("adapter: {}", ctx.describe());
+    let n = opt.gemm_size;
+    let gemm = (n > 0)
+        .then(|| gemm_rate(&ctx, &ConvTuning::default(), [n, n, n], GemmVersion::Best, 3))
+        .transpose()?;
+    if let Some(rate) = gemm {
+        println!("yardstick: this project's best GEMM at {n}x{n}x{n}: {rate:.2} GFLOP/s");
+    }
     println!(
-        "{:<10} {:>9} {:>8} {:>12} {:>10} {:>14}",
-        "model", "plan MiB", "plan s", "1st step s", "images/s", "record ms/step"
+        "{:<10} {:>9} {:>8} {:>12} {:>10} {:>14} {:>10} {:>7}",
+        "model", "plan MiB", "plan s", "1st step s", "images/s", "record ms/step", "conv GF/s", "% gemm"
     );
     let mut results = vec![];
     for model in &opt.models {
         let r = bench_model(ctx.clone(), model, opt)?;
+        let share = gemm.map_or("-".to_string(), |g| {
+            format!("{:.0}%", 100.0 * r.conv_gflops / g)
+        });
         println!(
-            "{:<10} {:>9.1} {:>8.2} {:>12.2} {:>10.2} {:>14.3}",
+            "{:<10} {:>9.1} {:>8.2} {:>12.2} {:>10.2} {:>14.3} {:>10.2} {:>7}",
             r.model,
             r.plan_mib,
             r.plan_seconds,
             r.first_step_seconds,
             r.images_per_sec,
-            r.record_ms_per_step
+            r.record_ms_per_step,
+            r.conv_gflops,
+            share
         );
         results.push(r);
     }
+    println!(
+        "conv GF/s: the convs' FLOPs per step (forward, input and weight gradients) over the \
+         whole step's time; % gemm: that against the yardstick GEMM above"
+    );
     Ok(results)
 }
 
@@ -107,9 +132,14 @@ fn bench_model(
     let seconds = timed.elapsed().as_secs_f64();
     trainer.poll()?;
     if opt.profile {
+        for line in trainer.plan().conv_choice_lines() {
+            println!("  {line}");
+        }
         profile_step(&ctx, &trainer)?;
     }
+    let steps_per_second = opt.steps as f64 / seconds;
     Ok(TrainBenchResult {
+        conv_gflops: trainer.plan().conv_flops_per_step() * steps_per_second / 1e9,
         model: model.to_string(),
         plan_seconds,
         first_step_seconds,
@@ -152,8 +182,12 @@ fn profile_step(ctx: &GpuContext, trainer: &Trainer) -> Result<()> {
     Ok(())
 }
 
-/// "layer2.0.conv1 backward_weight" -> "conv backward_weight".
+/// "layer2.0.conv1 backward_weight (rows8)" -> "conv backward_weight (rows8)".
 fn dispatch_kind(label: &str) -> String {
+    let (label, kernel) = match label.rsplit_once(" (") {
+        Some((rest, kernel)) if label.ends_with(')') => (rest, format!(" ({kernel}")),
+        _ => (label, String::new()),
+    };
     let (layer, entry) = label.rsplit_once(' ').unwrap_or((label, ""));
     let family = if layer.contains("conv") || layer.ends_with("downsample.0") {
         "conv"
@@ -164,5 +198,5 @@ fn dispatch_kind(label: &str) -> String {
     } else {
         layer.split(['.', ' ']).next().unwrap_or(layer)
     };
-    format!("{family} {entry}")
+    format!("{family} {entry}{kernel}")
 }

@@ -1,4 +1,5 @@
 use super::error::GpuError;
+use super::choices::{KernelChoices, TunePolicy};
 use super::kernels::KernelCache;
 
 /// Which graphics API to run on. `Auto` honours the WGPU_BACKEND variable and
@@ -54,6 +55,8 @@ pub struct GpuContext {
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
     pub(crate) kernels: KernelCache,
+    /// Which kernel candidate each (pass, shape) runs on this adapter.
+    pub choices: std::sync::Mutex<KernelChoices>,
 }
 
 impl GpuContext {
@@ -98,12 +101,17 @@ impl GpuContext {
     }
 
     /// What training asks of a device: every limit the adapter has (large
-    /// storage bindings) and timestamp queries where available (for `bench`).
+    /// storage bindings), and where available timestamp queries (for `bench`
+    /// and kernel tuning), subgroups and shader-f16 (for kernel candidates that
+    /// use them; `info` lists what the device got).
     /// The window's renderer opens its device with this too, so both share it.
     pub fn device_descriptor(adapter: &wgpu::Adapter) -> wgpu::DeviceDescriptor<'static> {
         wgpu::DeviceDescriptor {
             label: Some("resnet-wgpu"),
-            required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
+            required_features: adapter.features()
+                & (wgpu::Features::TIMESTAMP_QUERY
+                    | wgpu::Features::SUBGROUP
+                    | wgpu::Features::SHADER_F16),
             required_limits: adapter.limits(),
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,
@@ -123,11 +131,23 @@ impl GpuContext {
         GpuContext {
             device,
             queue,
-            adapter_info,
             limits,
             features,
             kernels: KernelCache::default(),
+            choices: std::sync::Mutex::new(KernelChoices::load(&adapter_info)),
+            adapter_info,
         }
+    }
+
+    /// When plans measure kernel candidates (default: `TunePolicy::Auto`).
+    pub fn set_tune_policy(&self, policy: TunePolicy) {
+        self.choices.lock().unwrap().policy = policy;
+    }
+
+    /// Writes newly measured kernel choices to the cache file (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn save_kernel_choices(&self) -> std::io::Result<()> {
+        self.choices.lock().unwrap().save()
     }
 
     /// The most bytes one storage binding may hold on this device (the binding

@@ -24,6 +24,7 @@ pub const SHADERS: &[Shader] = &[
     shader!("augment"),
     shader!("batchnorm"),
     shader!("conv"),
+    shader!("conv_tiled"),
     shader!("elementwise"),
     shader!("gemm"),
     shader!("linear"),

@@ -1,6 +1,7 @@
 //! The GPU substrate: one context (adapter, device, queue, kernel cache), tensors
 //! that know their shape, and prepared dispatches that record into a compute pass.
 
+mod choices;
 mod context;
 mod dispatch;
 mod error;
@@ -8,6 +9,7 @@ mod kernels;
 mod profiler;
 mod tensor;
 
+pub use choices::{Choice, ChoiceSource, KernelChoices, TunePolicy};
 pub use context::{BackendChoice, GpuContext};
 pub use dispatch::{Binding, Dispatch, DispatchSpec, elementwise_grid, submit};
 pub use error::GpuError;

@@ -24,6 +24,133 @@ impl Default for ConvTuning {
     }
 }
 
+/// The three passes of a convolution, each served by one of its candidates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConvPass {
+    Forward,
+    BackwardInput,
+    BackwardWeight,
+}
+
+impl ConvPass {
+    pub const ALL: [ConvPass; 3] = [
+        ConvPass::Forward,
+        ConvPass::BackwardInput,
+        ConvPass::BackwardWeight,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ConvPass::Forward => "forward",
+            ConvPass::BackwardInput => "backward_input",
+            ConvPass::BackwardWeight => "backward_weight",
+        }
+    }
+}
+
+/// A kernel that can serve a conv pass. Its name is what the tuning cache,
+/// dispatch labels, `info` and `bench` show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConvKernel {
+    /// conv.wgsl's generic implicit GEMM: a 4x4 register tile per invocation,
+    /// no workgroup memory (the CPU-adapter shape); any conv.
+    RegisterTile,
+    /// conv.wgsl's `conv3x3_s1` / `conv3x3_s1_weight`: 8-pixel vec4 rows with
+    /// uniform weight loads; 3x3, stride 1, pad 1, width a multiple of 8 (and
+    /// at least 8 input channels for the weight gradient).
+    Rows8,
+    /// conv_tiled.wgsl: a (4 tw_m) x (4 tw_n) output tile per workgroup of
+    /// tw_n x tw_m invocations, K staged through workgroup memory; any conv.
+    Tiled { tw_m: u32, tw_n: u32 },
+}
+
+/// The workgroup tiles offered as candidates (invocations along M, along N):
+/// 64x64 for wide layers, 32x64 and 16x128 for the 16- and 32-channel layers
+/// of CIFAR ResNets, where a 64-row tile would idle most of its rows.
+pub const TILED_SHAPES: [(u32, u32); 3] = [(16, 16), (8, 16), (4, 32)];
+/// Largest tile side conv_tiled.wgsl's workgroup arrays hold (TILE_CAP).
+const TILED_CAP: u32 = 128;
+
+impl ConvKernel {
+    pub fn name(self) -> String {
+        match self {
+            ConvKernel::RegisterTile => "regtile".into(),
+            ConvKernel::Rows8 => "rows8".into(),
+            ConvKernel::Tiled { tw_m, tw_n } => format!("tiled{}x{}", 4 * tw_m, 4 * tw_n),
+        }
+    }
+
+    /// The kernel a name (from `name`) stands for, if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "regtile" => Some(ConvKernel::RegisterTile),
+            "rows8" => Some(ConvKernel::Rows8),
+            _ => {
+                let (m, n) = name.strip_prefix("tiled")?.split_once('x')?;
+                let (bm, bn): (u32, u32) = (m.parse().ok()?, n.parse().ok()?);
+                let kernel = ConvKernel::Tiled {
+                    tw_m: bm / 4,
+                    tw_n: bn / 4,
+                };
+                (kernel.name() == name && kernel.tile_is_valid()).then_some(kernel)
+            }
+        }
+    }
+
+    /// conv_tiled.wgsl needs whole vec4 columns, tiles within its arrays, and
+    /// TW_M % 4 == 0 (every invocation stages one B column at every K step).
+    fn tile_is_valid(self) -> bool {
+        match self {
+            ConvKernel::Tiled { tw_m, tw_n } => {
+                tw_m >= 4
+                    && tw_m % 4 == 0
+                    && tw_n >= 1
+                    && 4 * tw_m <= TILED_CAP
+                    && 4 * tw_n <= TILED_CAP
+                    && tw_m * tw_n <= 256
+            }
+            _ => true,
+        }
+    }
+
+    /// The tiled candidate whose tile rows best fit `rows` (M of the pass):
+    /// the built-in choice on hardware GPUs.
+    pub fn tiled_for_rows(rows: usize) -> Self {
+        let (tw_m, tw_n) = match rows {
+            0..=16 => TILED_SHAPES[2],
+            17..=32 => TILED_SHAPES[1],
+            _ => TILED_SHAPES[0],
+        };
+        ConvKernel::Tiled { tw_m, tw_n }
+    }
+}
+
+/// The kernel each pass of one conv runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvKernels {
+    pub forward: ConvKernel,
+    pub backward_input: ConvKernel,
+    pub backward_weight: ConvKernel,
+}
+
+impl ConvKernels {
+    pub fn get(&self, pass: ConvPass) -> ConvKernel {
+        match pass {
+            ConvPass::Forward => self.forward,
+            ConvPass::BackwardInput => self.backward_input,
+            ConvPass::BackwardWeight => self.backward_weight,
+        }
+    }
+
+    fn set(&mut self, pass: ConvPass, kernel: ConvKernel) {
+        match pass {
+            ConvPass::Forward => self.forward = kernel,
+            ConvPass::BackwardInput => self.backward_input = kernel,
+            ConvPass::BackwardWeight => self.backward_weight = kernel,
+        }
+    }
+}
+
 const TILE: u32 = 4;
 /// Workgroup size and output channels per workgroup of `conv3x3_s1` (each
 /// invocation computes 8 pixels of a row).
@@ -55,20 +182,81 @@ struct ConvParams {
     k_splits: u32,
 }
 
+#[derive(Clone)]
 pub struct Conv2d {
     pub label: String,
     pub shape: Conv2dShape,
     pub tuning: ConvTuning,
+    /// The candidate each pass runs: the CPU-adapter defaults until changed
+    /// with `with_kernel` (the plan asks `tune` which to use).
+    pub kernels: ConvKernels,
 }
 
 impl Conv2d {
     pub fn new(label: &str, shape: Conv2dShape, tuning: ConvTuning) -> Result<Self, GpuError> {
         shape.validate().map_err(|e| GpuError::shape(label, e))?;
-        Ok(Conv2d {
+        let mut conv = Conv2d {
             label: label.to_string(),
             shape,
             tuning,
-        })
+            kernels: ConvKernels {
+                forward: ConvKernel::RegisterTile,
+                backward_input: ConvKernel::RegisterTile,
+                backward_weight: ConvKernel::RegisterTile,
+            },
+        };
+        for pass in ConvPass::ALL {
+            conv.kernels.set(pass, conv.builtin_kernel(pass, true));
+        }
+        Ok(conv)
+    }
+
+    /// This conv with `kernel` for `pass`; an error names a kernel that cannot
+    /// serve this shape.
+    pub fn with_kernel(mut self, pass: ConvPass, kernel: ConvKernel) -> Result<Self, GpuError> {
+        if !self.candidates(pass).contains(&kernel) {
+            return Err(GpuError::shape(
+                &self.label,
+                format!("kernel {} cannot serve {}", kernel.name(), pass.name()),
+            ));
+        }
+        self.kernels.set(pass, kernel);
+        Ok(self)
+    }
+
+    /// Every kernel that can serve `pass` of this conv, the built-in CPU
+    /// choice first.
+    pub fn candidates(&self, pass: ConvPass) -> Vec<ConvKernel> {
+        let rows8 = match pass {
+            ConvPass::BackwardWeight => self.uses_square_weight_kernel(),
+            _ => self.uses_square_kernel(),
+        };
+        let mut list = vec![];
+        if rows8 {
+            list.push(ConvKernel::Rows8);
+        }
+        list.push(ConvKernel::RegisterTile);
+        list.extend(
+            TILED_SHAPES
+                .iter()
+                .map(|&(tw_m, tw_n)| ConvKernel::Tiled { tw_m, tw_n }),
+        );
+        list
+    }
+
+    /// The kernel used without a measurement: on CPU adapters the ones
+    /// measured fastest on lavapipe (rows8 where it applies, else the register
+    /// tile); on GPUs the workgroup-tiled kernel sized for the pass's rows.
+    pub fn builtin_kernel(&self, pass: ConvPass, cpu_adapter: bool) -> ConvKernel {
+        if cpu_adapter {
+            return self.candidates(pass)[0];
+        }
+        let s = &self.shape;
+        let rows = match pass {
+            ConvPass::BackwardInput => s.in_c,
+            _ => s.out_c,
+        };
+        ConvKernel::tiled_for_rows(rows)
     }
 
     fn params(&self, k_splits: u32) -> Result<ConvParams, GpuError> {
@@ -108,17 +296,25 @@ impl Conv2d {
         [cols, rows, splits]
     }
 
+    /// The dispatch's label names the layer, the pass and the kernel that runs,
+    /// e.g. "layer1.0.conv1 forward (tiled64x64)".
     fn spec<'a>(
         &self,
-        entry: &'static str,
+        pass: ConvPass,
+        (shader, entry): (&'static str, &'static str),
         params: &'a ConvParams,
         constants: &'a [(&'static str, u32)],
         bindings: Vec<Binding<'a>>,
         workgroups: [u32; 3],
     ) -> DispatchSpec<'a, ConvParams> {
         DispatchSpec {
-            label: format!("{} {entry}", self.label),
-            shader: "conv",
+            label: format!(
+                "{} {} ({})",
+                self.label,
+                pass.name(),
+                self.kernels.get(pass).name()
+            ),
+            shader,
             entry,
             constants,
             params,
@@ -140,6 +336,29 @@ impl Conv2d {
         ]
     }
 
+    /// conv_tiled.wgsl's constants: the tile and, for square kernels, the size.
+    fn tiled_constants(&self, (tw_m, tw_n): (u32, u32)) -> Vec<(&'static str, u32)> {
+        let s = &self.shape;
+        let square = if s.kernel_h == s.kernel_w { s.kernel_h } else { 0 };
+        vec![("TW_M", tw_m), ("TW_N", tw_n), ("KERNEL", square as u32)]
+    }
+
+    /// Workgroups of a tiled pass over an m x n output in `z` slices.
+    fn tiled_grid((tw_m, tw_n): (u32, u32), m: usize, n: usize, z: u32) -> [u32; 3] {
+        [
+            n.div_ceil(4 * tw_n as usize) as u32,
+            m.div_ceil(4 * tw_m as usize) as u32,
+            z,
+        ]
+    }
+
+    fn tile_of(&self, pass: ConvPass) -> Option<(u32, u32)> {
+        match self.kernels.get(pass) {
+            ConvKernel::Tiled { tw_m, tw_n } => Some((tw_m, tw_n)),
+            _ => None,
+        }
+    }
+
     /// Whether the vec4 3x3/1 kernel (`conv3x3_s1` in conv.wgsl) applies.
     pub fn uses_square_kernel(&self) -> bool {
         let s = &self.shape;
@@ -151,13 +370,14 @@ impl Conv2d {
     fn square_kernel(
         &self,
         ctx: &GpuContext,
-        transposed: bool,
+        pass: ConvPass,
         src: &Tensor,
         w: &Tensor,
         dst: &Tensor,
     ) -> Result<Dispatch, GpuError> {
         let s = &self.shape;
         let params = self.params(1)?;
+        let transposed = pass == ConvPass::BackwardInput;
         let rows = if transposed { s.in_c } else { s.out_c };
         let quads = s.batch * s.in_h * s.in_w / 8;
         let grid = [
@@ -174,14 +394,8 @@ impl Conv2d {
             ("SQ_WG", SQUARE_WG),
             ("SQ_TRANSPOSED", u32::from(transposed)),
         ];
-        let entry = if transposed {
-            "backward_input"
-        } else {
-            "forward"
-        };
-        let mut spec = self.spec("conv3x3_s1", &params, &constants, bindings, grid);
-        spec.label = format!("{} {entry}", self.label);
-        spec.build(ctx)
+        self.spec(pass, ("conv", "conv3x3_s1"), &params, &constants, bindings, grid)
+            .build(ctx)
     }
 
     /// y = conv(x, w)
@@ -196,27 +410,30 @@ impl Conv2d {
         x.expect(&self.label, &s.input_shape(), DType::F32)?;
         w.expect(&self.label, &s.weight_shape(), DType::F32)?;
         y.expect(&self.label, &s.output_shape(), DType::F32)?;
-        if self.uses_square_kernel() {
-            return self.square_kernel(ctx, false, x, w, y);
-        }
+        let pass = ConvPass::Forward;
         let params = self.params(1)?;
-        let grid = self.grid(s.out_c, s.batch * s.out_h() * s.out_w(), 1);
         let bindings = vec![
-            Binding {
-                index: 1,
-                buffer: x.buffer(),
-            },
-            Binding {
-                index: 2,
-                buffer: w.buffer(),
-            },
-            Binding {
-                index: 3,
-                buffer: y.buffer(),
-            },
+            Binding::tensor(1, x),
+            Binding::tensor(2, w),
+            Binding::tensor(3, y),
         ];
-        self.spec("forward", &params, &self.constants(false), bindings, grid)
-            .build(ctx)
+        let out_px = s.batch * s.out_h() * s.out_w();
+        match self.kernels.forward {
+            ConvKernel::Rows8 => self.square_kernel(ctx, pass, x, w, y),
+            ConvKernel::RegisterTile => {
+                let grid = self.grid(s.out_c, out_px, 1);
+                let constants = self.constants(false);
+                self.spec(pass, ("conv", "forward"), &params, &constants, bindings, grid)
+                    .build(ctx)
+            }
+            ConvKernel::Tiled { tw_m, tw_n } => {
+                let grid = Self::tiled_grid((tw_m, tw_n), s.out_c, out_px, 1);
+                let constants = self.tiled_constants((tw_m, tw_n));
+                let entry = ("conv_tiled", "forward");
+                self.spec(pass, entry, &params, &constants, bindings, grid)
+                    .build(ctx)
+            }
+        }
     }
 
     /// dx = d(loss)/dx given dy = d(loss)/dy.
@@ -231,51 +448,54 @@ impl Conv2d {
         dy.expect(&self.label, &s.output_shape(), DType::F32)?;
         w.expect(&self.label, &s.weight_shape(), DType::F32)?;
         dx.expect(&self.label, &s.input_shape(), DType::F32)?;
-        if self.uses_square_kernel() {
-            return self.square_kernel(ctx, true, dy, w, dx);
+        let pass = ConvPass::BackwardInput;
+        if self.kernels.backward_input == ConvKernel::Rows8 {
+            return self.square_kernel(ctx, pass, dy, w, dx);
         }
         let params = self.params(1)?;
-        // Strided: one z slice per pixel class (ih + pad, iw + pad) mod stride,
-        // x covering the largest class.
+        // One z slice per pixel class (ih + pad, iw + pad) mod stride, x
+        // covering the largest class.
         let class_pixels = s.in_h.div_ceil(s.stride) * s.in_w.div_ceil(s.stride);
         let classes = (s.stride * s.stride) as u32;
+        let bindings = vec![
+            Binding::tensor(2, w),
+            Binding::tensor(4, dy),
+            Binding::tensor(5, dx),
+        ];
+        if let Some(tile) = self.tile_of(pass) {
+            let grid = Self::tiled_grid(tile, s.in_c, s.batch * class_pixels, classes);
+            let constants = self.tiled_constants(tile);
+            let entry = ("conv_tiled", "backward_input");
+            return self
+                .spec(pass, entry, &params, &constants, bindings, grid)
+                .build(ctx);
+        }
         let grid = self.grid(s.in_c, s.batch * class_pixels, classes);
         let entry = if s.stride > 1 {
             "backward_input_strided"
         } else {
             "backward_input"
         };
-        let bindings = vec![
-            Binding {
-                index: 2,
-                buffer: w.buffer(),
-            },
-            Binding {
-                index: 4,
-                buffer: dy.buffer(),
-            },
-            Binding {
-                index: 5,
-                buffer: dx.buffer(),
-            },
-        ];
-        self.spec(entry, &params, &self.constants(true), bindings, grid)
+        let constants = self.constants(true);
+        self.spec(pass, ("conv", entry), &params, &constants, bindings, grid)
             .build(ctx)
     }
 
-    /// Whether backward_weight uses `conv3x3_s1_weight`. Its lanes are input
-    /// channels: with few (the RGB stem) most would idle.
+    /// Whether backward_weight can use `conv3x3_s1_weight`. Its lanes are
+    /// input channels: with few (the RGB stem) most would idle.
     pub fn uses_square_weight_kernel(&self) -> bool {
         self.uses_square_kernel() && self.shape.in_c >= 8
     }
 
     /// How many parts backward_weight splits its reduction over.
     pub fn weight_grad_splits(&self) -> u32 {
-        if self.uses_square_weight_kernel() {
-            return self.square_weight_grid()[0];
-        }
         let s = &self.shape;
-        let [x, y, _] = self.grid(s.out_c, s.in_c * s.kernel_h * s.kernel_w, 1);
+        let n = s.in_c * s.kernel_h * s.kernel_w;
+        let [x, y, _] = match self.kernels.backward_weight {
+            ConvKernel::Rows8 => return self.square_weight_grid()[0],
+            ConvKernel::RegisterTile => self.grid(s.out_c, n, 1),
+            ConvKernel::Tiled { tw_m, tw_n } => Self::tiled_grid((tw_m, tw_n), s.out_c, n, 1),
+        };
         let wanted = self.tuning.target_workgroups.div_ceil(x * y).max(1) as usize;
         let k = s.batch * s.out_h() * s.out_w();
         wanted.min(k / MIN_K_PER_SPLIT).max(1) as u32
@@ -309,31 +529,42 @@ impl Conv2d {
         x.expect(&self.label, &s.input_shape(), DType::F32)?;
         dy.expect(&self.label, &s.output_shape(), DType::F32)?;
         dw.expect(&self.label, &s.weight_shape(), DType::F32)?;
-        let square = self.uses_square_weight_kernel();
+        let pass = ConvPass::BackwardWeight;
         let n = s.in_c * s.kernel_h * s.kernel_w;
         let splits = self.weight_grad_splits();
-        // The pixel splits are grid x for the square kernel, z for the generic one.
-        let (entry, grid, constants) = if square {
-            let constants = vec![("BW_WG", SQUARE_WEIGHT_WG)];
-            ("conv3x3_s1_weight", self.square_weight_grid(), constants)
-        } else {
-            let constants = self.constants(false).to_vec();
-            ("backward_weight", self.grid(s.out_c, n, splits), constants)
-        };
-        let constants = constants.as_slice();
-        let params = self.params(splits)?;
         let read = Binding::tensor;
-        // The square kernel reads x and dy as vec4 arrays.
+        // The pixel splits are grid x for the rows8 kernel, z for the others.
+        let (entry, grid, constants) = match self.kernels.backward_weight {
+            ConvKernel::Rows8 => (
+                ("conv", "conv3x3_s1_weight"),
+                self.square_weight_grid(),
+                vec![("BW_WG", SQUARE_WEIGHT_WG)],
+            ),
+            ConvKernel::RegisterTile => (
+                ("conv", "backward_weight"),
+                self.grid(s.out_c, n, splits),
+                self.constants(false).to_vec(),
+            ),
+            ConvKernel::Tiled { tw_m, tw_n } => (
+                ("conv_tiled", "backward_weight"),
+                Self::tiled_grid((tw_m, tw_n), s.out_c, n, splits),
+                self.tiled_constants((tw_m, tw_n)),
+            ),
+        };
+        // rows8 reads x and dy as vec4 arrays.
+        let rows8 = self.kernels.backward_weight == ConvKernel::Rows8;
         let bind = |target| {
-            if square {
+            if rows8 {
                 vec![read(8, x), read(10, dy), read(6, target)]
             } else {
                 vec![read(1, x), read(4, dy), read(6, target)]
             }
         };
+        let constants = constants.as_slice();
+        let params = self.params(splits)?;
         if splits == 1 {
             return Ok(vec![
-                self.spec(entry, &params, constants, bind(dw), grid)
+                self.spec(pass, entry, &params, constants, bind(dw), grid)
                     .build(ctx)?,
             ]);
         }
@@ -344,18 +575,19 @@ impl Conv2d {
             DType::F32,
         )?;
         let gemm = self
-            .spec(entry, &params, constants, bind(&partials), grid)
+            .spec(pass, entry, &params, constants, bind(&partials), grid)
             .build(ctx)?;
         let reduce_grid = [(s.out_c * n).div_ceil(256) as u32, 1, 1];
-        let reduce = self
-            .spec(
-                "reduce_weight_splits",
-                &params,
-                &[],
-                vec![read(6, dw), read(7, &partials)],
-                reduce_grid,
-            )
-            .build(ctx)?;
+        let mut reduce = self.spec(
+            pass,
+            ("conv", "reduce_weight_splits"),
+            &params,
+            &[],
+            vec![read(6, dw), read(7, &partials)],
+            reduce_grid,
+        );
+        reduce.label = format!("{} backward_weight (reduce splits)", self.label);
+        let reduce = reduce.build(ctx)?;
         Ok(vec![gemm, reduce])
     }
 }

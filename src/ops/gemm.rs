@@ -114,3 +114,38 @@ pub fn matmul_vec4(
     ];
     build(ctx, tuning, "matmul_vec4", [m, n, k], bindings, workgroups)
 }
+
+/// v3: the same product tiled through workgroup memory, a (4 tw_m) x (4 tw_n)
+/// tile per workgroup of tw_n x tw_m invocations (conv_tiled.wgsl's scheme);
+/// any sizes, tiles up to 128 on a side.
+pub fn matmul_tiled(
+    ctx: &GpuContext,
+    (tw_m, tw_n): (u32, u32),
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+) -> Result<Dispatch, GpuError> {
+    let [m, n, k] = dims("matmul_tiled", a, b, c)?;
+    if !(1..=32).contains(&tw_m) || !(1..=32).contains(&tw_n) || tw_m * tw_n > 256 {
+        return Err(GpuError::shape(
+            "matmul_tiled",
+            format!("tile {tw_m}x{tw_n} invocations is outside 1..=32 per side and 256 in all"),
+        ));
+    }
+    let workgroups = [
+        n.div_ceil(4 * tw_n as usize) as u32,
+        m.div_ceil(4 * tw_m as usize) as u32,
+        1,
+    ];
+    let bindings = vec![
+        Binding::tensor(1, a),
+        Binding::tensor(2, b),
+        Binding::tensor(3, c),
+    ];
+    let tuning = ConvTuning {
+        wg_n: tw_n,
+        wg_m: tw_m,
+        ..ConvTuning::default()
+    };
+    build(ctx, &tuning, "matmul_tiled", [m, n, k], bindings, workgroups)
+}

@@ -12,6 +12,7 @@ pub mod loss;
 pub mod optim;
 pub mod pool;
 pub mod shortcut;
+pub mod tune;
 
 use crate::gpu::GpuError;
 

@@ -5,16 +5,17 @@
 
 use std::collections::HashMap;
 
-use crate::gpu::{DType, Dispatch, GpuContext, GpuError, Tensor};
+use crate::gpu::{ChoiceSource, DType, Dispatch, GpuContext, GpuError, Tensor};
 use crate::model::{BlockSpec, ConvBnSpec, Network, Shortcut, StateEntry};
 use crate::ops::batchnorm::{BatchNorm, BnGradTensors, BnTensors, Fusion};
-use crate::ops::conv::{Conv2d, ConvTuning};
+use crate::ops::conv::{Conv2d, ConvKernels, ConvTuning};
 use crate::ops::elementwise;
 use crate::ops::linear::Linear;
 use crate::ops::loss::{self, CrossEntropyTensors, METRICS_LEN};
 use crate::ops::optim::{LearningRateBuffer, sgd_step};
 use crate::ops::pool::Pool;
 use crate::ops::shortcut::Shortcut as PadShortcut;
+use crate::ops::tune::choose_conv_kernels;
 use crate::shapes::{BatchNormShape, Conv2dShape, ImageShape, LinearShape, PoolShape, SgdConfig};
 
 pub type TensorId = usize;
@@ -25,6 +26,16 @@ pub struct ParamSlot {
     pub value: TensorId,
     pub grad: TensorId,
     pub momentum: TensorId,
+}
+
+/// Which kernels one conv of the plan runs, and how each was chosen
+/// (forward, backward_input, backward_weight).
+#[derive(Clone, Debug)]
+pub struct ConvChoice {
+    pub layer: String,
+    pub shape: Conv2dShape,
+    pub kernels: ConvKernels,
+    pub sources: [ChoiceSource; 3],
 }
 
 /// Totals for `info` and the GUI.
@@ -58,6 +69,11 @@ pub struct Plan {
     pub train_metrics: TensorId,
     pub eval_metrics: TensorId,
     pub learning_rate: LearningRateBuffer,
+    /// The kernels of every conv, in network order.
+    pub conv_choices: Vec<ConvChoice>,
+    /// Why newly measured kernel choices could not be cached (the plan runs
+    /// them all the same).
+    pub choice_cache_error: Option<String>,
 }
 
 /// The built tensors of one conv + batch-norm unit.
@@ -152,6 +168,7 @@ struct Builder<'c> {
     params: Vec<(String, ParamSlot)>,
     /// Gradient scratch no longer read by any later dispatch of the backward pass.
     free: Vec<TensorId>,
+    conv_choices: Vec<ConvChoice>,
 }
 
 impl Plan {
@@ -174,6 +191,7 @@ impl Plan {
             state: HashMap::new(),
             params: vec![],
             free: vec![],
+            conv_choices: vec![],
         };
         let input = b.tensor("input", &[batch, image.channels, image.height, image.width])?;
         let labels = b.typed_tensor("labels", &[batch], DType::U32)?;
@@ -238,6 +256,13 @@ impl Plan {
             b.push(List::Optimizer, d);
         }
         let [forward_train, forward_eval, backward, optimizer] = b.lists;
+        #[cfg(not(target_arch = "wasm32"))]
+        let choice_cache_error = ctx.save_kernel_choices().err().map(|e| {
+            let path = ctx.choices.lock().unwrap().path.clone();
+            format!("cannot write the kernel-choice cache {path:?}: {e}")
+        });
+        #[cfg(target_arch = "wasm32")]
+        let choice_cache_error = None;
         Ok(Plan {
             network: network.clone(),
             batch,
@@ -258,6 +283,8 @@ impl Plan {
             train_metrics,
             eval_metrics,
             learning_rate,
+            conv_choices: b.conv_choices,
+            choice_cache_error,
         })
     }
 
@@ -328,6 +355,78 @@ impl Plan {
             .dispatches(ctx, &self.tensors, self.eval_metrics, "eval loss", valid)
     }
 
+    /// One line per distinct conv (shape and kernels, with the first layer of
+    /// that kind and how many there are): which candidate runs each pass and
+    /// how it was chosen.
+    pub fn conv_choice_lines(&self) -> Vec<String> {
+        let mut groups: Vec<(&ConvChoice, usize)> = vec![];
+        for c in &self.conv_choices {
+            match groups
+                .iter_mut()
+                .find(|(g, _)| g.shape == c.shape && g.kernels == c.kernels)
+            {
+                Some(group) => group.1 += 1,
+                None => groups.push((c, 1)),
+            }
+        }
+        groups
+            .into_iter()
+            .map(|(c, count)| {
+                let s = &c.shape;
+                let passes: Vec<String> = crate::ops::conv::ConvPass::ALL
+                    .iter()
+                    .zip(c.sources)
+                    .map(|(&pass, source)| {
+                        format!(
+                            "{} {} ({})",
+                            pass.name(),
+                            c.kernels.get(pass).name(),
+                            source.name()
+                        )
+                    })
+                    .collect();
+                format!(
+                    "{:<22} x{count:<3} {}x{}x{} -> {} {}x{}/{}: {}",
+                    c.layer,
+                    s.in_c,
+                    s.in_h,
+                    s.in_w,
+                    s.out_c,
+                    s.kernel_h,
+                    s.kernel_w,
+                    s.stride,
+                    passes.join(", ")
+                )
+            })
+            .collect()
+    }
+
+    /// How many conv passes had their kernel measured now, taken from the
+    /// cache, or built in.
+    pub fn conv_choice_counts(&self) -> [usize; 3] {
+        let mut counts = [0; 3];
+        for source in self.conv_choices.iter().flat_map(|c| c.sources) {
+            counts[match source {
+                ChoiceSource::Measured => 0,
+                ChoiceSource::Cached => 1,
+                ChoiceSource::BuiltIn => 2,
+            }] += 1;
+        }
+        counts
+    }
+
+    /// GPU FLOPs of the convs in one training step (forward, input gradient
+    /// where one is computed, weight gradient): what `bench train` divides by
+    /// the step time for its effective GFLOP/s.
+    pub fn conv_flops_per_step(&self) -> f64 {
+        self.conv_choices
+            .iter()
+            .enumerate()
+            // The stem (first conv) computes no input gradient.
+            .map(|(i, c)| c.shape.flops() * if i == 0 { 2.0 } else { 3.0 })
+            .sum()
+    }
+
     pub fn summary(&self) -> PlanSummary {
         let largest = self
             .tensors
@@ -357,24 +456,10 @@ fn check_batch_fits(
 ) -> Result<(), GpuError> {
     let limit = ctx.max_binding_bytes();
     let mut largest = (image.numel(), "input".to_string());
-    let mut consider = |spec: &ConvBnSpec, hw| {
-        let shape = conv_shape(spec, 1, hw);
+    for (layer, shape) in conv_layers(network, 1, image) {
         let per_sample = shape.output_shape().iter().product();
         if per_sample > largest.0 {
-            largest = (per_sample, format!("{} output", spec.conv));
-        }
-        (shape.out_h(), shape.out_w())
-    };
-    let mut hw = consider(&network.stem, (image.height, image.width));
-    if network.stem_max_pool {
-        hw = (hw.0.div_ceil(2), hw.1.div_ceil(2));
-    }
-    for block in &network.blocks {
-        if let Shortcut::Projection(p) = &block.shortcut {
-            consider(p, hw);
-        }
-        for unit in &block.units {
-            hw = consider(unit, hw);
+            largest = (per_sample, format!("{layer} output"));
         }
     }
     let per_sample_bytes = 4 * largest.0 as u64;
@@ -390,6 +475,30 @@ fn check_batch_fits(
         });
     }
     Ok(())
+}
+
+/// Every conv of `network` at `batch` images of `image`, in network order
+/// (a projection shortcut before its block's units), with its layer name.
+pub fn conv_layers(network: &Network, batch: usize, image: ImageShape) -> Vec<(String, Conv2dShape)> {
+    let mut layers = vec![];
+    let mut add = |spec: &ConvBnSpec, hw| {
+        let shape = conv_shape(spec, batch, hw);
+        layers.push((spec.conv.clone(), shape));
+        (shape.out_h(), shape.out_w())
+    };
+    let mut hw = add(&network.stem, (image.height, image.width));
+    if network.stem_max_pool {
+        hw = (hw.0.div_ceil(2), hw.1.div_ceil(2));
+    }
+    for block in &network.blocks {
+        if let Shortcut::Projection(p) = &block.shortcut {
+            add(p, hw);
+        }
+        for unit in &block.units {
+            hw = add(unit, hw);
+        }
+    }
+    layers
 }
 
 fn conv_shape(spec: &ConvBnSpec, batch: usize, hw: (usize, usize)) -> Conv2dShape {
@@ -487,7 +596,14 @@ impl Builder<'_> {
         tuning: ConvTuning,
     ) -> Result<Unit, GpuError> {
         let shape = conv_shape(spec, self.batch, hw);
-        let conv = Conv2d::new(&spec.conv, shape, tuning)?;
+        let (conv, sources) =
+            choose_conv_kernels(self.ctx, Conv2d::new(&spec.conv, shape, tuning)?)?;
+        self.conv_choices.push(ConvChoice {
+            layer: spec.conv.clone(),
+            shape,
+            kernels: conv.kernels,
+            sources,
+        });
         let out = shape.output_shape();
         let bn_shape = BatchNormShape {
             batch: self.batch,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::app::{App, AppOptions};
 use crate::cli::TrainArgs;
-use crate::gpu::{BackendChoice, GpuContext};
+use crate::gpu::{BackendChoice, GpuContext, TunePolicy};
 
 /// Why the window did not open (no display, no adapter, ...): the caller
 /// falls back to the terminal.
@@ -43,6 +43,7 @@ fn native_options(backend: BackendChoice) -> eframe::NativeOptions {
 /// Opens the window and trains in it until it is closed.
 pub fn run(
     backend: BackendChoice,
+    tune: TunePolicy,
     settings: TrainArgs,
     options: AppOptions,
 ) -> Result<(), WindowUnavailable> {
@@ -62,6 +63,7 @@ pub fn run(
                 state.queue.clone(),
                 state.adapter.get_info(),
             );
+            gpu.set_tune_policy(tune);
             Ok(Box::new(App::new(Arc::new(gpu), settings, options)))
         }),
     )

@@ -5,26 +5,31 @@
 use std::sync::{Arc, OnceLock};
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use resnet_wgpu::gpu::{BackendChoice, DType, GpuContext, Tensor};
+use resnet_wgpu::gpu::{BackendChoice, DType, GpuContext, KernelChoices, Tensor};
 
 /// The test device. No adapter is a failure, never a skip: CI must prove the
 /// kernels ran (on Linux without a GPU, install mesa-vulkan-drivers).
 pub fn ctx() -> &'static GpuContext {
     static CTX: OnceLock<GpuContext> = OnceLock::new();
-    CTX.get_or_init(|| match GpuContext::new_blocking(BackendChoice::Auto) {
-        Ok(ctx) => ctx,
+    CTX.get_or_init(new_context)
+}
+
+/// A device whose kernel choices are the built-in ones, kept in memory:
+/// tests neither read nor write the user's kernel-choice cache.
+fn new_context() -> GpuContext {
+    match GpuContext::new_blocking(BackendChoice::Auto) {
+        Ok(ctx) => {
+            *ctx.choices.lock().unwrap() = KernelChoices::in_memory(&ctx.adapter_info);
+            ctx
+        }
         Err(e) => panic!("GPU tests need an adapter: {e}"),
-    })
+    }
 }
 
 /// The test device as the trainer holds it (one per process, like `ctx`).
 pub fn shared_ctx() -> Arc<GpuContext> {
     static CTX: OnceLock<Arc<GpuContext>> = OnceLock::new();
-    CTX.get_or_init(|| match GpuContext::new_blocking(BackendChoice::Auto) {
-        Ok(ctx) => Arc::new(ctx),
-        Err(e) => panic!("GPU tests need an adapter: {e}"),
-    })
-    .clone()
+    CTX.get_or_init(|| Arc::new(new_context())).clone()
 }
 
 pub fn random(seed: u64, n: usize) -> Vec<f32> {

@@ -1,0 +1,107 @@
+//! `bench tune`: times every kernel candidate of every distinct conv of the
+//! given models on this adapter, prints them side by side, and caches the
+//! fastest per (pass, shape), which training then runs (`--tune auto|cached`).
+
+use anyhow::{Context, Result};
+
+use crate::gpu::{Choice, GpuContext};
+use crate::model::{ModelSpec, ShortcutKind};
+use crate::ops::conv::{Conv2d, ConvKernel, ConvPass, ConvTuning, TILED_SHAPES};
+use crate::ops::tune::{conv_key, measure_conv};
+use crate::shapes::{Conv2dShape, ImageShape};
+use crate::train::conv_layers;
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct BenchTuneOptions {
+    /// Models whose convs to tune.
+    #[arg(long, value_delimiter = ',', default_value = "resnet20,resnet56")]
+    pub models: Vec<String>,
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    /// Image side [default: 32 for CIFAR models, 224 otherwise].
+    #[arg(long)]
+    pub image_size: Option<usize>,
+}
+
+/// Every candidate name, in the table's column order.
+fn columns() -> Vec<ConvKernel> {
+    let mut all = vec![ConvKernel::Rows8, ConvKernel::RegisterTile];
+    all.extend(
+        TILED_SHAPES
+            .iter()
+            .map(|&(tw_m, tw_n)| ConvKernel::Tiled { tw_m, tw_n }),
+    );
+    all
+}
+
+pub fn bench_tune(ctx: &GpuContext, opt: &BenchTuneOptions) -> Result<()> {
+    println!("adapter: {}", ctx.describe());
+    let mut shapes: Vec<(String, Conv2dShape)> = vec![];
+    for model in &opt.models {
+        let spec = ModelSpec::new(model, ShortcutKind::A, 10).map_err(anyhow::Error::msg)?;
+        let side = opt
+            .image_size
+            .unwrap_or(if spec.is_cifar() { 32 } else { 224 });
+        let image = ImageShape {
+            channels: 3,
+            height: side,
+            width: side,
+        };
+        for (layer, shape) in conv_layers(&spec.network(), opt.batch_size, image) {
+            if !shapes.iter().any(|(_, s)| *s == shape) {
+                shapes.push((format!("{model} {layer}"), shape));
+            }
+        }
+    }
+    let columns = columns();
+    print!("{:<30} {:<15}", "conv (first layer)", "pass");
+    for k in &columns {
+        print!(" {:>11}", k.name());
+    }
+    println!("  chosen (ms per run)");
+    for (layer, shape) in shapes {
+        let conv = Conv2d::new(&layer, shape, ConvTuning::default())?;
+        for pass in ConvPass::ALL {
+            let timed = measure_conv(ctx, &conv, pass)?;
+            print!("{layer:<30} {:<15}", pass.name());
+            for k in &columns {
+                let cell = match timed.iter().find(|(c, _)| c == k) {
+                    Some((_, Some(t))) => format!("{:.3}", 1e3 * t),
+                    Some((_, None)) => "failed".into(),
+                    None => "-".into(),
+                };
+                print!(" {cell:>11}");
+            }
+            let best = timed
+                .iter()
+                .filter_map(|&(k, t)| t.map(|t| (k, t)))
+                .min_by(|a, b| a.1.total_cmp(&b.1));
+            match best {
+                Some((kernel, seconds)) => {
+                    println!("  {}", kernel.name());
+                    let choice = Choice {
+                        kernel: kernel.name(),
+                        ms: 1e3 * seconds,
+                    };
+                    ctx.choices
+                        .lock()
+                        .unwrap()
+                        .insert(conv_key(pass, &shape), choice);
+                }
+                None => println!("  (none ran)"),
+            }
+        }
+    }
+    ctx.save_kernel_choices()
+        .context("writing the kernel-choice cache")?;
+    let choices = ctx.choices.lock().unwrap();
+    match &choices.path {
+        Some(path) => println!(
+            "cached {} choices for this adapter in {}",
+            choices.len(),
+            path.display()
+        ),
+        None => println!("no cache folder on this platform: choices not kept"),
+    }
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! Which kernel candidate runs each (pass, shape) on this adapter. The choice is
+//! measured on the adapter (ops time their candidates) and kept in a small JSON
+//! file keyed by adapter (vendor, device, driver, API), in the platform's cache
+//! folder, so a shape is measured once per machine. In the browser (no files)
+//! choices live for the page's life.
+
+use std::collections::BTreeMap;
+#[cfg(not(target_arch = "wasm32"))]
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// When the plan measures kernel candidates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TunePolicy {
+    /// Cached choices; shapes missing from the cache are measured on a hardware
+    /// GPU and use the built-in choice on a CPU adapter (where measuring means
+    /// an LLVM compile of every candidate: minutes for a ResNet).
+    #[default]
+    Auto,
+    /// Cached choices, built-in ones for the rest; never measures.
+    Cached,
+    /// Built-in choices only (ignores the cache).
+    Off,
+    /// Measures every shape again and rewrites the cache (what `bench tune` does).
+    All,
+}
+
+impl TunePolicy {
+    pub const NAMES: [&'static str; 4] = ["auto", "cached", "off", "all"];
+}
+
+impl std::str::FromStr for TunePolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(TunePolicy::Auto),
+            "cached" => Ok(TunePolicy::Cached),
+            "off" => Ok(TunePolicy::Off),
+            "all" => Ok(TunePolicy::All),
+            _ => Err(format!(
+                "unknown tune policy '{s}' (expected one of {})",
+                TunePolicy::NAMES.join(", ")
+            )),
+        }
+    }
+}
+
+/// How a kernel came to be chosen, for `info` and the speed reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChoiceSource {
+    /// Timed on this adapter just now.
+    Measured,
+    /// Timed on this adapter earlier (the cache file).
+    Cached,
+    /// The built-in default (no measurement).
+    BuiltIn,
+}
+
+impl ChoiceSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            ChoiceSource::Measured => "measured",
+            ChoiceSource::Cached => "cached",
+            ChoiceSource::BuiltIn => "built-in",
+        }
+    }
+}
+
+/// One measured choice: the winning candidate and its time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Choice {
+    pub kernel: String,
+    pub ms: f64,
+}
+
+/// The cache file: choices per adapter, per (pass, shape) key.
+#[derive(Default, Serialize, Deserialize)]
+struct ChoiceFile {
+    format: u32,
+    adapters: BTreeMap<String, BTreeMap<String, Choice>>,
+}
+
+const FORMAT: u32 = 1;
+
+/// This adapter's choices and the policy for the missing ones.
+pub struct KernelChoices {
+    pub policy: TunePolicy,
+    /// "vendor:device driver (api)" of the adapter the choices belong to.
+    pub adapter_key: String,
+    /// The cache file (None in the browser).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub path: Option<PathBuf>,
+    entries: BTreeMap<String, Choice>,
+    /// A choice was measured since the file was read.
+    dirty: bool,
+}
+
+impl KernelChoices {
+    /// The choices cached for `info`'s adapter in the platform's cache file
+    /// (none when there is no file or it cannot be read: the cache is an
+    /// optimisation, never an error).
+    pub fn load(info: &wgpu::AdapterInfo) -> Self {
+        #[cfg(not(target_arch = "wasm32"))]
+        return Self::load_from(info, cache_path());
+        #[cfg(target_arch = "wasm32")]
+        Self::in_memory(info)
+    }
+
+    /// Choices kept for the process's life only (the browser's).
+    pub fn in_memory(info: &wgpu::AdapterInfo) -> Self {
+        KernelChoices {
+            policy: TunePolicy::default(),
+            adapter_key: format!(
+                "{:04x}:{:04x} {} {} {} ({:?})",
+                info.vendor, info.device, info.name, info.driver, info.driver_info, info.backend
+            ),
+            #[cfg(not(target_arch = "wasm32"))]
+            path: None,
+            entries: BTreeMap::new(),
+            dirty: false,
+        }
+    }
+
+    /// The choices cached for `info`'s adapter in the file at `path`.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn load_from(info: &wgpu::AdapterInfo, path: Option<PathBuf>) -> Self {
+        let mut choices = Self::in_memory(info);
+        if let Some(file) = path.as_deref().and_then(read_file) {
+            if let Some(entries) = file.adapters.get(&choices.adapter_key) {
+                choices.entries = entries.clone();
+            }
+        }
+        choices.path = path;
+        choices
+    }
+
+    /// The cached choice for `key`, unless the policy ignores or renews it.
+    pub fn cached(&self, key: &str) -> Option<&Choice> {
+        match self.policy {
+            TunePolicy::Off | TunePolicy::All => None,
+            TunePolicy::Auto | TunePolicy::Cached => self.entries.get(key),
+        }
+    }
+
+    /// Whether a shape without a usable cached choice is measured now.
+    pub fn should_measure(&self, cpu_adapter: bool) -> bool {
+        match self.policy {
+            TunePolicy::All => true,
+            TunePolicy::Auto => !cpu_adapter,
+            TunePolicy::Cached | TunePolicy::Off => false,
+        }
+    }
+
+    /// Records a measured choice (written by `save`).
+    pub fn insert(&mut self, key: String, choice: Choice) {
+        self.entries.insert(key, choice);
+        self.dirty = true;
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Writes measured choices into the cache file (merged with other
+    /// adapters' entries, written to a private temporary file and renamed, so
+    /// readers never see half a file). Does nothing when nothing changed.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn save(&mut self) -> std::io::Result<()> {
+        let Some(path) = self.path.clone() else {
+            return Ok(());
+        };
+        if !self.dirty {
+            return Ok(());
+        }
+        let mut file = read_file(&path).unwrap_or_default();
+        file.format = FORMAT;
+        file.adapters
+            .entry(self.adapter_key.clone())
+            .or_default()
+            .extend(self.entries.clone());
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+        let text = serde_json::to_string_pretty(&file).map_err(std::io::Error::other)?;
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, &path)?;
+        self.dirty = false;
+        Ok(())
+    }
+}
+
+/// `$RESNET_WGPU_CACHE_DIR/kernel-choices.json`, else the platform's cache
+/// folder (`~/.cache/resnet-wgpu` on Linux, `~/Library/Caches/resnet-wgpu` on
+/// macOS, `%LOCALAPPDATA%\resnet-wgpu` on Windows).
+#[cfg(not(target_arch = "wasm32"))]
+fn cache_path() -> Option<PathBuf> {
+    let dir = match std::env::var_os("RESNET_WGPU_CACHE_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => dirs::cache_dir()?.join("resnet-wgpu"),
+    };
+    Some(dir.join("kernel-choices.json"))
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn read_file(path: &std::path::Path) -> Option<ChoiceFile> {
+    let text = std::fs::read_to_string(path).ok()?;
+    serde_json::from_str::<ChoiceFile>(&text)
+        .ok()
+        .filter(|f| f.format == FORMAT)
+}

@@ -1,0 +1,142 @@
+//! Choosing a conv pass's kernel on this adapter: look the (pass, shape) up in
+//! the context's kernel choices, else measure every candidate (when the tune
+//! policy says so), else take the built-in choice.
+
+use crate::gpu::{Choice, ChoiceSource, GpuContext, GpuError, KernelChoices};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::gpu::{DType, Dispatch, Tensor, time_dispatches};
+use crate::shapes::Conv2dShape;
+
+use super::conv::{Conv2d, ConvKernel, ConvPass};
+
+/// Timed repetitions per candidate (after a warm-up run).
+#[cfg(not(target_arch = "wasm32"))]
+const MEASURE_REPS: u32 = 3;
+
+/// The key a conv pass's choice is cached under: the pass and every dimension
+/// that changes its work.
+pub fn conv_key(pass: ConvPass, s: &Conv2dShape) -> String {
+    format!(
+        "conv {} n{} c{} {}x{} -> {} k{}x{} s{} p{}",
+        pass.name(),
+        s.batch,
+        s.in_c,
+        s.in_h,
+        s.in_w,
+        s.out_c,
+        s.kernel_h,
+        s.kernel_w,
+        s.stride,
+        s.pad
+    )
+}
+
+/// `conv` with the kernel of each pass chosen for `ctx`'s adapter from its
+/// kernel choices, and how each was chosen (forward, backward_input,
+/// backward_weight).
+pub fn choose_conv_kernels(
+    ctx: &GpuContext,
+    conv: Conv2d,
+) -> Result<(Conv2d, [ChoiceSource; 3]), GpuError> {
+    let mut choices = ctx.choices.lock().unwrap();
+    choose_conv_kernels_in(ctx, &mut choices, conv)
+}
+
+/// `choose_conv_kernels` with the choices given (a test's own cache file).
+pub fn choose_conv_kernels_in(
+    ctx: &GpuContext,
+    choices: &mut KernelChoices,
+    mut conv: Conv2d,
+) -> Result<(Conv2d, [ChoiceSource; 3]), GpuError> {
+    let mut sources = [ChoiceSource::BuiltIn; 3];
+    let builtin = |conv: &Conv2d, pass| conv.builtin_kernel(pass, ctx.is_software());
+    for (i, pass) in ConvPass::ALL.into_iter().enumerate() {
+        let key = conv_key(pass, &conv.shape);
+        let cached = choices
+            .cached(&key)
+            .and_then(|c| ConvKernel::from_name(&c.kernel))
+            .filter(|k| conv.candidates(pass).contains(k));
+        let (kernel, source) = match cached {
+            Some(kernel) => (kernel, ChoiceSource::Cached),
+            None if choices.should_measure(ctx.is_software()) => {
+                match fastest(ctx, &conv, pass)? {
+                    Some((kernel, seconds)) => {
+                        let choice = Choice {
+                            kernel: kernel.name(),
+                            ms: 1e3 * seconds,
+                        };
+                        choices.insert(key, choice);
+                        (kernel, ChoiceSource::Measured)
+                    }
+                    None => (builtin(&conv, pass), ChoiceSource::BuiltIn),
+                }
+            }
+            None => (builtin(&conv, pass), ChoiceSource::BuiltIn),
+        };
+        conv = conv.with_kernel(pass, kernel)?;
+        sources[i] = source;
+    }
+    Ok((conv, sources))
+}
+
+/// The fastest candidate of `pass` and its seconds (None where nothing could
+/// be timed: in the browser, which cannot wait for the GPU).
+fn fastest(
+    ctx: &GpuContext,
+    conv: &Conv2d,
+    pass: ConvPass,
+) -> Result<Option<(ConvKernel, f64)>, GpuError> {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let timed = measure_conv(ctx, conv, pass)?;
+        Ok(timed
+            .into_iter()
+            .filter_map(|(k, t)| t.map(|t| (k, t)))
+            .min_by(|a, b| a.1.total_cmp(&b.1)))
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        let _ = (ctx, conv, pass);
+        Ok(None)
+    }
+}
+
+/// Seconds per run of every candidate of `pass` on this conv's shape (None
+/// for a candidate the adapter refused to build, e.g. a workgroup beyond its
+/// limits). Each candidate is timed after a warm-up run, so the first-use
+/// compile is not counted.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn measure_conv(
+    ctx: &GpuContext,
+    conv: &Conv2d,
+    pass: ConvPass,
+) -> Result<Vec<(ConvKernel, Option<f64>)>, GpuError> {
+    let s = &conv.shape;
+    let t = |label, shape: &[usize]| Tensor::zeros(ctx, label, shape, DType::F32);
+    let (input, weight, output) = (
+        t("tune input", &s.input_shape())?,
+        t("tune weight", &s.weight_shape())?,
+        t("tune output", &s.output_shape())?,
+    );
+    let mut timed = vec![];
+    for kernel in conv.candidates(pass) {
+        let candidate = conv.clone().with_kernel(pass, kernel)?;
+        let dispatches: Result<Vec<Dispatch>, GpuError> = match pass {
+            ConvPass::Forward => candidate
+                .forward(ctx, &input, &weight, &output)
+                .map(|d| vec![d]),
+            ConvPass::BackwardInput => candidate
+                .backward_input(ctx, &output, &weight, &input)
+                .map(|d| vec![d]),
+            ConvPass::BackwardWeight => candidate.backward_weight(ctx, &input, &output, &weight),
+        };
+        let seconds = dispatches.ok().and_then(|ds| {
+            let refs: Vec<&Dispatch> = ds.iter().collect();
+            time_dispatches(ctx, &refs, MEASURE_REPS)
+                .ok()
+                .map(|t| t.seconds)
+        });
+        timed.push((kernel, seconds));
+    }
+    Ok(timed)
+}
