@@ -281,7 +281,13 @@ fn eval(ctx: Arc<GpuContext>, args: &EvalArgs) -> Result<()> {
 fn info(ctx: &GpuContext, args: &InfoArgs) -> Result<()> {
     let l = &ctx.limits;
     println!("adapter: {}", ctx.describe());
-    let has = |f| if ctx.features.contains(f) { "yes" } else { "no" };
+    let has = |f| {
+        if ctx.features.contains(f) {
+            "yes"
+        } else {
+            "no"
+        }
+    };
     println!(
         "features: timestamp queries {}, subgroups {}, shader-f16 {}",
         has(wgpu::Features::TIMESTAMP_QUERY),

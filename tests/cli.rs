@@ -13,10 +13,7 @@ fn binary() -> Command {
 }
 
 fn run(args: &[&str]) -> (bool, String, String) {
-    let out = binary()
-        .args(args)
-        .output()
-        .unwrap();
+    let out = binary().args(args).output().unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into(),
@@ -35,7 +32,10 @@ fn info_names_the_adapter_and_limits() {
     assert!(out.contains("memory plan of resnet20"), "{out}");
     // Which kernel each conv pass runs, and why: no cache here, and a CPU
     // adapter never measures unasked, so every choice is built in.
-    assert!(out.contains("conv kernels: 0 passes measured now, 0 from the cache"), "{out}");
+    assert!(
+        out.contains("conv kernels: 0 passes measured now, 0 from the cache"),
+        "{out}"
+    );
     assert!(out.contains("forward rows8 (built-in)"), "{out}");
     let (ok, out, err) = run(&[
         "info",
@@ -171,7 +171,10 @@ fn bench_train_prints_images_per_second() {
         "64",
     ]);
     assert!(ok, "bench failed: {err}");
-    assert!(out.contains("yardstick: this project's best GEMM at 64x64x64"), "{out}");
+    assert!(
+        out.contains("yardstick: this project's best GEMM at 64x64x64"),
+        "{out}"
+    );
     let line = out.lines().find(|l| l.starts_with("resnet8")).unwrap();
     let cells: Vec<&str> = line.split_whitespace().collect();
     let images_per_sec: f64 = cells[4].parse().unwrap();

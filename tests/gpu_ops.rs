@@ -65,7 +65,10 @@ fn check_conv(conv: &Conv2d, seed: u64) {
     );
     let k_w = (shape.batch * shape.out_h() * shape.out_w()) as f64;
     assert_close(
-        &format!("{shape:?} backward_weight {:?}", conv.kernels.backward_weight),
+        &format!(
+            "{shape:?} backward_weight {:?}",
+            conv.kernels.backward_weight
+        ),
         &read(&dw),
         &oracle::conv::backward_weight(&shape, &xv, &dyv),
         1e-4,
@@ -170,7 +173,11 @@ fn conv_every_candidate_matches_oracle() {
     let shape = Conv2dShape::square(3, 9, (5, 16), 7, 3, 1, 1);
     let conv = Conv2d::new("c", shape, ConvTuning::default()).unwrap();
     for pass in ConvPass::ALL {
-        assert_eq!(conv.candidates(pass).len(), 2 + TILED_SHAPES.len(), "{pass:?}");
+        assert_eq!(
+            conv.candidates(pass).len(),
+            2 + TILED_SHAPES.len(),
+            "{pass:?}"
+        );
     }
     for (i, kernel) in conv.candidates(ConvPass::Forward).into_iter().enumerate() {
         check_conv(&conv_with(shape, kernel), 500 + 10 * i as u64);
@@ -250,15 +257,22 @@ fn tuning_measures_once_then_reuses_the_cached_choice() {
     let (_, sources) = choose_conv_kernels_in(ctx(), &mut cached, conv()).unwrap();
     assert_eq!(sources, [ChoiceSource::BuiltIn; 3]);
     let mut fresh = KernelChoices::in_memory(info);
-    assert_eq!(fresh.should_measure(true), false);
+    assert!(!fresh.should_measure(true));
     let (builtin, _) = choose_conv_kernels_in(ctx(), &mut fresh, conv()).unwrap();
-    assert_eq!(builtin.kernels.forward, conv().builtin_kernel(ConvPass::Forward, ctx().is_software()));
+    assert_eq!(
+        builtin.kernels.forward,
+        conv().builtin_kernel(ConvPass::Forward, ctx().is_software())
+    );
 
     // A damaged cache file is no cache, not an error; an unknown kernel name in
     // it is ignored.
     std::fs::write(&path, "{ not json").unwrap();
     assert!(KernelChoices::load_from(info, Some(path.clone())).is_empty());
-    std::fs::write(&path, text.replace(&measured.kernels.forward.name(), "warp9")).unwrap();
+    std::fs::write(
+        &path,
+        text.replace(&measured.kernels.forward.name(), "warp9"),
+    )
+    .unwrap();
     let mut odd = KernelChoices::load_from(info, Some(path.clone()));
     odd.policy = TunePolicy::Cached;
     let (_, sources) = choose_conv_kernels_in(ctx(), &mut odd, conv()).unwrap();
@@ -273,7 +287,14 @@ fn conv_kernel_names_round_trip_and_bad_ones_are_refused() {
     for kernel in conv.candidates(ConvPass::Forward) {
         assert_eq!(ConvKernel::from_name(&kernel.name()), Some(kernel));
     }
-    for bad in ["tiled65x64", "tiled64x", "tiled8x64", "tiled512x4", "fast", ""] {
+    for bad in [
+        "tiled65x64",
+        "tiled64x",
+        "tiled8x64",
+        "tiled512x4",
+        "fast",
+        "",
+    ] {
         assert_eq!(ConvKernel::from_name(bad), None, "{bad}");
     }
     // rows8 needs 3x3/1 on widths that are multiples of 8: not this stride-2 conv.
@@ -1019,13 +1040,23 @@ fn gemm_versions_match_oracle() {
 #[test]
 fn gemm_tiled_matches_oracle() {
     // Sizes off the tile in every dimension, and K shorter than one staged slice.
-    for (m, n, k, tile) in [(37, 29, 19, (16, 16)), (70, 131, 5, (4, 32)), (1, 1, 9, (8, 16))] {
+    for (m, n, k, tile) in [
+        (37, 29, 19, (16, 16)),
+        (70, 131, 5, (4, 32)),
+        (1, 1, 9, (8, 16)),
+    ] {
         let (a, av) = random_tensor("a", 92, &[m, k]);
         let (b, bv) = random_tensor("b", 93, &[k, n]);
         let c = zeros("c", &[m, n]);
         run(&[&gemm::matmul_tiled(ctx(), tile, &a, &b, &c).unwrap()]);
         let expect = oracle::gemm::matmul(m, n, k, &widen(&av), &widen(&bv));
-        assert_close(&format!("tiled gemm {m}x{n}x{k} {tile:?}"), &read(&c), &expect, 1e-5, 1e-5);
+        assert_close(
+            &format!("tiled gemm {m}x{n}x{k} {tile:?}"),
+            &read(&c),
+            &expect,
+            1e-5,
+            1e-5,
+        );
     }
 }
 

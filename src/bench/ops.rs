@@ -98,7 +98,9 @@ pub fn gemm_rate(
     let c = Tensor::zeros(ctx, "gemm c", &[m, n], DType::F32)?;
     let d = match version {
         GemmVersion::Tiled => gemm::matmul_tiled(ctx, (16, 16), &a, &b, &c)?,
-        GemmVersion::Vec4 if k % 4 == 0 && n % 4 == 0 => gemm::matmul_vec4(ctx, tuning, &a, &b, &c)?,
+        GemmVersion::Vec4 if k % 4 == 0 && n % 4 == 0 => {
+            gemm::matmul_vec4(ctx, tuning, &a, &b, &c)?
+        }
         _ => gemm::matmul(ctx, tuning, &a, &b, &c)?,
     };
     let t = time_dispatches(ctx, &[&d], reps)?;

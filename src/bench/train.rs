@@ -53,14 +53,29 @@ pub fn bench_train(ctx: Arc<GpuContext>, opt: &BenchTrainOptions) -> Result<Vec<
     println!("adapter: {}", ctx.describe());
     let n = opt.gemm_size;
     let gemm = (n > 0)
-        .then(|| gemm_rate(&ctx, &ConvTuning::default(), [n, n, n], GemmVersion::Best, 3))
+        .then(|| {
+            gemm_rate(
+                &ctx,
+                &ConvTuning::default(),
+                [n, n, n],
+                GemmVersion::Best,
+                3,
+            )
+        })
         .transpose()?;
     if let Some(rate) = gemm {
         println!("yardstick: this project's best GEMM at {n}x{n}x{n}: {rate:.2} GFLOP/s");
     }
     println!(
         "{:<10} {:>9} {:>8} {:>12} {:>10} {:>14} {:>10} {:>7}",
-        "model", "plan MiB", "plan s", "1st step s", "images/s", "record ms/step", "conv GF/s", "% gemm"
+        "model",
+        "plan MiB",
+        "plan s",
+        "1st step s",
+        "images/s",
+        "record ms/step",
+        "conv GF/s",
+        "% gemm"
     );
     let mut results = vec![];
     for model in &opt.models {

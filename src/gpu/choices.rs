@@ -126,10 +126,12 @@ impl KernelChoices {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn load_from(info: &wgpu::AdapterInfo, path: Option<PathBuf>) -> Self {
         let mut choices = Self::in_memory(info);
-        if let Some(file) = path.as_deref().and_then(read_file) {
-            if let Some(entries) = file.adapters.get(&choices.adapter_key) {
-                choices.entries = entries.clone();
-            }
+        if let Some(entries) = path
+            .as_deref()
+            .and_then(read_file)
+            .and_then(|mut file| file.adapters.remove(&choices.adapter_key))
+        {
+            choices.entries = entries;
         }
         choices.path = path;
         choices

@@ -1,5 +1,5 @@
-use super::error::GpuError;
 use super::choices::{KernelChoices, TunePolicy};
+use super::error::GpuError;
 use super::kernels::KernelCache;
 
 /// Which graphics API to run on. `Auto` honours the WGPU_BACKEND variable and

@@ -339,7 +339,11 @@ impl Conv2d {
     /// conv_tiled.wgsl's constants: the tile and, for square kernels, the size.
     fn tiled_constants(&self, (tw_m, tw_n): (u32, u32)) -> Vec<(&'static str, u32)> {
         let s = &self.shape;
-        let square = if s.kernel_h == s.kernel_w { s.kernel_h } else { 0 };
+        let square = if s.kernel_h == s.kernel_w {
+            s.kernel_h
+        } else {
+            0
+        };
         vec![("TW_M", tw_m), ("TW_N", tw_n), ("KERNEL", square as u32)]
     }
 
@@ -394,8 +398,15 @@ impl Conv2d {
             ("SQ_WG", SQUARE_WG),
             ("SQ_TRANSPOSED", u32::from(transposed)),
         ];
-        self.spec(pass, ("conv", "conv3x3_s1"), &params, &constants, bindings, grid)
-            .build(ctx)
+        self.spec(
+            pass,
+            ("conv", "conv3x3_s1"),
+            &params,
+            &constants,
+            bindings,
+            grid,
+        )
+        .build(ctx)
     }
 
     /// y = conv(x, w)
@@ -423,8 +434,15 @@ impl Conv2d {
             ConvKernel::RegisterTile => {
                 let grid = self.grid(s.out_c, out_px, 1);
                 let constants = self.constants(false);
-                self.spec(pass, ("conv", "forward"), &params, &constants, bindings, grid)
-                    .build(ctx)
+                self.spec(
+                    pass,
+                    ("conv", "forward"),
+                    &params,
+                    &constants,
+                    bindings,
+                    grid,
+                )
+                .build(ctx)
             }
             ConvKernel::Tiled { tw_m, tw_n } => {
                 let grid = Self::tiled_grid((tw_m, tw_n), s.out_c, out_px, 1);

@@ -147,5 +147,12 @@ pub fn matmul_tiled(
         wg_m: tw_m,
         ..ConvTuning::default()
     };
-    build(ctx, &tuning, "matmul_tiled", [m, n, k], bindings, workgroups)
+    build(
+        ctx,
+        &tuning,
+        "matmul_tiled",
+        [m, n, k],
+        bindings,
+        workgroups,
+    )
 }

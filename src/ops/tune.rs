@@ -58,19 +58,17 @@ pub fn choose_conv_kernels_in(
             .filter(|k| conv.candidates(pass).contains(k));
         let (kernel, source) = match cached {
             Some(kernel) => (kernel, ChoiceSource::Cached),
-            None if choices.should_measure(ctx.is_software()) => {
-                match fastest(ctx, &conv, pass)? {
-                    Some((kernel, seconds)) => {
-                        let choice = Choice {
-                            kernel: kernel.name(),
-                            ms: 1e3 * seconds,
-                        };
-                        choices.insert(key, choice);
-                        (kernel, ChoiceSource::Measured)
-                    }
-                    None => (builtin(&conv, pass), ChoiceSource::BuiltIn),
+            None if choices.should_measure(ctx.is_software()) => match fastest(ctx, &conv, pass)? {
+                Some((kernel, seconds)) => {
+                    let choice = Choice {
+                        kernel: kernel.name(),
+                        ms: 1e3 * seconds,
+                    };
+                    choices.insert(key, choice);
+                    (kernel, ChoiceSource::Measured)
                 }
-            }
+                None => (builtin(&conv, pass), ChoiceSource::BuiltIn),
+            },
             None => (builtin(&conv, pass), ChoiceSource::BuiltIn),
         };
         conv = conv.with_kernel(pass, kernel)?;

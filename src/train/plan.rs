@@ -479,7 +479,11 @@ fn check_batch_fits(
 
 /// Every conv of `network` at `batch` images of `image`, in network order
 /// (a projection shortcut before its block's units), with its layer name.
-pub fn conv_layers(network: &Network, batch: usize, image: ImageShape) -> Vec<(String, Conv2dShape)> {
+pub fn conv_layers(
+    network: &Network,
+    batch: usize,
+    image: ImageShape,
+) -> Vec<(String, Conv2dShape)> {
     let mut layers = vec![];
     let mut add = |spec: &ConvBnSpec, hw| {
         let shape = conv_shape(spec, batch, hw);
