@@ -420,3 +420,39 @@ fn captured_predictions_agree_with_the_evaluated_accuracy() {
         );
     }
 }
+
+#[test]
+fn parameter_arena_chunks_are_aligned_and_bounded() {
+    use resnet_wgpu::train::ParamArena;
+    let network = ModelSpec::new("resnet20", ShortcutKind::B, 10)
+        .unwrap()
+        .network();
+    let params: Vec<_> = network
+        .state_entries()
+        .into_iter()
+        .filter(|e| e.role.is_parameter())
+        .collect();
+    let (align, limit) = (256, 64 * 1024);
+    let (slots, sizes) = ParamArena::layout(&network, align, limit);
+    assert_eq!(slots.len(), params.len());
+    assert!(sizes.len() > 1, "ResNet-20 does not fit one 64 KiB chunk");
+    let mut ranges: Vec<(usize, u64, u64)> = vec![];
+    for p in &params {
+        let (chunk, offset) = slots[&p.name];
+        let bytes = 4 * p.shape.iter().product::<usize>() as u64;
+        assert_eq!(offset % align, 0, "{}", p.name);
+        assert!(
+            offset + bytes <= sizes[chunk] && sizes[chunk] <= limit.max(bytes),
+            "{}",
+            p.name
+        );
+        ranges.push((chunk, offset, offset + bytes));
+    }
+    ranges.sort();
+    for pair in ranges.windows(2) {
+        assert!(
+            pair[0].0 != pair[1].0 || pair[0].2 <= pair[1].1,
+            "overlap: {pair:?}"
+        );
+    }
+}

@@ -21,18 +21,27 @@ impl Dispatch {
     }
 }
 
-/// A buffer at a binding index of group 0. Binding 0 is always the uniform
-/// parameters, which `DispatchSpec::build` creates.
+/// A buffer range at a binding index of group 0. Binding 0 is always the
+/// uniform parameters, which `DispatchSpec::build` creates.
 pub struct Binding<'a> {
     pub index: u32,
-    pub buffer: &'a wgpu::Buffer,
+    pub resource: wgpu::BufferBinding<'a>,
 }
 
 impl<'a> Binding<'a> {
+    /// A tensor (its own buffer, or its range of a shared one).
     pub fn tensor(index: u32, tensor: &'a super::Tensor) -> Self {
         Binding {
             index,
-            buffer: tensor.buffer(),
+            resource: tensor.binding(),
+        }
+    }
+
+    /// A whole buffer that is no tensor (a shared uniform).
+    pub fn buffer(index: u32, buffer: &'a wgpu::Buffer) -> Self {
+        Binding {
+            index,
+            resource: buffer.as_entire_buffer_binding(),
         }
     }
 }
@@ -83,7 +92,7 @@ impl<P: bytemuck::Pod> DispatchSpec<'_, P> {
         }];
         entries.extend(self.bindings.iter().map(|b| wgpu::BindGroupEntry {
             binding: b.index,
-            resource: b.buffer.as_entire_binding(),
+            resource: wgpu::BindingResource::Buffer(b.resource.clone()),
         }));
         let bind_group = ctx.checked(&self.label, || {
             ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {

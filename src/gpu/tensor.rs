@@ -20,9 +20,16 @@ impl DType {
     }
 }
 
-/// A GPU buffer that knows its shape, element type and name.
+/// A GPU buffer, or a range of one (a view), that knows its shape, element
+/// type and name. Kernels see a view as a whole buffer: its binding starts at
+/// the view's offset.
 pub struct Tensor {
     buffer: wgpu::Buffer,
+    /// Byte offset of a view into `buffer` (0 for a tensor with its own buffer).
+    offset: u64,
+    /// Bytes of the tensor (of its range, for a view).
+    size: u64,
+    view: bool,
     shape: Vec<usize>,
     dtype: DType,
     label: String,
@@ -48,9 +55,44 @@ impl Tensor {
             mapped_at_creation: false,
         });
         Ok(Tensor {
+            offset: 0,
+            size: buffer.size(),
+            view: false,
             buffer,
             shape: shape.to_vec(),
             dtype,
+            label: label.to_string(),
+        })
+    }
+
+    /// The f32 `shape` at byte `offset` of `base`'s buffer. The offset must be
+    /// a multiple of the adapter's storage offset alignment (checked, as is
+    /// that the range lies inside `base`).
+    pub fn view(
+        ctx: &GpuContext,
+        base: &Tensor,
+        offset: u64,
+        label: &str,
+        shape: &[usize],
+    ) -> Result<Self, GpuError> {
+        let size = DType::F32.bytes(shape.iter().product()).max(4);
+        let align = u64::from(ctx.limits.min_storage_buffer_offset_alignment);
+        if base.view || offset % align != 0 || offset + size > base.size {
+            return Err(GpuError::shape(
+                label,
+                format!(
+                    "a view of {size} bytes at offset {offset} does not fit '{}' ({} bytes, alignment {align})",
+                    base.label, base.size
+                ),
+            ));
+        }
+        Ok(Tensor {
+            buffer: base.buffer.clone(),
+            offset,
+            size,
+            view: true,
+            shape: shape.to_vec(),
+            dtype: DType::F32,
             label: label.to_string(),
         })
     }
@@ -121,6 +163,9 @@ impl Tensor {
                 usage: USAGE,
             });
         Ok(Tensor {
+            offset: 0,
+            size: buffer.size(),
+            view: false,
             buffer,
             shape: shape.to_vec(),
             dtype,
@@ -128,8 +173,25 @@ impl Tensor {
         })
     }
 
+    /// The underlying buffer (for a view, shared with other tensors: use
+    /// `offset` and `size_bytes`, or `binding`).
     pub fn buffer(&self) -> &wgpu::Buffer {
         &self.buffer
+    }
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+    /// Whether this tensor is a range of another's buffer.
+    pub fn is_view(&self) -> bool {
+        self.view
+    }
+    /// The tensor's range as a binding.
+    pub fn binding(&self) -> wgpu::BufferBinding<'_> {
+        wgpu::BufferBinding {
+            buffer: &self.buffer,
+            offset: self.offset,
+            size: std::num::NonZeroU64::new(self.size),
+        }
     }
     pub fn shape(&self) -> &[usize] {
         &self.shape
@@ -144,7 +206,7 @@ impl Tensor {
         self.shape.iter().product()
     }
     pub fn size_bytes(&self) -> u64 {
-        self.buffer.size()
+        self.size
     }
 
     /// Errors unless the tensor has exactly this shape and type; `op` names the
@@ -196,7 +258,7 @@ impl Tensor {
             ));
         }
         ctx.queue
-            .write_buffer(&self.buffer, 0, bytemuck::cast_slice(data));
+            .write_buffer(&self.buffer, self.offset, bytemuck::cast_slice(data));
         Ok(())
     }
 
@@ -216,7 +278,7 @@ impl Tensor {
     /// checkpoints only: the training loop reads metrics back asynchronously).
     #[cfg(not(target_arch = "wasm32"))]
     fn read_bytes(&self, ctx: &GpuContext) -> Result<Vec<u8>, GpuError> {
-        let size = self.buffer.size();
+        let size = self.size;
         let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(&format!("{} readback", self.label)),
             size,
@@ -228,7 +290,7 @@ impl Tensor {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("readback"),
             });
-        encoder.copy_buffer_to_buffer(&self.buffer, 0, &staging, 0, size);
+        encoder.copy_buffer_to_buffer(&self.buffer, self.offset, &staging, 0, size);
         ctx.queue.submit([encoder.finish()]);
         let (tx, rx) = std::sync::mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {

@@ -99,26 +99,11 @@ impl Augment {
             constants: &[],
             params: &params,
             bindings: vec![
-                Binding {
-                    index: 1,
-                    buffer: t.images.buffer(),
-                },
-                Binding {
-                    index: 2,
-                    buffer: t.dataset_labels.buffer(),
-                },
-                Binding {
-                    index: 3,
-                    buffer: t.indices.buffer(),
-                },
-                Binding {
-                    index: 4,
-                    buffer: t.output.buffer(),
-                },
-                Binding {
-                    index: 5,
-                    buffer: t.labels.buffer(),
-                },
+                Binding::tensor(1, t.images),
+                Binding::tensor(2, t.dataset_labels),
+                Binding::tensor(3, t.indices),
+                Binding::tensor(4, t.output),
+                Binding::tensor(5, t.labels),
             ],
             workgroups: elementwise_grid(ctx, t.output.numel(), 256),
         }

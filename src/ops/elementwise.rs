@@ -31,15 +31,9 @@ fn build(
     let mut bindings: Vec<Binding<'_>> = inputs
         .iter()
         .zip(1..)
-        .map(|(t, index)| Binding {
-            index,
-            buffer: t.buffer(),
-        })
+        .map(|(t, index)| Binding::tensor(index, t))
         .collect();
-    bindings.push(Binding {
-        index: 3,
-        buffer: output.buffer(),
-    });
+    bindings.push(Binding::tensor(3, output));
     DispatchSpec {
         label: format!("{label} {entry}"),
         shader: "elementwise",

@@ -69,22 +69,10 @@ pub fn sgd_step(
         weight_decay: cfg.weight_decay,
     };
     let bindings = vec![
-        Binding {
-            index: 1,
-            buffer: &lr.buffer,
-        },
-        Binding {
-            index: 2,
-            buffer: weight.buffer(),
-        },
-        Binding {
-            index: 3,
-            buffer: grad.buffer(),
-        },
-        Binding {
-            index: 4,
-            buffer: momentum.buffer(),
-        },
+        Binding::buffer(1, &lr.buffer),
+        Binding::tensor(2, weight),
+        Binding::tensor(3, grad),
+        Binding::tensor(4, momentum),
     ];
     let workgroups = elementwise_grid(ctx, weight.numel(), 256);
     DispatchSpec {

@@ -115,18 +115,9 @@ impl Pool {
         y.expect(&self.label, &self.max_output_shape(), DType::F32)?;
         argmax.expect(&self.label, &self.max_output_shape(), DType::U32)?;
         let b = vec![
-            Binding {
-                index: 1,
-                buffer: x.buffer(),
-            },
-            Binding {
-                index: 2,
-                buffer: y.buffer(),
-            },
-            Binding {
-                index: 3,
-                buffer: argmax.buffer(),
-            },
+            Binding::tensor(1, x),
+            Binding::tensor(2, y),
+            Binding::tensor(3, argmax),
         ];
         self.build(ctx, "max_forward", b, y.numel())
     }
@@ -142,18 +133,9 @@ impl Pool {
         argmax.expect(&self.label, &self.max_output_shape(), DType::U32)?;
         dx.expect(&self.label, &self.input_shape(), DType::F32)?;
         let b = vec![
-            Binding {
-                index: 1,
-                buffer: dy.buffer(),
-            },
-            Binding {
-                index: 2,
-                buffer: dx.buffer(),
-            },
-            Binding {
-                index: 4,
-                buffer: argmax.buffer(),
-            },
+            Binding::tensor(1, dy),
+            Binding::tensor(2, dx),
+            Binding::tensor(4, argmax),
         ];
         self.build(ctx, "max_backward", b, dx.numel())
     }
@@ -168,16 +150,7 @@ impl Pool {
         let s = &self.shape;
         x.expect(&self.label, &self.input_shape(), DType::F32)?;
         y.expect(&self.label, &[s.batch, s.channels], DType::F32)?;
-        let b = vec![
-            Binding {
-                index: 1,
-                buffer: x.buffer(),
-            },
-            Binding {
-                index: 2,
-                buffer: y.buffer(),
-            },
-        ];
+        let b = vec![Binding::tensor(1, x), Binding::tensor(2, y)];
         self.build(ctx, "global_avg_forward", b, s.planes())
     }
 
@@ -190,16 +163,7 @@ impl Pool {
         let s = &self.shape;
         dy.expect(&self.label, &[s.batch, s.channels], DType::F32)?;
         dx.expect(&self.label, &self.input_shape(), DType::F32)?;
-        let b = vec![
-            Binding {
-                index: 1,
-                buffer: dy.buffer(),
-            },
-            Binding {
-                index: 2,
-                buffer: dx.buffer(),
-            },
-        ];
+        let b = vec![Binding::tensor(1, dy), Binding::tensor(2, dx)];
         self.build(ctx, "global_avg_backward", b, dx.numel())
     }
 }

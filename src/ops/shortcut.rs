@@ -67,16 +67,7 @@ impl Shortcut {
             pad_front: u("pad_front", s.pad_front())?,
             _pad: [0; 3],
         };
-        let bindings = vec![
-            Binding {
-                index: 1,
-                buffer: input.buffer(),
-            },
-            Binding {
-                index: 2,
-                buffer: output.buffer(),
-            },
-        ];
+        let bindings = vec![Binding::tensor(1, input), Binding::tensor(2, output)];
         let workgroups = elementwise_grid(ctx, output.numel(), WG);
         DispatchSpec {
             label: format!("{} {entry}", self.label),

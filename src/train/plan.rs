@@ -169,6 +169,47 @@ struct Builder<'c> {
     /// Gradient scratch no longer read by any later dispatch of the backward pass.
     free: Vec<TensorId>,
     conv_choices: Vec<ConvChoice>,
+    arena: ParamArena,
+}
+
+/// Where the parameters live: values, gradients and momenta each in shared
+/// buffers with the same layout (one per chunk of at most one storage
+/// binding), every parameter at an offset aligned for binding. Kernels see a
+/// parameter as its own buffer (a view), and SGD updates a whole chunk in one
+/// dispatch instead of one per parameter (173 fewer dispatches for ResNet-56).
+pub struct ParamArena {
+    /// Parameter name -> (chunk, byte offset).
+    slots: HashMap<String, (usize, u64)>,
+    /// Tensor ids of each chunk's values, gradients and momenta.
+    chunks: Vec<[TensorId; 3]>,
+}
+
+/// Parameter name -> (chunk, byte offset), and each chunk's size in bytes.
+pub type ArenaLayout = (HashMap<String, (usize, u64)>, Vec<u64>);
+
+impl ParamArena {
+    /// Lays out `network`'s parameters in chunks of at most `limit` bytes
+    /// (a parameter larger than that gets a chunk of its own), each at a
+    /// multiple of `align` bytes.
+    pub fn layout(network: &Network, align: u64, limit: u64) -> ArenaLayout {
+        let mut slots = HashMap::new();
+        let mut sizes = vec![0u64];
+        for entry in network.state_entries() {
+            if !entry.role.is_parameter() {
+                continue;
+            }
+            let bytes = (4 * entry.shape.iter().product::<usize>() as u64).max(4);
+            let padded = bytes.div_ceil(align) * align;
+            let last = sizes.len() - 1;
+            if sizes[last] > 0 && sizes[last] + padded > limit {
+                sizes.push(0);
+            }
+            let chunk = sizes.len() - 1;
+            slots.insert(entry.name, (chunk, sizes[chunk]));
+            sizes[chunk] += padded;
+        }
+        (slots, sizes)
+    }
 }
 
 impl Plan {
@@ -192,7 +233,12 @@ impl Plan {
             params: vec![],
             free: vec![],
             conv_choices: vec![],
+            arena: ParamArena {
+                slots: HashMap::new(),
+                chunks: vec![],
+            },
         };
+        b.allocate_arena(network)?;
         let input = b.tensor("input", &[batch, image.channels, image.height, image.width])?;
         let labels = b.typed_tensor("labels", &[batch], DType::U32)?;
         let (hw, mut x) = (image.height, input);
@@ -242,16 +288,17 @@ impl Plan {
         b.unit_backward(&stem, dy, false)?;
 
         let learning_rate = LearningRateBuffer::new(ctx, 0.0);
-        for (name, slot) in b.params.clone() {
+        for (i, [value, grad, momentum]) in b.arena.chunks.clone().into_iter().enumerate() {
             let t = &b.tensors;
+            let label = format!("parameters {i}");
             let d = sgd_step(
                 ctx,
-                &name,
+                &label,
                 sgd,
                 &learning_rate,
-                &t[slot.value],
-                &t[slot.grad],
-                &t[slot.momentum],
+                &t[value],
+                &t[grad],
+                &t[momentum],
             )?;
             b.push(List::Optimizer, d);
         }
@@ -428,14 +475,14 @@ impl Plan {
     }
 
     pub fn summary(&self) -> PlanSummary {
-        let largest = self
-            .tensors
-            .iter()
+        // Parameter views are counted in their arena chunks.
+        let own = || self.tensors.iter().filter(|t| !t.is_view());
+        let largest = own()
             .max_by_key(|t| t.size_bytes())
             .expect("a plan has tensors");
         PlanSummary {
-            total_bytes: self.tensors.iter().map(Tensor::size_bytes).sum(),
-            tensors: self.tensors.len(),
+            total_bytes: own().map(Tensor::size_bytes).sum(),
+            tensors: own().count(),
             largest_bytes: largest.size_bytes(),
             largest_name: largest.label().to_string(),
             dispatches_per_step: self.forward_train.len()
@@ -579,12 +626,49 @@ impl Builder<'_> {
         Ok(id)
     }
 
+    /// The value, gradient and momentum chunks of the parameter arena.
+    fn allocate_arena(&mut self, network: &Network) -> Result<(), GpuError> {
+        let align = u64::from(self.ctx.limits.min_storage_buffer_offset_alignment).max(4);
+        let (slots, sizes) = ParamArena::layout(network, align, self.ctx.max_binding_bytes());
+        for (i, bytes) in sizes.into_iter().enumerate() {
+            let len = (bytes / 4) as usize;
+            let mut chunk = [0; 3];
+            for (k, kind) in ["values", "gradients", "momenta"].into_iter().enumerate() {
+                chunk[k] = self.tensor(&format!("parameter {kind} {i}"), &[len])?;
+            }
+            self.arena.chunks.push(chunk);
+        }
+        self.arena.slots = slots;
+        Ok(())
+    }
+
+    /// A view of `which` (0 values, 1 gradients, 2 momenta) of the arena.
+    fn arena_view(
+        &mut self,
+        name: &str,
+        which: usize,
+        label: &str,
+        shape: &[usize],
+    ) -> Result<TensorId, GpuError> {
+        let &(chunk, offset) = self.arena.slots.get(name).ok_or_else(|| {
+            GpuError::shape(
+                name,
+                "not a parameter of the network the plan was laid out for",
+            )
+        })?;
+        let base = &self.tensors[self.arena.chunks[chunk][which]];
+        let view = Tensor::view(self.ctx, base, offset, label, shape)?;
+        self.tensors.push(view);
+        Ok(self.tensors.len() - 1)
+    }
+
     fn param(&mut self, name: &str, shape: &[usize]) -> Result<ParamSlot, GpuError> {
         let slot = ParamSlot {
-            value: self.state_tensor(name, shape)?,
-            grad: self.tensor(&format!("{name} grad"), shape)?,
-            momentum: self.tensor(&format!("{name} momentum"), shape)?,
+            value: self.arena_view(name, 0, name, shape)?,
+            grad: self.arena_view(name, 1, &format!("{name} grad"), shape)?,
+            momentum: self.arena_view(name, 2, &format!("{name} momentum"), shape)?,
         };
+        self.state.insert(name.to_string(), slot.value);
         self.params.push((name.to_string(), slot));
         Ok(slot)
     }
