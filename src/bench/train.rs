@@ -44,6 +44,9 @@ pub struct TrainBenchResult {
     pub first_step_seconds: f64,
     pub images_per_sec: f64,
     pub record_ms_per_step: f64,
+    /// CPU time to encode a step's command buffer with the GPU idle (no
+    /// submit), i.e. without sharing the cores with a CPU adapter's work.
+    pub encode_ms_idle: f64,
     pub plan_mib: f64,
     /// The convs' FLOPs per step over the step time.
     pub conv_gflops: f64,
@@ -84,18 +87,24 @@ pub fn bench_train(ctx: Arc<GpuContext>, opt: &BenchTrainOptions) -> Result<Vec<
             format!("{:.0}%", 100.0 * r.conv_gflops / g)
         });
         println!(
-            "{:<10} {:>9.1} {:>8.2} {:>12.2} {:>10.2} {:>14.3} {:>10.2} {:>7}",
+            "{:<10} {:>9.1} {:>8.2} {:>12.2} {:>10.2} {:>10.3} {:>10.3} {:>10.2} {:>7}",
             r.model,
             r.plan_mib,
             r.plan_seconds,
             r.first_step_seconds,
             r.images_per_sec,
             r.record_ms_per_step,
+            r.encode_ms_idle,
             r.conv_gflops,
             share
         );
         results.push(r);
     }
+    println!(
+        "record ms: CPU wall time from a step's uploads to its submit inside the timed loop (it \
+         shares the cores with a CPU adapter's work); encode ms: recording and finishing one \
+         step's command buffer with the GPU idle"
+    );
     println!(
         "conv GF/s: the convs' FLOPs per step (forward, input and weight gradients) over the \
          whole step's time; % gemm: that against the yardstick GEMM above"
@@ -153,7 +162,9 @@ fn bench_model(
         profile_step(&ctx, &trainer)?;
     }
     let steps_per_second = opt.steps as f64 / seconds;
+    let encode_ms_idle = encode_ms(&ctx, &trainer, 50);
     Ok(TrainBenchResult {
+        encode_ms_idle,
         conv_gflops: trainer.plan().conv_flops_per_step() * steps_per_second / 1e9,
         model: model.to_string(),
         plan_seconds,
@@ -162,6 +173,28 @@ fn bench_model(
         record_ms_per_step: 1e3 * recording / opt.steps.max(1) as f64,
         plan_mib,
     })
+}
+
+/// Milliseconds to record and finish one step's command buffer, averaged over
+/// `n` (never submitted, so the GPU stays idle and takes no CPU).
+fn encode_ms(ctx: &GpuContext, trainer: &Trainer, n: usize) -> f64 {
+    let start = Instant::now();
+    for _ in 0..n {
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("encode timing"),
+            });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("encode timing"),
+                timestamp_writes: None,
+            });
+            trainer.plan().record_train_step(&mut pass);
+        }
+        drop(encoder.finish());
+    }
+    1e3 * start.elapsed().as_secs_f64() / n as f64
 }
 
 /// GPU time of each dispatch of one step, summed per kind (conv forward, bn

@@ -54,6 +54,8 @@ pub struct GpuContext {
     pub adapter_info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
+    /// What the adapter offers (the device has only what was requested).
+    pub adapter_features: wgpu::Features,
     pub(crate) kernels: KernelCache,
     /// Which kernel candidate each (pass, shape) runs on this adapter.
     pub choices: std::sync::Mutex<KernelChoices>,
@@ -97,21 +99,20 @@ impl GpuContext {
                 adapter: adapter_info.name.clone(),
                 message: e.to_string(),
             })?;
-        Ok(Self::from_device(device, queue, adapter_info))
+        let mut ctx = Self::from_device(device, queue, adapter_info);
+        ctx.adapter_features = adapter.features();
+        Ok(ctx)
     }
 
     /// What training asks of a device: every limit the adapter has (large
-    /// storage bindings), and where available timestamp queries (for `bench`
-    /// and kernel tuning), subgroups and shader-f16 (for kernel candidates that
-    /// use them; `info` lists what the device got).
+    /// storage bindings) and timestamp queries where available (for `bench`
+    /// and kernel tuning). Features no kernel uses yet (subgroups, shader-f16)
+    /// are not requested; `info` lists what the adapter offers.
     /// The window's renderer opens its device with this too, so both share it.
     pub fn device_descriptor(adapter: &wgpu::Adapter) -> wgpu::DeviceDescriptor<'static> {
         wgpu::DeviceDescriptor {
             label: Some("resnet-wgpu"),
-            required_features: adapter.features()
-                & (wgpu::Features::TIMESTAMP_QUERY
-                    | wgpu::Features::SUBGROUP
-                    | wgpu::Features::SHADER_F16),
+            required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
             required_limits: adapter.limits(),
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,
@@ -133,6 +134,7 @@ impl GpuContext {
             queue,
             limits,
             features,
+            adapter_features: features,
             kernels: KernelCache::default(),
             choices: std::sync::Mutex::new(KernelChoices::load(&adapter_info)),
             adapter_info,
