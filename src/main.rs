@@ -282,14 +282,14 @@ fn info(ctx: &GpuContext, args: &InfoArgs) -> Result<()> {
     let l = &ctx.limits;
     println!("adapter: {}", ctx.describe());
     let has = |f| {
-        if ctx.features.contains(f) {
+        if ctx.adapter_features.contains(f) {
             "yes"
         } else {
             "no"
         }
     };
     println!(
-        "features: timestamp queries {}, subgroups {}, shader-f16 {}",
+        "adapter features: timestamp queries {}, subgroups {}, shader-f16 {}",
         has(wgpu::Features::TIMESTAMP_QUERY),
         has(wgpu::Features::SUBGROUP),
         has(wgpu::Features::SHADER_F16)
