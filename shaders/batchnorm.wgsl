@@ -40,27 +40,14 @@ override WG_ELEMENTWISE: u32 = 256u;
 // The forward output of the fused ReLU forms: its sign is the ReLU mask.
 @group(0) @binding(15) var<storage, read> forward_output: array<f32>;
 
-var<workgroup> partial: array<vec2<f32>, WG>;
-
 // Index of the i-th element of channel c, i in [0, batch*hw).
 fn channel_element(c: u32, i: u32) -> u32 {
     return ((i / p.hw) * p.channels + c) * p.hw + i % p.hw;
 }
 
-// Tree sum over the workgroup; every invocation gets the total.
-fn workgroup_sum(value: vec2<f32>, lid: u32) -> vec2<f32> {
-    partial[lid] = value;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
-        if lid < stride {
-            partial[lid] += partial[lid + stride];
-        }
-        workgroupBarrier();
-    }
-    let total = partial[0];
-    workgroupBarrier();
-    return total;
-}
+// workgroup_sum(value, lid), the channel reductions' last step, comes from the
+// reduction prelude this file is compiled with (shaders/reduce.wgsl, or
+// reduce_subgroup.wgsl on adapters with subgroups; see src/gpu/kernels.rs).
 
 @compute @workgroup_size(WG, 1, 1)
 fn forward_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {

@@ -31,7 +31,8 @@ const WG: u32 = 256u;
 @group(0) @binding(5) var<storage, read_write> sample_correct: array<f32>;
 @group(0) @binding(6) var<storage, read_write> metrics: array<f32>;
 
-var<workgroup> partial: array<vec2<f32>, WG>;
+// workgroup_sum(value, lid) comes from the reduction prelude this file is
+// compiled with (shaders/reduce.wgsl or reduce_subgroup.wgsl).
 
 @compute @workgroup_size(64, 1, 1)
 fn forward_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -76,16 +77,8 @@ fn reduce_metrics(@builtin(local_invocation_id) lid: vec3<u32>) {
     for (var b = lid.x; b < p.batch; b += WG) {
         acc += vec2<f32>(sample_loss[b], sample_correct[b]);
     }
-    partial[lid.x] = acc;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
-        if lid.x < stride {
-            partial[lid.x] += partial[lid.x + stride];
-        }
-        workgroupBarrier();
-    }
+    let total = workgroup_sum(acc, lid.x);
     if lid.x == 0u {
-        let total = partial[0];
         metrics[METRIC_LOSS_SUM] += total.x;
         metrics[METRIC_CORRECT] += total.y;
         metrics[METRIC_SAMPLES] += f32(p.valid);

@@ -367,6 +367,7 @@ fn print_kernel_choices(plan: &Plan, detail: bool) {
         for line in plan.conv_choice_lines() {
             println!("  {line}");
         }
+        println!("{}", plan.reduction_line());
     }
     if let Some(e) = &plan.choice_cache_error {
         eprintln!("warning: {e}");

@@ -261,3 +261,53 @@ fn train_without_a_display_says_so_and_runs_in_the_terminal() {
     assert!(stdout.contains("done: test loss"), "{stdout}");
     assert!(out.join("r/checkpoints/last").is_file());
 }
+
+#[test]
+fn bench_tune_caches_choices_that_training_then_uses() {
+    // A cache folder of this test's own: the other tests expect none.
+    let cache = temp("tune-cache");
+    let with_cache = |args: &[&str]| {
+        let out = binary()
+            .env("RESNET_WGPU_CACHE_DIR", &cache)
+            .args(args)
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    };
+    let small = ["--batch-size", "2", "--image-size", "8"];
+    let (ok, out, err) =
+        with_cache(&[&["bench", "tune", "--models", "resnet8"], &small[..]].concat());
+    assert!(ok, "bench tune failed: {err}");
+    for candidate in [
+        "rows8",
+        "regtile",
+        "tiled64x64",
+        "tiled32x64",
+        "tiled16x128",
+    ] {
+        assert!(out.contains(candidate), "{candidate} missing: {out}");
+    }
+    assert!(out.contains("loss sum of 2:"), "{out}");
+    assert!(cache.join("kernel-choices.json").is_file());
+    // Every conv pass and reduction of the same model now comes from the cache.
+    let info = [
+        &["--tune", "cached", "info", "--model", "resnet8"],
+        &small[..],
+    ]
+    .concat();
+    let (ok, out, err) = with_cache(&info);
+    assert!(ok, "info failed: {err}");
+    assert!(
+        out.contains("passes measured now, 21 from the cache, 0 built-in"),
+        "{out}"
+    );
+    assert!(!out.contains("(built-in)"), "{out}");
+    // --tune off ignores it.
+    let off = [&["--tune", "off", "info", "--model", "resnet8"], &small[..]].concat();
+    let (_, out, _) = with_cache(&off);
+    assert!(out.contains("0 from the cache, 21 built-in"), "{out}");
+    let (ok, _, err) = run(&["--tune", "sometimes", "info"]);
+    assert!(!ok && err.contains("--tune"), "{err}");
+    let _ = std::fs::remove_dir_all(&cache);
+}

@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use resnet_wgpu::gpu::{DType, Dispatch, Tensor, submit};
+use resnet_wgpu::ops::Reduction;
 use resnet_wgpu::ops::batchnorm::{BatchNorm, BnGradTensors, BnTensors, Fusion};
 use resnet_wgpu::ops::conv::{Conv2d, ConvKernel, ConvPass, ConvTuning, TILED_SHAPES};
 use resnet_wgpu::ops::loss::{self, CrossEntropyTensors};
@@ -325,6 +326,7 @@ struct BnCase {
     shape: BatchNormShape,
     fusion: Fusion,
     seed: u64,
+    reduction: Reduction,
 }
 
 fn bn_case(case: BnCase) {
@@ -350,7 +352,8 @@ fn bn_case(case: BnCase) {
         zeros("dgamma", &c),
         zeros("dbeta", &c),
     );
-    let bn = BatchNorm::new("bn", s, case.fusion).unwrap();
+    let mut bn = BatchNorm::new("bn", s, case.fusion).unwrap();
+    bn.reduction = case.reduction;
     let t = BnTensors {
         x: &x,
         gamma: &gamma,
@@ -433,6 +436,22 @@ fn bn_case(case: BnCase) {
 
 #[test]
 fn batchnorm_training_matches_oracle_in_every_fused_form() {
+    batchnorm_forms_match_oracle(Reduction::Tree);
+}
+
+/// The reduction candidates for adapters with subgroups (lavapipe has them,
+/// so CI runs these; an adapter without them fails here rather than skipping).
+#[test]
+fn subgroup_reductions_match_oracle() {
+    assert!(
+        Reduction::available(ctx()).contains(&Reduction::Subgroup),
+        "this adapter has no SUBGROUP feature: the subgroup candidates cannot be tested"
+    );
+    batchnorm_forms_match_oracle(Reduction::Subgroup);
+    cross_entropy_cases(Reduction::Subgroup);
+}
+
+fn batchnorm_forms_match_oracle(reduction: Reduction) {
     let shapes = [
         BatchNormShape {
             batch: 1,
@@ -459,6 +478,7 @@ fn batchnorm_training_matches_oracle_in_every_fused_form() {
                 shape,
                 fusion,
                 seed: 1000 + 10 * (3 * i + j) as u64,
+                reduction,
             });
         }
     }
@@ -815,7 +835,34 @@ impl LossCase {
 }
 
 #[test]
-fn cross_entropy_matches_oracle_and_accumulates_metrics() {
+fn cross_entropy_matches_oracle() {
+    cross_entropy_cases(Reduction::Tree);
+}
+
+/// Every loss case with the batch sum ending in `reduction`.
+fn cross_entropy_cases(reduction: Reduction) {
+    cross_entropy_accumulates_metrics(reduction);
+    cross_entropy_ignores_the_padding_of_a_partial_batch(reduction);
+    // A batch past one workgroup of the sum (256).
+    let (batch, classes) = (300, 2);
+    let labels: Vec<u32> = (0..batch as u32).map(|i| i % 2).collect();
+    let case = LossCase::new(&random(72, batch * classes), &labels, 0.0);
+    let d = loss::softmax_cross_entropy(ctx(), "loss", &case.tensors(), batch, reduction).unwrap();
+    run(&d.iter().collect::<Vec<_>>());
+    let logits = widen(&read(&case.logits));
+    let expect = oracle::loss::softmax_cross_entropy(&logits, &labels, classes);
+    let m = read(&case.metrics);
+    assert_close(
+        &format!("loss sum of {batch} ({reduction:?})"),
+        &m[loss::METRIC_LOSS_SUM..=loss::METRIC_LOSS_SUM],
+        &[expect.mean_loss * batch as f64],
+        1e-5,
+        1e-5,
+    );
+    assert_eq!(m[loss::METRIC_CORRECT], expect.correct as f32);
+}
+
+fn cross_entropy_accumulates_metrics(reduction: Reduction) {
     let (batch, classes) = (5, 7);
     let mut logits = random(70, batch * classes);
     logits[2 * classes + 4] = logits[2 * classes..3 * classes]
@@ -825,7 +872,7 @@ fn cross_entropy_matches_oracle_and_accumulates_metrics() {
     let labels: Vec<u32> = vec![0, 6, 3, 4, 2];
     let case = LossCase::new(&logits, &labels, 0.0);
     let (grad, sl, metrics, t) = (&case.grad, &case.sample_loss, &case.metrics, case.tensors());
-    let d = loss::softmax_cross_entropy(ctx(), "loss", &t, batch).unwrap();
+    let d = loss::softmax_cross_entropy(ctx(), "loss", &t, batch, reduction).unwrap();
     let refs: Vec<&Dispatch> = d.iter().collect();
     run(&refs);
     run(&refs); // metrics accumulate over steps
@@ -857,15 +904,14 @@ fn cross_entropy_matches_oracle_and_accumulates_metrics() {
     );
 }
 
-#[test]
-fn cross_entropy_ignores_the_padding_of_a_partial_batch() {
+fn cross_entropy_ignores_the_padding_of_a_partial_batch(reduction: Reduction) {
     let (batch, valid, classes) = (6, 4, 3);
     let logits = random(71, batch * classes);
     let labels: Vec<u32> = vec![2, 0, 1, 1, 7, 9]; // padding labels are never read
     // The gradient starts non-zero, so padding rows must be written as zeros.
     let case = LossCase::new(&logits, &labels, 5.0);
     let (grad, metrics, t) = (&case.grad, &case.metrics, case.tensors());
-    let d = loss::softmax_cross_entropy(ctx(), "loss", &t, valid).unwrap();
+    let d = loss::softmax_cross_entropy(ctx(), "loss", &t, valid, reduction).unwrap();
     run(&d.iter().collect::<Vec<_>>());
     let expect = oracle::loss::softmax_cross_entropy(
         &widen(&logits[..valid * classes]),
@@ -886,7 +932,7 @@ fn cross_entropy_ignores_the_padding_of_a_partial_batch() {
         1e-6,
     );
     for bad in [0, batch + 1] {
-        assert!(loss::softmax_cross_entropy(ctx(), "loss", &t, bad).is_err());
+        assert!(loss::softmax_cross_entropy(ctx(), "loss", &t, bad, reduction).is_err());
     }
 }
 

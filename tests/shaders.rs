@@ -1,5 +1,6 @@
-//! Every file in shaders/ parses and validates with naga, and is the one the
-//! binary embeds (so a shader on disk can't drift from what runs).
+//! Every module the binary embeds (gpu::SHADERS) is made of the files in
+//! shaders/ as they are on disk, uses every one of them, and parses and
+//! validates with naga (the subgroup candidates with the subgroup capability).
 
 use std::path::Path;
 
@@ -8,33 +9,50 @@ use resnet_wgpu::gpu::SHADERS;
 #[test]
 fn every_shader_validates_with_naga() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        let source = std::fs::read_to_string(&path).unwrap();
-        let shown = path.display().to_string();
+    let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| {
+            e.unwrap()
+                .path()
+                .file_stem()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    on_disk.sort();
+    let mut used: Vec<String> = SHADERS
+        .iter()
+        .flat_map(|s| s.files.iter().map(|f| f.to_string()))
+        .collect();
+    used.sort();
+    used.dedup();
+    assert_eq!(on_disk, used, "shaders/ and gpu::SHADERS disagree");
+
+    for shader in SHADERS {
+        let source: String = shader
+            .files
+            .iter()
+            .map(|f| std::fs::read_to_string(dir.join(format!("{f}.wgsl"))).unwrap())
+            .collect();
+        assert_eq!(
+            shader.source, source,
+            "module {} differs from its files {:?}",
+            shader.name, shader.files
+        );
+        let shown = format!("module {} ({:?})", shader.name, shader.files);
         let module = naga::front::wgsl::parse_str(&source)
             .unwrap_or_else(|e| panic!("{}", e.emit_to_string_with_path(&source, &shown)));
-        naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::empty(),
-        )
-        .validate(&module)
-        .unwrap_or_else(|e| panic!("{}", e.emit_to_string_with_path(&source, &shown)));
-        let name = path.file_stem().unwrap().to_str().unwrap().to_string();
-        let embedded = SHADERS
-            .iter()
-            .find(|s| s.name == name)
-            .unwrap_or_else(|| panic!("{shown} is not in gpu::SHADERS"));
-        assert_eq!(
-            embedded.source, source,
-            "{shown} differs from the embedded copy"
-        );
-        names.push(name);
+        let capabilities = if shader.needs_subgroups() {
+            naga::valid::Capabilities::SUBGROUP
+        } else {
+            naga::valid::Capabilities::empty()
+        };
+        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), capabilities)
+            .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
+            .subgroup_operations(naga::valid::SubgroupOperationSet::all())
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{}", e.emit_to_string_with_path(&source, &shown)));
     }
-    assert_eq!(
-        names.len(),
-        SHADERS.len(),
-        "gpu::SHADERS lists a shader that shaders/ lacks"
-    );
 }

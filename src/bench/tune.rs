@@ -4,11 +4,13 @@
 
 use anyhow::{Context, Result};
 
-use crate::gpu::{Choice, GpuContext};
+use crate::gpu::{Choice, GpuContext, TunePolicy};
 use crate::model::{ModelSpec, ShortcutKind};
+use crate::ops::Reduction;
+use crate::ops::batchnorm::{BatchNorm, Fusion};
 use crate::ops::conv::{Conv2d, ConvKernel, ConvPass, ConvTuning, TILED_SHAPES};
-use crate::ops::tune::{conv_key, measure_conv};
-use crate::shapes::{Conv2dShape, ImageShape};
+use crate::ops::tune::{choose_bn_reduction, choose_loss_reduction, conv_key, measure_conv};
+use crate::shapes::{BatchNormShape, Conv2dShape, ImageShape};
 use crate::train::conv_layers;
 
 #[derive(clap::Args, Clone, Debug)]
@@ -53,6 +55,19 @@ pub fn bench_tune(ctx: &GpuContext, opt: &BenchTuneOptions) -> Result<()> {
             }
         }
     }
+    let bn_shapes: Vec<BatchNormShape> = shapes
+        .iter()
+        .map(|(_, s)| BatchNormShape {
+            batch: s.batch,
+            channels: s.out_c,
+            hw: s.out_h() * s.out_w(),
+        })
+        .fold(vec![], |mut all, s| {
+            if !all.contains(&s) {
+                all.push(s);
+            }
+            all
+        });
     let columns = columns();
     print!("{:<30} {:<15}", "conv (first layer)", "pass");
     for k in &columns {
@@ -92,6 +107,7 @@ pub fn bench_tune(ctx: &GpuContext, opt: &BenchTuneOptions) -> Result<()> {
             }
         }
     }
+    tune_reductions(ctx, &bn_shapes, opt.batch_size);
     ctx.save_kernel_choices()
         .context("writing the kernel-choice cache")?;
     let choices = ctx.choices.lock().unwrap();
@@ -104,4 +120,28 @@ pub fn bench_tune(ctx: &GpuContext, opt: &BenchTuneOptions) -> Result<()> {
         None => println!("no cache folder on this platform: choices not kept"),
     }
     Ok(())
+}
+
+/// Measures the batch-norm and loss reduction candidates (tree, subgroup) at
+/// every batch-norm shape and the batch, and caches the faster.
+fn tune_reductions(ctx: &GpuContext, bn_shapes: &[BatchNormShape], batch: usize) {
+    let policy = ctx.choices.lock().unwrap().policy;
+    ctx.set_tune_policy(TunePolicy::All);
+    let available: Vec<&str> = Reduction::available(ctx).iter().map(|r| r.name()).collect();
+    println!("reductions (candidates: {}):", available.join(", "));
+    for &shape in bn_shapes {
+        if let Ok(bn) = BatchNorm::new("tune", shape, Fusion::None) {
+            let (r, _) = choose_bn_reduction(ctx, &bn);
+            println!(
+                "  batch norm {}x{}x{}: {}",
+                shape.batch,
+                shape.channels,
+                shape.hw,
+                r.name()
+            );
+        }
+    }
+    let (r, _) = choose_loss_reduction(ctx, batch);
+    println!("  loss sum of {batch}: {}", r.name());
+    ctx.set_tune_policy(policy);
 }

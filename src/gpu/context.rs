@@ -105,20 +105,27 @@ impl GpuContext {
     }
 
     /// What training asks of a device: every limit the adapter has (large
-    /// storage bindings) and timestamp queries where available (for `bench`
-    /// and kernel tuning). Features no kernel uses yet (subgroups, shader-f16)
-    /// are not requested; `info` lists what the adapter offers.
+    /// storage bindings), and where available timestamp queries (for `bench`
+    /// and kernel tuning) and, natively, subgroups (for the reduction
+    /// candidates; the browser keeps to the tree reductions). `info` lists
+    /// what the adapter offers.
     /// The window's renderer opens its device with this too, so both share it.
     pub fn device_descriptor(adapter: &wgpu::Adapter) -> wgpu::DeviceDescriptor<'static> {
         wgpu::DeviceDescriptor {
             label: Some("resnet-wgpu"),
-            required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
+            required_features: adapter.features() & Self::WANTED_FEATURES,
             required_limits: adapter.limits(),
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         }
     }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    const WANTED_FEATURES: wgpu::Features =
+        wgpu::Features::TIMESTAMP_QUERY.union(wgpu::Features::SUBGROUP);
+    #[cfg(target_arch = "wasm32")]
+    const WANTED_FEATURES: wgpu::Features = wgpu::Features::TIMESTAMP_QUERY;
 
     /// Wraps a device opened elsewhere (the window's renderer, opened with
     /// [`Self::device_descriptor`]).

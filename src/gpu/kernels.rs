@@ -4,31 +4,51 @@ use std::sync::Mutex;
 use super::GpuContext;
 use super::error::GpuError;
 
-/// A WGSL file from shaders/, embedded in the binary.
+/// A shader module: one WGSL file from shaders/, or a prelude and an op file
+/// joined, embedded in the binary.
 pub struct Shader {
     pub name: &'static str,
+    /// The shaders/ files it is made of, in order.
+    pub files: &'static [&'static str],
     pub source: &'static str,
+}
+
+impl Shader {
+    /// Modules built with a subgroup prelude need the SUBGROUP feature.
+    pub fn needs_subgroups(&self) -> bool {
+        self.files.contains(&"reduce_subgroup")
+    }
 }
 
 macro_rules! shader {
     ($name:literal) => {
+        shader!($name: $name)
+    };
+    ($name:literal: $($file:literal),+) => {
         Shader {
             name: $name,
-            source: include_str!(concat!("../../shaders/", $name, ".wgsl")),
+            files: &[$($file),+],
+            source: concat!($(include_str!(concat!("../../shaders/", $file, ".wgsl"))),+),
         }
     };
 }
 
-/// Every shader the crate runs; tests check this list covers shaders/ exactly.
+/// Every module the crate runs; tests check these cover shaders/ exactly. The
+/// channel reductions of batch norm and the loss come with the portable
+/// workgroup-memory tree (reduce) or, as candidates for adapters with
+/// subgroups, with subgroup operations (reduce_subgroup): one module each, since
+/// a module that uses subgroup operations only compiles on devices with them.
 pub const SHADERS: &[Shader] = &[
     shader!("augment"),
-    shader!("batchnorm"),
+    shader!("batchnorm": "reduce", "batchnorm"),
+    shader!("batchnorm_subgroup": "reduce_subgroup", "batchnorm"),
     shader!("conv"),
     shader!("conv_tiled"),
     shader!("elementwise"),
     shader!("gemm"),
     shader!("linear"),
-    shader!("loss"),
+    shader!("loss": "reduce", "loss"),
+    shader!("loss_subgroup": "reduce_subgroup", "loss"),
     shader!("optim"),
     shader!("pool"),
     shader!("shortcut"),

@@ -77,7 +77,7 @@ impl Tensor {
     ) -> Result<Self, GpuError> {
         let size = DType::F32.bytes(shape.iter().product()).max(4);
         let align = u64::from(ctx.limits.min_storage_buffer_offset_alignment);
-        if base.view || offset % align != 0 || offset + size > base.size {
+        if base.view || !offset.is_multiple_of(align) || offset + size > base.size {
             return Err(GpuError::shape(
                 label,
                 format!(

@@ -7,6 +7,8 @@ use crate::gpu::{
 pub use crate::reference::batchnorm::Fusion;
 use crate::shapes::BatchNormShape;
 
+use super::Reduction;
+
 /// PyTorch's defaults.
 pub const EPS: f32 = 1e-5;
 pub const MOMENTUM: f32 = 0.1;
@@ -51,6 +53,8 @@ pub struct BatchNorm {
     pub fusion: Fusion,
     pub eps: f32,
     pub momentum: f32,
+    /// How the per-channel reductions (forward_stats, backward_reduce*) end.
+    pub reduction: Reduction,
 }
 
 const ELEMENTWISE_WG: u32 = 256;
@@ -72,6 +76,7 @@ impl BatchNorm {
             fusion,
             eps: EPS,
             momentum: MOMENTUM,
+            reduction: Reduction::Tree,
         })
     }
 
@@ -115,9 +120,18 @@ impl BatchNorm {
         workgroups: [u32; 3],
     ) -> Result<Dispatch, GpuError> {
         let params = self.params()?;
+        // Only the channel reductions differ between the modules.
+        let reduces = entry == "forward_stats" || entry.starts_with("backward_reduce");
+        let (shader, label) = if reduces {
+            let kernel = self.reduction;
+            let label = format!("{} {entry} ({})", self.label, kernel.name());
+            (kernel.batchnorm_module(), label)
+        } else {
+            ("batchnorm", format!("{} {entry}", self.label))
+        };
         DispatchSpec {
-            label: format!("{} {entry}", self.label),
-            shader: "batchnorm",
+            label,
+            shader,
             entry,
             constants: &[],
             params: &params,

@@ -3,6 +3,8 @@
 
 use crate::gpu::{Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Tensor};
 
+use super::Reduction;
+
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct LossParams {
@@ -33,13 +35,15 @@ pub struct CrossEntropyTensors<'a> {
 }
 
 /// Two dispatches: per-sample loss and gradient, then the batch sums added to
-/// the metrics accumulator. Only the first `valid` samples count (the rest are
-/// the padding of a last, partial evaluation batch); training passes the batch.
+/// the metrics accumulator (its sum ending with `reduction`). Only the first
+/// `valid` samples count (the rest are the padding of a last, partial
+/// evaluation batch); training passes the batch.
 pub fn softmax_cross_entropy(
     ctx: &GpuContext,
     label: &str,
     t: &CrossEntropyTensors<'_>,
     valid: usize,
+    reduction: Reduction,
 ) -> Result<Vec<Dispatch>, GpuError> {
     let &[batch, classes] = t.logits.shape() else {
         return Err(GpuError::shape(
@@ -71,7 +75,11 @@ pub fn softmax_cross_entropy(
     let b = Binding::tensor;
     let spec = |entry, bindings, workgroups| DispatchSpec {
         label: format!("{label} {entry}"),
-        shader: "loss",
+        shader: if entry == "reduce_metrics" {
+            reduction.loss_module()
+        } else {
+            "loss"
+        },
         entry,
         constants: &[],
         params: &params,

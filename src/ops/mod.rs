@@ -16,6 +16,56 @@ pub mod tune;
 
 use crate::gpu::GpuError;
 
+/// How batch norm's channel reductions and the loss's batch sum end: the
+/// portable tree through workgroup memory, or subgroup operations (a
+/// candidate where the device has the SUBGROUP feature).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Reduction {
+    #[default]
+    Tree,
+    Subgroup,
+}
+
+impl Reduction {
+    pub fn name(self) -> &'static str {
+        match self {
+            Reduction::Tree => "tree",
+            Reduction::Subgroup => "subgroup",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Reduction::Tree, Reduction::Subgroup]
+            .into_iter()
+            .find(|r| r.name() == name)
+    }
+
+    /// The batch-norm module built with this reduction.
+    pub(crate) fn batchnorm_module(self) -> &'static str {
+        match self {
+            Reduction::Tree => "batchnorm",
+            Reduction::Subgroup => "batchnorm_subgroup",
+        }
+    }
+
+    /// The loss module built with this reduction.
+    pub(crate) fn loss_module(self) -> &'static str {
+        match self {
+            Reduction::Tree => "loss",
+            Reduction::Subgroup => "loss_subgroup",
+        }
+    }
+
+    /// The reductions this device can run.
+    pub fn available(ctx: &crate::gpu::GpuContext) -> Vec<Reduction> {
+        let mut list = vec![Reduction::Tree];
+        if ctx.features.contains(wgpu::Features::SUBGROUP) {
+            list.push(Reduction::Subgroup);
+        }
+        list
+    }
+}
+
 /// Sizes travel to the shaders as u32; anything larger is an error, not a wrap.
 pub(crate) fn u32_of(op: &str, what: &str, value: usize) -> Result<u32, GpuError> {
     u32::try_from(value)

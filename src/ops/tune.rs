@@ -5,8 +5,12 @@
 use crate::gpu::{Choice, ChoiceSource, GpuContext, GpuError, KernelChoices};
 #[cfg(not(target_arch = "wasm32"))]
 use crate::gpu::{DType, Dispatch, Tensor, time_dispatches};
-use crate::shapes::Conv2dShape;
+use crate::shapes::{BatchNormShape, Conv2dShape};
 
+use super::Reduction;
+use super::batchnorm::BatchNorm;
+#[cfg(not(target_arch = "wasm32"))]
+use super::batchnorm::{BnTensors, Fusion};
 use super::conv::{Conv2d, ConvKernel, ConvPass};
 
 /// Timed repetitions per candidate (after a warm-up run).
@@ -75,6 +79,139 @@ pub fn choose_conv_kernels_in(
         sources[i] = source;
     }
     Ok((conv, sources))
+}
+
+/// The kernel of a family other than conv's for `key`: the cached choice, else
+/// the fastest of `candidates` timed by `time` (seconds, None where one cannot
+/// run) when the policy measures, else `builtin`.
+pub fn choose_named<K: Copy + PartialEq>(
+    ctx: &GpuContext,
+    key: String,
+    candidates: &[K],
+    name: impl Fn(K) -> &'static str,
+    builtin: K,
+    mut time: impl FnMut(K) -> Option<f64>,
+) -> (K, ChoiceSource) {
+    let mut choices = ctx.choices.lock().unwrap();
+    let cached = choices
+        .cached(&key)
+        .and_then(|c| candidates.iter().copied().find(|&k| name(k) == c.kernel));
+    if let Some(kernel) = cached {
+        return (kernel, ChoiceSource::Cached);
+    }
+    if cfg!(target_arch = "wasm32") || !choices.should_measure(ctx.is_software()) {
+        return (builtin, ChoiceSource::BuiltIn);
+    }
+    let fastest = candidates
+        .iter()
+        .filter_map(|&k| time(k).map(|t| (k, t)))
+        .min_by(|a, b| a.1.total_cmp(&b.1));
+    match fastest {
+        Some((kernel, seconds)) => {
+            let choice = Choice {
+                kernel: name(kernel).to_string(),
+                ms: 1e3 * seconds,
+            };
+            choices.insert(key, choice);
+            (kernel, ChoiceSource::Measured)
+        }
+        None => (builtin, ChoiceSource::BuiltIn),
+    }
+}
+
+/// The reduction batch norm's channel statistics end with, for `bn`'s shape:
+/// measured on the forward statistics kernel; built-in: the tree on CPU
+/// adapters, subgroups on GPUs that have them.
+pub fn choose_bn_reduction(ctx: &GpuContext, bn: &BatchNorm) -> (Reduction, ChoiceSource) {
+    let s = &bn.shape;
+    let key = format!("batchnorm reduce n{} c{} hw{}", s.batch, s.channels, s.hw);
+    let candidates = Reduction::available(ctx);
+    let builtin = builtin_reduction(ctx, &candidates);
+    choose_named(ctx, key, &candidates, Reduction::name, builtin, |r| {
+        time_bn_stats(ctx, s, r)
+    })
+}
+
+/// The reduction of the loss's batch sum, for a batch of `batch` samples.
+pub fn choose_loss_reduction(ctx: &GpuContext, batch: usize) -> (Reduction, ChoiceSource) {
+    let candidates = Reduction::available(ctx);
+    let builtin = builtin_reduction(ctx, &candidates);
+    let key = format!("loss reduce n{batch}");
+    choose_named(ctx, key, &candidates, Reduction::name, builtin, |r| {
+        time_loss_sum(ctx, batch, r)
+    })
+}
+
+fn builtin_reduction(ctx: &GpuContext, available: &[Reduction]) -> Reduction {
+    if !ctx.is_software() && available.contains(&Reduction::Subgroup) {
+        Reduction::Subgroup
+    } else {
+        Reduction::Tree
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn time_bn_stats(ctx: &GpuContext, s: &BatchNormShape, reduction: Reduction) -> Option<f64> {
+    let mut bn = BatchNorm::new("tune bn", *s, Fusion::None).ok()?;
+    bn.reduction = reduction;
+    let act = [s.batch, s.channels, s.hw];
+    let t = |label, shape: &[usize]| Tensor::zeros(ctx, label, shape, DType::F32).ok();
+    let (x, y) = (t("tune x", &act)?, t("tune y", &act)?);
+    let c: Vec<Tensor> = (0..6)
+        .map(|_| t("tune c", &[s.channels]))
+        .collect::<Option<_>>()?;
+    let tensors = BnTensors {
+        x: &x,
+        gamma: &c[0],
+        beta: &c[1],
+        running_mean: &c[2],
+        running_var: &c[3],
+        save_mean: &c[4],
+        save_invstd: &c[5],
+    };
+    let dispatches = bn.forward_train(ctx, &tensors, None, &y).ok()?;
+    time_dispatches(ctx, &[&dispatches[0]], MEASURE_REPS)
+        .ok()
+        .map(|t| t.seconds)
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn time_loss_sum(ctx: &GpuContext, batch: usize, reduction: Reduction) -> Option<f64> {
+    let t = |label, shape: &[usize], dtype| Tensor::zeros(ctx, label, shape, dtype).ok();
+    let f = DType::F32;
+    let (logits, grads) = (
+        t("tune logits", &[batch, 2], f)?,
+        t("tune grad", &[batch, 2], f)?,
+    );
+    let labels = t("tune labels", &[batch], DType::U32)?;
+    let (loss, correct) = (
+        t("tune loss", &[batch], f)?,
+        t("tune correct", &[batch], f)?,
+    );
+    let metrics = t("tune metrics", &[super::loss::METRICS_LEN], f)?;
+    let tensors = super::loss::CrossEntropyTensors {
+        logits: &logits,
+        labels: &labels,
+        grad_logits: &grads,
+        sample_loss: &loss,
+        sample_correct: &correct,
+        metrics: &metrics,
+    };
+    let dispatches =
+        super::loss::softmax_cross_entropy(ctx, "tune loss", &tensors, batch, reduction).ok()?;
+    time_dispatches(ctx, &[&dispatches[1]], MEASURE_REPS)
+        .ok()
+        .map(|t| t.seconds)
+}
+
+#[cfg(target_arch = "wasm32")]
+fn time_bn_stats(_: &GpuContext, _: &BatchNormShape, _: Reduction) -> Option<f64> {
+    None
+}
+
+#[cfg(target_arch = "wasm32")]
+fn time_loss_sum(_: &GpuContext, _: usize, _: Reduction) -> Option<f64> {
+    None
 }
 
 /// The fastest candidate of `pass` and its seconds (None where nothing could

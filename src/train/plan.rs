@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use crate::gpu::{ChoiceSource, DType, Dispatch, GpuContext, GpuError, Tensor};
 use crate::model::{BlockSpec, ConvBnSpec, Network, Shortcut, StateEntry};
+use crate::ops::Reduction;
 use crate::ops::batchnorm::{BatchNorm, BnGradTensors, BnTensors, Fusion};
 use crate::ops::conv::{Conv2d, ConvKernels, ConvTuning};
 use crate::ops::elementwise;
@@ -15,7 +16,7 @@ use crate::ops::loss::{self, CrossEntropyTensors, METRICS_LEN};
 use crate::ops::optim::{LearningRateBuffer, sgd_step};
 use crate::ops::pool::Pool;
 use crate::ops::shortcut::Shortcut as PadShortcut;
-use crate::ops::tune::choose_conv_kernels;
+use crate::ops::tune::{choose_bn_reduction, choose_conv_kernels, choose_loss_reduction};
 use crate::shapes::{BatchNormShape, Conv2dShape, ImageShape, LinearShape, PoolShape, SgdConfig};
 
 pub type TensorId = usize;
@@ -71,6 +72,9 @@ pub struct Plan {
     pub learning_rate: LearningRateBuffer,
     /// The kernels of every conv, in network order.
     pub conv_choices: Vec<ConvChoice>,
+    /// How each batch norm's channel reductions and the loss's batch sum end
+    /// (layer, reduction, how it was chosen).
+    pub reductions: Vec<(String, Reduction, ChoiceSource)>,
     /// Why newly measured kernel choices could not be cached (the plan runs
     /// them all the same).
     pub choice_cache_error: Option<String>,
@@ -111,6 +115,8 @@ struct Head {
 /// losses differ only in that).
 #[derive(Clone, Copy)]
 struct LossTensors {
+    /// How the batch sum of the metrics ends.
+    reduction: Reduction,
     logits: TensorId,
     labels: TensorId,
     grad_logits: TensorId,
@@ -137,7 +143,7 @@ impl LossTensors {
             sample_correct: &t[self.sample_correct],
             metrics: &t[metrics],
         };
-        loss::softmax_cross_entropy(ctx, label, &ce, valid)
+        loss::softmax_cross_entropy(ctx, label, &ce, valid, self.reduction)
     }
 }
 
@@ -169,6 +175,7 @@ struct Builder<'c> {
     /// Gradient scratch no longer read by any later dispatch of the backward pass.
     free: Vec<TensorId>,
     conv_choices: Vec<ConvChoice>,
+    reductions: Vec<(String, Reduction, ChoiceSource)>,
     arena: ParamArena,
 }
 
@@ -233,6 +240,7 @@ impl Plan {
             params: vec![],
             free: vec![],
             conv_choices: vec![],
+            reductions: vec![],
             arena: ParamArena {
                 slots: HashMap::new(),
                 chunks: vec![],
@@ -264,7 +272,10 @@ impl Plan {
             blocks.push(block);
         }
         let (head, logits) = b.head(network, x)?;
+        let (reduction, source) = choose_loss_reduction(ctx, batch);
+        b.reductions.push(("loss".into(), reduction, source));
         let loss_tensors = LossTensors {
+            reduction,
             logits,
             labels,
             grad_logits: b.tensor("grad logits", &[batch, network.num_classes])?,
@@ -331,6 +342,7 @@ impl Plan {
             eval_metrics,
             learning_rate,
             conv_choices: b.conv_choices,
+            reductions: b.reductions,
             choice_cache_error,
         })
     }
@@ -446,6 +458,25 @@ impl Plan {
                 )
             })
             .collect()
+    }
+
+    /// One line: how the batch norms' and the loss's reductions end, counted.
+    pub fn reduction_line(&self) -> String {
+        let mut counts: Vec<(String, usize)> = vec![];
+        for (layer, r, source) in &self.reductions {
+            let what = if layer == "loss" {
+                "loss"
+            } else {
+                "batch norm"
+            };
+            let key = format!("{what} {} ({})", r.name(), source.name());
+            match counts.iter_mut().find(|(k, _)| *k == key) {
+                Some(c) => c.1 += 1,
+                None => counts.push((key, 1)),
+            }
+        }
+        let parts: Vec<String> = counts.iter().map(|(k, n)| format!("{n} x {k}")).collect();
+        format!("reductions: {}", parts.join(", "))
     }
 
     /// How many conv passes had their kernel measured now, taken from the
@@ -698,7 +729,10 @@ impl Builder<'_> {
             channels: spec.out_c,
             hw: out[2] * out[3],
         };
-        let bn = BatchNorm::new(&spec.bn, bn_shape, fusion)?;
+        let mut bn = BatchNorm::new(&spec.bn, bn_shape, fusion)?;
+        let (reduction, source) = choose_bn_reduction(self.ctx, &bn);
+        bn.reduction = reduction;
+        self.reductions.push((spec.bn.clone(), reduction, source));
         let c_ = [spec.out_c];
         let unit = Unit {
             weight: self.param(&format!("{}.weight", spec.conv), &shape.weight_shape())?,
