@@ -10,21 +10,6 @@
 // backward_weight splits K over workgroup_id.z (k_splits) so small weight
 // matrices still fill a GPU; partial sums are added by reduce_weight_splits.
 
-struct ConvParams {
-    batch: u32,
-    in_c: u32,
-    in_h: u32,
-    in_w: u32,
-    out_c: u32,
-    out_h: u32,
-    out_w: u32,
-    kernel_h: u32,
-    kernel_w: u32,
-    stride: u32,
-    pad: u32,
-    k_splits: u32,
-}
-
 // Invocations per workgroup along N (x) and M (y); `bench` may retune them.
 override WG_N: u32 = 16u;
 override WG_M: u32 = 4u;
@@ -39,13 +24,7 @@ const TILE: u32 = 4u;
 override KERNEL: u32 = 0u;
 override STRIDE: u32 = 0u;
 
-@group(0) @binding(0) var<uniform> p: ConvParams;
-@group(0) @binding(1) var<storage, read> input: array<f32>;
-@group(0) @binding(2) var<storage, read> weight: array<f32>;
-@group(0) @binding(3) var<storage, read_write> output: array<f32>;
-@group(0) @binding(4) var<storage, read> grad_output: array<f32>;
-@group(0) @binding(5) var<storage, read_write> grad_input: array<f32>;
-@group(0) @binding(6) var<storage, read_write> grad_weight: array<f32>;
+// ConvParams `p` and bindings 1-6 come from conv_params.wgsl.
 @group(0) @binding(7) var<storage, read> weight_partials: array<f32>;
 
 fn load_input(index: i32, valid: bool) -> f32 {

@@ -21,21 +21,6 @@
 // to TILE_CAP), and the host refuses larger ones and needs TW_M % 4 == 0 so
 // every invocation loads the same B column at every K step.
 
-struct ConvParams {
-    batch: u32,
-    in_c: u32,
-    in_h: u32,
-    in_w: u32,
-    out_c: u32,
-    out_h: u32,
-    out_w: u32,
-    kernel_h: u32,
-    kernel_w: u32,
-    stride: u32,
-    pad: u32,
-    k_splits: u32,
-}
-
 override TW_N: u32 = 16u;
 override TW_M: u32 = 16u;
 // Square kernel size baked into the pipeline (0: read from the params), so the
@@ -43,14 +28,8 @@ override TW_M: u32 = 16u;
 override KERNEL: u32 = 0u;
 const TK: u32 = 8u;
 const TILE_CAP: u32 = 128u;
-
-@group(0) @binding(0) var<uniform> p: ConvParams;
-@group(0) @binding(1) var<storage, read> input: array<f32>;
-@group(0) @binding(2) var<storage, read> weight: array<f32>;
-@group(0) @binding(3) var<storage, read_write> output: array<f32>;
-@group(0) @binding(4) var<storage, read> grad_output: array<f32>;
-@group(0) @binding(5) var<storage, read_write> grad_input: array<f32>;
-@group(0) @binding(6) var<storage, read_write> grad_weight: array<f32>;
+// ConvParams `p` and the bindings input, weight, output, grad_output,
+// grad_input and grad_weight come from conv_params.wgsl.
 
 // tile_a[k][m / 4] and tile_b[k][n / 4]: a row of the slice per k.
 var<workgroup> tile_a: array<vec4<f32>, TK * TILE_CAP / 4u>;

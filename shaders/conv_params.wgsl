@@ -1,0 +1,26 @@
+// The conv family's parameters and storage bindings, joined before conv.wgsl
+// and conv_tiled.wgsl (src/gpu/kernels.rs), so every conv kernel candidate
+// reads the same ConvParams (src/ops/conv.rs mirrors it) at the same bindings.
+
+struct ConvParams {
+    batch: u32,
+    in_c: u32,
+    in_h: u32,
+    in_w: u32,
+    out_c: u32,
+    out_h: u32,
+    out_w: u32,
+    kernel_h: u32,
+    kernel_w: u32,
+    stride: u32,
+    pad: u32,
+    k_splits: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: ConvParams;
+@group(0) @binding(1) var<storage, read> input: array<f32>;
+@group(0) @binding(2) var<storage, read> weight: array<f32>;
+@group(0) @binding(3) var<storage, read_write> output: array<f32>;
+@group(0) @binding(4) var<storage, read> grad_output: array<f32>;
+@group(0) @binding(5) var<storage, read_write> grad_input: array<f32>;
+@group(0) @binding(6) var<storage, read_write> grad_weight: array<f32>;
