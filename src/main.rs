@@ -25,10 +25,11 @@ struct Cli {
     /// Graphics API to run on (auto honours WGPU_BACKEND).
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto, global = true)]
     backend: BackendChoice,
-    /// Which conv kernels run: auto = the cached choice for this adapter, measuring
-    /// missing shapes on a GPU and using the built-in choice on a CPU adapter;
-    /// cached = never measure; off = built-in choices only; all = measure every
-    /// shape again (see `bench tune`).
+    /// Which kernel candidates run (convs, batch-norm and loss reductions):
+    /// auto = the cached choice for this adapter, measuring missing shapes on a
+    /// GPU and using the built-in choice on a CPU adapter; cached = never
+    /// measure; off = built-in choices only; all = measure every shape again
+    /// (see `bench tune`).
     #[arg(long, global = true, default_value = "auto", value_parser = clap::builder::PossibleValuesParser::new(TunePolicy::NAMES).map(|s| s.parse::<TunePolicy>().expect("a listed name")))]
     tune: TunePolicy,
     /// Without a command: the desktop window, training on the built-in dataset.

@@ -75,12 +75,14 @@ pub struct Choice {
 }
 
 /// The cache file: choices per adapter, per (pass, shape) key.
+#[cfg(not(target_arch = "wasm32"))]
 #[derive(Default, Serialize, Deserialize)]
 struct ChoiceFile {
     format: u32,
     adapters: BTreeMap<String, BTreeMap<String, Choice>>,
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 const FORMAT: u32 = 1;
 
 /// This adapter's choices and the policy for the missing ones.
