@@ -94,6 +94,8 @@ pub struct KernelChoices {
     #[cfg(not(target_arch = "wasm32"))]
     pub path: Option<PathBuf>,
     entries: BTreeMap<String, Choice>,
+    /// Keys measured by this process (`All` measures each once, not once per layer).
+    measured: std::collections::HashSet<String>,
     /// A choice was measured since the file was read.
     dirty: bool,
 }
@@ -120,6 +122,7 @@ impl KernelChoices {
             #[cfg(not(target_arch = "wasm32"))]
             path: None,
             entries: BTreeMap::new(),
+            measured: Default::default(),
             dirty: false,
         }
     }
@@ -139,11 +142,13 @@ impl KernelChoices {
         choices
     }
 
-    /// The cached choice for `key`, unless the policy ignores or renews it.
+    /// The cached choice for `key`, unless the policy ignores it (`Off`) or
+    /// renews it (`All`, until this process has measured it).
     pub fn cached(&self, key: &str) -> Option<&Choice> {
         match self.policy {
-            TunePolicy::Off | TunePolicy::All => None,
-            TunePolicy::Auto | TunePolicy::Cached => self.entries.get(key),
+            TunePolicy::Off => None,
+            TunePolicy::All if !self.measured.contains(key) => None,
+            _ => self.entries.get(key),
         }
     }
 
@@ -158,6 +163,7 @@ impl KernelChoices {
 
     /// Records a measured choice (written by `save`).
     pub fn insert(&mut self, key: String, choice: Choice) {
+        self.measured.insert(key.clone());
         self.entries.insert(key, choice);
         self.dirty = true;
     }
