@@ -152,8 +152,12 @@ impl KernelChoices {
         }
     }
 
-    /// Whether a shape without a usable cached choice is measured now.
+    /// Whether a shape without a usable cached choice is measured now (never
+    /// in the browser, which cannot block on a timing).
     pub fn should_measure(&self, cpu_adapter: bool) -> bool {
+        if cfg!(target_arch = "wasm32") {
+            return false;
+        }
         match self.policy {
             TunePolicy::All => true,
             TunePolicy::Auto => !cpu_adapter,

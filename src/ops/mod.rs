@@ -34,12 +34,6 @@ impl Reduction {
         }
     }
 
-    pub fn from_name(name: &str) -> Option<Self> {
-        [Reduction::Tree, Reduction::Subgroup]
-            .into_iter()
-            .find(|r| r.name() == name)
-    }
-
     /// The batch-norm module built with this reduction.
     pub(crate) fn batchnorm_module(self) -> &'static str {
         match self {

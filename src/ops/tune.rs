@@ -1,6 +1,7 @@
-//! Choosing a conv pass's kernel on this adapter: look the (pass, shape) up in
-//! the context's kernel choices, else measure every candidate (when the tune
-//! policy says so), else take the built-in choice.
+//! Choosing a kernel on this adapter (a conv pass's, or how batch norm's and
+//! the loss's reductions end): look the (pass, shape) up in the context's
+//! kernel choices, else measure every candidate (when the tune policy says
+//! so), else take the built-in choice.
 
 use crate::gpu::{Choice, ChoiceSource, GpuContext, GpuError, KernelChoices};
 #[cfg(not(target_arch = "wasm32"))]
@@ -53,70 +54,84 @@ pub fn choose_conv_kernels_in(
     mut conv: Conv2d,
 ) -> Result<(Conv2d, [ChoiceSource; 3]), GpuError> {
     let mut sources = [ChoiceSource::BuiltIn; 3];
-    let builtin = |conv: &Conv2d, pass| conv.builtin_kernel(pass, ctx.is_software());
     for (i, pass) in ConvPass::ALL.into_iter().enumerate() {
-        let key = conv_key(pass, &conv.shape);
-        let cached = choices
-            .cached(&key)
-            .and_then(|c| ConvKernel::from_name(&c.kernel))
-            .filter(|k| conv.candidates(pass).contains(k));
-        let (kernel, source) = match cached {
-            Some(kernel) => (kernel, ChoiceSource::Cached),
-            None if choices.should_measure(ctx.is_software()) => match fastest(ctx, &conv, pass)? {
-                Some((kernel, seconds)) => {
-                    let choice = Choice {
-                        kernel: kernel.name(),
-                        ms: 1e3 * seconds,
-                    };
-                    choices.insert(key, choice);
-                    (kernel, ChoiceSource::Measured)
-                }
-                None => (builtin(&conv, pass), ChoiceSource::BuiltIn),
-            },
-            None => (builtin(&conv, pass), ChoiceSource::BuiltIn),
-        };
+        let builtin = conv.builtin_kernel(pass, ctx.is_software());
+        let (kernel, source) = choose_in(
+            choices,
+            ctx.is_software(),
+            conv_key(pass, &conv.shape),
+            &conv.candidates(pass),
+            ConvKernel::name,
+            builtin,
+            || measure_conv(ctx, &conv, pass),
+        )?;
         conv = conv.with_kernel(pass, kernel)?;
         sources[i] = source;
     }
     Ok((conv, sources))
 }
 
-/// The kernel of a family other than conv's for `key`: the cached choice, else
-/// the fastest of `candidates` timed by `time` (seconds, None where one cannot
-/// run) when the policy measures, else `builtin`.
-pub fn choose_named<K: Copy + PartialEq>(
-    ctx: &GpuContext,
+/// The kernel for `key` among `candidates`: the cached choice, else (when the
+/// policy measures) the fastest of the times `measure` returns (None for a
+/// candidate that could not run), cached, else `builtin`.
+fn choose_in<K: Copy + PartialEq>(
+    choices: &mut KernelChoices,
+    cpu_adapter: bool,
     key: String,
     candidates: &[K],
-    name: impl Fn(K) -> &'static str,
+    name: impl Fn(K) -> String,
     builtin: K,
-    mut time: impl FnMut(K) -> Option<f64>,
-) -> (K, ChoiceSource) {
-    let mut choices = ctx.choices.lock().unwrap();
+    measure: impl FnOnce() -> Result<Vec<(K, Option<f64>)>, GpuError>,
+) -> Result<(K, ChoiceSource), GpuError> {
     let cached = choices
         .cached(&key)
         .and_then(|c| candidates.iter().copied().find(|&k| name(k) == c.kernel));
     if let Some(kernel) = cached {
-        return (kernel, ChoiceSource::Cached);
+        return Ok((kernel, ChoiceSource::Cached));
     }
-    if cfg!(target_arch = "wasm32") || !choices.should_measure(ctx.is_software()) {
-        return (builtin, ChoiceSource::BuiltIn);
+    if !choices.should_measure(cpu_adapter) {
+        return Ok((builtin, ChoiceSource::BuiltIn));
     }
-    let fastest = candidates
-        .iter()
-        .filter_map(|&k| time(k).map(|t| (k, t)))
+    let fastest = measure()?
+        .into_iter()
+        .filter_map(|(k, t)| t.map(|t| (k, t)))
         .min_by(|a, b| a.1.total_cmp(&b.1));
-    match fastest {
+    Ok(match fastest {
         Some((kernel, seconds)) => {
             let choice = Choice {
-                kernel: name(kernel).to_string(),
+                kernel: name(kernel),
                 ms: 1e3 * seconds,
             };
             choices.insert(key, choice);
             (kernel, ChoiceSource::Measured)
         }
         None => (builtin, ChoiceSource::BuiltIn),
-    }
+    })
+}
+
+/// A reduction chosen for `key` from the context's choices, timing each
+/// available candidate with `time`.
+fn choose_reduction(
+    ctx: &GpuContext,
+    key: String,
+    time: impl Fn(Reduction) -> Option<f64>,
+) -> (Reduction, ChoiceSource) {
+    let candidates = Reduction::available(ctx);
+    let builtin = builtin_reduction(ctx, &candidates);
+    let measure = || Ok(candidates.iter().map(|&r| (r, time(r))).collect());
+    let mut choices = ctx.choices.lock().unwrap();
+    let name = |r: Reduction| r.name().to_string();
+    // `measure` cannot fail: a candidate that cannot run times as None.
+    choose_in(
+        &mut choices,
+        ctx.is_software(),
+        key,
+        &candidates,
+        name,
+        builtin,
+        measure,
+    )
+    .unwrap_or((builtin, ChoiceSource::BuiltIn))
 }
 
 /// The reduction batch norm's channel statistics end with, for `bn`'s shape:
@@ -125,21 +140,13 @@ pub fn choose_named<K: Copy + PartialEq>(
 pub fn choose_bn_reduction(ctx: &GpuContext, bn: &BatchNorm) -> (Reduction, ChoiceSource) {
     let s = &bn.shape;
     let key = format!("batchnorm reduce n{} c{} hw{}", s.batch, s.channels, s.hw);
-    let candidates = Reduction::available(ctx);
-    let builtin = builtin_reduction(ctx, &candidates);
-    choose_named(ctx, key, &candidates, Reduction::name, builtin, |r| {
-        time_bn_stats(ctx, s, r)
-    })
+    choose_reduction(ctx, key, |r| time_bn_stats(ctx, s, r))
 }
 
 /// The reduction of the loss's batch sum, for a batch of `batch` samples.
 pub fn choose_loss_reduction(ctx: &GpuContext, batch: usize) -> (Reduction, ChoiceSource) {
-    let candidates = Reduction::available(ctx);
-    let builtin = builtin_reduction(ctx, &candidates);
     let key = format!("loss reduce n{batch}");
-    choose_named(ctx, key, &candidates, Reduction::name, builtin, |r| {
-        time_loss_sum(ctx, batch, r)
-    })
+    choose_reduction(ctx, key, |r| time_loss_sum(ctx, batch, r))
 }
 
 fn builtin_reduction(ctx: &GpuContext, available: &[Reduction]) -> Reduction {
@@ -214,26 +221,19 @@ fn time_loss_sum(_: &GpuContext, _: usize, _: Reduction) -> Option<f64> {
     None
 }
 
-/// The fastest candidate of `pass` and its seconds (None where nothing could
-/// be timed: in the browser, which cannot wait for the GPU).
-fn fastest(
-    ctx: &GpuContext,
+/// The browser cannot wait for a timing (`KernelChoices::should_measure` is
+/// false there): no candidate is timed.
+#[cfg(target_arch = "wasm32")]
+fn measure_conv(
+    _: &GpuContext,
     conv: &Conv2d,
     pass: ConvPass,
-) -> Result<Option<(ConvKernel, f64)>, GpuError> {
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        let timed = measure_conv(ctx, conv, pass)?;
-        Ok(timed
-            .into_iter()
-            .filter_map(|(k, t)| t.map(|t| (k, t)))
-            .min_by(|a, b| a.1.total_cmp(&b.1)))
-    }
-    #[cfg(target_arch = "wasm32")]
-    {
-        let _ = (ctx, conv, pass);
-        Ok(None)
-    }
+) -> Result<Vec<(ConvKernel, Option<f64>)>, GpuError> {
+    Ok(conv
+        .candidates(pass)
+        .into_iter()
+        .map(|k| (k, None))
+        .collect())
 }
 
 /// Seconds per run of every candidate of `pass` on this conv's shape (None
