@@ -4,12 +4,14 @@
 
 use anyhow::{Context, Result};
 
-use crate::gpu::{Choice, GpuContext, TunePolicy};
+use crate::gpu::{GpuContext, TunePolicy};
 use crate::model::{ModelSpec, ShortcutKind};
 use crate::ops::Reduction;
 use crate::ops::batchnorm::{BatchNorm, Fusion};
 use crate::ops::conv::{Conv2d, ConvKernel, ConvPass, ConvTuning, TILED_SHAPES};
-use crate::ops::tune::{choose_bn_reduction, choose_loss_reduction, conv_key, measure_conv};
+use crate::ops::tune::{
+    choose_bn_reduction, choose_loss_reduction, conv_key, keep_fastest, measure_conv,
+};
 use crate::shapes::{BatchNormShape, Conv2dShape, ImageShape};
 use crate::train::conv_layers;
 
@@ -87,22 +89,10 @@ pub fn bench_tune(ctx: &GpuContext, opt: &BenchTuneOptions) -> Result<()> {
                 };
                 print!(" {cell:>11}");
             }
-            let best = timed
-                .iter()
-                .filter_map(|&(k, t)| t.map(|t| (k, t)))
-                .min_by(|a, b| a.1.total_cmp(&b.1));
-            match best {
-                Some((kernel, seconds)) => {
-                    println!("  {}", kernel.name());
-                    let choice = Choice {
-                        kernel: kernel.name(),
-                        ms: 1e3 * seconds,
-                    };
-                    ctx.choices
-                        .lock()
-                        .unwrap()
-                        .insert(conv_key(pass, &shape), choice);
-                }
+            let mut choices = ctx.choices.lock().unwrap();
+            let key = conv_key(pass, &shape);
+            match keep_fastest(&mut choices, key, timed, ConvKernel::name) {
+                Some(kernel) => println!("  {}", kernel.name()),
                 None => println!("  (none ran)"),
             }
         }

@@ -92,21 +92,31 @@ fn choose_in<K: Copy + PartialEq>(
     if !choices.should_measure(cpu_adapter) {
         return Ok((builtin, ChoiceSource::BuiltIn));
     }
-    let fastest = measure()?
-        .into_iter()
-        .filter_map(|(k, t)| t.map(|t| (k, t)))
-        .min_by(|a, b| a.1.total_cmp(&b.1));
-    Ok(match fastest {
-        Some((kernel, seconds)) => {
-            let choice = Choice {
-                kernel: name(kernel),
-                ms: 1e3 * seconds,
-            };
-            choices.insert(key, choice);
-            (kernel, ChoiceSource::Measured)
-        }
+    Ok(match keep_fastest(choices, key, measure()?, name) {
+        Some(kernel) => (kernel, ChoiceSource::Measured),
         None => (builtin, ChoiceSource::BuiltIn),
     })
+}
+
+/// Caches the fastest of `timed` (candidates with their seconds, None for one
+/// that could not run) as the choice for `key`, and returns it (None when none
+/// ran).
+pub fn keep_fastest<K: Copy>(
+    choices: &mut KernelChoices,
+    key: String,
+    timed: Vec<(K, Option<f64>)>,
+    name: impl Fn(K) -> String,
+) -> Option<K> {
+    let (kernel, seconds) = timed
+        .into_iter()
+        .filter_map(|(k, t)| t.map(|t| (k, t)))
+        .min_by(|a, b| a.1.total_cmp(&b.1))?;
+    let choice = Choice {
+        kernel: name(kernel),
+        ms: 1e3 * seconds,
+    };
+    choices.insert(key, choice);
+    Some(kernel)
 }
 
 /// A reduction chosen for `key` from the context's choices, timing each
