@@ -12,6 +12,10 @@ use crate::shapes::{AugmentConfig, SgdConfig};
 use crate::train::{DecayKind, Schedule, TrainConfig, channel_statistics};
 
 pub const DEFAULT_EPOCHS: usize = 10;
+/// The most images the built-in dataset makes per set (3 KiB each).
+pub const MAX_SYNTHETIC: usize = 1_000_000;
+/// Image-folder sides accepted by --image-size (ImageNet's recipe uses 224).
+pub const IMAGE_SIDES: std::ops::RangeInclusive<usize> = 8..=1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum DatasetKind {
@@ -74,8 +78,9 @@ impl DataArgs {
         };
         let mut split = match kind {
             DatasetKind::Synthetic => {
-                if self.synthetic_train == 0 || self.synthetic_test == 0 {
-                    bail!("--synthetic-train and --synthetic-test must be at least 1");
+                let sizes = 1..=MAX_SYNTHETIC;
+                if !sizes.contains(&self.synthetic_train) || !sizes.contains(&self.synthetic_test) {
+                    bail!("--synthetic-train and --synthetic-test must be 1 to {MAX_SYNTHETIC}");
                 }
                 data::synthetic(SyntheticOptions {
                     train: self.synthetic_train,
@@ -85,6 +90,14 @@ impl DataArgs {
             }
             DatasetKind::Cifar10 => data::load_cifar10(&dir()?)?,
             DatasetKind::Cifar100 => data::load_cifar100(&dir()?, self.cifar100_labels)?,
+            DatasetKind::Folder if !IMAGE_SIDES.contains(&self.image_size) => {
+                bail!(
+                    "--image-size must be {} to {}, got {}",
+                    IMAGE_SIDES.start(),
+                    IMAGE_SIDES.end(),
+                    self.image_size
+                )
+            }
             DatasetKind::Folder => data::load_folder(
                 &dir()?,
                 FolderOptions {
@@ -222,28 +235,17 @@ impl TrainArgs {
         self.lr = 0.05;
     }
 
-    /// The run configuration for `data`, checked for values that cannot work.
+    /// The run configuration for `data`, checked for values that cannot work
+    /// (by the same checks a saved config goes through).
     pub fn config(&self, data: &DataSplit) -> Result<TrainConfig> {
-        if self.batch_size == 0 {
-            bail!("--batch-size must be at least 1");
-        }
         let epochs = self.epochs.unwrap_or(DEFAULT_EPOCHS);
-        if epochs == 0 {
-            bail!("--epochs must be at least 1");
-        }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            bail!("--lr must be a positive number, got {}", self.lr);
-        }
-        if self.report_every == 0 {
-            bail!("--report-every must be at least 1");
-        }
         let model = self.model.spec(data.train.classes())?;
         let milestones = self
             .milestones
             .clone()
             .unwrap_or_else(|| Schedule::default_milestones(epochs));
         let (mean, std) = channel_statistics(&data.train);
-        Ok(TrainConfig {
+        let config = TrainConfig {
             model,
             dataset: data.name.clone(),
             epochs,
@@ -272,6 +274,12 @@ impl TrainArgs {
             report_every: self.report_every,
             max_steps: self.max_steps,
             stream_data: self.stream_data,
-        })
+            data: Some(data.identity()),
+            init: self.init.as_ref().map(|p| p.display().to_string()),
+        };
+        config
+            .validate(data.train.shape)
+            .map_err(anyhow::Error::msg)?;
+        Ok(config)
     }
 }

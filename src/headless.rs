@@ -8,7 +8,7 @@ use anyhow::{Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::runs::MetricsLog;
-use crate::train::checkpoint;
+use crate::train::checkpoint::{self, CheckpointError};
 use crate::train::{EpochReport, Throughput, TrainEvent, Trainer};
 
 /// What a finished run leaves behind.
@@ -84,16 +84,20 @@ pub fn run(trainer: &mut Trainer, run_dir: &Path, quiet: bool) -> Result<RunSumm
                     summary.last = Some(e);
                 }
                 TrainEvent::Predictions { .. } => {}
-                TrainEvent::Diverged { step, loss } => {
+                TrainEvent::Diverged {
+                    step,
+                    loss,
+                    evaluation,
+                } => {
                     bar.abandon();
-                    let kept = summary
-                        .checkpoint
-                        .as_ref()
-                        .map_or("no checkpoint was written yet".to_string(), |c| {
-                            format!("the last good checkpoint is {}", c.display())
-                        });
+                    let what = if evaluation {
+                        format!("the {} loss", trainer.eval_name())
+                    } else {
+                        "the training loss".into()
+                    };
                     bail!(
-                        "the loss became {loss} at step {step}; training stopped ({kept}). Try a lower --lr or a warm-up."
+                        "{what} became {loss} at step {step}; training stopped ({}). Try a lower --lr or a warm-up.",
+                        last_good(run_dir)
                     );
                 }
             }
@@ -102,7 +106,17 @@ pub fn run(trainer: &mut Trainer, run_dir: &Path, quiet: bool) -> Result<RunSumm
             break;
         }
         if waiting_for_epoch && trainer.is_idle() {
-            summary.checkpoint = Some(checkpoint::save(trainer, run_dir)?);
+            match checkpoint::save(trainer, run_dir) {
+                Ok(dir) => summary.checkpoint = Some(dir),
+                Err(e @ CheckpointError::NonFinite { .. }) => {
+                    bar.abandon();
+                    bail!(
+                        "{e}; training stopped ({}). Try a lower --lr or a warm-up.",
+                        last_good(run_dir)
+                    );
+                }
+                Err(e) => return Err(e.into()),
+            }
             waiting_for_epoch = false;
             if trainer.is_finished() {
                 break;
@@ -113,4 +127,13 @@ pub fn run(trainer: &mut Trainer, run_dir: &Path, quiet: bool) -> Result<RunSumm
     }
     bar.finish_and_clear();
     Ok(summary)
+}
+
+/// Where the newest checkpoint of a run is, in words (every saved checkpoint
+/// is finite: `save` refuses anything else).
+fn last_good(run_dir: &Path) -> String {
+    match checkpoint::resolve(run_dir) {
+        Ok(found) => format!("the last good checkpoint is {}", found.dir.display()),
+        Err(_) => "no checkpoint was written yet".into(),
+    }
 }

@@ -8,7 +8,7 @@ use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};
 use resnet_wgpu::bench::{self, BenchOpsOptions, BenchTrainOptions, BenchTuneOptions};
 use resnet_wgpu::cli::{DataArgs, ModelArgs, TrainArgs};
-use resnet_wgpu::gpu::{BackendChoice, GpuContext, TunePolicy};
+use resnet_wgpu::gpu::{BackendChoice, GpuContext, GpuError, TunePolicy};
 use resnet_wgpu::model::ModelSpec;
 use resnet_wgpu::shapes::{AugmentConfig, ImageShape, SgdConfig};
 use resnet_wgpu::train::checkpoint::{self, LoadMode, StateDict};
@@ -159,6 +159,9 @@ fn window(backend: BackendChoice, tune: TunePolicy, args: TrainArgs, defaults: b
 
 fn train(ctx: Arc<GpuContext>, args: &TrainArgs) -> Result<()> {
     let (mut trainer, run_dir) = runs::prepare(ctx.clone(), args)?;
+    for warning in trainer.config.warnings() {
+        eprintln!("warning: {warning}");
+    }
     let summary = trainer.plan().summary();
     println!("adapter: {}", ctx.describe());
     println!(
@@ -247,14 +250,18 @@ fn eval(ctx: Arc<GpuContext>, args: &EvalArgs) -> Result<()> {
     let mut trainer = Trainer::new(ctx, config, data)?;
     checkpoint::load_model(&mut trainer, &dict, &model_path, LoadMode::Strict)?;
     trainer.submit_eval();
-    let report = loop {
+    let report = 'wait: loop {
         trainer.wait_for_report()?;
-        if let Some(TrainEvent::Epoch(e)) = trainer
-            .poll()?
-            .into_iter()
-            .find(|e| matches!(e, TrainEvent::Epoch(_)))
-        {
-            break e;
+        for event in trainer.poll()? {
+            match event {
+                TrainEvent::Epoch(e) => break 'wait e,
+                TrainEvent::Diverged { loss, .. } => bail!(
+                    "{}: the {} loss is {loss}; the model does not compute finite outputs",
+                    model_path.display(),
+                    trainer.eval_name()
+                ),
+                _ => {}
+            }
         }
     };
     if args.json {
@@ -332,14 +339,25 @@ fn info(ctx: &GpuContext, args: &InfoArgs) -> Result<()> {
         weight_decay: 1e-4,
         nesterov: false,
     };
-    let plan = Plan::new(
+    let plan = match Plan::new(
         ctx,
         &network,
         args.batch_size,
         image,
         &sgd,
         Default::default(),
-    )?;
+    ) {
+        Ok(plan) => plan,
+        // A query, not a failure: say what fits.
+        Err(e @ (GpuError::BatchTooLarge { .. } | GpuError::OutOfMemory { .. })) => {
+            println!(
+                "memory plan of {spec} at batch {}: does not fit: {e}",
+                args.batch_size
+            );
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
     let s = plan.summary();
     println!(
         "memory plan of {spec} at batch {} on {side}x{side} images: {:.1} MiB in {} tensors, \

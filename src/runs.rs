@@ -10,9 +10,10 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 
 use crate::cli::TrainArgs;
+use crate::data::DataSplit;
 use crate::gpu::GpuContext;
 use crate::train::checkpoint::{self, LoadMode, StateDict};
-use crate::train::{EpochReport, Trainer};
+use crate::train::{EpochReport, TrainConfig, Trainer};
 
 /// metrics.jsonl of a run, opened for appending (a resumed run continues it).
 pub struct MetricsLog {
@@ -38,8 +39,85 @@ impl MetricsLog {
     }
 }
 
-/// Builds the trainer for `args` (new, --init or --resume) and its run folder.
-pub fn prepare(ctx: Arc<GpuContext>, args: &TrainArgs) -> Result<(Trainer, PathBuf)> {
+/// A run folder held by this process: an OS lock on `<run>/lock` (released
+/// when the process ends, however it ends) keeps a second trainer out, and
+/// the file names the holder's PID for the refusal message.
+#[derive(Debug)]
+pub struct RunFolder {
+    pub dir: PathBuf,
+    _lock: std::fs::File,
+}
+
+impl std::ops::Deref for RunFolder {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl RunFolder {
+    /// Creates `dir` if needed and takes its lock; refuses when another
+    /// process holds it. Then tidies what an earlier kill left behind.
+    pub fn lock(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join(LOCK_FILE);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(in_use(dir)),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("locking {}", path.display()));
+            }
+        }
+        file.set_len(0)
+            .and_then(|()| writeln!(file, "{}", std::process::id()))
+            .and_then(|()| file.flush())
+            .with_context(|| format!("writing {}", path.display()))?;
+        for line in checkpoint::clean_stale(dir) {
+            eprintln!("{line}");
+        }
+        Ok(RunFolder {
+            dir: dir.to_path_buf(),
+            _lock: file,
+        })
+    }
+}
+
+const LOCK_FILE: &str = "lock";
+
+/// Whether another process holds `dir`'s lock now (without creating anything).
+fn is_in_use(dir: &Path) -> bool {
+    std::fs::File::open(dir.join(LOCK_FILE))
+        .is_ok_and(|f| matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)))
+}
+
+/// The refusal for a run folder another trainer holds, naming its process.
+fn in_use(dir: &Path) -> anyhow::Error {
+    let holder = std::fs::read_to_string(dir.join(LOCK_FILE)).unwrap_or_default();
+    anyhow::anyhow!(
+        "{} is in use by another trainer (process {}); wait for it to finish, or pass --name \
+         for a new run",
+        dir.display(),
+        holder.trim()
+    )
+}
+
+/// Whether `dir` already holds a run (its config or a checkpoint).
+fn holds_run(dir: &Path) -> bool {
+    dir.join("config.json").exists() || dir.join("checkpoints").exists()
+}
+
+/// Builds the trainer for `args` (new, --init or --resume) and takes its run
+/// folder. Nothing is created on disk until the trainer is built, and a run
+/// folder this call created is removed again if the start fails.
+pub fn prepare(ctx: Arc<GpuContext>, args: &TrainArgs) -> Result<(Trainer, RunFolder)> {
     if let Some(resume) = &args.resume {
         return resume_run(ctx, args, resume);
     }
@@ -50,29 +128,58 @@ pub fn prepare(ctx: Arc<GpuContext>, args: &TrainArgs) -> Result<(Trainer, PathB
         .clone()
         .unwrap_or_else(|| default_name(&config.model.name, args));
     let run_dir = args.out.join(name);
-    if run_dir.join("checkpoints").exists() {
-        bail!(
+    let taken = || {
+        anyhow::anyhow!(
             "{} already holds a run; pass --resume {} to continue it or --name for a new one",
             run_dir.display(),
             run_dir.display()
-        );
+        )
+    };
+    if is_in_use(&run_dir) {
+        return Err(in_use(&run_dir));
     }
-    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    if holds_run(&run_dir) {
+        return Err(taken());
+    }
     let mut trainer = Trainer::new(ctx, config, data)?;
     if let Some(init) = &args.init {
-        let path = model_file(init)?;
-        let dict = StateDict::read(&path)?;
-        let skipped = checkpoint::load_model(&mut trainer, &dict, &path, LoadMode::Init)?;
-        if !skipped.is_empty() {
-            eprintln!(
-                "--init: kept the new classifier ({}): its class count differs",
-                skipped.join(", ")
-            );
-        }
+        load_init(&mut trainer, init)?;
     }
-    let json = serde_json::to_string_pretty(&trainer.config)?;
-    checkpoint::write_atomically(&run_dir.join("config.json"), json.as_bytes())?;
-    Ok((trainer, run_dir))
+    let created = !run_dir.exists();
+    let folder = RunFolder::lock(&run_dir)?;
+    let started = (|| {
+        // Checked again under the lock: another process may have started
+        // this run since the check above.
+        if holds_run(&run_dir) {
+            return Err(taken());
+        }
+        let json = serde_json::to_string_pretty(&trainer.config)?;
+        checkpoint::write_atomically(&run_dir.join("config.json"), json.as_bytes())?;
+        Ok(())
+    })();
+    if let Err(e) = started {
+        if created && !holds_run(&run_dir) {
+            drop(folder);
+            let _ = std::fs::remove_dir_all(&run_dir);
+        }
+        return Err(e);
+    }
+    Ok((trainer, folder))
+}
+
+/// Loads `--init` weights; a classifier for another class count stays fresh.
+fn load_init(trainer: &mut Trainer, init: &Path) -> Result<()> {
+    let path = model_file(init)?;
+    let dict = StateDict::read(&path)?;
+    let skipped = checkpoint::load_model(trainer, &dict, &path, LoadMode::Init)?;
+    if !skipped.is_empty() {
+        eprintln!(
+            "--init: kept the new classifier ({}): {} has one for another class count",
+            skipped.join(", "),
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 fn default_name(model: &str, args: &TrainArgs) -> String {
@@ -82,44 +189,155 @@ fn default_name(model: &str, args: &TrainArgs) -> String {
     format!("{model}-{:?}-{secs}", args.data.kind()).to_lowercase()
 }
 
-/// A model.safetensors path from a file or checkpoint/run folder.
+/// A model.safetensors path from a file or checkpoint/run folder (saying so
+/// when a run folder's `last` was broken and its newest checkpoint is used).
 pub fn model_file(path: &Path) -> Result<PathBuf> {
     if path.is_file() {
         return Ok(path.to_path_buf());
     }
-    Ok(checkpoint::resolve(path)?.join(checkpoint::MODEL_FILE))
+    Ok(locate(path)?.join(checkpoint::MODEL_FILE))
 }
 
-fn resume_run(ctx: Arc<GpuContext>, args: &TrainArgs, resume: &Path) -> Result<(Trainer, PathBuf)> {
-    let dir = checkpoint::resolve(resume)?;
-    let (mut config, progress, momenta) = checkpoint::read_trainer_state(&dir)?;
-    let data = args.data.load(config.seed)?;
-    if data.name != config.dataset {
-        bail!(
-            "{}: the run trained on '{}', but the data given is '{}'; pass the same --dataset/--data",
-            dir.display(),
-            config.dataset,
-            data.name
-        );
+fn locate(path: &Path) -> Result<PathBuf> {
+    let found = checkpoint::resolve(path)?;
+    if let Some(note) = &found.fallback {
+        eprintln!("warning: {note}");
     }
+    Ok(found.dir)
+}
+
+/// The run folder a checkpoint folder belongs to (`<run>/checkpoints/step-N`),
+/// or the folder itself for a checkpoint kept elsewhere.
+fn run_of(checkpoint_dir: &Path) -> PathBuf {
+    checkpoint_dir
+        .parent()
+        .filter(|p| p.file_name().is_some_and(|n| n == "checkpoints"))
+        .and_then(Path::parent)
+        .map_or_else(|| checkpoint_dir.to_path_buf(), Path::to_path_buf)
+}
+
+fn resume_run(
+    ctx: Arc<GpuContext>,
+    args: &TrainArgs,
+    resume: &Path,
+) -> Result<(Trainer, RunFolder)> {
+    // Lock first: tidying and reading must not race a live trainer.
+    let named_run = resume.join("checkpoints").is_dir() || resume.join("config.json").is_file();
+    let early_lock = if named_run {
+        Some(RunFolder::lock(resume)?)
+    } else {
+        None
+    };
+    let dir = match (locate(resume), early_lock) {
+        (Ok(dir), lock) => (dir, lock),
+        // Killed before its first checkpoint: the run starts again from step 0.
+        (Err(_), Some(folder)) if folder.join("config.json").is_file() => {
+            return restart_from_config(ctx, args, folder);
+        }
+        (Err(e), _) => return Err(e),
+    };
+    let (dir, early_lock) = dir;
+    let folder = match early_lock {
+        Some(folder) => folder,
+        None => RunFolder::lock(&run_of(&dir))?,
+    };
+    let (mut config, progress, momenta) = checkpoint::read_trainer_state(&dir)?;
+    let trainer_path = dir.join(checkpoint::TRAINER_FILE);
+    let data = args.data.load(config.seed)?;
+    check_same_data(&config, &data, &dir)?;
     if let Some(epochs) = args.epochs.filter(|&e| e > config.epochs) {
         config.epochs = epochs;
         config.schedule.epochs = epochs;
     }
     config.max_steps = args.max_steps;
+    config
+        .validate(data.train.shape)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", trainer_path.display()))?;
     let mut trainer = Trainer::new(ctx, config, data)?;
     let model_path = dir.join(checkpoint::MODEL_FILE);
     let dict = StateDict::read(&model_path)?;
     checkpoint::load_model(&mut trainer, &dict, &model_path, LoadMode::Strict)?;
-    checkpoint::load_momenta(&trainer, &momenta, &dir.join(checkpoint::TRAINER_FILE))?;
-    trainer.set_progress(progress);
-    // The run folder is two levels up from checkpoints/step-N.
-    let run_dir = dir
-        .parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| dir.clone());
-    Ok((trainer, run_dir))
+    checkpoint::load_momenta(&trainer, &momenta, &trainer_path)?;
+    trainer
+        .set_progress(progress)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", trainer_path.display()))?;
+    drop_records_after(&folder, progress.global_step)?;
+    Ok((trainer, folder))
+}
+
+/// Resumes a run folder that has a config.json but no checkpoint yet: the
+/// same config (and --init weights) from step 0.
+fn restart_from_config(
+    ctx: Arc<GpuContext>,
+    args: &TrainArgs,
+    folder: RunFolder,
+) -> Result<(Trainer, RunFolder)> {
+    let path = folder.join("config.json");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut config: TrainConfig = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a run config", path.display()))?;
+    let data = args.data.load(config.seed)?;
+    check_same_data(&config, &data, &folder)?;
+    if let Some(epochs) = args.epochs.filter(|&e| e > config.epochs) {
+        config.epochs = epochs;
+        config.schedule.epochs = epochs;
+    }
+    config.max_steps = args.max_steps;
+    config
+        .validate(data.train.shape)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let init = config.init.clone();
+    let mut trainer = Trainer::new(ctx, config, data)?;
+    if let Some(init) = init {
+        load_init(&mut trainer, Path::new(&init))?;
+    }
+    eprintln!(
+        "{} has no checkpoint yet: starting its run again from step 0",
+        folder.display()
+    );
+    drop_records_after(&folder, 0)?;
+    Ok((trainer, folder))
+}
+
+/// The data given for a resume is the data the run trained on: by content
+/// when the run recorded it (the folder may have moved), else by name.
+fn check_same_data(config: &TrainConfig, data: &DataSplit, dir: &Path) -> Result<()> {
+    let differs = match &config.data {
+        Some(saved) => saved.difference(&data.identity()),
+        None => (data.name != config.dataset)
+            .then(|| format!("'{}' instead of '{}'", data.name, config.dataset)),
+    };
+    if let Some(how) = differs {
+        bail!(
+            "{}: the run trained on other data than the data given ({how}); pass the same \
+             --dataset/--data",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Drops metrics.jsonl records past `step` (written after the checkpoint a
+/// resume starts from, e.g. before a kill), so the resumed run does not
+/// record them twice. Rewritten atomically; a missing file is fine.
+fn drop_records_after(run_dir: &Path, step: u64) -> Result<()> {
+    let records = read_metrics(run_dir)?;
+    let kept: Vec<&EpochReport> = records.iter().filter(|r| r.step <= step).collect();
+    if kept.len() == records.len() {
+        return Ok(());
+    }
+    let mut text = String::new();
+    for r in &kept {
+        text.push_str(&serde_json::to_string(r)?);
+        text.push('\n');
+    }
+    checkpoint::write_atomically(&run_dir.join("metrics.jsonl"), text.as_bytes())?;
+    eprintln!(
+        "metrics.jsonl: dropped {} record(s) past step {step}, where this run resumes",
+        records.len() - kept.len()
+    );
+    Ok(())
 }
 
 /// The evaluations a run folder has recorded (none for a new run).

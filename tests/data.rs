@@ -183,6 +183,38 @@ fn image_folder_resizes_center_crops_and_labels_by_sorted_folder() {
 
     let e = data::load_folder(&dir.join("nowhere"), FolderOptions { image_size: 16 }).unwrap_err();
     assert!(e.to_string().contains("nowhere"), "{e}");
+
+    // A training class without images is refused, naming it.
+    std::fs::remove_dir_all(dir.join("val/bee")).unwrap();
+    std::fs::create_dir_all(dir.join("train/bee")).unwrap();
+    std::fs::create_dir_all(dir.join("val/bee")).unwrap();
+    let e = data::load_folder(&dir, FolderOptions { image_size: 16 }).unwrap_err();
+    assert!(e.to_string().contains("class 'bee' has no"), "{e}");
+}
+
+#[test]
+fn data_identity_follows_content_and_count_not_the_name() {
+    let make = |train| {
+        data::synthetic(SyntheticOptions {
+            train,
+            test: 10,
+            seed: 0,
+        })
+    };
+    let (a, mut moved) = (make(40), make(40));
+    moved.name = "synthetic shapes somewhere else".into();
+    assert_eq!(a.identity(), moved.identity());
+    let fewer = make(30).identity();
+    assert!(
+        a.identity()
+            .difference(&fewer)
+            .unwrap()
+            .contains("30 training")
+    );
+    let mut edited = make(40);
+    edited.train.images[5] ^= 1;
+    let how = a.identity().difference(&edited.identity()).unwrap();
+    assert!(how.contains("other content"), "{how}");
 }
 
 #[test]

@@ -125,12 +125,20 @@ fn start_pause_resume_stop_and_save() {
     h.get_by_label("Start");
     h.get_by_label_contains("stopped");
 
-    // The terminal continues the window's run from its run folder.
+    // The terminal continues the window's run from its run folder, once the
+    // window has let go of it (a session holds its folder's lock).
     let mut resume = tiny_settings("unused", 50);
+    resume.resume = Some(run_dir.clone());
+    let held = runs::prepare(shared_ctx(), &resume)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(held.contains("in use by another trainer"), "{held}");
+    drop(h);
     resume.resume = Some(run_dir.clone());
     resume.max_steps = Some(stopped_at + 4);
     let (mut trainer, dir) = runs::prepare(shared_ctx(), &resume).unwrap();
-    assert_eq!(dir, run_dir);
+    assert_eq!(dir.dir, run_dir);
     assert_eq!(trainer.progress().global_step, stopped_at);
     headless::run(&mut trainer, &dir, true).unwrap();
     let last = std::fs::read_to_string(run_dir.join("checkpoints/last")).unwrap();

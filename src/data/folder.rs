@@ -101,8 +101,19 @@ fn read_split(
         },
         class_names: names,
     };
-    for (label, (_, class_dir)) in found.iter().enumerate() {
-        for file in image_files(class_dir)? {
+    for (label, (name, class_dir)) in found.iter().enumerate() {
+        let files = image_files(class_dir)?;
+        // A class the model cannot see in training would still get an output.
+        if files.is_empty() && classes.is_none() {
+            return Err(DataError::Invalid {
+                path: class_dir.clone(),
+                detail: format!(
+                    "class '{name}' has no .jpg, .jpeg or .png training images; add some or \
+                     remove the folder"
+                ),
+            });
+        }
+        for file in files {
             out.images.extend(load_image(&file, side)?);
             out.labels.push(label as u32);
         }

@@ -115,6 +115,40 @@ impl Dataset {
     }
 }
 
+/// What a run trained on, by content: resume refuses other data whatever
+/// folder it is read from, and accepts the same data moved elsewhere.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DataIdentity {
+    pub train_samples: usize,
+    pub test_samples: usize,
+    pub classes: usize,
+    /// Channels, height, width.
+    pub image: [usize; 3],
+    /// xxh3-64 of the images and labels of both sets, in order (hex).
+    pub content_hash: String,
+}
+
+impl DataIdentity {
+    /// How `other` differs from this identity, in words (None: the same data).
+    pub fn difference(&self, other: &DataIdentity) -> Option<String> {
+        let counts = |d: &DataIdentity| {
+            format!(
+                "{} training and {} test images of {}x{}x{}, {} classes",
+                d.train_samples, d.test_samples, d.image[0], d.image[1], d.image[2], d.classes
+            )
+        };
+        if counts(self) != counts(other) {
+            return Some(format!("{} instead of {}", counts(other), counts(self)));
+        }
+        (self.content_hash != other.content_hash).then(|| {
+            format!(
+                "the same counts but other content (hash {} instead of {})",
+                other.content_hash, self.content_hash
+            )
+        })
+    }
+}
+
 /// A training set and the set it is evaluated on.
 #[derive(Clone, Debug)]
 pub struct DataSplit {
@@ -124,6 +158,26 @@ pub struct DataSplit {
     pub test: Dataset,
     /// "test" or "validation".
     pub eval_name: String,
+}
+
+impl DataSplit {
+    /// The identity of this data (hashes every byte once: ~0.1 s for CIFAR-10).
+    pub fn identity(&self) -> DataIdentity {
+        let mut hash = xxhash_rust::xxh3::Xxh3::new();
+        for set in [&self.train, &self.test] {
+            hash.update(&(set.len() as u64).to_le_bytes());
+            hash.update(&set.images);
+            hash.update(bytemuck::cast_slice(&set.labels));
+        }
+        let s = self.train.shape;
+        DataIdentity {
+            train_samples: self.train.len(),
+            test_samples: self.test.len(),
+            classes: self.train.classes(),
+            image: [s.channels, s.height, s.width],
+            content_hash: format!("{:016x}", hash.digest()),
+        }
+    }
 }
 
 pub const CIFAR10_CLASSES: [&str; 10] = [

@@ -59,6 +59,8 @@ pub struct GpuContext {
     pub(crate) kernels: KernelCache,
     /// Which kernel candidate each (pass, shape) runs on this adapter.
     pub choices: std::sync::Mutex<KernelChoices>,
+    /// The first wgpu error that no error scope caught.
+    uncaptured: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl GpuContext {
@@ -136,7 +138,19 @@ impl GpuContext {
     ) -> Self {
         let limits = device.limits();
         let features = device.features();
+        let uncaptured = std::sync::Arc::new(std::sync::Mutex::new(None));
+        // Natively, keep wgpu's errors that no scope caught (an allocation that
+        // failed outside a plan, a lost device) for `check_uncaptured` instead
+        // of its default panic; the browser logs them to the console instead.
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let sink = uncaptured.clone();
+            device.on_uncaptured_error(std::sync::Arc::new(move |e: wgpu::Error| {
+                sink.lock().unwrap().get_or_insert_with(|| e.to_string());
+            }));
+        }
         GpuContext {
+            uncaptured,
             device,
             queue,
             limits,
@@ -145,6 +159,15 @@ impl GpuContext {
             kernels: KernelCache::default(),
             choices: std::sync::Mutex::new(KernelChoices::load(&adapter_info)),
             adapter_info,
+        }
+    }
+
+    /// Fails once wgpu has reported an error outside any error scope: after
+    /// one (out of memory, device lost) the GPU's results cannot be trusted.
+    pub fn check_uncaptured(&self) -> Result<(), GpuError> {
+        match self.uncaptured.lock().unwrap().clone() {
+            Some(message) => Err(GpuError::Device { message }),
+            None => Ok(()),
         }
     }
 
@@ -173,6 +196,24 @@ impl GpuContext {
         self.adapter_info.device_type == wgpu::DeviceType::Cpu
     }
 
+    /// The bytes a plan may take, where that is known: on a CPU adapter, the
+    /// host memory available now (Linux: MemAvailable, capped by the cgroup's
+    /// limit), because lavapipe accepts any allocation and the kernel kills
+    /// the process when it is touched. None on GPUs: wgpu has no memory query
+    /// (gfx-rs/wgpu#2447), so there an allocation failure is the signal.
+    /// `RESNET_WGPU_MEMORY_LIMIT_MIB` caps it on any adapter.
+    pub fn memory_budget(&self) -> Option<u64> {
+        let cap = std::env::var("RESNET_WGPU_MEMORY_LIMIT_MIB")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|mib| mib << 20);
+        let host = self.is_software().then(host_available_memory).flatten();
+        match (cap, host) {
+            (Some(cap), Some(host)) => Some(cap.min(host)),
+            (cap, host) => cap.or(host),
+        }
+    }
+
     pub fn has_timestamps(&self) -> bool {
         self.features.contains(wgpu::Features::TIMESTAMP_QUERY)
     }
@@ -198,4 +239,28 @@ impl GpuContext {
                 message: e.to_string(),
             })
     }
+}
+
+/// MemAvailable from /proc/meminfo, capped by the cgroup v2 memory limit.
+#[cfg(target_os = "linux")]
+fn host_available_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let available_kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    let available = available_kib * 1024;
+    let cgroup_limit = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    Some(cgroup_limit.map_or(available, |limit| limit.min(available)))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn host_available_memory() -> Option<u64> {
+    None
 }

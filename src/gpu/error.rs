@@ -30,8 +30,18 @@ pub enum GpuError {
         limit: u64,
         adapter: String,
     },
+    #[error("{what} does not fit in the adapter's memory ({})", match max_batch {
+        Some(b) => format!("the largest batch that fits is {b}"),
+        None => "not even batch 1 fits".to_string(),
+    })]
+    OutOfMemory {
+        what: String,
+        max_batch: Option<usize>,
+    },
     #[error("{op}: {detail}")]
     Shape { op: String, detail: String },
+    #[error("the GPU reported an error and training cannot go on: {message}")]
+    Device { message: String },
     #[error("wgpu rejected {what}: {message}")]
     Validation { what: String, message: String },
     #[error("reading back '{what}' failed: {message}")]

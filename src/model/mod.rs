@@ -65,8 +65,10 @@ pub struct Network {
     pub in_channels: usize,
 }
 
-/// A model the CLI can name.
+/// A model the CLI can name. Read from disk (config.json, checkpoint
+/// metadata) through the same checks as `--model`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "ModelFields")]
 pub struct ModelSpec {
     /// e.g. `resnet20`, `resnet18-cifar`, `resnet50`.
     pub name: String,
@@ -74,6 +76,34 @@ pub struct ModelSpec {
     pub num_classes: usize,
     pub in_channels: usize,
 }
+
+/// A model spec as stored, before validation.
+#[derive(serde::Deserialize)]
+struct ModelFields {
+    name: String,
+    shortcut: ShortcutKind,
+    num_classes: usize,
+    in_channels: usize,
+}
+
+impl TryFrom<ModelFields> for ModelSpec {
+    type Error = String;
+
+    fn try_from(f: ModelFields) -> Result<Self, String> {
+        if f.in_channels != 3 {
+            return Err(format!(
+                "models take 3 input channels, this one says {}",
+                f.in_channels
+            ));
+        }
+        ModelSpec::new(&f.name, f.shortcut, f.num_classes)
+    }
+}
+
+/// The deepest CIFAR ResNet accepted: the paper's ResNet-1202.
+pub const MAX_CIFAR_DEPTH: usize = 1202;
+/// The most classes a classifier may have (ImageNet-21k has 21841).
+pub const MAX_CLASSES: usize = 100_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Family {
@@ -93,9 +123,9 @@ pub const NAMED_MODELS: &str = "resnet8, resnet20, resnet32, resnet44, resnet56,
 impl ModelSpec {
     pub fn new(name: &str, shortcut: ShortcutKind, num_classes: usize) -> Result<Self, String> {
         family(name)?;
-        if num_classes < 2 {
+        if !(2..=MAX_CLASSES).contains(&num_classes) {
             return Err(format!(
-                "a classifier needs at least 2 classes, got {num_classes}"
+                "a classifier needs 2 to {MAX_CLASSES} classes, got {num_classes}"
             ));
         }
         Ok(ModelSpec {
@@ -180,6 +210,11 @@ fn family(name: &str) -> Result<Family, String> {
                 .strip_prefix("resnet")
                 .and_then(|d| d.parse().ok())
                 .ok_or_else(unknown)?;
+            if depth > MAX_CIFAR_DEPTH {
+                return Err(format!(
+                    "'{name}': the deepest CIFAR ResNet is resnet{MAX_CIFAR_DEPTH} (the paper's), not {depth} layers"
+                ));
+            }
             if depth < 8 || (depth - 2) % 6 != 0 {
                 return Err(format!(
                     "'{name}': CIFAR ResNets have 6n+2 layers (8, 14, 20, ...), not {depth}; known: {NAMED_MODELS}"

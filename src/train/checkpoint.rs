@@ -4,6 +4,10 @@
 //! its metadata, the run's position and config. Each checkpoint is written to a
 //! temporary folder and renamed into place, then `last` (itself replaced by
 //! rename) points at it: a kill at any moment leaves the previous one intact.
+//! A step folder saved again (after a rewind) is replaced by renaming the old
+//! one aside first, so there is never a moment when neither exists; when
+//! `last` is missing or names no complete folder, readers fall back to the
+//! newest complete `step-N`. Nothing non-finite is ever saved.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,7 +15,7 @@ use std::path::{Path, PathBuf};
 use safetensors::tensor::{Dtype, TensorView};
 
 use super::trainer::{Progress, TrainConfig, Trainer};
-use crate::model::{Network, TensorRole};
+use crate::model::Network;
 
 pub const MODEL_FILE: &str = "model.safetensors";
 pub const TRAINER_FILE: &str = "trainer.safetensors";
@@ -30,6 +34,11 @@ pub enum CheckpointError {
     Format { path: PathBuf, detail: String },
     #[error("{path}: {detail}")]
     Mismatch { path: PathBuf, detail: String },
+    #[error(
+        "step {step}: '{tensor}' holds NaN or infinite values; the model diverged and is not \
+         saved as a checkpoint"
+    )]
+    NonFinite { step: u64, tensor: String },
     #[error(transparent)]
     Gpu(#[from] crate::gpu::GpuError),
 }
@@ -143,15 +152,56 @@ pub fn write_safetensors(
 }
 
 /// Writes `bytes` to `path` so a reader sees either the old or the new file.
+/// The temporary name is unique to this process and call (`.NAME.PID-N.tmp`),
+/// so two writers never share one; stale ones are removed by `clean_stale`.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
-    let tmp = path.with_extension("tmp");
-    {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let file_name = path
+        .file_name()
+        .map_or("file".into(), |n| n.to_string_lossy());
+    let tmp = path.with_file_name(format!(
+        ".{file_name}.{}-{}.tmp",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = (|| {
         use std::io::Write;
-        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(&tmp)(e));
     }
-    std::fs::rename(&tmp, path).map_err(io(path))
+    std::fs::rename(&tmp, path).map_err(io(path))?;
+    sync_parent(path)
+}
+
+/// Makes a rename in `path`'s folder durable (a no-op where folders cannot be
+/// opened as files).
+fn sync_parent(path: &Path) -> Result<(), CheckpointError> {
+    #[cfg(unix)]
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)
+            .and_then(|f| f.sync_all())
+            .map_err(io(dir))?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+/// Test hook: with `RESNET_WGPU_CRASH_AT=<point>` the process aborts at that
+/// point of a checkpoint save, as a kill -9 there would (the crash tests spawn
+/// the real binary with it).
+#[cfg(not(target_arch = "wasm32"))]
+fn crash_point(point: &str) {
+    if std::env::var_os("RESNET_WGPU_CRASH_AT").is_some_and(|p| p == point) {
+        eprintln!("RESNET_WGPU_CRASH_AT={point}: aborting");
+        std::process::abort();
+    }
 }
 
 /// The model's metadata: enough for `eval` to rebuild the architecture.
@@ -185,19 +235,15 @@ pub fn read_model(trainer: &Trainer) -> Result<Vec<(String, Vec<usize>, Values)>
 }
 
 /// Saves model and trainer state under `run_dir/checkpoints/step-N/` and points
-/// `last` at it; keeps the newest two. Returns the checkpoint folder.
+/// `last` at it; keeps the newest two up to this step. Refuses (and writes
+/// nothing) when any value is NaN or infinite. Returns the checkpoint folder.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn save(trainer: &Trainer, run_dir: &Path) -> Result<PathBuf, CheckpointError> {
     let root = run_dir.join("checkpoints");
     std::fs::create_dir_all(&root).map_err(io(&root))?;
-    let progress = trainer.progress();
-    let name = format!("step-{:08}", progress.global_step);
-    let tmp = root.join(format!(".{name}.tmp"));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-
+    let mut progress = trainer.progress();
+    let step = progress.global_step;
     let model = read_model(trainer)?;
-    write_safetensors(&tmp.join(MODEL_FILE), &model, model_metadata(trainer))?;
     let mut momenta = vec![];
     for (pname, value, _, momentum) in trainer.plan().params() {
         momenta.push((
@@ -206,8 +252,14 @@ pub fn save(trainer: &Trainer, run_dir: &Path) -> Result<PathBuf, CheckpointErro
             Values::F32(momentum.read_f32(trainer.ctx())?),
         ));
     }
-    let mut progress = progress;
+    check_finite(model.iter().chain(&momenta), step)?;
     progress.train_metrics = read_train_metrics(trainer)?;
+
+    let name = step_name(step);
+    let tmp = root.join(format!(".{name}.tmp"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    write_safetensors(&tmp.join(MODEL_FILE), &model, model_metadata(trainer))?;
     let meta = HashMap::from([
         (
             "progress".into(),
@@ -219,13 +271,67 @@ pub fn save(trainer: &Trainer, run_dir: &Path) -> Result<PathBuf, CheckpointErro
         ),
     ]);
     write_safetensors(&tmp.join(TRAINER_FILE), &momenta, meta)?;
+    crash_point("checkpoint-written");
 
     let dir = root.join(&name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::rename(&tmp, &dir).map_err(io(&dir))?;
+    replace_dir(&tmp, &dir)?;
     write_atomically(&root.join(LAST_FILE), name.as_bytes())?;
-    prune(&root, &name);
+    crash_point("last-written");
+    prune(&root, step);
     Ok(dir)
+}
+
+fn step_name(step: u64) -> String {
+    format!("step-{step:08}")
+}
+
+/// The step of a `step-N` folder name.
+fn step_of(name: &str) -> Option<u64> {
+    name.strip_prefix("step-")?.parse().ok()
+}
+
+/// The first tensor holding NaN or infinity, as an error.
+#[cfg(not(target_arch = "wasm32"))]
+fn check_finite<'a>(
+    tensors: impl Iterator<Item = &'a (String, Vec<usize>, Values)>,
+    step: u64,
+) -> Result<(), CheckpointError> {
+    for (name, _, values) in tensors {
+        if let Values::F32(v) = values
+            && !v.iter().all(|x| x.is_finite())
+        {
+            return Err(CheckpointError::NonFinite {
+                step,
+                tensor: name.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Moves the complete folder `tmp` to `dir`. An existing `dir` (the same step
+/// saved again after a rewind) is renamed aside first and deleted last, so a
+/// kill leaves either it or its replacement in place (`clean_stale` puts an
+/// aside folder back when its replacement never arrived).
+#[cfg(not(target_arch = "wasm32"))]
+fn replace_dir(tmp: &Path, dir: &Path) -> Result<(), CheckpointError> {
+    let name = dir
+        .file_name()
+        .map_or("step".into(), |n| n.to_string_lossy());
+    let aside = dir.with_file_name(format!(".{name}.old"));
+    let replacing = dir.exists();
+    if replacing {
+        let _ = std::fs::remove_dir_all(&aside);
+        std::fs::rename(dir, &aside).map_err(io(dir))?;
+        crash_point("old-moved-aside");
+    }
+    std::fs::rename(tmp, dir).map_err(io(dir))?;
+    sync_parent(dir)?;
+    crash_point("checkpoint-renamed");
+    if replacing {
+        let _ = std::fs::remove_dir_all(&aside);
+    }
+    Ok(())
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -235,44 +341,134 @@ fn read_train_metrics(trainer: &Trainer) -> Result<[f32; 4], CheckpointError> {
     Ok([v[0], v[1], v[2], v[3]])
 }
 
-/// Removes all but the newest `KEEP` checkpoints (never `keep`).
+/// Keeps the newest `KEEP` checkpoints up to `step` (the one just saved
+/// included) and removes older ones. Folders past `step` (left by a rewind)
+/// stay until the run passes them.
 #[cfg(not(target_arch = "wasm32"))]
-fn prune(root: &Path, keep: &str) {
-    let Ok(entries) = std::fs::read_dir(root) else {
-        return;
-    };
-    let mut names: Vec<String> = entries
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("step-"))
+fn prune(root: &Path, step: u64) {
+    let mut steps: Vec<u64> = step_folders(root)
+        .into_iter()
+        .filter(|&s| s <= step)
         .collect();
-    names.sort();
-    let excess = names.len().saturating_sub(KEEP);
-    for old in names.into_iter().take(excess).filter(|n| n != keep) {
-        let _ = std::fs::remove_dir_all(root.join(old));
+    steps.sort_unstable_by(|a, b| b.cmp(a));
+    for old in steps.into_iter().skip(KEEP) {
+        let _ = std::fs::remove_dir_all(root.join(step_name(old)));
     }
 }
 
-/// The checkpoint folder a path names: a run folder (its `last`), a checkpoint
-/// folder, or the folder of a model.safetensors file.
-pub fn resolve(path: &Path) -> Result<PathBuf, CheckpointError> {
+/// The steps of the `step-N` folders under `root` (complete or not).
+fn step_folders(root: &Path) -> Vec<u64> {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return vec![];
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| step_of(&e.file_name().to_string_lossy()))
+        .collect()
+}
+
+/// A checkpoint folder with both files.
+fn is_complete(dir: &Path) -> bool {
+    dir.join(MODEL_FILE).is_file() && dir.join(TRAINER_FILE).is_file()
+}
+
+/// Tidies `run_dir/checkpoints` after a kill (call with the run folder locked):
+/// removes half-written `.step-N.tmp` folders and temporary files, and puts a
+/// `.step-N.old` folder back where its replacement never arrived. Returns what
+/// it did, one line per change.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn clean_stale(run_dir: &Path) -> Vec<String> {
+    let mut done = vec![];
+    for folder in [run_dir.to_path_buf(), run_dir.join("checkpoints")] {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in entries.filter_map(|e| e.ok()) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            if let Some(step) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".old")) {
+                let target = folder.join(step);
+                if target.exists() {
+                    let _ = std::fs::remove_dir_all(&path);
+                } else if std::fs::rename(&path, &target).is_ok() {
+                    done.push(format!(
+                        "restored {} (its replacement was interrupted)",
+                        target.display()
+                    ));
+                }
+            } else if name.ends_with(".tmp") {
+                let removed = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                if removed.is_ok() {
+                    done.push(format!("removed the interrupted write {}", path.display()));
+                }
+            }
+        }
+    }
+    done
+}
+
+/// A checkpoint folder found from a user's path.
+#[derive(Clone, Debug)]
+pub struct Located {
+    pub dir: PathBuf,
+    /// Set when `last` was missing or broken and the newest complete
+    /// checkpoint was taken instead: what to tell the user.
+    pub fallback: Option<String>,
+}
+
+/// The checkpoint folder a path names: a run folder (its `last`, else its
+/// newest complete `step-N`), a checkpoint folder, or the folder of a
+/// model.safetensors file.
+pub fn resolve(path: &Path) -> Result<Located, CheckpointError> {
     let missing = |detail: &str| CheckpointError::Mismatch {
         path: path.to_path_buf(),
         detail: detail.to_string(),
     };
+    let found = |dir: PathBuf| Located {
+        dir,
+        fallback: None,
+    };
     if path.is_file() {
         return path
             .parent()
-            .map(Path::to_path_buf)
+            .map(|p| found(p.to_path_buf()))
             .ok_or_else(|| missing("has no folder"));
     }
     if path.join(MODEL_FILE).is_file() {
-        return Ok(path.to_path_buf());
+        return Ok(found(path.to_path_buf()));
     }
-    let last = path.join("checkpoints").join(LAST_FILE);
-    if last.is_file() {
-        let name = std::fs::read_to_string(&last).map_err(io(&last))?;
-        return Ok(path.join("checkpoints").join(name.trim()));
+    let root = path.join("checkpoints");
+    let last = root.join(LAST_FILE);
+    let named = std::fs::read_to_string(&last)
+        .ok()
+        .map(|name| root.join(name.trim()))
+        .filter(|dir| is_complete(dir));
+    if let Some(dir) = named {
+        return Ok(found(dir));
+    }
+    let newest = step_folders(&root)
+        .into_iter()
+        .filter(|&s| is_complete(&root.join(step_name(s))))
+        .max();
+    if let Some(step) = newest {
+        let dir = root.join(step_name(step));
+        let why = if last.exists() {
+            "names no complete checkpoint"
+        } else {
+            "is missing (a save was interrupted)"
+        };
+        return Ok(Located {
+            fallback: Some(format!(
+                "{} {why}; using the newest complete checkpoint, {}",
+                last.display(),
+                dir.display()
+            )),
+            dir,
+        });
     }
     if !path.exists() {
         return Err(CheckpointError::Io {
@@ -281,7 +477,8 @@ pub fn resolve(path: &Path) -> Result<PathBuf, CheckpointError> {
         });
     }
     Err(missing(
-        "is neither a run folder (with checkpoints/last) nor a checkpoint folder (with model.safetensors)",
+        "is neither a run folder (with a checkpoint under checkpoints/) nor a checkpoint folder \
+         (with model.safetensors)",
     ))
 }
 
@@ -319,6 +516,7 @@ pub enum LoadMode {
 
 /// Writes a state dict's values into the trainer's model; returns the names
 /// it skipped. `num_batches_tracked` becomes the run's starting count.
+/// Refuses NaN or infinite values, and any shape it does not expect.
 pub fn load_model(
     trainer: &mut Trainer,
     dict: &StateDict,
@@ -331,20 +529,22 @@ pub fn load_model(
     };
     let entries = trainer.plan().state_entries();
     check_names(&trainer.plan().network, dict).map_err(bad)?;
-    let mut skipped = vec![];
+    let skipped = if mode == LoadMode::Init {
+        other_classifier(&trainer.plan().network, dict).map_err(bad)?
+    } else {
+        vec![]
+    };
     let mut tracked = None;
-    for e in &entries {
+    for e in entries.iter().filter(|e| !skipped.contains(&e.name)) {
         let (shape, values) = &dict.tensors[&e.name];
         if *shape != e.shape {
-            let classifier = matches!(e.role, TensorRole::FcWeight | TensorRole::FcBias);
-            if mode == LoadMode::Init && classifier {
-                skipped.push(e.name.clone());
-                continue;
-            }
             return Err(bad(format!(
                 "'{}' has shape {shape:?}, the model expects {:?}",
                 e.name, e.shape
             )));
+        }
+        if !values.iter().all(|v| v.is_finite()) {
+            return Err(bad(format!("'{}' holds NaN or infinite values", e.name)));
         }
         match trainer.plan().state_tensor(&e.name) {
             Some(t) => t.write_f32(trainer.ctx(), values)?,
@@ -353,6 +553,28 @@ pub fn load_model(
     }
     trainer.set_batches_tracked_base(tracked.unwrap_or(0));
     Ok(skipped)
+}
+
+/// For `--init`: the classifier entries to keep fresh because the file's
+/// classifier is for another class count (`fc.weight` [classes', features],
+/// `fc.bias` [classes']): both or neither. Any other shape is an error.
+fn other_classifier(network: &Network, dict: &StateDict) -> Result<Vec<String>, String> {
+    let (weight, bias) = ("fc.weight", "fc.bias");
+    let (Some((ws, _)), Some((bs, _))) = (dict.tensors.get(weight), dict.tensors.get(bias)) else {
+        return Ok(vec![]);
+    };
+    let (classes, features) = (network.num_classes, network.features);
+    if ws.as_slice() == [classes, features] && bs.as_slice() == [classes] {
+        return Ok(vec![]);
+    }
+    match (ws.as_slice(), bs.as_slice()) {
+        ([c, f], [cb]) if *f == features && c == cb => Ok(vec![weight.into(), bias.into()]),
+        _ => Err(format!(
+            "the classifier has fc.weight {ws:?} and fc.bias {bs:?}; the model expects \
+             [classes, {features}] and [classes] ({classes} classes here; another class count \
+             is replaced by a fresh classifier)"
+        )),
+    }
 }
 
 /// Every entry the model needs is in the dict, and nothing else is.

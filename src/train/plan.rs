@@ -221,6 +221,8 @@ impl ParamArena {
 
 impl Plan {
     /// Allocates the plan for `network` at `batch` images of shape `image`.
+    /// When the adapter runs out of memory, the error says so with the largest
+    /// batch that fits (found by trying smaller plans), instead of wgpu's panic.
     pub fn new(
         ctx: &GpuContext,
         network: &Network,
@@ -230,6 +232,70 @@ impl Plan {
         tuning: ConvTuning,
     ) -> Result<Self, GpuError> {
         check_batch_fits(ctx, network, batch, image)?;
+        let what = match Self::build_checked(ctx, network, batch, image, sgd, tuning) {
+            Err(GpuError::OutOfMemory { what, .. }) => what,
+            Ok(plan) => match ctx.memory_budget() {
+                Some(budget) if plan.summary().total_bytes > budget => format!(
+                    "the training plan at batch {batch} ({:.0} MiB, more than the {:.0} MiB \
+                     available: host memory on a CPU adapter, capped by RESNET_WGPU_MEMORY_LIMIT_MIB)",
+                    mib(plan.summary().total_bytes),
+                    mib(budget)
+                ),
+                _ => return Ok(plan),
+            },
+            Err(e) => return Err(e),
+        };
+        let max_batch = largest_batch_that_fits(ctx, network, batch, image, sgd, tuning);
+        Err(GpuError::OutOfMemory { what, max_batch })
+    }
+
+    /// `build` inside out-of-memory and validation error scopes (an
+    /// allocation that fails makes later bind groups invalid too).
+    fn build_checked(
+        ctx: &GpuContext,
+        network: &Network,
+        batch: usize,
+        image: ImageShape,
+        sgd: &SgdConfig,
+        tuning: ConvTuning,
+    ) -> Result<Self, GpuError> {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let validation = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
+            let oom = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+            let built = Self::build(ctx, network, batch, image, sgd, tuning);
+            let out_of_memory = pollster::block_on(oom.pop());
+            let invalid = pollster::block_on(validation.pop());
+            if out_of_memory.is_some() {
+                return Err(GpuError::OutOfMemory {
+                    what: format!(
+                        "the training plan at batch {batch} on {}x{} images",
+                        image.height, image.width
+                    ),
+                    max_batch: None,
+                });
+            }
+            let plan = built?;
+            if let Some(error) = invalid {
+                return Err(GpuError::Validation {
+                    what: "the training plan".into(),
+                    message: error.to_string(),
+                });
+            }
+            Ok(plan)
+        }
+        #[cfg(target_arch = "wasm32")]
+        Self::build(ctx, network, batch, image, sgd, tuning)
+    }
+
+    fn build(
+        ctx: &GpuContext,
+        network: &Network,
+        batch: usize,
+        image: ImageShape,
+        sgd: &SgdConfig,
+        tuning: ConvTuning,
+    ) -> Result<Self, GpuError> {
         let mut b = Builder {
             ctx,
             batch,
@@ -526,6 +592,41 @@ impl Plan {
 
 /// Refuses a batch whose largest activation exceeds one storage binding, and
 /// says which batch would fit.
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}
+
+/// The largest batch below `failed` whose plan the adapter can allocate
+/// (bisection over real allocations, with the built-in kernels so nothing is
+/// measured); None when not even batch 1 fits.
+fn largest_batch_that_fits(
+    ctx: &GpuContext,
+    network: &Network,
+    failed: usize,
+    image: ImageShape,
+    sgd: &SgdConfig,
+    tuning: ConvTuning,
+) -> Option<usize> {
+    let policy = ctx.choices.lock().unwrap().policy;
+    ctx.set_tune_policy(crate::gpu::TunePolicy::Off);
+    let (mut fits, mut fails) = (0, failed);
+    while fails - fits > 1 {
+        let mid = fits + (fails - fits) / 2;
+        let budget = ctx.memory_budget().unwrap_or(u64::MAX);
+        let ok = Plan::build_checked(ctx, network, mid, image, sgd, tuning)
+            .is_ok_and(|plan| plan.summary().total_bytes <= budget);
+        // Dropped plans free their buffers before the next try.
+        let _ = ctx.wait_idle();
+        if ok {
+            fits = mid;
+        } else {
+            fails = mid;
+        }
+    }
+    ctx.set_tune_policy(policy);
+    (fits > 0).then_some(fits)
+}
+
 fn check_batch_fits(
     ctx: &GpuContext,
     network: &Network,

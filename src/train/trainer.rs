@@ -13,12 +13,12 @@ use web_time::Instant;
 use super::metrics::{MetricsRing, MetricsSnapshot, ReportKind};
 use super::plan::Plan;
 use super::schedule::Schedule;
-use crate::data::{DataSplit, Dataset};
+use crate::data::{DataIdentity, DataSplit, Dataset};
 use crate::gpu::{DType, Dispatch, GpuContext, GpuError, Tensor};
 use crate::model::{ModelSpec, initial_parameters};
 use crate::ops::augment::{Augment, AugmentTensors};
 use crate::ops::conv::ConvTuning;
-use crate::shapes::{AugmentConfig, SgdConfig};
+use crate::shapes::{AugmentConfig, ImageShape, SgdConfig};
 
 /// Everything that defines a run; written to config.json.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -40,6 +40,124 @@ pub struct TrainConfig {
     /// GPU (automatic when it does not fit one storage binding).
     #[serde(default)]
     pub stream_data: bool,
+    /// The data trained on, by content (absent in runs made before it was
+    /// recorded, and in evaluation configs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<DataIdentity>,
+    /// The `--init` weights the run started from (a resume before the first
+    /// checkpoint loads them again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<String>,
+}
+
+/// Upper bounds that keep a typo from allocating the machine away.
+pub const MAX_BATCH: usize = 1 << 16;
+pub const MAX_REPORT_EVERY: usize = 10_000;
+
+impl TrainConfig {
+    /// Checks every value, whether it came from a flag or from a file: the
+    /// message names the flag that sets it.
+    pub fn validate(&self, image: ImageShape) -> Result<(), String> {
+        let positive = |v: f32| v.is_finite() && v > 0.0;
+        let non_negative = |v: f32| v.is_finite() && v >= 0.0;
+        let s = &self.schedule;
+        let side = image.height.min(image.width);
+        let checks: [(bool, String); 12] = [
+            (
+                (1..=MAX_BATCH).contains(&self.batch_size),
+                format!(
+                    "--batch-size must be 1 to {MAX_BATCH}, got {}",
+                    self.batch_size
+                ),
+            ),
+            (
+                self.epochs >= 1 && s.epochs == self.epochs,
+                format!("--epochs must be at least 1, got {}", self.epochs),
+            ),
+            (
+                positive(s.base_lr),
+                format!("--lr must be a positive number, got {}", s.base_lr),
+            ),
+            (
+                positive(s.gamma),
+                format!("--gamma must be a positive number, got {}", s.gamma),
+            ),
+            (
+                non_negative(s.warmup_epochs) && non_negative(s.warmup_lr),
+                format!(
+                    "--warmup-epochs and --warmup-lr must be 0 or more, got {} and {}",
+                    s.warmup_epochs, s.warmup_lr
+                ),
+            ),
+            (
+                non_negative(self.sgd.momentum) && self.sgd.momentum < 1.0,
+                format!("--momentum must be in [0, 1), got {}", self.sgd.momentum),
+            ),
+            (
+                non_negative(self.sgd.weight_decay),
+                format!(
+                    "--weight-decay must be 0 or more, got {}",
+                    self.sgd.weight_decay
+                ),
+            ),
+            (
+                (1..=MAX_REPORT_EVERY).contains(&self.report_every),
+                format!(
+                    "--report-every must be 1 to {MAX_REPORT_EVERY}, got {}",
+                    self.report_every
+                ),
+            ),
+            (
+                self.max_steps != Some(0),
+                "--max-steps must be at least 1".to_string(),
+            ),
+            (
+                (self.augment.pad as usize) < side,
+                format!(
+                    "--crop-pad must be smaller than the image side ({side}), got {}",
+                    self.augment.pad
+                ),
+            ),
+            (
+                self.augment.mean.iter().all(|m| m.is_finite())
+                    && self.augment.std.iter().all(|&v| positive(v)),
+                format!(
+                    "the normalization mean/std must be finite with std > 0, got {:?} / {:?}",
+                    self.augment.mean, self.augment.std
+                ),
+            ),
+            (
+                self.model.in_channels == image.channels,
+                format!(
+                    "the model takes {} channels, the images have {}",
+                    self.model.in_channels, image.channels
+                ),
+            ),
+        ];
+        match checks.into_iter().find(|(ok, _)| !ok) {
+            Some((_, message)) => Err(message),
+            None => Ok(()),
+        }
+    }
+
+    /// Settings that run but are unlikely to learn, in words: the paper's rate
+    /// of 0.1 is for batch 128, and far smaller batches need a rate scaled
+    /// down with the batch. Measured (lavapipe, 1000 steps of ResNet-8 at
+    /// batch 8 on 800 built-in images, 10-epoch multi-step recipe): lr 0.1
+    /// ended at chance (train 12%, test 6.5%), lr 0.0125 at train 50%, test
+    /// 51.5%, so the stall is the recipe, not a defect.
+    pub fn warnings(&self) -> Vec<String> {
+        let (batch, lr) = (self.batch_size, self.schedule.base_lr);
+        let scaled = 0.1 * batch as f32 / 128.0;
+        if batch < 32 && lr > 4.0 * scaled {
+            vec![format!(
+                "--lr {lr} at --batch-size {batch} is likely too high to learn: the paper's 0.1 \
+                 is for batch 128, and the linear scaling rule gives {scaled:.4} at batch {batch}"
+            )]
+        } else {
+            vec![]
+        }
+    }
 }
 
 impl TrainConfig {
@@ -77,6 +195,8 @@ impl TrainConfig {
             report_every: 1,
             max_steps: None,
             stream_data: false,
+            data: None,
+            init: None,
         }
     }
 }
@@ -113,10 +233,12 @@ pub struct EpochReport {
 pub enum TrainEvent {
     Step(StepReport),
     Epoch(EpochReport),
-    /// The loss at this step was NaN or infinite; training stopped submitting.
+    /// The training loss at this step (or, with `evaluation`, the evaluation
+    /// loss after it) was NaN or infinite; training stopped submitting.
     Diverged {
         step: u64,
         loss: f32,
+        evaluation: bool,
     },
     /// The predicted class of the first `predicted.len()` evaluation images,
     /// after the evaluation at `step` (only with `capture_predictions`).
@@ -437,6 +559,7 @@ impl Trainer {
                 t.write_f32(&trainer.ctx, values)?;
             }
         }
+        trainer.ctx.check_uncaptured()?;
         Ok(trainer)
     }
 
@@ -473,8 +596,26 @@ impl Trainer {
     }
 
     /// Continues from a saved position (the model and momenta are written
-    /// separately by the checkpoint loader).
-    pub fn set_progress(&mut self, progress: Progress) {
+    /// separately by the checkpoint loader). A position that does not fit this
+    /// run's data (a damaged or hand-edited file) is refused.
+    pub fn set_progress(&mut self, progress: Progress) -> Result<(), String> {
+        let spe = self.steps_per_epoch;
+        if progress.step_in_epoch >= spe
+            || progress.global_step
+                != (progress.epoch as u64) * spe as u64 + progress.step_in_epoch as u64
+        {
+            return Err(format!(
+                "the saved position (epoch {}, step {} of the epoch, step {} in all) does not fit \
+                 {spe} steps per epoch",
+                progress.epoch, progress.step_in_epoch, progress.global_step
+            ));
+        }
+        if !progress.train_metrics.iter().all(|v| v.is_finite()) {
+            return Err(format!(
+                "the saved training metrics are not finite: {:?}",
+                progress.train_metrics
+            ));
+        }
         self.progress = progress;
         self.reported_step = progress.global_step;
         self.last_epoch_report = (Instant::now(), progress.global_step);
@@ -487,6 +628,7 @@ impl Trainer {
             0,
             bytemuck::cast_slice(&progress.train_metrics),
         );
+        Ok(())
     }
 
     pub fn total_steps(&self) -> u64 {
@@ -670,6 +812,7 @@ impl Trainer {
     pub fn poll(&mut self) -> Result<Vec<TrainEvent>, GpuError> {
         #[cfg(not(target_arch = "wasm32"))]
         let _ = self.ctx.device.poll(wgpu::PollType::Poll);
+        self.ctx.check_uncaptured()?;
         let mut events = vec![];
         for report in self.metrics.take_ready()? {
             match report {
@@ -679,6 +822,19 @@ impl Trainer {
                             self.step_event(t, snap, &mut events);
                         }
                     }
+                }
+                ReportKind::Eval((Tag::Eval(t), snap)) if !snap.mean_loss().is_finite() => {
+                    // A model whose evaluation loss is not finite holds
+                    // non-finite or exploding state (BN running stats first):
+                    // no checkpoint may be written from it.
+                    if !self.diverged {
+                        events.push(TrainEvent::Diverged {
+                            step: t.step,
+                            loss: snap.mean_loss(),
+                            evaluation: true,
+                        });
+                    }
+                    self.diverged = true;
                 }
                 ReportKind::Eval((Tag::Eval(t), snap)) => events.push(self.epoch_event(t, snap)),
                 ReportKind::Eval(_) => {}
@@ -745,6 +901,7 @@ impl Trainer {
                 events.push(TrainEvent::Diverged {
                     step: t.step,
                     loss: snap.batch_loss,
+                    evaluation: false,
                 });
             }
             self.diverged = true;

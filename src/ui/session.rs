@@ -46,7 +46,8 @@ impl RunState {
 /// The run folder of a native session: the same files as a headless run.
 #[cfg(not(target_arch = "wasm32"))]
 pub struct RunFiles {
-    pub dir: std::path::PathBuf,
+    /// The run folder, locked for this session.
+    pub dir: crate::runs::RunFolder,
     log: crate::runs::MetricsLog,
 }
 
@@ -179,10 +180,15 @@ impl Session {
                 self.confusion = Some(confusion_counts(&data.labels, &predicted, data.classes()));
                 self.predictions = Some(predicted);
             }
-            TrainEvent::Diverged { step, loss } => {
+            TrainEvent::Diverged {
+                step,
+                loss,
+                evaluation,
+            } => {
                 self.checkpoint_due = false;
+                let what = if evaluation { "evaluation" } else { "training" };
                 self.state = RunState::Failed(format!(
-                    "the loss became {loss} at step {step}; training stopped (the last \
+                    "the {what} loss became {loss} at step {step}; training stopped (the last \
                      checkpoint is from before). Try a lower learning rate."
                 ));
             }
@@ -226,12 +232,16 @@ impl Session {
     pub fn save_checkpoint(&mut self) {
         #[cfg(not(target_arch = "wasm32"))]
         if let Some(files) = &self.files {
-            self.saved = Some(
-                match crate::train::checkpoint::save(&self.trainer, &files.dir) {
-                    Ok(path) => format!("saved {}", path.display()),
-                    Err(e) => format!("could not save a checkpoint: {e}"),
-                },
-            );
+            use crate::train::checkpoint::{self, CheckpointError};
+            self.saved = Some(match checkpoint::save(&self.trainer, &files.dir) {
+                Ok(path) => format!("saved {}", path.display()),
+                Err(e @ CheckpointError::NonFinite { .. }) => {
+                    // A diverged model: stop here, the last checkpoint stays the good one.
+                    self.state = RunState::Failed(format!("{e}. Try a lower learning rate."));
+                    format!("not saved: {e}")
+                }
+                Err(e) => format!("could not save a checkpoint: {e}"),
+            });
         }
     }
 

@@ -1,0 +1,430 @@
+//! Run-folder integrity with the real binary: two writers, kills at chosen
+//! points of a checkpoint save (`RESNET_WGPU_CRASH_AT`), divergence, hostile
+//! files and sizes beyond the adapter. Every case ends in one clear line or a
+//! folder that resumes, never a panic or silently mixed data.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use resnet_wgpu::train::checkpoint::{StateDict, Values, write_safetensors};
+
+/// ResNet-8 on 64 built-in images at batch 32: two steps per epoch.
+const TINY: &[&str] = &[
+    "--model",
+    "resnet8",
+    "--synthetic-train",
+    "64",
+    "--synthetic-test",
+    "16",
+    "--batch-size",
+    "32",
+    "--report-every",
+    "1",
+];
+
+/// TINY with `extra` appended, minus the TINY flags that `extra` sets again.
+fn tiny_with<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![];
+    for pair in TINY.chunks(2) {
+        if !extra.contains(&pair[0]) {
+            args.extend_from_slice(pair);
+        }
+    }
+    args.extend_from_slice(extra);
+    args
+}
+
+fn binary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_resnet-wgpu"));
+    let cache = std::env::temp_dir().join(format!("resnet-wgpu-runs-cache-{}", std::process::id()));
+    command.env("RESNET_WGPU_CACHE_DIR", cache);
+    command
+}
+
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("resnet-wgpu-runs-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// `train --no-gui` of TINY into `out/run` with `extra` flags (and env).
+fn train(out: &Path, extra: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = binary();
+    command
+        .args(["train", "--no-gui", "--out"])
+        .arg(out)
+        .args(["--name", "run"])
+        .args(tiny_with(extra));
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().unwrap()
+}
+
+fn resume(out: &Path, from: &Path, extra: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = binary();
+    command
+        .args(["train", "--no-gui", "--out"])
+        .arg(out)
+        .args(tiny_with(extra))
+        .arg("--resume")
+        .arg(from);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn assert_clear_failure(o: &Output, expect: &str) {
+    let err = stderr(o);
+    assert!(!o.status.success(), "succeeded; stderr: {err}");
+    assert!(!err.contains("panicked"), "panicked: {err}");
+    assert!(err.contains(expect), "expected '{expect}' in: {err}");
+}
+
+fn assert_ok(o: &Output) {
+    assert!(o.status.success(), "failed: {}", stderr(o));
+}
+
+/// The steps of metrics.jsonl's records, in file order.
+fn metric_steps(run: &Path) -> Vec<u64> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert!(v["test_loss"].is_number(), "non-finite record: {l}");
+            v["step"].as_u64().unwrap()
+        })
+        .collect()
+}
+
+fn last(run: &Path) -> String {
+    std::fs::read_to_string(run.join("checkpoints/last")).unwrap_or_default()
+}
+
+#[test]
+fn a_second_trainer_on_a_run_folder_is_refused_naming_the_holder() {
+    let out = temp("two");
+    let run = out.join("run");
+    let mut first = binary()
+        .args(["train", "--no-gui", "--out"])
+        .arg(&out)
+        .args(["--name", "run", "--seed", "1", "--epochs", "500"])
+        .args(TINY)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !run.join("config.json").is_file() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "first trainer never started"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let second = train(&out, &["--seed", "2"], &[]);
+    let resumed = resume(&out, &run, &[], &[]);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let holder = format!("process {}", first.id());
+    assert_clear_failure(&second, &holder);
+    assert_clear_failure(&resumed, &holder);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["seed"], 1, "the refused trainer wrote its config");
+    // The lock went with the killed process: the run resumes.
+    assert_ok(&resume(&out, &run, &["--max-steps", "2"], &[]));
+}
+
+#[test]
+fn a_kill_during_the_first_checkpoint_leaves_a_run_that_resumes() {
+    let out = temp("first-kill");
+    let run = out.join("run");
+    let crash = [("RESNET_WGPU_CRASH_AT", "checkpoint-renamed")];
+    let killed = train(&out, &["--epochs", "2"], &crash);
+    assert!(!killed.status.success());
+    assert!(run.join("checkpoints/step-00000002").is_dir() && last(&run).is_empty());
+    // Not a new run under that name...
+    assert_clear_failure(&train(&out, &["--epochs", "2"], &[]), "--resume");
+    // ...but one that resumes from its newest complete checkpoint.
+    let resumed = resume(&out, &run, &[], &[]);
+    assert_ok(&resumed);
+    assert!(
+        stderr(&resumed).contains("newest complete checkpoint"),
+        "{}",
+        stderr(&resumed)
+    );
+    assert_eq!(last(&run), "step-00000004");
+    assert_eq!(metric_steps(&run), [2, 4]);
+}
+
+#[test]
+fn a_kill_while_replacing_a_rewound_step_keeps_a_checkpoint_in_place() {
+    let out = temp("rewind");
+    let run = out.join("run");
+    assert_ok(&train(&out, &["--epochs", "2"], &[]));
+    let older = run.join("checkpoints/step-00000002");
+    let crash = [("RESNET_WGPU_CRASH_AT", "old-moved-aside")];
+    let killed = resume(&out, &older, &[], &crash);
+    assert!(!killed.status.success(), "{}", stderr(&killed));
+    assert!(
+        !run.join("checkpoints/step-00000004").exists(),
+        "the crash point moved it aside"
+    );
+    // The next start puts the old folder back; `last` names a real checkpoint.
+    let resumed = resume(&out, &run, &[], &[]);
+    assert_ok(&resumed);
+    assert!(
+        stderr(&resumed).contains("restored"),
+        "{}",
+        stderr(&resumed)
+    );
+    assert_eq!(last(&run), "step-00000004");
+    assert!(
+        run.join("checkpoints/step-00000004/model.safetensors")
+            .is_file()
+    );
+    let names: Vec<String> = std::fs::read_dir(run.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.starts_with('.')),
+        "stale entries left: {names:?}"
+    );
+}
+
+#[test]
+fn a_kill_between_the_metrics_line_and_its_checkpoint_adds_no_duplicate() {
+    let out = temp("dup");
+    let run = out.join("run");
+    assert_ok(&train(&out, &["--epochs", "1"], &[]));
+    let crash = [("RESNET_WGPU_CRASH_AT", "checkpoint-written")];
+    let killed = resume(&out, &run, &["--epochs", "2"], &crash);
+    assert!(!killed.status.success());
+    assert_eq!(
+        metric_steps(&run),
+        [2, 4],
+        "the epoch line is written before its checkpoint"
+    );
+    assert_ok(&resume(&out, &run, &["--epochs", "2"], &[]));
+    assert_eq!(metric_steps(&run), [2, 4]);
+}
+
+#[test]
+fn a_diverging_run_never_keeps_a_non_finite_checkpoint() {
+    let out = temp("diverge");
+    let run = out.join("run");
+    let o = train(&out, &["--lr", "1e9", "--epochs", "20"], &[]);
+    assert_clear_failure(&o, "training stopped");
+    // Whatever was kept is finite, and every metrics record has finite losses.
+    metric_steps(&run);
+    if let Ok(dir) = std::fs::read_to_string(run.join("checkpoints/last")) {
+        let dict =
+            StateDict::read(&run.join("checkpoints").join(dir).join("model.safetensors")).unwrap();
+        for (name, (_, v)) in &dict.tensors {
+            assert!(v.iter().all(|x| x.is_finite()), "{name} is not finite");
+        }
+    }
+}
+
+/// A finished tiny run to doctor.
+fn finished_run(name: &str) -> (PathBuf, PathBuf) {
+    let out = temp(name);
+    assert_ok(&train(&out, &["--epochs", "1"], &[]));
+    let ckpt = out.join("run/checkpoints/step-00000002");
+    (out, ckpt)
+}
+
+/// Rewrites one safetensors file of a checkpoint through `edit`.
+fn doctor(file: &Path, edit: impl FnOnce(&mut StateDict)) {
+    let mut dict = StateDict::read(file).unwrap();
+    edit(&mut dict);
+    let tensors: Vec<(String, Vec<usize>, Values)> = dict
+        .tensors
+        .iter()
+        .map(|(k, (s, v))| (k.clone(), s.clone(), Values::F32(v.clone())))
+        .collect();
+    write_safetensors(file, &tensors, dict.metadata.clone()).unwrap();
+}
+
+fn eval(checkpoint: &Path) -> Output {
+    binary()
+        .args([
+            "eval",
+            "--json",
+            "--synthetic-train",
+            "64",
+            "--synthetic-test",
+            "16",
+            "--checkpoint",
+        ])
+        .arg(checkpoint)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn values_read_from_disk_are_checked_like_flags() {
+    let (out, ckpt) = finished_run("hostile");
+    let model = ckpt.join("model.safetensors");
+    let trainer = ckpt.join("trainer.safetensors");
+    let edit_json = |file: &Path, key: &str, field: &str, value: serde_json::Value| {
+        doctor(file, |d| {
+            let mut v: serde_json::Value = serde_json::from_str(&d.metadata[key]).unwrap();
+            v[field] = value;
+            d.metadata.insert(key.into(), v.to_string());
+        })
+    };
+    let pristine = |f: &Path| std::fs::read(f).unwrap();
+    let (model_bytes, trainer_bytes) = (pristine(&model), pristine(&trainer));
+    let restore = || {
+        std::fs::write(&model, &model_bytes).unwrap();
+        std::fs::write(&trainer, &trainer_bytes).unwrap();
+    };
+
+    edit_json(&model, "model", "name", "resnet21".into());
+    assert_clear_failure(&eval(&ckpt), "resnet21");
+    restore();
+
+    edit_json(&trainer, "config", "batch_size", 0.into());
+    assert_clear_failure(&resume(&out, &ckpt, &[], &[]), "--batch-size");
+    restore();
+
+    edit_json(&trainer, "progress", "step_in_epoch", 1000.into());
+    assert_clear_failure(&resume(&out, &ckpt, &[], &[]), "does not fit");
+    restore();
+
+    // Other data (fewer images) is refused by count, not by a name.
+    let fewer = resume(&out, &ckpt, &["--synthetic-train", "32"], &[]);
+    assert_clear_failure(&fewer, "32 training");
+    restore();
+
+    doctor(&model, |d| {
+        d.tensors.get_mut("conv1.weight").unwrap().1[3] = f32::NAN
+    });
+    assert_clear_failure(&eval(&ckpt), "'conv1.weight' holds NaN");
+    restore();
+
+    // Finite weights whose outputs are not: eval fails instead of printing null.
+    doctor(&model, |d| {
+        for v in d.tensors.get_mut("fc.weight").unwrap().1.iter_mut() {
+            *v = 3e38;
+        }
+    });
+    assert_clear_failure(&eval(&ckpt), "loss is");
+    restore();
+
+    // A transposed classifier is named as such, not as another class count.
+    let init = out.join("transposed.safetensors");
+    std::fs::copy(&model, &init).unwrap();
+    doctor(&init, |d| {
+        let (shape, v) = d.tensors.get_mut("fc.weight").unwrap();
+        let (rows, cols) = (shape[0], shape[1]);
+        let mut t = vec![0.0; v.len()];
+        for r in 0..rows {
+            for c in 0..cols {
+                t[c * rows + r] = v[r * cols + c];
+            }
+        }
+        *v = t;
+        *shape = vec![cols, rows];
+    });
+    let new_out = temp("hostile-init");
+    let o = train(&new_out, &["--init", init.to_str().unwrap()], &[]);
+    assert_clear_failure(&o, "the classifier has fc.weight [64, 10]");
+    assert!(
+        !new_out.join("run").exists(),
+        "a failed start left a run folder behind"
+    );
+}
+
+#[test]
+fn sizes_beyond_the_adapter_are_refused_with_what_fits() {
+    // A plan over the memory cap: refused with the largest batch under it.
+    let limit = [("RESNET_WGPU_MEMORY_LIMIT_MIB", "40")];
+    let info = |batch: &str| {
+        let o = binary()
+            .args(["info", "--model", "resnet8", "--batch-size", batch])
+            .env(limit[0].0, limit[0].1)
+            .output()
+            .unwrap();
+        assert_ok(&o);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let report = info("1024");
+    let fits: usize = report
+        .split("the largest batch that fits is ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no batch that fits in: {report}"));
+    assert!(fits > 1 && fits < 1024, "{report}");
+    assert!(!info(&fits.to_string()).contains("does not fit"));
+    assert!(info(&(fits + 1).to_string()).contains("does not fit"));
+
+    let cases: [(&[&str], &str); 5] = [
+        (&["--model", "resnet18446744073709551614"], "resnet1202"),
+        (
+            &[
+                "--dataset",
+                "folder",
+                "--data",
+                "/tmp",
+                "--image-size",
+                "100000",
+            ],
+            "--image-size",
+        ),
+        (&["--crop-pad", "4294967295"], "--crop-pad"),
+        (&["--max-steps", "0"], "--max-steps"),
+        (&["--synthetic-train", "1000000000"], "--synthetic-train"),
+    ];
+    let out = temp("bounds");
+    for (args, expect) in cases {
+        assert_clear_failure(&train(&out, args, &[]), expect);
+    }
+    assert!(
+        !out.join("run").exists(),
+        "a refused start left a run folder behind"
+    );
+}
+
+#[test]
+fn a_tiny_batch_at_the_papers_rate_gets_a_warning() {
+    let out = temp("tiny-batch");
+    let o = binary()
+        .args([
+            "train",
+            "--no-gui",
+            "--model",
+            "resnet8",
+            "--batch-size",
+            "8",
+        ])
+        .args([
+            "--synthetic-train",
+            "16",
+            "--synthetic-test",
+            "8",
+            "--max-steps",
+            "1",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    assert!(
+        stderr(&o).contains("linear scaling rule gives 0.0063"),
+        "{}",
+        stderr(&o)
+    );
+}
