@@ -21,6 +21,7 @@ pub mod ops;
 pub mod reference;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod runs;
+pub mod seeded;
 pub mod shapes;
 pub mod train;
 #[cfg(feature = "gui")]

@@ -131,7 +131,7 @@ fn train_then_eval_a_checkpoint() {
 
 #[test]
 fn bad_flags_and_files_are_clear_errors() {
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 8] = [
         (&["train", "--no-gui", "--model", "resnet21"], "resnet21"),
         (&["train", "--no-gui", "--batch-size", "0"], "--batch-size"),
         (&["train", "--no-gui", "--dataset", "cifar10"], "--data"),
@@ -147,12 +147,23 @@ fn bad_flags_and_files_are_clear_errors() {
             &["eval", "--checkpoint", "/nonexistent/run"],
             "/nonexistent/run",
         ),
+        (
+            &["train", "--no-gui", "--init", "/nonexistent/w.safetensors"],
+            "/nonexistent/w.safetensors: no such file or folder",
+        ),
+        (&["eval", "--checkpoint", "/"], "is neither a run folder"),
     ];
     for (args, expect) in cases {
         let (ok, _, err) = run(args);
         assert!(!ok, "{args:?} succeeded");
         assert!(err.contains(expect), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+        // Each cause once: no "x: y: y".
+        let parts: Vec<&str> = err.trim().split(": ").collect();
+        assert!(
+            parts.windows(2).all(|w| w[0] != w[1]),
+            "{args:?} repeats its cause: {err}"
+        );
     }
 }
 

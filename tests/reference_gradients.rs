@@ -2,12 +2,13 @@
 //! the CPU oracle: for a random upstream gradient g, the oracle's input gradient
 //! must equal d/dx sum(g * f(x)) measured numerically.
 
-use rand::{Rng, SeedableRng, rngs::StdRng};
+use rand::{Rng, SeedableRng};
 use resnet_wgpu::reference::*;
+use resnet_wgpu::seeded::SeededRng;
 use resnet_wgpu::shapes::*;
 
 fn random(seed: u64, n: usize) -> Vec<f64> {
-    let mut rng = StdRng::seed_from_u64(seed);
+    let mut rng = SeededRng::seed_from_u64(seed);
     (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
 }
 

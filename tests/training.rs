@@ -309,6 +309,38 @@ fn init_loads_a_state_dict_and_names_what_is_wrong() {
         assert_eq!(gpu, dict.tensors[&format!("init.{name}")].1, "{name}");
     }
 
+    // Half-precision files (as hub weights often are) load, rounded.
+    let rounded = |v: &[f32], f: fn(f32) -> f32| v.iter().map(|&x| f(x)).collect::<Vec<_>>();
+    let halves: [(&str, fn(f32) -> f32, fn(Vec<f32>) -> Values); 2] = [
+        ("f16", |x| half::f16::from_f32(x).to_f32(), Values::F16),
+        ("bf16", |x| half::bf16::from_f32(x).to_f32(), Values::BF16),
+    ];
+    for (kind, round, store) in halves {
+        let half_entries: Vec<(String, Vec<usize>, Values)> = entries
+            .iter()
+            .map(|(n, shape, v)| match v {
+                Values::F32(v) => (n.clone(), shape.clone(), store(v.clone())),
+                Values::I64(v) => (n.clone(), shape.clone(), Values::I64(v.clone())),
+                _ => unreachable!("the fixture is f32"),
+            })
+            .collect();
+        let half_file = out.join(format!("weights-{kind}.safetensors"));
+        write_safetensors(&half_file, &half_entries, Default::default()).unwrap();
+        let args = train_args(
+            &out.join(kind),
+            &format!(
+                "{TINY} --synthetic-train 32 --batch-size 32 --init {}",
+                half_file.display()
+            ),
+        );
+        let (trainer, _) = runs::prepare(shared_ctx(), &args).unwrap();
+        for (name, _, values) in read_model(&trainer).unwrap() {
+            let Values::F32(gpu) = values else { continue };
+            let want = rounded(&dict.tensors[&format!("init.{name}")].1, round);
+            assert_eq!(gpu, want, "{kind} {name}");
+        }
+    }
+
     entries.retain(|(name, _, _)| name != "layer2.0.bn1.running_var");
     write_safetensors(&file, &entries, Default::default()).unwrap();
     let args = train_args(

@@ -11,7 +11,8 @@ pub use synthetic::{SyntheticOptions, synthetic};
 
 use std::path::PathBuf;
 
-use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
+use crate::seeded::SeededRng;
+use rand::{SeedableRng, seq::SliceRandom};
 
 use crate::shapes::ImageShape;
 
@@ -20,10 +21,12 @@ use crate::shapes::ImageShape;
 pub enum DataError {
     #[error("{path}: file not found{hint}")]
     Missing { path: PathBuf, hint: String },
-    #[error("{path}: {source}")]
+    /// The cause is in the message, not chained as a source, so `{:#}`
+    /// prints it once.
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(
         "{path}: {size} bytes is not a whole number of {record}-byte records; the file is \
@@ -106,7 +109,7 @@ impl Dataset {
             ));
         }
         let mut order: Vec<usize> = (0..self.len()).collect();
-        order.shuffle(&mut StdRng::seed_from_u64(seed ^ 0x5eed_5a11));
+        order.shuffle(&mut SeededRng::seed_from_u64(seed ^ 0x5eed_5a11));
         let (val, train) = order.split_at(count);
         let (mut train, mut val) = (train.to_vec(), val.to_vec());
         train.sort_unstable();
@@ -202,7 +205,7 @@ fn io_error(path: &std::path::Path, source: std::io::Error) -> DataError {
     } else {
         DataError::Io {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         }
     }
 }

@@ -5,7 +5,8 @@
 //! model has to learn shape; a ResNet-20 learns it in a few epochs. Generated
 //! procedurally from a seed, so every machine (and the browser) gets the same set.
 
-use rand::{Rng, SeedableRng, rngs::StdRng};
+use crate::seeded::SeededRng;
+use rand::{Rng, SeedableRng};
 
 use super::{DataSplit, Dataset};
 use crate::shapes::ImageShape;
@@ -63,7 +64,7 @@ fn generate(count: usize, stream: u64) -> Dataset {
             .wrapping_add(i as u64);
         draw(
             i % CLASSES.len(),
-            &mut StdRng::seed_from_u64(seed),
+            &mut SeededRng::seed_from_u64(seed),
             &mut images,
         );
     }
@@ -80,7 +81,7 @@ fn generate(count: usize, stream: u64) -> Dataset {
 }
 
 /// Appends one CHW picture of `class` to `out`.
-fn draw(class: usize, rng: &mut StdRng, out: &mut Vec<u8>) {
+fn draw(class: usize, rng: &mut SeededRng, out: &mut Vec<u8>) {
     let r = rng.random_range(6.0..12.0f32);
     let margin = r + 1.0;
     let cy = rng.random_range(margin..SIDE as f32 - margin);

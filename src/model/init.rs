@@ -1,14 +1,15 @@
 //! Seeded initial values: He (kaiming normal, fan_out, ReLU gain) for convs as
 //! torchvision does, BN gamma 1 and beta 0, PyTorch's default uniform init for fc.
 
-use rand::{Rng, SeedableRng, rngs::StdRng};
+use crate::seeded::SeededRng;
+use rand::{Rng, SeedableRng};
 
 use super::{Network, TensorRole};
 
 /// Initial values of every state-dict entry, in `Network::state_entries` order.
 /// `num_batches_tracked` is a scalar counter stored as f32 here.
 pub fn initial_parameters(net: &Network, seed: u64) -> Vec<Vec<f32>> {
-    let mut rng = StdRng::seed_from_u64(seed);
+    let mut rng = SeededRng::seed_from_u64(seed);
     net.state_entries()
         .iter()
         .map(|e| {
@@ -34,7 +35,7 @@ pub fn initial_parameters(net: &Network, seed: u64) -> Vec<Vec<f32>> {
 }
 
 /// A standard normal sample (Box-Muller).
-fn normal(rng: &mut StdRng) -> f64 {
+fn normal(rng: &mut SeededRng) -> f64 {
     let u1: f64 = 1.0 - rng.random::<f64>(); // (0, 1]: ln stays finite
     let u2: f64 = rng.random();
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()

@@ -25,10 +25,12 @@ const KEEP: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("{path}: {source}")]
+    /// The cause is in the message, not chained as a source, so `{:#}`
+    /// prints it once.
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{path}: not a readable safetensors file: {detail}")]
     Format { path: PathBuf, detail: String },
@@ -44,9 +46,9 @@ pub enum CheckpointError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
-    move |source| CheckpointError::Io {
+    move |cause| CheckpointError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     }
 }
 
@@ -96,6 +98,14 @@ fn to_f32(view: &TensorView<'_>) -> Option<Vec<f32>> {
             .chunks_exact(8)
             .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
             .collect(),
+        Dtype::F16 => b
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => b
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
         Dtype::U8 => b.iter().map(|&v| f32::from(v)).collect(),
         Dtype::I64 => b
             .chunks_exact(8)
@@ -105,10 +115,12 @@ fn to_f32(view: &TensorView<'_>) -> Option<Vec<f32>> {
     })
 }
 
-/// One tensor to write.
+/// One tensor to write (F16/BF16: hub-style files, for tests of `--init`).
 pub enum Values {
     F32(Vec<f32>),
     I64(Vec<i64>),
+    F16(Vec<f32>),
+    BF16(Vec<f32>),
 }
 
 impl Values {
@@ -116,6 +128,18 @@ impl Values {
         match self {
             Values::F32(v) => (Dtype::F32, bytemuck::cast_slice(v).to_vec()),
             Values::I64(v) => (Dtype::I64, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            Values::F16(v) => (
+                Dtype::F16,
+                v.iter()
+                    .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+                    .collect(),
+            ),
+            Values::BF16(v) => (
+                Dtype::BF16,
+                v.iter()
+                    .flat_map(|&x| half::bf16::from_f32(x).to_le_bytes())
+                    .collect(),
+            ),
         }
     }
 }
@@ -473,7 +497,7 @@ pub fn resolve(path: &Path) -> Result<Located, CheckpointError> {
     if !path.exists() {
         return Err(CheckpointError::Io {
             path: path.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder"),
+            cause: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder"),
         });
     }
     Err(missing(

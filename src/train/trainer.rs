@@ -6,7 +6,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
+use crate::seeded::SeededRng;
+use rand::{SeedableRng, seq::SliceRandom};
 use serde::{Deserialize, Serialize};
 use web_time::Instant;
 
@@ -990,7 +991,7 @@ pub fn epoch_order(seed: u64, epoch: usize, len: usize) -> Vec<u32> {
     let mut order: Vec<u32> = (0..len as u32).collect();
     let mixed = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)
         ^ (epoch as u64).wrapping_mul(0xd1b5_4a32_d192_ed03);
-    order.shuffle(&mut StdRng::seed_from_u64(mixed));
+    order.shuffle(&mut SeededRng::seed_from_u64(mixed));
     order
 }
 

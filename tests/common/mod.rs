@@ -4,8 +4,9 @@
 
 use std::sync::{Arc, OnceLock};
 
-use rand::{Rng, SeedableRng, rngs::StdRng};
+use rand::{Rng, SeedableRng};
 use resnet_wgpu::gpu::{BackendChoice, DType, GpuContext, KernelChoices, Tensor};
+use resnet_wgpu::seeded::SeededRng;
 
 /// The test device. No adapter is a failure, never a skip: CI must prove the
 /// kernels ran (on Linux without a GPU, install mesa-vulkan-drivers).
@@ -33,7 +34,7 @@ pub fn shared_ctx() -> Arc<GpuContext> {
 }
 
 pub fn random(seed: u64, n: usize) -> Vec<f32> {
-    let mut rng = StdRng::seed_from_u64(seed);
+    let mut rng = SeededRng::seed_from_u64(seed);
     (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
 }
 
