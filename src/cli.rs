@@ -3,31 +3,17 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use clap::{Args, ValueEnum};
 
-use crate::data::{self, Cifar100Labels, DataSplit, FolderOptions, SyntheticOptions};
+use crate::data::{Cifar100Labels, DataSource, DataSplit};
 use crate::model::{ModelSpec, ShortcutKind};
 use crate::shapes::{AugmentConfig, SgdConfig};
 use crate::train::{DecayKind, Schedule, TrainConfig, channel_statistics};
 
 pub const DEFAULT_EPOCHS: usize = 10;
-/// The most images the built-in dataset makes per set (3 KiB each).
-pub const MAX_SYNTHETIC: usize = 1_000_000;
-/// Image-folder sides accepted by --image-size (ImageNet's recipe uses 224).
-pub const IMAGE_SIDES: std::ops::RangeInclusive<usize> = 8..=1024;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum DatasetKind {
-    /// The built-in procedural shapes dataset (no download).
-    Synthetic,
-    /// CIFAR-10 binary version (data_batch_1..5.bin, test_batch.bin).
-    Cifar10,
-    /// CIFAR-100 binary version (train.bin, test.bin).
-    Cifar100,
-    /// One subfolder per class of JPEG/PNG files (train/ and val/ inside).
-    Folder,
-}
+pub use crate::data::{DatasetKind, IMAGE_SIDES, MAX_SYNTHETIC};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ShortcutArg {
@@ -61,6 +47,8 @@ pub struct DataArgs {
 }
 
 impl DataArgs {
+    /// The format as declared (for display): `--dataset`, else CIFAR-10 when
+    /// a folder is given, else the built-in set. `source` looks into the folder.
     pub fn kind(&self) -> DatasetKind {
         self.dataset.unwrap_or(if self.data.is_some() {
             DatasetKind::Cifar10
@@ -69,53 +57,100 @@ impl DataArgs {
         })
     }
 
+    /// The format: `--dataset`, else what the `--data` folder holds, else the
+    /// built-in set.
+    fn detected_kind(&self) -> Result<DatasetKind> {
+        Ok(match (self.dataset, &self.data) {
+            (Some(kind), _) => kind,
+            (None, Some(dir)) => DataSource::detect(dir)?,
+            (None, None) => DatasetKind::Synthetic,
+        })
+    }
+
+    /// What these flags select, checked.
+    pub fn source(&self) -> Result<DataSource> {
+        let source = DataSource {
+            kind: self.detected_kind()?,
+            path: self.data.clone(),
+            cifar100_labels: self.cifar100_labels,
+            image_size: self.image_size,
+            synthetic_train: self.synthetic_train,
+            synthetic_test: self.synthetic_test,
+            val_split: self.val_split,
+        };
+        source.validate().map_err(anyhow::Error::msg)?;
+        Ok(source)
+    }
+
     pub fn load(&self, seed: u64) -> Result<DataSplit> {
-        let kind = self.kind();
-        let dir = || {
-            self.data
-                .clone()
-                .with_context(|| format!("--dataset {kind:?} needs --data <folder>").to_lowercase())
-        };
-        let mut split = match kind {
-            DatasetKind::Synthetic => {
-                let sizes = 1..=MAX_SYNTHETIC;
-                if !sizes.contains(&self.synthetic_train) || !sizes.contains(&self.synthetic_test) {
-                    bail!("--synthetic-train and --synthetic-test must be 1 to {MAX_SYNTHETIC}");
-                }
-                data::synthetic(SyntheticOptions {
-                    train: self.synthetic_train,
-                    test: self.synthetic_test,
-                    seed: 0,
-                })
-            }
-            DatasetKind::Cifar10 => data::load_cifar10(&dir()?)?,
-            DatasetKind::Cifar100 => data::load_cifar100(&dir()?, self.cifar100_labels)?,
-            DatasetKind::Folder if !IMAGE_SIDES.contains(&self.image_size) => {
-                bail!(
-                    "--image-size must be {} to {}, got {}",
-                    IMAGE_SIDES.start(),
-                    IMAGE_SIDES.end(),
-                    self.image_size
-                )
-            }
-            DatasetKind::Folder => data::load_folder(
-                &dir()?,
-                FolderOptions {
-                    image_size: self.image_size,
-                },
-            )?,
-        };
-        if let Some(count) = self.val_split {
-            let (train, val) = split
-                .train
-                .split_validation(count, seed)
-                .map_err(anyhow::Error::msg)?;
-            split.name = format!("{} with {count} held out for validation", split.name);
-            split.train = train;
-            split.test = val;
-            split.eval_name = "validation".into();
+        Ok(self.source()?.load(seed)?)
+    }
+
+    /// A saved run's data source, moved to `--data` when that is given.
+    pub fn relocate(&self, saved: &DataSource) -> DataSource {
+        DataSource {
+            path: self.data.clone().or_else(|| saved.path.clone()),
+            ..saved.clone()
         }
-        Ok(split)
+    }
+
+    /// The data flags given (on the command line in `given`, or set to other
+    /// than their default) that select other data than `saved`; `--data`
+    /// alone may move the same data.
+    pub fn contradictions(
+        &self,
+        saved: &DataSource,
+        given: &std::collections::BTreeSet<String>,
+    ) -> Vec<String> {
+        let d = TrainArgs::defaults().data;
+        let kind = |k: DatasetKind| format!("{k:?}").to_lowercase();
+        let rows = [
+            (
+                "--dataset",
+                self.dataset.map(kind),
+                d.dataset.map(kind),
+                Some(kind(saved.kind)),
+            ),
+            (
+                "--cifar100-labels",
+                Some(format!("{:?}", self.cifar100_labels)),
+                Some(format!("{:?}", d.cifar100_labels)),
+                Some(format!("{:?}", saved.cifar100_labels)),
+            ),
+            (
+                "--image-size",
+                Some(self.image_size.to_string()),
+                Some(d.image_size.to_string()),
+                Some(saved.image_size.to_string()),
+            ),
+            (
+                "--synthetic-train",
+                Some(self.synthetic_train.to_string()),
+                Some(d.synthetic_train.to_string()),
+                Some(saved.synthetic_train.to_string()),
+            ),
+            (
+                "--synthetic-test",
+                Some(self.synthetic_test.to_string()),
+                Some(d.synthetic_test.to_string()),
+                Some(saved.synthetic_test.to_string()),
+            ),
+            (
+                "--val-split",
+                self.val_split.map(|v| v.to_string()),
+                d.val_split.map(|v| v.to_string()),
+                saved.val_split.map(|v| v.to_string()),
+            ),
+        ];
+        rows.into_iter()
+            .filter(|(flag, mine, default, theirs)| {
+                (given.contains(*flag) || mine != default) && mine != theirs
+            })
+            .map(|(flag, mine, _, theirs)| {
+                let show = |v: Option<String>| v.unwrap_or_else(|| "none".into());
+                format!("{flag} {} (the run has {})", show(mine), show(theirs))
+            })
+            .collect()
     }
 }
 
@@ -197,8 +232,11 @@ pub struct TrainArgs {
     /// Run name [default: <model>-<dataset>-<seconds since 1970>].
     #[arg(long)]
     pub name: Option<String>,
-    /// Continue a run: its folder (or a checkpoint folder). Model, data and
-    /// recipe come from the saved config; --epochs may extend it.
+    /// Continue a run: its folder (or a checkpoint folder). Model, data,
+    /// recipe and seed come from its saved config; a flag that contradicts
+    /// them is refused. May change on resume: --epochs (a larger value extends
+    /// the run), --max-steps, --report-every, --stream-data, and --data (the
+    /// same data in another place; checked by content).
     #[arg(long)]
     pub resume: Option<PathBuf>,
     /// Start from these weights (a model.safetensors of this tool, or a
@@ -208,6 +246,66 @@ pub struct TrainArgs {
     /// Train in the terminal instead of the desktop window.
     #[arg(long)]
     pub no_gui: bool,
+    /// Per-channel normalization (x/255 - mean) / std: cifar (0.4914,
+    /// 0.4822, 0.4465 / 0.2023, 0.1994, 0.2010, the paper's recipe), imagenet
+    /// (torchvision's weights expect it), dataset (the training set's own), or
+    /// six numbers MEAN_R,MEAN_G,MEAN_B,STD_R,STD_G,STD_B [default: cifar on
+    /// CIFAR, the --init file's own or imagenet with --init, else dataset].
+    #[arg(long, value_name = "cifar|imagenet|dataset|M,M,M,S,S,S", value_parser = Normalize::parse)]
+    pub normalize: Option<Normalize>,
+    /// The flags given on the command line (filled by the binary; a flag
+    /// whose value differs from its default counts as given too).
+    #[arg(skip)]
+    pub given: std::collections::BTreeSet<String>,
+}
+
+/// How images are normalized before the network.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Normalize {
+    Cifar,
+    Imagenet,
+    Dataset,
+    Values([f32; 3], [f32; 3]),
+}
+
+impl Normalize {
+    pub const CIFAR: ([f32; 3], [f32; 3]) = ([0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010]);
+    pub const IMAGENET: ([f32; 3], [f32; 3]) = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]);
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "cifar" => return Ok(Normalize::Cifar),
+            "imagenet" => return Ok(Normalize::Imagenet),
+            "dataset" => return Ok(Normalize::Dataset),
+            _ => {}
+        }
+        let values: Vec<f32> = text
+            .split(',')
+            .map(|v| v.trim().parse::<f32>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| format!("'{text}': expected cifar, imagenet, dataset or six numbers"))?;
+        match values.as_slice() {
+            [m0, m1, m2, s0, s1, s2] if [*s0, *s1, *s2].iter().all(|&s| s > 0.0) => {
+                Ok(Normalize::Values([*m0, *m1, *m2], [*s0, *s1, *s2]))
+            }
+            _ => Err(format!(
+                "'{text}': expected six numbers MEAN_R,MEAN_G,MEAN_B,STD_R,STD_G,STD_B with std > 0"
+            )),
+        }
+    }
+
+    /// Mean and std for `data` (whose own statistics `Dataset` uses).
+    pub fn values(&self, data: &DataSplit) -> ([f32; 3], [f32; 3]) {
+        match self {
+            Normalize::Cifar => Self::CIFAR,
+            Normalize::Imagenet => Self::IMAGENET,
+            Normalize::Values(m, s) => (*m, *s),
+            Normalize::Dataset => {
+                let (m, s) = channel_statistics(&data.train);
+                ([m[0], m[1], m[2]], [s[0], s[1], s[2]])
+            }
+        }
+    }
 }
 
 /// `train` as a command of its own, to parse or default its options outside
@@ -222,6 +320,81 @@ impl TrainArgs {
     /// Every option at its default, as `train` with no flags.
     pub fn defaults() -> Self {
         <TrainCommand as clap::Parser>::parse_from(["train"]).args
+    }
+
+    /// Whether `flag` was given: on the command line, or (for callers that
+    /// build the options in code) set to other than its default.
+    fn is_given(&self, flag: &str, differs_from_default: bool) -> bool {
+        self.given.contains(flag) || differs_from_default
+    }
+
+    /// The recipe flags given that disagree with a saved run, each as
+    /// "--lr 0.5 (the run has 0.1)"; a resumed run keeps its recipe.
+    pub fn contradictions(&self, saved: &TrainConfig) -> Vec<String> {
+        let d = Self::defaults();
+        let recipe = |a: &TrainArgs| -> Vec<(&'static str, String)> {
+            vec![
+                ("--model", a.model.model.clone()),
+                ("--shortcut", format!("{:?}", a.model.shortcut)),
+                ("--batch-size", a.batch_size.to_string()),
+                ("--lr", a.lr.to_string()),
+                ("--momentum", a.momentum.to_string()),
+                ("--weight-decay", a.weight_decay.to_string()),
+                ("--nesterov", a.nesterov.to_string()),
+                ("--schedule", format!("{:?}", a.schedule)),
+                ("--gamma", a.gamma.to_string()),
+                ("--warmup-epochs", a.warmup_epochs.to_string()),
+                ("--warmup-lr", a.warmup_lr.to_string()),
+                ("--crop-pad", a.crop_pad.to_string()),
+                ("--no-flip", a.no_flip.to_string()),
+                ("--seed", a.seed.to_string()),
+            ]
+        };
+        let s = saved;
+        let saved_values = [
+            s.model.name.clone(),
+            format!("{:?}", s.model.shortcut),
+            s.batch_size.to_string(),
+            s.schedule.base_lr.to_string(),
+            s.sgd.momentum.to_string(),
+            s.sgd.weight_decay.to_string(),
+            s.sgd.nesterov.to_string(),
+            format!("{:?}", s.schedule.decay),
+            s.schedule.gamma.to_string(),
+            s.schedule.warmup_epochs.to_string(),
+            s.schedule.warmup_lr.to_string(),
+            s.augment.pad.to_string(),
+            (!s.augment.flip).to_string(),
+            s.seed.to_string(),
+        ];
+        let mut out: Vec<String> = recipe(self)
+            .into_iter()
+            .zip(recipe(&d))
+            .zip(saved_values)
+            .filter(|(((flag, mine), (_, default)), saved)| {
+                self.is_given(flag, mine != default) && mine != saved
+            })
+            .map(|(((flag, mine), _), saved)| format!("{flag} {mine} (the run has {saved})"))
+            .collect();
+        if let Some(m) = self
+            .milestones
+            .as_ref()
+            .filter(|m| **m != s.schedule.milestones)
+        {
+            out.push(format!(
+                "--milestones {m:?} (the run has {:?})",
+                s.schedule.milestones
+            ));
+        }
+        if let Some(n) = &self.normalize {
+            out.push(format!(
+                "--normalize {n:?} (the run's normalization is fixed)"
+            ));
+        }
+        if let Some(src) = &s.source {
+            out.extend(self.data.contradictions(src, &self.given));
+        }
+        out
     }
 
     /// The default run made small enough to show learning within a minute or
@@ -244,7 +417,19 @@ impl TrainArgs {
             .milestones
             .clone()
             .unwrap_or_else(|| Schedule::default_milestones(epochs));
-        let (mean, std) = channel_statistics(&data.train);
+        let source = self.data.source()?;
+        let normalize = match (&self.normalize, &self.init) {
+            (Some(n), _) => n.clone(),
+            (None, Some(init)) => match crate::train::checkpoint::saved_normalization(init) {
+                Some((m, s)) => Normalize::Values(m, s),
+                None => Normalize::Imagenet,
+            },
+            (None, None) if matches!(source.kind, DatasetKind::Cifar10 | DatasetKind::Cifar100) => {
+                Normalize::Cifar
+            }
+            (None, None) => Normalize::Dataset,
+        };
+        let (mean, std) = normalize.values(data);
         let config = TrainConfig {
             model,
             dataset: data.name.clone(),
@@ -268,13 +453,14 @@ impl TrainArgs {
             augment: AugmentConfig {
                 pad: self.crop_pad,
                 flip: !self.no_flip,
-                mean,
-                std,
+                mean: [mean[0], mean[1], mean[2], 0.0],
+                std: [std[0], std[1], std[2], 1.0],
             },
             report_every: self.report_every,
             max_steps: self.max_steps,
             stream_data: self.stream_data,
             data: Some(data.identity()),
+            source: Some(source),
             init: self.init.as_ref().map(|p| p.display().to_string()),
         };
         config

@@ -5,14 +5,15 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::builder::TypedValueParser;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use resnet_wgpu::bench::{self, BenchOpsOptions, BenchTrainOptions, BenchTuneOptions};
-use resnet_wgpu::cli::{DataArgs, ModelArgs, TrainArgs};
+use resnet_wgpu::cli::{DataArgs, DatasetKind, ModelArgs, Normalize, TrainArgs};
+use resnet_wgpu::data::DataSplit;
 use resnet_wgpu::gpu::{BackendChoice, GpuContext, GpuError, TunePolicy};
 use resnet_wgpu::model::ModelSpec;
 use resnet_wgpu::shapes::{AugmentConfig, ImageShape, SgdConfig};
 use resnet_wgpu::train::checkpoint::{self, LoadMode, StateDict};
-use resnet_wgpu::train::{Plan, TrainConfig, TrainEvent, Trainer, channel_statistics};
+use resnet_wgpu::train::{Plan, TrainConfig, TrainEvent, Trainer};
 use resnet_wgpu::{headless, runs};
 
 #[derive(Parser)]
@@ -79,6 +80,13 @@ struct EvalArgs {
     /// Print one JSON object: {"loss", "accuracy", "samples", ...}.
     #[arg(long)]
     json: bool,
+    /// For files without a run config: the normalization (see `train --help`)
+    /// [default: the file's own, imagenet for other tools' files].
+    #[arg(long, value_name = "cifar|imagenet|dataset|M,M,M,S,S,S", value_parser = Normalize::parse)]
+    normalize: Option<Normalize>,
+    /// The flags given on the command line (filled in main).
+    #[arg(skip)]
+    given: std::collections::BTreeSet<String>,
 }
 
 #[derive(Args)]
@@ -95,11 +103,36 @@ struct InfoArgs {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // Which flags were typed (a resume refuses those that contradict its run,
+    // even when they equal the default).
+    let typed = |name: &str| {
+        matches
+            .subcommand_matches(name)
+            .map(flags_given)
+            .unwrap_or_default()
+    };
+    match &mut cli.command {
+        Some(Command::Train(args)) => args.given = typed("train"),
+        Some(Command::Eval(args)) => args.given = typed("eval"),
+        _ => {}
+    }
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// The flags given on the command line, as `--name`.
+fn flags_given(matches: &clap::ArgMatches) -> std::collections::BTreeSet<String> {
+    matches
+        .ids()
+        .filter(|id| {
+            matches.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine)
+        })
+        .map(|id| format!("--{}", id.as_str().replace('_', "-")))
+        .collect()
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -219,23 +252,41 @@ fn eval(ctx: Arc<GpuContext>, args: &EvalArgs) -> Result<()> {
         .filter(|dir| dir.join(checkpoint::TRAINER_FILE).is_file())
         .map(checkpoint::read_trainer_state)
         .transpose()?;
-    let data = args
-        .data
-        .load(saved.as_ref().map_or(0, |(c, _, _)| c.seed))?;
+    let saved_config = saved.as_ref().map(|(c, _, _)| c);
+    let data = eval_data(args, saved_config)?;
     let model = match dict.metadata.get("model") {
         Some(json) => serde_json::from_str::<ModelSpec>(json)
             .with_context(|| format!("{}: unreadable model metadata", model_path.display()))?,
         None => args.model.spec(data.train.classes())?,
     };
-    let (mean, std) = channel_statistics(&data.train);
-    let augment = saved.as_ref().map_or(
-        AugmentConfig {
-            mean,
-            std,
-            ..AugmentConfig::cifar_train()
-        },
-        |(c, _, _)| c.augment,
-    );
+    // The run's own normalization, else the file's, else --normalize (by
+    // default torchvision's for files of other tools, the CIFAR or dataset
+    // rule otherwise).
+    let (mean, std) = match (saved_config, checkpoint::saved_normalization(&model_path)) {
+        (Some(c), _) => (
+            [c.augment.mean[0], c.augment.mean[1], c.augment.mean[2]],
+            [c.augment.std[0], c.augment.std[1], c.augment.std[2]],
+        ),
+        (None, Some(saved)) if args.normalize.is_none() => saved,
+        _ => {
+            let ours = dict
+                .metadata
+                .get("format")
+                .is_some_and(|f| f == "resnet-wgpu");
+            let default = match args.data.source()?.kind {
+                _ if !ours => Normalize::Imagenet,
+                DatasetKind::Cifar10 | DatasetKind::Cifar100 => Normalize::Cifar,
+                _ => Normalize::Dataset,
+            };
+            args.normalize.clone().unwrap_or(default).values(&data)
+        }
+    };
+    let augment = AugmentConfig {
+        mean: [mean[0], mean[1], mean[2], 0.0],
+        std: [std[0], std[1], std[2], 1.0],
+        ..AugmentConfig::cifar_train()
+    }
+    .eval();
     let config = TrainConfig {
         max_steps: Some(0),
         ..TrainConfig::one_epoch(
@@ -284,6 +335,31 @@ fn eval(ctx: Arc<GpuContext>, args: &EvalArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The data `eval` runs on: the run's own (moved to `--data` if given) unless
+/// other data flags pick other data, which is said.
+fn eval_data(args: &EvalArgs, saved: Option<&TrainConfig>) -> Result<DataSplit> {
+    let seed = saved.map_or(0, |c| c.seed);
+    let Some(source) = saved.and_then(|c| c.source.as_ref()) else {
+        return args.data.load(seed);
+    };
+    let other = args.data.contradictions(source, &args.given);
+    if !other.is_empty() {
+        eprintln!(
+            "note: evaluating on the data the flags pick ({}), not the run's own",
+            other.join(", ")
+        );
+        return args.data.load(seed);
+    }
+    let data = args.data.relocate(source).load(seed)?;
+    let differs = saved
+        .and_then(|c| c.data.as_ref())
+        .and_then(|id| id.difference(&data.identity()));
+    if let Some(how) = differs {
+        eprintln!("note: the data at --data differs from what the run trained on ({how})");
+    }
+    Ok(data)
 }
 
 fn info(ctx: &GpuContext, args: &InfoArgs) -> Result<()> {

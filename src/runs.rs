@@ -153,9 +153,7 @@ pub fn prepare(ctx: Arc<GpuContext>, args: &TrainArgs) -> Result<(Trainer, RunFo
         if holds_run(&run_dir) {
             return Err(taken());
         }
-        let json = serde_json::to_string_pretty(&trainer.config)?;
-        checkpoint::write_atomically(&run_dir.join("config.json"), json.as_bytes())?;
-        Ok(())
+        write_config(&run_dir, &trainer.config)
     })();
     if let Err(e) = started {
         if created && !holds_run(&run_dir) {
@@ -241,18 +239,9 @@ fn resume_run(
         Some(folder) => folder,
         None => RunFolder::lock(&run_of(&dir))?,
     };
-    let (mut config, progress, momenta) = checkpoint::read_trainer_state(&dir)?;
+    let (config, progress, momenta) = checkpoint::read_trainer_state(&dir)?;
     let trainer_path = dir.join(checkpoint::TRAINER_FILE);
-    let data = args.data.load(config.seed)?;
-    check_same_data(&config, &data, &dir)?;
-    if let Some(epochs) = args.epochs.filter(|&e| e > config.epochs) {
-        config.epochs = epochs;
-        config.schedule.epochs = epochs;
-    }
-    config.max_steps = args.max_steps;
-    config
-        .validate(data.train.shape)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", trainer_path.display()))?;
+    let (config, data) = resumed_config(args, config, &trainer_path)?;
     let mut trainer = Trainer::new(ctx, config, data)?;
     let model_path = dir.join(checkpoint::MODEL_FILE);
     let dict = StateDict::read(&model_path)?;
@@ -262,6 +251,7 @@ fn resume_run(
         .set_progress(progress)
         .map_err(|e| anyhow::anyhow!("{}: {e}", trainer_path.display()))?;
     drop_records_after(&folder, progress.global_step)?;
+    write_config(&folder, &trainer.config)?;
     Ok((trainer, folder))
 }
 
@@ -275,18 +265,9 @@ fn restart_from_config(
     let path = folder.join("config.json");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let mut config: TrainConfig = serde_json::from_str(&text)
+    let config: TrainConfig = serde_json::from_str(&text)
         .with_context(|| format!("{}: not a run config", path.display()))?;
-    let data = args.data.load(config.seed)?;
-    check_same_data(&config, &data, &folder)?;
-    if let Some(epochs) = args.epochs.filter(|&e| e > config.epochs) {
-        config.epochs = epochs;
-        config.schedule.epochs = epochs;
-    }
-    config.max_steps = args.max_steps;
-    config
-        .validate(data.train.shape)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let (config, data) = resumed_config(args, config, &path)?;
     let init = config.init.clone();
     let mut trainer = Trainer::new(ctx, config, data)?;
     if let Some(init) = init {
@@ -297,7 +278,57 @@ fn restart_from_config(
         folder.display()
     );
     drop_records_after(&folder, 0)?;
+    write_config(&folder, &trainer.config)?;
     Ok((trainer, folder))
+}
+
+/// A saved run's config as this resume runs it, and its data: the saved
+/// data source (moved to `--data` if given), checked by content; flags that
+/// contradict the saved recipe or data are refused, naming each; `--epochs`
+/// (to extend) and `--max-steps` apply. `file` names where the config came from.
+fn resumed_config(
+    args: &TrainArgs,
+    mut config: TrainConfig,
+    file: &Path,
+) -> Result<(TrainConfig, DataSplit)> {
+    let contradictions = args.contradictions(&config);
+    if !contradictions.is_empty() {
+        bail!(
+            "--resume {}: {} contradict{} the run's saved config; a resumed run keeps its model, \
+             data and recipe (may change: --epochs to extend, --max-steps, --report-every, \
+             --stream-data, --data for the same data elsewhere)",
+            file.display(),
+            contradictions.join(", "),
+            if contradictions.len() == 1 { "s" } else { "" }
+        );
+    }
+    let source = match &config.source {
+        Some(saved) => args.data.relocate(saved),
+        None => args.data.source()?,
+    };
+    let data = source
+        .load(config.seed)
+        .with_context(|| format!("loading the data of the run in {}", file.display()))?;
+    check_same_data(&config, &data, file)?;
+    config.source = Some(source);
+    if let Some(epochs) = args.epochs.filter(|&e| e > config.epochs) {
+        config.epochs = epochs;
+        config.schedule.epochs = epochs;
+    }
+    config.max_steps = args.max_steps;
+    config.report_every = args.report_every;
+    config.stream_data = args.stream_data;
+    config
+        .validate(data.train.shape)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    Ok((config, data))
+}
+
+/// config.json as the run now stands (a resume may extend or move it).
+fn write_config(run_dir: &Path, config: &TrainConfig) -> Result<()> {
+    let json = serde_json::to_string_pretty(config)?;
+    checkpoint::write_atomically(&run_dir.join("config.json"), json.as_bytes())?;
+    Ok(())
 }
 
 /// The data given for a resume is the data the run trained on: by content

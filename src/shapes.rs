@@ -199,12 +199,47 @@ pub struct LinearShape {
 
 /// GPU augmentation settings: crop offsets in [-pad, pad], optional flip, then
 /// (x/255 - mean) / std per channel.
+/// mean/std hold four channels for the shader's vec4; files hold the three
+/// of RGB images.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AugmentConfig {
     pub pad: u32,
     pub flip: bool,
+    #[serde(with = "rgb_mean")]
     pub mean: [f32; 4],
+    #[serde(with = "rgb_std")]
     pub std: [f32; 4],
+}
+
+/// Three channels on disk, the fourth (padding) channel implied. Files with
+/// four (written before) are read too.
+fn rgb_to_disk<S: serde::Serializer>(v: &[f32; 4], s: S) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&v[..3], s)
+}
+
+fn rgb_from_disk<'de, D: serde::Deserializer<'de>>(d: D, pad: f32) -> Result<[f32; 4], D::Error> {
+    let v: Vec<f32> = serde::Deserialize::deserialize(d)?;
+    match v.as_slice() {
+        [r, g, b] | [r, g, b, _] => Ok([*r, *g, *b, pad]),
+        _ => Err(serde::de::Error::custom(format!(
+            "expected 3 channel values, got {}",
+            v.len()
+        ))),
+    }
+}
+
+mod rgb_mean {
+    pub(super) use super::rgb_to_disk as serialize;
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[f32; 4], D::Error> {
+        super::rgb_from_disk(d, 0.0)
+    }
+}
+
+mod rgb_std {
+    pub(super) use super::rgb_to_disk as serialize;
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[f32; 4], D::Error> {
+        super::rgb_from_disk(d, 1.0)
+    }
 }
 
 impl AugmentConfig {

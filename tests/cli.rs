@@ -131,13 +131,17 @@ fn train_then_eval_a_checkpoint() {
 
 #[test]
 fn bad_flags_and_files_are_clear_errors() {
-    let cases: [(&[&str], &str); 8] = [
+    // A torchvision download (the pickled version) is named as such.
+    let pickled = std::path::Path::new("/tmp/resnet-wgpu-cli-pickled");
+    std::fs::create_dir_all(pickled).unwrap();
+    std::fs::write(pickled.join("data_batch_1"), b"pickle").unwrap();
+    let cases: [(&[&str], &str); 9] = [
         (&["train", "--no-gui", "--model", "resnet21"], "resnet21"),
         (&["train", "--no-gui", "--batch-size", "0"], "--batch-size"),
         (&["train", "--no-gui", "--dataset", "cifar10"], "--data"),
         (
             &["train", "--no-gui", "--data", "/nonexistent/cifar"],
-            "/nonexistent/cifar/data_batch_1.bin",
+            "/nonexistent/cifar: no such folder",
         ),
         (
             &["train", "--no-gui", "--synthetic-train", "10"],
@@ -152,6 +156,15 @@ fn bad_flags_and_files_are_clear_errors() {
             "/nonexistent/w.safetensors: no such file or folder",
         ),
         (&["eval", "--checkpoint", "/"], "is neither a run folder"),
+        (
+            &[
+                "train",
+                "--no-gui",
+                "--data",
+                "/tmp/resnet-wgpu-cli-pickled",
+            ],
+            "Python (pickle) version",
+        ),
     ];
     for (args, expect) in cases {
         let (ok, _, err) = run(args);

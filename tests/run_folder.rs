@@ -302,9 +302,9 @@ fn values_read_from_disk_are_checked_like_flags() {
     assert_clear_failure(&resume(&out, &ckpt, &[], &[]), "does not fit");
     restore();
 
-    // Other data (fewer images) is refused by count, not by a name.
+    // A data flag that picks other data than the run's is refused, named.
     let fewer = resume(&out, &ckpt, &["--synthetic-train", "32"], &[]);
-    assert_clear_failure(&fewer, "32 training");
+    assert_clear_failure(&fewer, "--synthetic-train 32 (the run has 64)");
     restore();
 
     doctor(&model, |d| {
@@ -427,4 +427,95 @@ fn a_tiny_batch_at_the_papers_rate_gets_a_warning() {
         "{}",
         stderr(&o)
     );
+}
+
+/// An image folder (recognised without --dataset): `train/` with `per_class`
+/// 8x8 pictures in each of two classes, `val/` with two each.
+fn image_folder(dir: &Path, per_class: usize) {
+    for (split, n) in [("train", per_class), ("val", 2)] {
+        for (class, colour) in [("dark", 40u8), ("light", 220u8)] {
+            let d = dir.join(split).join(class);
+            std::fs::create_dir_all(&d).unwrap();
+            for i in 0..n {
+                let shade = colour.wrapping_add(3 * i as u8);
+                image::RgbImage::from_pixel(8, 8, image::Rgb([shade, shade, 255 - shade]))
+                    .save(d.join(format!("{i}.png")))
+                    .unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn a_run_folder_carries_its_data_and_recipe() {
+    let out = temp("self");
+    let run = out.join("run");
+    let data = out.join("pictures");
+    image_folder(&data, 9);
+    let data_s = data.to_str().unwrap().to_string();
+    let first = [
+        "--image-size",
+        "8",
+        "--batch-size",
+        "6",
+        "--crop-pad",
+        "2",
+        "--data",
+        &data_s,
+        "--epochs",
+        "1",
+    ];
+    assert_ok(&train(&out, &first, &[]));
+    let config = || -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap()
+    };
+    assert_eq!(config()["source"]["kind"], "folder", "{}", config());
+    // Three channels of the dataset's own statistics (not CIFAR data).
+    assert_eq!(config()["augment"]["std"].as_array().unwrap().len(), 3);
+
+    // eval with no data flags evaluates on the run's own validation set.
+    let o = binary()
+        .args(["eval", "--json", "--checkpoint"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(e["samples"], 4, "{e}");
+
+    // Flags that contradict the run are refused, each named.
+    let plain = |extra: &[&str]| {
+        binary()
+            .args(["train", "--no-gui", "--resume"])
+            .arg(&run)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = plain(&["--lr", "0.5", "--batch-size", "64", "--model", "resnet56"]);
+    for named in ["--lr 0.5", "--batch-size 64", "--model resnet56"] {
+        assert_clear_failure(&o, named);
+    }
+
+    // The same data moved elsewhere resumes without data flags but --data;
+    // config.json follows the extension.
+    let moved = out.join("moved");
+    std::fs::rename(&data, &moved).unwrap();
+    assert_ok(&plain(&[
+        "--data",
+        moved.to_str().unwrap(),
+        "--epochs",
+        "2",
+    ]));
+    assert_eq!(config()["epochs"], 2);
+    assert_eq!(config()["source"]["path"], moved.to_str().unwrap());
+
+    // The folder shrank in place: refused by its content, not a panic.
+    for class in ["dark", "light"] {
+        for i in 3..9 {
+            std::fs::remove_file(moved.join(format!("train/{class}/{i}.png"))).unwrap();
+        }
+    }
+    let o = plain(&["--epochs", "3"]);
+    assert_clear_failure(&o, "6 training and 4 test images");
 }

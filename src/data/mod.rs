@@ -3,10 +3,12 @@
 
 mod cifar;
 mod folder;
+mod source;
 mod synthetic;
 
 pub use cifar::{Cifar100Labels, cifar10_from_files, load_cifar10, load_cifar100};
 pub use folder::{FolderOptions, load_folder};
+pub use source::{DataSource, DatasetKind, IMAGE_SIDES, MAX_SYNTHETIC};
 pub use synthetic::{SyntheticOptions, synthetic};
 
 use std::path::PathBuf;

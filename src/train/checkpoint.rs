@@ -228,17 +228,79 @@ fn crash_point(point: &str) {
     }
 }
 
-/// The model's metadata: enough for `eval` to rebuild the architecture.
+/// The model's metadata: enough for `eval` and `predict` to rebuild the
+/// architecture and prepare an image as training did, from this file alone.
 pub fn model_metadata(trainer: &Trainer) -> HashMap<String, String> {
-    let m = &trainer.config.model;
+    let c = &trainer.config;
+    let data = trainer.test_data();
+    let json = |v: serde_json::Value| v.to_string();
     HashMap::from([
         ("format".into(), "resnet-wgpu".into()),
         (
             "model".into(),
-            serde_json::to_string(m).expect("serializable"),
+            serde_json::to_string(&c.model).expect("serializable"),
         ),
         ("step".into(), trainer.progress().global_step.to_string()),
+        (
+            META_MEAN.into(),
+            json(serde_json::json!(&c.augment.mean[..3])),
+        ),
+        (
+            META_STD.into(),
+            json(serde_json::json!(&c.augment.std[..3])),
+        ),
+        (
+            META_IMAGE.into(),
+            json(serde_json::json!([data.shape.height, data.shape.width])),
+        ),
+        (
+            META_CLASSES.into(),
+            json(serde_json::json!(data.class_names)),
+        ),
+        ("dataset".into(), c.dataset.clone()),
     ])
+}
+
+pub const META_MEAN: &str = "mean";
+pub const META_STD: &str = "std";
+pub const META_IMAGE: &str = "image_size";
+pub const META_CLASSES: &str = "class_names";
+
+/// The normalization a model file of this tool was trained with (from its
+/// metadata; reads the header only). None for other files.
+pub fn saved_normalization(path: &Path) -> Option<([f32; 3], [f32; 3])> {
+    let file = if path.is_dir() {
+        resolve(path).ok()?.dir.join(MODEL_FILE)
+    } else {
+        path.to_path_buf()
+    };
+    let meta = read_metadata(&file).ok()?;
+    let three = |key: &str| serde_json::from_str::<[f32; 3]>(meta.get(key)?).ok();
+    Some((three(META_MEAN)?, three(META_STD)?))
+}
+
+/// A safetensors file's metadata, without reading its tensors.
+pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>, CheckpointError> {
+    use std::io::Read;
+    let format = |detail: String| CheckpointError::Format {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let mut file = std::fs::File::open(path).map_err(io(path))?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).map_err(io(path))?;
+    let len = u64::from_le_bytes(len);
+    if len > 100 << 20 {
+        return Err(format(format!("header of {len} bytes")));
+    }
+    let mut header = vec![0u8; len as usize];
+    file.read_exact(&mut header).map_err(io(path))?;
+    let header: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| format(e.to_string()))?;
+    Ok(header
+        .get("__metadata__")
+        .and_then(|m| serde_json::from_value(m.clone()).ok())
+        .unwrap_or_default())
 }
 
 /// Copies the GPU state into a state dict in torchvision order (blocks until

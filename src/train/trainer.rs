@@ -14,7 +14,7 @@ use web_time::Instant;
 use super::metrics::{MetricsRing, MetricsSnapshot, ReportKind};
 use super::plan::Plan;
 use super::schedule::Schedule;
-use crate::data::{DataIdentity, DataSplit, Dataset};
+use crate::data::{DataIdentity, DataSource, DataSplit, Dataset};
 use crate::gpu::{DType, Dispatch, GpuContext, GpuError, Tensor};
 use crate::model::{ModelSpec, initial_parameters};
 use crate::ops::augment::{Augment, AugmentTensors};
@@ -31,7 +31,7 @@ pub struct TrainConfig {
     pub schedule: Schedule,
     pub sgd: SgdConfig,
     pub seed: u64,
-    /// Crop padding and flip for training; mean/std from the training set.
+    /// Crop padding and flip for training, and the normalization (--normalize).
     pub augment: AugmentConfig,
     /// Steps per metrics readback.
     pub report_every: usize,
@@ -45,6 +45,10 @@ pub struct TrainConfig {
     /// recorded, and in evaluation configs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<DataIdentity>,
+    /// Where the data is read from, so `eval` and `--resume` need no data
+    /// flags (absent in runs made before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<DataSource>,
     /// The `--init` weights the run started from (a resume before the first
     /// checkpoint loads them again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -197,6 +201,7 @@ impl TrainConfig {
             max_steps: None,
             stream_data: false,
             data: None,
+            source: None,
             init: None,
         }
     }
