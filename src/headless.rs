@@ -1,41 +1,161 @@
-//! The terminal front end: drives the trainer and shows a progress bar; the
-//! run folder (config.json, metrics.jsonl, checkpoints) is written through
-//! [`crate::runs`], as the desktop window does.
+//! The terminal front end: drives the trainer, shows a progress bar on a
+//! terminal and plain progress lines otherwise, and writes the run folder
+//! (config.json, metrics.jsonl, checkpoints) through [`crate::runs`], as the
+//! desktop window does. Ctrl-C or SIGTERM finishes the steps in flight and
+//! checkpoints before the process exits; a second one exits at once.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Result, bail};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::runs::MetricsLog;
 use crate::train::checkpoint::{self, CheckpointError};
-use crate::train::{EpochReport, Throughput, TrainEvent, Trainer};
+use crate::train::{EpochReport, StepReport, Throughput, TrainEvent, Trainer};
 
-/// What a finished run leaves behind.
+/// What a finished (or interrupted) run leaves behind.
 #[derive(Debug)]
 pub struct RunSummary {
     pub run_dir: PathBuf,
     pub last: Option<EpochReport>,
     pub checkpoint: Option<PathBuf>,
+    /// The signal that stopped the run early (its number), if one did.
+    pub interrupted_by: Option<i32>,
 }
 
-/// Trains to the end with a progress bar; checkpoints after every epoch and at
-/// the end. A NaN/inf loss stops the run with an error and keeps the last good
-/// checkpoint.
+/// The terminal's progress area: log records are printed through it so they
+/// never tear the bar.
+pub fn progress() -> &'static MultiProgress {
+    static PROGRESS: OnceLock<MultiProgress> = OnceLock::new();
+    PROGRESS.get_or_init(MultiProgress::new)
+}
+
+/// Sends `log` records (wgpu's, naga's, ours) to stderr through the progress
+/// area; `RUST_LOG` picks the level (default: warnings).
+pub fn init_logging() {
+    struct ThroughProgress;
+    impl std::io::Write for ThroughProgress {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            progress().suspend(|| std::io::stderr().write_all(buf))?;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            std::io::stderr().flush()
+        }
+    }
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .target(env_logger::Target::Pipe(Box::new(ThroughProgress)))
+        .try_init();
+}
+
+/// The first stop signal received (0: none).
+static STOP_SIGNAL: AtomicUsize = AtomicUsize::new(0);
+
+/// Ctrl-C and SIGTERM ask the run to stop after a checkpoint; a second one
+/// exits at once with the signal's code (128 + its number).
+pub fn handle_stop_signals() -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    let received = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 128 + signal, received.clone())?;
+        signal_hook::flag::register(signal, received.clone())?;
+        // SAFETY: the action only stores to an atomic (async-signal-safe).
+        unsafe {
+            signal_hook::low_level::register(signal, move || {
+                let _ = STOP_SIGNAL.compare_exchange(
+                    0,
+                    signal as usize,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                );
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn stop_requested() -> Option<i32> {
+    match STOP_SIGNAL.load(Ordering::SeqCst) {
+        0 => None,
+        s => Some(s as i32),
+    }
+}
+
+/// How progress is shown: a bar on a terminal, lines otherwise.
+struct Progress {
+    bar: ProgressBar,
+    lines: bool,
+    /// Steps between plain progress lines.
+    every: u64,
+    last_line: u64,
+    rate: Throughput,
+}
+
+impl Progress {
+    fn new(trainer: &Trainer, quiet: bool) -> Self {
+        let lines = !quiet && !std::io::stdout().is_terminal();
+        let bar = if quiet || lines {
+            ProgressBar::hidden()
+        } else {
+            progress().add(ProgressBar::new(trainer.total_steps()))
+        };
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} steps [{elapsed_precise}<{eta_precise}] {msg}",
+            )
+            .expect("valid template"),
+        );
+        let done = trainer.progress().global_step;
+        bar.set_position(done);
+        let spe = trainer.steps_per_epoch as u64;
+        Progress {
+            bar,
+            lines,
+            every: (spe / 10).max(trainer.config.report_every as u64).max(1),
+            last_line: done,
+            rate: Throughput::default(),
+        }
+    }
+
+    /// A step's metrics came back: it is finished.
+    fn step(&mut self, s: &StepReport, trainer: &Trainer) {
+        let ips = self.rate.update(s.step, trainer.config.batch_size);
+        let rate = if ips > 0.0 {
+            format!("{ips:.1} img/s")
+        } else {
+            "- img/s".into()
+        };
+        let text = format!(
+            "epoch {:.2}  loss {:.3} acc {:.1}% lr {:.4} {rate}",
+            s.epoch,
+            s.train_loss,
+            100.0 * s.train_acc,
+            s.lr
+        );
+        self.bar.set_position(s.step);
+        if self.lines && s.step >= self.last_line + self.every {
+            self.last_line = s.step;
+            println!("step {}/{}  {text}", s.step, trainer.total_steps());
+        }
+        self.bar.set_message(text);
+    }
+
+    /// Lines that must survive any terminal: stdout, above the bar.
+    fn println(&self, line: &str) {
+        progress().suspend(|| println!("{line}"));
+    }
+}
+
+/// Trains to the end (or to a stop signal) with a progress bar or lines;
+/// checkpoints after every epoch, at the end and when stopped. A NaN/inf loss
+/// stops the run with an error and keeps the last good checkpoint.
 pub fn run(trainer: &mut Trainer, run_dir: &Path, quiet: bool) -> Result<RunSummary> {
-    let total = trainer.total_steps();
-    let bar = if quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(total)
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} steps [{elapsed_precise}<{eta_precise}] {msg}",
-        )
-        .expect("valid template"),
-    );
-    bar.set_position(trainer.progress().global_step);
+    let mut shown = Progress::new(trainer, quiet);
     let mut metrics_log = MetricsLog::open(run_dir)?;
     // Stay at most two reports ahead of the GPU: enough to keep it busy.
     let max_in_flight = 2 * trainer.config.report_every as u64 + 1;
@@ -43,44 +163,34 @@ pub fn run(trainer: &mut Trainer, run_dir: &Path, quiet: bool) -> Result<RunSumm
         run_dir: run_dir.to_path_buf(),
         last: None,
         checkpoint: None,
+        interrupted_by: None,
     };
     let mut waiting_for_epoch = false;
-    let mut rate = Throughput::default();
+    let mut flushed = false;
     loop {
-        if !waiting_for_epoch && !trainer.is_finished() && trainer.steps_in_flight() < max_in_flight
+        let stopping = stop_requested();
+        if stopping.is_some() && !flushed {
+            // The steps of an unfinished report group must come back too.
+            trainer.flush_reports();
+            flushed = true;
+        }
+        if stopping.is_none()
+            && !waiting_for_epoch
+            && !trainer.is_finished()
+            && trainer.steps_in_flight() < max_in_flight
         {
             let before = trainer.progress();
             trainer.submit_steps(1)?;
             let after = trainer.progress();
-            bar.set_position(after.global_step);
             waiting_for_epoch = after.epoch != before.epoch || trainer.is_finished();
             continue;
         }
         for event in trainer.poll()? {
             match event {
-                TrainEvent::Step(s) => {
-                    let ips = rate.update(s.step, trainer.config.batch_size);
-                    bar.set_message(format!(
-                        "loss {:.3} acc {:.1}% lr {:.4} {:.1} img/s",
-                        s.train_loss,
-                        100.0 * s.train_acc,
-                        s.lr,
-                        ips
-                    ));
-                }
+                TrainEvent::Step(s) => shown.step(&s, trainer),
                 TrainEvent::Epoch(e) => {
                     metrics_log.append(&e)?;
-                    bar.println(format!(
-                        "epoch {:>6.2}  train loss {:.4} acc {:.2}%  {} loss {:.4} acc {:.2}%  lr {:.4}  {:.1} img/s",
-                        e.epoch,
-                        e.train_loss,
-                        100.0 * e.train_acc,
-                        trainer.eval_name(),
-                        e.test_loss,
-                        100.0 * e.test_acc,
-                        e.lr,
-                        e.images_per_sec
-                    ));
+                    shown.println(&epoch_line(&e, trainer.eval_name()));
                     summary.last = Some(e);
                 }
                 TrainEvent::Predictions { .. } => {}
@@ -89,7 +199,7 @@ pub fn run(trainer: &mut Trainer, run_dir: &Path, quiet: bool) -> Result<RunSumm
                     loss,
                     evaluation,
                 } => {
-                    bar.abandon();
+                    shown.bar.abandon();
                     let what = if evaluation {
                         format!("the {} loss", trainer.eval_name())
                     } else {
@@ -102,31 +212,61 @@ pub fn run(trainer: &mut Trainer, run_dir: &Path, quiet: bool) -> Result<RunSumm
                 }
             }
         }
-        if trainer.is_finished() && trainer.is_idle() && !waiting_for_epoch {
+        let idle = trainer.is_idle();
+        if let (Some(signal), true) = (stopping, idle) {
+            shown.bar.abandon();
+            summary.interrupted_by = Some(signal);
+            summary.checkpoint = Some(save(trainer, run_dir, &shown)?);
+            shown.println(&format!(
+                "stopped by signal {signal} at step {}; resume with --resume {}",
+                trainer.progress().global_step,
+                run_dir.display()
+            ));
+            return Ok(summary);
+        }
+        if trainer.is_finished() && idle && !waiting_for_epoch {
             break;
         }
-        if waiting_for_epoch && trainer.is_idle() {
-            match checkpoint::save(trainer, run_dir) {
-                Ok(dir) => summary.checkpoint = Some(dir),
-                Err(e @ CheckpointError::NonFinite { .. }) => {
-                    bar.abandon();
-                    bail!(
-                        "{e}; training stopped ({}). Try a lower --lr or a warm-up.",
-                        last_good(run_dir)
-                    );
-                }
-                Err(e) => return Err(e.into()),
-            }
+        if waiting_for_epoch && idle {
+            summary.checkpoint = Some(save(trainer, run_dir, &shown)?);
             waiting_for_epoch = false;
             if trainer.is_finished() {
                 break;
             }
-        } else if !trainer.is_idle() {
+        } else if !idle {
             trainer.wait_for_report()?;
         }
     }
-    bar.finish_and_clear();
+    shown.bar.finish_and_clear();
     Ok(summary)
+}
+
+fn epoch_line(e: &EpochReport, eval_name: &str) -> String {
+    format!(
+        "epoch {:>6.2}  train loss {:.4} acc {:.2}%  {eval_name} loss {:.4} acc {:.2}%  lr {:.4}  {:.1} img/s",
+        e.epoch,
+        e.train_loss,
+        100.0 * e.train_acc,
+        e.test_loss,
+        100.0 * e.test_acc,
+        e.lr,
+        e.images_per_sec
+    )
+}
+
+/// A checkpoint now; a diverged model (non-finite state) stops the run.
+fn save(trainer: &Trainer, run_dir: &Path, shown: &Progress) -> Result<PathBuf> {
+    match checkpoint::save(trainer, run_dir) {
+        Ok(dir) => Ok(dir),
+        Err(e @ CheckpointError::NonFinite { .. }) => {
+            shown.bar.abandon();
+            bail!(
+                "{e}; training stopped ({}). Try a lower --lr or a warm-up.",
+                last_good(run_dir)
+            );
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Where the newest checkpoint of a run is, in words (every saved checkpoint

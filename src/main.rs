@@ -118,9 +118,14 @@ fn main() {
         Some(Command::Eval(args)) => args.given = typed("eval"),
         _ => {}
     }
-    if let Err(e) = run(cli) {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
+    headless::init_logging();
+    match run(cli) {
+        Ok(Some(signal)) => std::process::exit(128 + signal),
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
     }
 }
 
@@ -135,7 +140,9 @@ fn flags_given(matches: &clap::ArgMatches) -> std::collections::BTreeSet<String>
         .collect()
 }
 
-fn run(cli: Cli) -> Result<()> {
+/// Runs the command; Some(signal) when a stop signal ended a training run
+/// (after its checkpoint), for the exit code.
+fn run(cli: Cli) -> Result<Option<i32>> {
     let command = match cli.command {
         None => return window(cli.backend, cli.tune, TrainArgs::defaults(), true),
         Some(Command::Train(args)) if !args.no_gui => {
@@ -145,25 +152,31 @@ fn run(cli: Cli) -> Result<()> {
     };
     let ctx = Arc::new(GpuContext::new_blocking(cli.backend)?);
     ctx.set_tune_policy(cli.tune);
+    let done = |r: Result<()>| r.map(|()| None);
     match command {
         Command::Train(args) => train(ctx, &args),
-        Command::Eval(args) => eval(ctx, &args),
-        Command::Info(args) => info(&ctx, &args),
+        Command::Eval(args) => done(eval(ctx, &args)),
+        Command::Info(args) => done(info(&ctx, &args)),
         Command::Bench {
             what: BenchWhat::Ops(options),
-        } => Ok(bench::bench_ops(&ctx, &options)?),
+        } => done(Ok(bench::bench_ops(&ctx, &options)?)),
         Command::Bench {
             what: BenchWhat::Train(options),
-        } => bench::bench_train(ctx, &options).map(|_| ()),
+        } => done(bench::bench_train(ctx, &options).map(|_| ())),
         Command::Bench {
             what: BenchWhat::Tune(options),
-        } => bench::bench_tune(&ctx, &options),
+        } => done(bench::bench_tune(&ctx, &options)),
     }
 }
 
 /// The desktop window; without a display (or a build without it) the same
 /// run goes on in the terminal.
-fn window(backend: BackendChoice, tune: TunePolicy, args: TrainArgs, defaults: bool) -> Result<()> {
+fn window(
+    backend: BackendChoice,
+    tune: TunePolicy,
+    args: TrainArgs,
+    defaults: bool,
+) -> Result<Option<i32>> {
     #[cfg(feature = "gui")]
     {
         use resnet_wgpu::ui::{AppOptions, desktop};
@@ -172,7 +185,7 @@ fn window(backend: BackendChoice, tune: TunePolicy, args: TrainArgs, defaults: b
             defaults_may_shrink: defaults,
         };
         match desktop::run(backend, tune, args.clone(), options) {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(None),
             Err(e) => {
                 eprintln!("no window: {e}; training in the terminal instead (--no-gui skips this)")
             }
@@ -190,8 +203,9 @@ fn window(backend: BackendChoice, tune: TunePolicy, args: TrainArgs, defaults: b
     train(Arc::new(ctx), &args)
 }
 
-fn train(ctx: Arc<GpuContext>, args: &TrainArgs) -> Result<()> {
+fn train(ctx: Arc<GpuContext>, args: &TrainArgs) -> Result<Option<i32>> {
     let (mut trainer, run_dir) = runs::prepare(ctx.clone(), args)?;
+    headless::handle_stop_signals().context("installing the Ctrl-C/SIGTERM handler")?;
     for warning in trainer.config.warnings() {
         eprintln!("warning: {warning}");
     }
@@ -225,6 +239,12 @@ fn train(ctx: Arc<GpuContext>, args: &TrainArgs) -> Result<()> {
         );
     }
     let result = headless::run(&mut trainer, &run_dir, false)?;
+    if let Some(c) = &result.checkpoint {
+        println!("checkpoint: {}", c.display());
+    }
+    if result.interrupted_by.is_some() {
+        return Ok(result.interrupted_by);
+    }
     if let Some(last) = &result.last {
         println!(
             "done: {} loss {:.4}, accuracy {:.2}% after {} steps",
@@ -234,10 +254,7 @@ fn train(ctx: Arc<GpuContext>, args: &TrainArgs) -> Result<()> {
             last.step
         );
     }
-    if let Some(c) = &result.checkpoint {
-        println!("checkpoint: {}", c.display());
-    }
-    Ok(())
+    Ok(None)
 }
 
 fn eval(ctx: Arc<GpuContext>, args: &EvalArgs) -> Result<()> {

@@ -335,3 +335,15 @@ fn bench_tune_caches_choices_that_training_then_uses() {
     assert!(!ok && err.contains("--tune"), "{err}");
     let _ = std::fs::remove_dir_all(&cache);
 }
+
+#[test]
+fn rust_log_shows_wgpus_records() {
+    let out = binary()
+        .arg("info")
+        .env("RUST_LOG", "wgpu_hal=debug")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("wgpu_hal"), "{err}");
+}

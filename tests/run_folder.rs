@@ -519,3 +519,80 @@ fn a_run_folder_carries_its_data_and_recipe() {
     let o = plain(&["--epochs", "3"]);
     assert_clear_failure(&o, "6 training and 4 test images");
 }
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_checkpoints_mid_epoch_and_the_run_resumes_from_there() {
+    use std::io::{BufRead, BufReader};
+    let out = temp("sigint");
+    let run = out.join("run");
+    // 8 steps per epoch; output to a pipe, as under nohup or CI.
+    let mut child = binary()
+        .args(["train", "--no-gui", "--out"])
+        .arg(&out)
+        .args(["--name", "run", "--epochs", "3"])
+        .args(tiny_with(&["--synthetic-train", "256"]))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = vec![];
+    // Plain progress lines replace the bar when stdout is not a terminal.
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let progressed = line.starts_with("step ");
+        seen.push(line);
+        if progressed {
+            break;
+        }
+    }
+    let kill = |signal: &str| {
+        Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap()
+    };
+    assert!(kill("-INT").success());
+    seen.extend(lines.map(|l| l.unwrap()));
+    let status = child.wait().unwrap();
+    let stdout = seen.join("\n");
+    assert_eq!(status.code(), Some(130), "{stdout}");
+    assert!(stdout.contains("stopped by signal 2"), "{stdout}");
+    let saved = last(&run);
+    let step: u64 = saved.trim_start_matches("step-").parse().unwrap();
+    assert!(step > 0 && step < 24, "checkpoint {saved}");
+    // Resumes from the interrupted step, and the epoch lines reach a pipe.
+    let resumed = resume(
+        &out,
+        &run,
+        &["--synthetic-train", "256", "--max-steps", "10"],
+        &[],
+    );
+    assert_ok(&resumed);
+    let stdout = String::from_utf8_lossy(&resumed.stdout);
+    assert!(stdout.contains("epoch   1.00"), "{stdout}");
+    assert_eq!(last(&run), "step-00000010");
+}
+
+#[test]
+fn a_run_killed_before_its_first_checkpoint_starts_again() {
+    let out = temp("no-checkpoint");
+    let run = out.join("run");
+    let killed = train(
+        &out,
+        &["--epochs", "1"],
+        &[("RESNET_WGPU_CRASH_AT", "checkpoint-written")],
+    );
+    assert!(!killed.status.success());
+    assert!(run.join("config.json").is_file() && last(&run).is_empty());
+    let resumed = resume(&out, &run, &[], &[]);
+    assert_ok(&resumed);
+    assert!(
+        stderr(&resumed).contains("no checkpoint yet"),
+        "{}",
+        stderr(&resumed)
+    );
+    assert_eq!(last(&run), "step-00000002");
+    assert_eq!(metric_steps(&run), [2]);
+}

@@ -746,6 +746,13 @@ impl Trainer {
         epoch_end
     }
 
+    /// Sends the metrics of the steps submitted so far back now, instead of
+    /// when `report_every` steps are together: call when no more steps will
+    /// be submitted for a while (stop, pause), so that `is_idle` can come.
+    pub fn flush_reports(&mut self) {
+        self.close_step_report();
+    }
+
     fn close_step_report(&mut self) {
         if let Some(index) = self.last_submission.clone() {
             self.metrics.close(index);

@@ -212,6 +212,7 @@ impl Session {
     pub fn stop(&mut self) {
         if !self.state.is_over() {
             self.state = RunState::Stopping;
+            self.trainer.flush_reports();
         }
     }
 
