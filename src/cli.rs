@@ -22,27 +22,30 @@ pub enum ShortcutArg {
 }
 
 #[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "Data")]
 pub struct DataArgs {
-    /// Which dataset format --data holds [default: cifar10 with --data, else synthetic].
+    /// Which dataset format --data holds [default: recognised from the files
+    /// in --data, else the built-in set].
     #[arg(long, value_enum)]
     pub dataset: Option<DatasetKind>,
-    /// Folder of the dataset files.
-    #[arg(long)]
+    /// Folder of the dataset files (its format is recognised from the files).
+    #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
     /// CIFAR-100: train on the fine (100) or coarse (20) labels.
     #[arg(long, value_enum, default_value_t = Cifar100Labels::Fine)]
     pub cifar100_labels: Cifar100Labels,
     /// Image folder: side of the square images after resize and center crop.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, value_name = "PIXELS", default_value_t = 64)]
     pub image_size: usize,
-    /// Synthetic dataset: training and test set sizes.
-    #[arg(long, default_value_t = 5000)]
+    /// Built-in dataset: training set size.
+    #[arg(long, value_name = "N", default_value_t = 5000)]
     pub synthetic_train: usize,
-    #[arg(long, default_value_t = 1000)]
+    /// Built-in dataset: test set size.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
     pub synthetic_test: usize,
     /// Hold out this many training images as the validation set that is
     /// evaluated instead of the test set (the paper's 45k/5k: --val-split 5000).
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     pub val_split: Option<usize>,
 }
 
@@ -155,6 +158,7 @@ impl DataArgs {
 }
 
 #[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "Model")]
 pub struct ModelArgs {
     /// resnet8/20/32/44/56/110 (any 6n+2), resnet18-cifar, resnet18/34/50/101/152.
     #[arg(long, default_value = "resnet20")]
@@ -182,81 +186,148 @@ pub struct TrainArgs {
     #[command(flatten)]
     pub data: DataArgs,
     /// Epochs to train [default: 10]; with --resume, a larger value extends the run.
-    #[arg(long)]
+    #[arg(long, value_name = "N", help_heading = "Recipe")]
     pub epochs: Option<usize>,
-    #[arg(long, default_value_t = 128)]
+    /// Images per step (the paper's 128; far smaller batches want a smaller --lr).
+    #[arg(long, value_name = "N", default_value_t = 128, help_heading = "Recipe")]
     pub batch_size: usize,
-    #[arg(long, default_value_t = 0.1)]
+    /// SGD learning rate (the paper's 0.1 at batch 128).
+    #[arg(
+        long,
+        value_name = "RATE",
+        default_value_t = 0.1,
+        help_heading = "Recipe"
+    )]
     pub lr: f32,
-    #[arg(long, default_value_t = 0.9)]
+    /// SGD momentum.
+    #[arg(long, value_name = "M", default_value_t = 0.9, help_heading = "Recipe")]
     pub momentum: f32,
-    #[arg(long, default_value_t = 1e-4)]
+    /// L2 weight decay, applied by SGD to every parameter (as PyTorch's).
+    #[arg(
+        long,
+        value_name = "WD",
+        default_value_t = 1e-4,
+        help_heading = "Recipe"
+    )]
     pub weight_decay: f32,
-    #[arg(long)]
+    /// Nesterov momentum instead of the classical one.
+    #[arg(long, help_heading = "Recipe")]
     pub nesterov: bool,
     /// Learning-rate decay.
-    #[arg(long, value_enum, default_value_t = DecayKind::MultiStep)]
+    #[arg(long, value_enum, default_value_t = DecayKind::MultiStep, help_heading = "Recipe")]
     pub schedule: DecayKind,
     /// Epochs at which multi-step decay multiplies the rate by --gamma
     /// [default: 50% and 75% of --epochs, the paper's 32k/48k of 64k].
-    #[arg(long, value_delimiter = ',')]
+    #[arg(
+        long,
+        value_name = "E,E,...",
+        value_delimiter = ',',
+        help_heading = "Recipe"
+    )]
     pub milestones: Option<Vec<usize>>,
-    #[arg(long, default_value_t = 0.1)]
+    /// Factor of each multi-step decay.
+    #[arg(long, value_name = "F", default_value_t = 0.1, help_heading = "Recipe")]
     pub gamma: f32,
     /// Epochs of linear warm-up from --warmup-lr to --lr (the paper warms
     /// ResNet-110 up at 0.01).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, value_name = "E", default_value_t = 0.0, help_heading = "Recipe")]
     pub warmup_epochs: f32,
-    #[arg(long, default_value_t = 0.01)]
+    /// Learning rate at the start of the warm-up.
+    #[arg(
+        long,
+        value_name = "RATE",
+        default_value_t = 0.01,
+        help_heading = "Recipe"
+    )]
     pub warmup_lr: f32,
     /// Random-crop padding in pixels (0: no crop).
-    #[arg(long, default_value_t = 4)]
+    #[arg(
+        long,
+        value_name = "PIXELS",
+        default_value_t = 4,
+        help_heading = "Recipe"
+    )]
     pub crop_pad: u32,
-    #[arg(long)]
+    /// No random horizontal flips.
+    #[arg(long, help_heading = "Recipe")]
     pub no_flip: bool,
-    #[arg(long, default_value_t = 0)]
+    /// Per-channel normalization (x/255 - mean) / std: cifar (0.4914,
+    /// 0.4822, 0.4465 / 0.2023, 0.1994, 0.2010, the paper's recipe), imagenet
+    /// (torchvision's weights expect it), dataset (the training set's own), or
+    /// six numbers MEAN_R,MEAN_G,MEAN_B,STD_R,STD_G,STD_B [default: cifar on
+    /// CIFAR, the --init file's own or imagenet with --init, else dataset].
+    #[arg(long, value_name = "cifar|imagenet|dataset|M,M,M,S,S,S", value_parser = Normalize::parse, help_heading = "Recipe")]
+    pub normalize: Option<Normalize>,
+    /// Seed of the initial weights, the shuffles, the augmentation and
+    /// --val-split (a run is reproducible from it).
+    #[arg(long, value_name = "N", default_value_t = 0, help_heading = "Recipe")]
     pub seed: u64,
-    /// Stop after this many steps in all.
-    #[arg(long)]
-    pub max_steps: Option<u64>,
-    /// Steps per asynchronous metrics readback.
-    #[arg(long, default_value_t = 4)]
-    pub report_every: usize,
-    /// Upload each batch with its step instead of keeping the dataset in GPU
-    /// memory (automatic when it exceeds one storage binding).
-    #[arg(long)]
-    pub stream_data: bool,
+    /// Start from these weights (a model.safetensors of this tool, or a
+    /// torchvision state dict saved as safetensors; f32, f16 or bf16).
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "resume",
+        help_heading = "Recipe"
+    )]
+    pub init: Option<PathBuf>,
     /// Folder that holds one folder per run.
-    #[arg(long, default_value = "runs")]
+    #[arg(long, value_name = "DIR", default_value = "runs", help_heading = "Run")]
     pub out: PathBuf,
     /// Run name [default: <model>-<dataset>-<seconds since 1970>].
-    #[arg(long)]
+    #[arg(long, value_name = "NAME", help_heading = "Run")]
     pub name: Option<String>,
     /// Continue a run: its folder (or a checkpoint folder). Model, data,
     /// recipe and seed come from its saved config; a flag that contradicts
     /// them is refused. May change on resume: --epochs (a larger value extends
     /// the run), --max-steps, --report-every, --stream-data, and --data (the
     /// same data in another place; checked by content).
-    #[arg(long)]
+    #[arg(long, value_name = "DIR", help_heading = "Run")]
     pub resume: Option<PathBuf>,
-    /// Start from these weights (a model.safetensors of this tool, or a
-    /// torchvision state dict saved as safetensors).
-    #[arg(long, conflicts_with = "resume")]
-    pub init: Option<PathBuf>,
+    /// Stop after this many steps in all.
+    #[arg(long, value_name = "N", help_heading = "Run")]
+    pub max_steps: Option<u64>,
+    /// Also checkpoint every N steps, or every N minutes with "Nm" (besides
+    /// each epoch's end; the newest two are kept, and the best by test
+    /// accuracy as checkpoints/best).
+    #[arg(long, value_name = "N|Nm", value_parser = CheckpointEvery::parse, help_heading = "Run")]
+    pub checkpoint_every: Option<CheckpointEvery>,
+    /// Steps per asynchronous metrics readback.
+    #[arg(long, value_name = "N", default_value_t = 4, help_heading = "Run")]
+    pub report_every: usize,
+    /// Upload each batch with its step instead of keeping the dataset in GPU
+    /// memory (automatic when it exceeds one storage binding).
+    #[arg(long, help_heading = "Run")]
+    pub stream_data: bool,
     /// Train in the terminal instead of the desktop window.
-    #[arg(long)]
+    #[arg(long, help_heading = "Run")]
     pub no_gui: bool,
-    /// Per-channel normalization (x/255 - mean) / std: cifar (0.4914,
-    /// 0.4822, 0.4465 / 0.2023, 0.1994, 0.2010, the paper's recipe), imagenet
-    /// (torchvision's weights expect it), dataset (the training set's own), or
-    /// six numbers MEAN_R,MEAN_G,MEAN_B,STD_R,STD_G,STD_B [default: cifar on
-    /// CIFAR, the --init file's own or imagenet with --init, else dataset].
-    #[arg(long, value_name = "cifar|imagenet|dataset|M,M,M,S,S,S", value_parser = Normalize::parse)]
-    pub normalize: Option<Normalize>,
     /// The flags given on the command line (filled by the binary; a flag
     /// whose value differs from its default counts as given too).
     #[arg(skip)]
     pub given: std::collections::BTreeSet<String>,
+}
+
+/// `--checkpoint-every`: a step count or minutes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum CheckpointEvery {
+    Steps(u64),
+    Minutes(f64),
+}
+
+impl CheckpointEvery {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || format!("'{text}': expected a step count (500) or minutes (10m)");
+        let every = match text.strip_suffix('m') {
+            Some(minutes) => CheckpointEvery::Minutes(minutes.trim().parse().map_err(|_| bad())?),
+            None => CheckpointEvery::Steps(text.trim().parse().map_err(|_| bad())?),
+        };
+        match every {
+            CheckpointEvery::Steps(0) => Err(bad()),
+            CheckpointEvery::Minutes(m) if !(m.is_finite() && m > 0.0) => Err(bad()),
+            ok => Ok(ok),
+        }
+    }
 }
 
 /// How images are normalized before the network.

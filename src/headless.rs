@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use anyhow::{Result, bail};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
+use crate::cli::CheckpointEvery;
 use crate::runs::MetricsLog;
 use crate::train::checkpoint::{self, CheckpointError};
 use crate::train::{EpochReport, StepReport, Throughput, TrainEvent, Trainer};
@@ -151,11 +152,35 @@ impl Progress {
     }
 }
 
-/// Trains to the end (or to a stop signal) with a progress bar or lines;
-/// checkpoints after every epoch, at the end and when stopped. A NaN/inf loss
-/// stops the run with an error and keeps the last good checkpoint.
+/// How a terminal run goes besides the trainer's config.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunOptions {
+    /// No bar and no progress lines (tests).
+    pub quiet: bool,
+    /// Checkpoints between epoch ends too.
+    pub checkpoint_every: Option<CheckpointEvery>,
+}
+
+/// `run_with` with no checkpoints between epoch ends.
 pub fn run(trainer: &mut Trainer, run_dir: &Path, quiet: bool) -> Result<RunSummary> {
-    let mut shown = Progress::new(trainer, quiet);
+    run_with(
+        trainer,
+        run_dir,
+        RunOptions {
+            quiet,
+            checkpoint_every: None,
+        },
+    )
+}
+
+/// Trains to the end (or to a stop signal) with a progress bar or lines;
+/// checkpoints after every epoch (naming the best by evaluation accuracy),
+/// at the end, when stopped and per `checkpoint_every`. A NaN/inf loss stops
+/// the run with an error and keeps the last good checkpoint.
+pub fn run_with(trainer: &mut Trainer, run_dir: &Path, options: RunOptions) -> Result<RunSummary> {
+    let mut shown = Progress::new(trainer, options.quiet);
+    let mut best = BestSoFar::read(run_dir)?;
+    let mut timer = CheckpointTimer::new(options.checkpoint_every, trainer.progress().global_step);
     let mut metrics_log = MetricsLog::open(run_dir)?;
     // Stay at most two reports ahead of the GPU: enough to keep it busy.
     let max_in_flight = 2 * trainer.config.report_every as u64 + 1;
@@ -176,6 +201,7 @@ pub fn run(trainer: &mut Trainer, run_dir: &Path, quiet: bool) -> Result<RunSumm
         }
         if stopping.is_none()
             && !waiting_for_epoch
+            && !timer.due
             && !trainer.is_finished()
             && trainer.steps_in_flight() < max_in_flight
         {
@@ -183,6 +209,9 @@ pub fn run(trainer: &mut Trainer, run_dir: &Path, quiet: bool) -> Result<RunSumm
             trainer.submit_steps(1)?;
             let after = trainer.progress();
             waiting_for_epoch = after.epoch != before.epoch || trainer.is_finished();
+            if !waiting_for_epoch && timer.check(after.global_step) {
+                trainer.flush_reports();
+            }
             continue;
         }
         for event in trainer.poll()? {
@@ -191,6 +220,7 @@ pub fn run(trainer: &mut Trainer, run_dir: &Path, quiet: bool) -> Result<RunSumm
                 TrainEvent::Epoch(e) => {
                     metrics_log.append(&e)?;
                     shown.println(&epoch_line(&e, trainer.eval_name()));
+                    best.pending = best.improves(&e).then_some(e.test_acc);
                     summary.last = Some(e);
                 }
                 TrainEvent::Predictions { .. } => {}
@@ -228,17 +258,86 @@ pub fn run(trainer: &mut Trainer, run_dir: &Path, quiet: bool) -> Result<RunSumm
             break;
         }
         if waiting_for_epoch && idle {
-            summary.checkpoint = Some(save(trainer, run_dir, &shown)?);
+            let dir = save(trainer, run_dir, &shown)?;
+            if let Some(acc) = best.pending.take() {
+                checkpoint::mark_best(run_dir, &dir)?;
+                best.acc = Some(acc);
+            }
+            summary.checkpoint = Some(dir);
             waiting_for_epoch = false;
+            timer.saved(trainer.progress().global_step);
             if trainer.is_finished() {
                 break;
             }
+        } else if timer.due && idle {
+            summary.checkpoint = Some(save(trainer, run_dir, &shown)?);
+            timer.saved(trainer.progress().global_step);
         } else if !idle {
             trainer.wait_for_report()?;
         }
     }
     shown.bar.finish_and_clear();
     Ok(summary)
+}
+
+/// The best evaluation accuracy of the run so far (from its metrics and
+/// `checkpoints/best`), and an epoch's that beat it, waiting for its checkpoint.
+struct BestSoFar {
+    acc: Option<f32>,
+    pending: Option<f32>,
+}
+
+impl BestSoFar {
+    fn read(run_dir: &Path) -> Result<Self> {
+        let acc = checkpoint::best_step(run_dir).and_then(|step| {
+            crate::runs::read_metrics(run_dir)
+                .ok()?
+                .into_iter()
+                .find(|r| r.step == step)
+                .map(|r| r.test_acc)
+        });
+        Ok(BestSoFar { acc, pending: None })
+    }
+
+    fn improves(&self, e: &EpochReport) -> bool {
+        self.acc.is_none_or(|best| e.test_acc > best)
+    }
+}
+
+/// When `--checkpoint-every` asks for the next checkpoint.
+struct CheckpointTimer {
+    every: Option<CheckpointEvery>,
+    last_step: u64,
+    last_time: std::time::Instant,
+    /// A checkpoint is due: submit nothing until it is written.
+    due: bool,
+}
+
+impl CheckpointTimer {
+    fn new(every: Option<CheckpointEvery>, step: u64) -> Self {
+        CheckpointTimer {
+            every,
+            last_step: step,
+            last_time: std::time::Instant::now(),
+            due: false,
+        }
+    }
+
+    /// After submitting `step`: whether a checkpoint is now due.
+    fn check(&mut self, step: u64) -> bool {
+        self.due = match self.every {
+            Some(CheckpointEvery::Steps(n)) => step >= self.last_step + n,
+            Some(CheckpointEvery::Minutes(m)) => self.last_time.elapsed().as_secs_f64() >= 60.0 * m,
+            None => false,
+        };
+        self.due
+    }
+
+    fn saved(&mut self, step: u64) {
+        self.last_step = step;
+        self.last_time = std::time::Instant::now();
+        self.due = false;
+    }
 }
 
 fn epoch_line(e: &EpochReport, eval_name: &str) -> String {

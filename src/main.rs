@@ -238,7 +238,11 @@ fn train(ctx: Arc<GpuContext>, args: &TrainArgs) -> Result<Option<i32>> {
             ctx.limits.max_storage_buffer_binding_size >> 20
         );
     }
-    let result = headless::run(&mut trainer, &run_dir, false)?;
+    let options = headless::RunOptions {
+        quiet: false,
+        checkpoint_every: args.checkpoint_every,
+    };
+    let result = headless::run_with(&mut trainer, &run_dir, options)?;
     if let Some(c) = &result.checkpoint {
         println!("checkpoint: {}", c.display());
     }

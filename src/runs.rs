@@ -190,7 +190,7 @@ fn default_name(model: &str, args: &TrainArgs) -> String {
 /// A model.safetensors path from a file or checkpoint/run folder (saying so
 /// when a run folder's `last` was broken and its newest checkpoint is used).
 pub fn model_file(path: &Path) -> Result<PathBuf> {
-    if path.is_file() {
+    if path.is_file() && path.extension().is_some_and(|e| e == "safetensors") {
         return Ok(path.to_path_buf());
     }
     Ok(locate(path)?.join(checkpoint::MODEL_FILE))

@@ -596,3 +596,50 @@ fn a_run_killed_before_its_first_checkpoint_starts_again() {
     assert_eq!(last(&run), "step-00000002");
     assert_eq!(metric_steps(&run), [2]);
 }
+
+#[test]
+fn checkpoints_between_epochs_and_the_best_one_is_kept() {
+    let out = temp("every");
+    let run = out.join("run");
+    // 4 steps per epoch, a checkpoint every 3 steps besides the epoch ends.
+    let o = train(
+        &out,
+        &[
+            "--synthetic-train",
+            "128",
+            "--epochs",
+            "2",
+            "--checkpoint-every",
+            "3",
+        ],
+        &[],
+    );
+    assert_ok(&o);
+    let steps: Vec<String> = std::fs::read_dir(run.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("step-"))
+        .collect();
+    let best = std::fs::read_to_string(run.join("checkpoints/best")).unwrap();
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // The first of equals stays the best.
+    let acc = |r: &serde_json::Value| r["test_acc"].as_f64().unwrap();
+    let most = records.iter().map(acc).fold(f64::MIN, f64::max);
+    let top = records.iter().find(|r| acc(r) == most).unwrap();
+    let best_step = top["step"].as_u64().unwrap();
+    assert_eq!(best, format!("step-{best_step:08}"), "{records:?}");
+    // Newest two (8, and 7: three steps after the epoch end at 4) plus the best.
+    for kept in ["step-00000008", "step-00000007", best.as_str()] {
+        assert!(
+            steps.iter().any(|s| s == kept),
+            "{kept} missing from {steps:?}"
+        );
+    }
+    assert!(steps.len() <= 3, "{steps:?}");
+    let o = eval(&run.join("checkpoints/best"));
+    assert_ok(&o);
+}

@@ -20,6 +20,8 @@ use crate::model::Network;
 pub const MODEL_FILE: &str = "model.safetensors";
 pub const TRAINER_FILE: &str = "trainer.safetensors";
 const LAST_FILE: &str = "last";
+/// Names the checkpoint with the best evaluation accuracy (kept by `prune`).
+const BEST_FILE: &str = "best";
 #[cfg(not(target_arch = "wasm32"))]
 const KEEP: usize = 2;
 
@@ -432,14 +434,39 @@ fn read_train_metrics(trainer: &Trainer) -> Result<[f32; 4], CheckpointError> {
 /// stay until the run passes them.
 #[cfg(not(target_arch = "wasm32"))]
 fn prune(root: &Path, step: u64) {
+    let best = named(root, BEST_FILE);
     let mut steps: Vec<u64> = step_folders(root)
         .into_iter()
         .filter(|&s| s <= step)
         .collect();
     steps.sort_unstable_by(|a, b| b.cmp(a));
     for old in steps.into_iter().skip(KEEP) {
-        let _ = std::fs::remove_dir_all(root.join(step_name(old)));
+        let name = step_name(old);
+        if best.as_deref() != Some(name.as_str()) {
+            let _ = std::fs::remove_dir_all(root.join(name));
+        }
     }
+}
+
+/// The folder name a pointer file (`last`, `best`) in `root` holds.
+fn named(root: &Path, pointer: &str) -> Option<String> {
+    std::fs::read_to_string(root.join(pointer))
+        .ok()
+        .map(|n| n.trim().to_string())
+}
+
+/// Names `dir` (a checkpoint of `run_dir`) as the run's best
+/// (`checkpoints/best`); it is then never pruned.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn mark_best(run_dir: &Path, dir: &Path) -> Result<(), CheckpointError> {
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+    let root = run_dir.join("checkpoints");
+    write_atomically(&root.join(BEST_FILE), name.unwrap_or_default().as_bytes())
+}
+
+/// The step of the run's best checkpoint, if one is named.
+pub fn best_step(run_dir: &Path) -> Option<u64> {
+    step_of(&named(&run_dir.join("checkpoints"), BEST_FILE)?)
 }
 
 /// The steps of the `step-N` folders under `root` (complete or not).
@@ -518,6 +545,19 @@ pub fn resolve(path: &Path) -> Result<Located, CheckpointError> {
         dir,
         fallback: None,
     };
+    let pointer = path
+        .file_name()
+        .is_some_and(|n| n == LAST_FILE || n == BEST_FILE);
+    if let (true, Some(root)) = (pointer && path.is_file(), path.parent()) {
+        let dir = std::fs::read_to_string(path)
+            .map(|name| root.join(name.trim()))
+            .map_err(io(path))?;
+        return if is_complete(&dir) {
+            Ok(found(dir))
+        } else {
+            Err(missing("names no complete checkpoint"))
+        };
+    }
     if path.is_file() {
         return path
             .parent()
