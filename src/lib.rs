@@ -18,6 +18,8 @@ pub mod gpu;
 pub mod headless;
 pub mod model;
 pub mod ops;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod predict;
 pub mod reference;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod runs;

@@ -43,8 +43,12 @@ enum Command {
     /// Train a ResNet (the built-in dataset unless --data is given) in the
     /// desktop window, or in the terminal with --no-gui.
     Train(Box<TrainArgs>),
-    /// Loss and accuracy of a checkpoint on a dataset's test set.
+    /// Loss and accuracy of a checkpoint on a dataset's test set (the run's
+    /// own data unless data flags pick other data).
     Eval(EvalArgs),
+    /// The most likely classes of image files under a checkpoint, prepared
+    /// as its run prepared images.
+    Predict(PredictArgs),
     /// The adapter, its limits, and the memory plan of a model.
     Info(InfoArgs),
     /// Measure GPU time per op, or images/s of whole training steps.
@@ -87,6 +91,22 @@ struct EvalArgs {
     /// The flags given on the command line (filled in main).
     #[arg(skip)]
     given: std::collections::BTreeSet<String>,
+}
+
+#[derive(Args)]
+struct PredictArgs {
+    /// A run folder, a checkpoint folder or a model.safetensors of this tool.
+    #[arg(long, value_name = "PATH")]
+    checkpoint: PathBuf,
+    /// JPEG or PNG files.
+    #[arg(value_name = "IMAGE", required = true)]
+    images: Vec<PathBuf>,
+    /// How many classes to list per image.
+    #[arg(long, value_name = "K", default_value_t = 5)]
+    top: usize,
+    /// Print one JSON array: [{"image", "top": [{"class", "probability"}]}].
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -156,6 +176,7 @@ fn run(cli: Cli) -> Result<Option<i32>> {
     match command {
         Command::Train(args) => train(ctx, &args),
         Command::Eval(args) => done(eval(ctx, &args)),
+        Command::Predict(args) => done(predict(ctx, &args)),
         Command::Info(args) => done(info(&ctx, &args)),
         Command::Bench {
             what: BenchWhat::Ops(options),
@@ -354,6 +375,23 @@ fn eval(ctx: Arc<GpuContext>, args: &EvalArgs) -> Result<()> {
             report.test_loss,
             100.0 * report.test_acc
         );
+    }
+    Ok(())
+}
+
+fn predict(ctx: Arc<GpuContext>, args: &PredictArgs) -> Result<()> {
+    let predictions = resnet_wgpu::predict::predict(ctx, &args.checkpoint, &args.images, args.top)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&predictions)?);
+        return Ok(());
+    }
+    for p in predictions {
+        let classes: Vec<String> = p
+            .top
+            .iter()
+            .map(|c| format!("{} {:.1}%", c.class, 100.0 * c.probability))
+            .collect();
+        println!("{}: {}", p.image.display(), classes.join(", "));
     }
     Ok(())
 }

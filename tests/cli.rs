@@ -347,3 +347,90 @@ fn rust_log_shows_wgpus_records() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("wgpu_hal"), "{err}");
 }
+
+#[test]
+fn predict_agrees_with_eval_on_the_runs_own_test_images() {
+    let out = temp("predict");
+    let (ok, _, err) = run(&[
+        "train",
+        "--no-gui",
+        "--model",
+        "resnet8",
+        "--batch-size",
+        "32",
+        "--epochs",
+        "2",
+        "--synthetic-train",
+        "64",
+        "--synthetic-test",
+        "24",
+        "--out",
+        out.to_str().unwrap(),
+        "--name",
+        "r",
+    ]);
+    assert!(ok, "train failed: {err}");
+    let run_dir = out.join("r");
+    // The run's test images as PNG files (lossless, already 32x32).
+    let data = resnet_wgpu::data::synthetic(resnet_wgpu::data::SyntheticOptions {
+        train: 64,
+        test: 24,
+        seed: 0,
+    });
+    let mut files = vec![];
+    for i in 0..data.test.len() {
+        let chw = data.test.image(i);
+        let picture = image::RgbImage::from_fn(32, 32, |x, y| {
+            let at = |c: usize| chw[c * 1024 + y as usize * 32 + x as usize];
+            image::Rgb([at(0), at(1), at(2)])
+        });
+        let file = out.join(format!("{i}.png"));
+        picture.save(&file).unwrap();
+        files.push(file.to_str().unwrap().to_string());
+    }
+    let mut args = vec![
+        "predict",
+        "--json",
+        "--top",
+        "3",
+        "--checkpoint",
+        run_dir.to_str().unwrap(),
+    ];
+    args.extend(files.iter().map(String::as_str));
+    let (ok, stdout, err) = run(&args);
+    assert!(ok, "predict failed: {err}");
+    let predictions: Vec<serde_json::Value> = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(predictions.len(), 24);
+    let mut correct = 0;
+    for (p, &label) in predictions.iter().zip(&data.test.labels) {
+        let top = p["top"].as_array().unwrap();
+        assert_eq!(top.len(), 3);
+        let probs: Vec<f64> = top
+            .iter()
+            .map(|c| c["probability"].as_f64().unwrap())
+            .collect();
+        assert!(probs.windows(2).all(|w| w[0] >= w[1]) && probs.iter().sum::<f64>() <= 1.0 + 1e-6);
+        if top[0]["class"] == data.test.class_names[label as usize] {
+            correct += 1;
+        }
+    }
+    let (ok, stdout, err) = run(&["eval", "--json", "--checkpoint", run_dir.to_str().unwrap()]);
+    assert!(ok, "eval failed: {err}");
+    let e: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let accuracy = e["accuracy"].as_f64().unwrap();
+    assert!(
+        (correct as f64 / 24.0 - accuracy).abs() < 1e-6,
+        "{correct}/24 vs {accuracy}"
+    );
+    // Plain output names each image with its classes.
+    let (ok, stdout, _) = run(&[
+        "predict",
+        "--checkpoint",
+        run_dir.to_str().unwrap(),
+        &files[0],
+    ]);
+    assert!(
+        ok && stdout.contains("0.png: ") && stdout.contains('%'),
+        "{stdout}"
+    );
+}

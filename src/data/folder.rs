@@ -157,7 +157,9 @@ fn image_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
 }
 
 /// Decodes, resizes the shorter side to `side`, center-crops, and returns CHW u8.
-fn load_image(path: &Path, side: usize) -> Result<Vec<u8>, DataError> {
+/// A JPEG or PNG as `side` x `side` CHW bytes: the shorter side resized to
+/// `side`, then center-cropped (an image already that size is taken as is).
+pub fn load_image(path: &Path, side: usize) -> Result<Vec<u8>, DataError> {
     let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
     let picture = image::load_from_memory(&bytes).map_err(|e| DataError::Invalid {
         path: path.to_path_buf(),
@@ -169,7 +171,11 @@ fn load_image(path: &Path, side: usize) -> Result<Vec<u8>, DataError> {
         ((w as f64 * scale).round() as u32).max(side as u32),
         ((h as f64 * scale).round() as u32).max(side as u32),
     );
-    let rgb = picture.resize_exact(nw, nh, FilterType::Triangle).to_rgb8();
+    let rgb = if (w, h) == (nw as usize, nh as usize) {
+        picture.to_rgb8()
+    } else {
+        picture.resize_exact(nw, nh, FilterType::Triangle).to_rgb8()
+    };
     let (x0, y0) = ((nw as usize - side) / 2, (nh as usize - side) / 2);
     let mut chw = vec![0u8; 3 * side * side];
     for y in 0..side {

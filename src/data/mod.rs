@@ -7,7 +7,7 @@ mod source;
 mod synthetic;
 
 pub use cifar::{Cifar100Labels, cifar10_from_files, load_cifar10, load_cifar100};
-pub use folder::{FolderOptions, load_folder};
+pub use folder::{FolderOptions, load_folder, load_image};
 pub use source::{DataSource, DatasetKind, IMAGE_SIDES, MAX_SYNTHETIC};
 pub use synthetic::{SyntheticOptions, synthetic};
 
