@@ -2,7 +2,9 @@
 // metrics a training loop wants without reading anything back per step.
 //
 // forward_backward: one invocation per sample writes its loss, whether its argmax
-// equals the label, and d(mean loss)/d(logits) = (softmax - onehot) / valid.
+// equals the label (sample_correct[b]), whether the label's logit is among the
+// five largest (sample_correct[batch + b]; ties count in its favour), and
+// d(mean loss)/d(logits) = (softmax - onehot) / valid.
 // Only the first `valid` samples count: an evaluation pass pads its last batch
 // and the padding must add nothing to the loss, the accuracy or the gradient.
 // reduce_metrics: one workgroup sums the batch and adds it to the metrics
@@ -20,6 +22,7 @@ const METRIC_LOSS_SUM: u32 = 0u;
 const METRIC_CORRECT: u32 = 1u;
 const METRIC_SAMPLES: u32 = 2u;
 const METRIC_BATCH_LOSS: u32 = 3u;
+const METRIC_TOP5: u32 = 4u;
 
 const WG: u32 = 256u;
 
@@ -28,6 +31,7 @@ const WG: u32 = 256u;
 @group(0) @binding(2) var<storage, read> labels: array<u32>;
 @group(0) @binding(3) var<storage, read_write> grad_logits: array<f32>;
 @group(0) @binding(4) var<storage, read_write> sample_loss: array<f32>;
+// [2, batch]: top-1 hits, then top-5 hits.
 @group(0) @binding(5) var<storage, read_write> sample_correct: array<f32>;
 @group(0) @binding(6) var<storage, read_write> metrics: array<f32>;
 
@@ -42,6 +46,7 @@ fn forward_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     if b >= p.valid {
         sample_loss[b] = 0.0;
         sample_correct[b] = 0.0;
+        sample_correct[p.batch + b] = 0.0;
         for (var k = 0u; k < p.classes; k++) {
             grad_logits[row + k] = 0.0;
         }
@@ -62,8 +67,14 @@ fn forward_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
         sum_exp += exp(logits[row + k] - best);
     }
     let label = labels[b];
-    sample_loss[b] = log(sum_exp) + best - logits[row + label];
+    let label_logit = logits[row + label];
+    var above = 0u;
+    for (var k = 0u; k < p.classes; k++) {
+        above += select(0u, 1u, logits[row + k] > label_logit);
+    }
+    sample_loss[b] = log(sum_exp) + best - label_logit;
     sample_correct[b] = select(0.0, 1.0, best_class == label);
+    sample_correct[p.batch + b] = select(0.0, 1.0, above < 5u);
     let scale = 1.0 / f32(p.valid);
     for (var k = 0u; k < p.classes; k++) {
         let softmax = exp(logits[row + k] - best) / sum_exp;
@@ -74,13 +85,17 @@ fn forward_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
 @compute @workgroup_size(WG, 1, 1)
 fn reduce_metrics(@builtin(local_invocation_id) lid: vec3<u32>) {
     var acc = vec2<f32>(0.0);
+    var top5 = 0.0;
     for (var b = lid.x; b < p.batch; b += WG) {
         acc += vec2<f32>(sample_loss[b], sample_correct[b]);
+        top5 += sample_correct[p.batch + b];
     }
     let total = workgroup_sum(acc, lid.x);
+    let total_top5 = workgroup_sum(vec2<f32>(top5, 0.0), lid.x).x;
     if lid.x == 0u {
         metrics[METRIC_LOSS_SUM] += total.x;
         metrics[METRIC_CORRECT] += total.y;
+        metrics[METRIC_TOP5] += total_top5;
         metrics[METRIC_SAMPLES] += f32(p.valid);
         metrics[METRIC_BATCH_LOSS] = total.x / f32(p.valid);
     }

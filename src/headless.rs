@@ -341,13 +341,17 @@ impl CheckpointTimer {
 }
 
 fn epoch_line(e: &EpochReport, eval_name: &str) -> String {
+    let top5 =
+        |acc: Option<f32>| acc.map_or(String::new(), |a| format!(" top-5 {:.2}%", 100.0 * a));
     format!(
-        "epoch {:>6.2}  train loss {:.4} acc {:.2}%  {eval_name} loss {:.4} acc {:.2}%  lr {:.4}  {:.1} img/s",
+        "epoch {:>6.2}  train loss {:.4} acc {:.2}%{}  {eval_name} loss {:.4} acc {:.2}%{}  lr {:.4}  {:.1} img/s",
         e.epoch,
         e.train_loss,
         100.0 * e.train_acc,
+        top5(e.train_top5),
         e.test_loss,
         100.0 * e.test_acc,
+        top5(e.test_top5),
         e.lr,
         e.images_per_sec
     )

@@ -817,7 +817,7 @@ impl LossCase {
             labels: Tensor::from_u32(ctx(), "labels", &[batch], labels).unwrap(),
             grad: tensor("grad", &[batch, classes], &vec![grad_init; logits.len()]),
             sample_loss: zeros("sample_loss", &[batch]),
-            sample_correct: zeros("sample_correct", &[batch]),
+            sample_correct: zeros("sample_correct", &[2, batch]),
             metrics: zeros("metrics", &[loss::METRICS_LEN]),
         }
     }
@@ -860,6 +860,31 @@ fn cross_entropy_cases(reduction: Reduction) {
         1e-5,
     );
     assert_eq!(m[loss::METRIC_CORRECT], expect.correct as f32);
+    assert_eq!(m[loss::METRIC_TOP5], expect.top5 as f32);
+    top5_over_many_classes(reduction);
+}
+
+/// Top-5 hits over 13 classes, the labels placed at ranks 1 to 13.
+fn top5_over_many_classes(reduction: Reduction) {
+    let (batch, classes) = (13, 13);
+    let logits = random(73, batch * classes);
+    let labels: Vec<u32> = (0..batch)
+        .map(|b| {
+            let row = &logits[b * classes..(b + 1) * classes];
+            let mut order: Vec<usize> = (0..classes).collect();
+            order.sort_by(|&x, &y| row[y].total_cmp(&row[x]));
+            order[b] as u32 // rank b
+        })
+        .collect();
+    let case = LossCase::new(&logits, &labels, 0.0);
+    let d = loss::softmax_cross_entropy(ctx(), "loss", &case.tensors(), batch, reduction).unwrap();
+    run(&d.iter().collect::<Vec<_>>());
+    let expect = oracle::loss::softmax_cross_entropy(&widen(&logits), &labels, classes);
+    assert_eq!(expect.top5, 5, "ranks 0..4 are in the top five");
+    let hits = read(&case.sample_correct);
+    let want: Vec<f32> = (0..batch).map(|b| f32::from(u8::from(b < 5))).collect();
+    assert_eq!(&hits[batch..], &want[..]);
+    assert_eq!(read(&case.metrics)[loss::METRIC_TOP5], 5.0);
 }
 
 fn cross_entropy_accumulates_metrics(reduction: Reduction) {
@@ -894,6 +919,7 @@ fn cross_entropy_accumulates_metrics(reduction: Reduction) {
         1e-6,
     );
     assert_eq!(m[loss::METRIC_CORRECT], 2.0 * expect.correct as f32);
+    assert_eq!(m[loss::METRIC_TOP5], 2.0 * expect.top5 as f32);
     assert_eq!(m[loss::METRIC_SAMPLES], 2.0 * batch as f32);
     assert_close(
         "batch loss",
@@ -924,6 +950,11 @@ fn cross_entropy_ignores_the_padding_of_a_partial_batch(reduction: Reduction) {
     let m = read(metrics);
     assert_eq!(m[loss::METRIC_SAMPLES], valid as f32);
     assert_eq!(m[loss::METRIC_CORRECT], expect.correct as f32);
+    assert_eq!(
+        m[loss::METRIC_TOP5],
+        expect.top5 as f32,
+        "padding adds no top-5 hit"
+    );
     assert_close(
         "loss sum",
         &m[loss::METRIC_LOSS_SUM..=loss::METRIC_LOSS_SUM],

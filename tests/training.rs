@@ -435,6 +435,8 @@ fn captured_predictions_agree_with_the_evaluated_accuracy() {
     }
     assert_eq!(evaluations.len(), 2);
     assert_eq!(predictions.len(), 2);
+    // Ten classes: top-5 says little and is not recorded.
+    assert!(evaluations.iter().all(|e| e.test_top5.is_none()));
     for (e, (step, predicted)) in evaluations.iter().zip(&predictions) {
         assert_eq!(e.step, *step);
         assert_eq!(predicted.len(), labels.len());
@@ -486,5 +488,26 @@ fn parameter_arena_chunks_are_aligned_and_bounded() {
             pair[0].0 != pair[1].0 || pair[0].2 <= pair[1].1,
             "overlap: {pair:?}"
         );
+    }
+}
+
+#[test]
+fn top5_accuracy_is_recorded_above_ten_classes() {
+    // The built-in shapes under a 12-way classifier (two classes unused).
+    let mut data = half_size_synthetic(64, 24, 5);
+    let names: Vec<String> = (0..12).map(|c| format!("c{c}")).collect();
+    data.train.class_names = names.clone();
+    data.test.class_names = names;
+    let run_dir = out_dir("top5");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let args = train_args(&run_dir, &format!("{TINY} --batch-size 32 --epochs 2"));
+    let mut trainer = Trainer::new(shared_ctx(), args.config(&data).unwrap(), data).unwrap();
+    headless::run(&mut trainer, &run_dir, true).unwrap();
+    for e in metrics(&run_dir) {
+        let (train, test) = (e.train_top5.unwrap(), e.test_top5.unwrap());
+        assert!(test >= e.test_acc && test <= 1.0, "{e:?}");
+        assert!(train >= e.train_acc && train <= 1.0, "{e:?}");
+        // Five of twelve classes: even an untrained model hits some.
+        assert!(test > 0.0, "{e:?}");
     }
 }

@@ -20,7 +20,9 @@ pub const METRIC_LOSS_SUM: usize = 0;
 pub const METRIC_CORRECT: usize = 1;
 pub const METRIC_SAMPLES: usize = 2;
 pub const METRIC_BATCH_LOSS: usize = 3;
-pub const METRICS_LEN: usize = 4;
+/// Samples whose label is among the five largest logits.
+pub const METRIC_TOP5: usize = 4;
+pub const METRICS_LEN: usize = 5;
 
 pub struct CrossEntropyTensors<'a> {
     pub logits: &'a Tensor,
@@ -28,7 +30,7 @@ pub struct CrossEntropyTensors<'a> {
     pub grad_logits: &'a Tensor,
     /// [batch] scratch.
     pub sample_loss: &'a Tensor,
-    /// [batch] scratch.
+    /// [2, batch] scratch: top-1 hits, then top-5 hits.
     pub sample_correct: &'a Tensor,
     /// [METRICS_LEN] accumulator.
     pub metrics: &'a Tensor,
@@ -58,7 +60,7 @@ pub fn softmax_cross_entropy(
     t.grad_logits.expect(label, &[batch, classes], DType::F32)?;
     t.labels.expect(label, &[batch], DType::U32)?;
     t.sample_loss.expect(label, &[batch], DType::F32)?;
-    t.sample_correct.expect(label, &[batch], DType::F32)?;
+    t.sample_correct.expect(label, &[2, batch], DType::F32)?;
     t.metrics.expect(label, &[METRICS_LEN], DType::F32)?;
     if valid == 0 || valid > batch {
         return Err(GpuError::shape(

@@ -9,6 +9,8 @@ pub struct CrossEntropy {
     pub grad_logits: Vec<f64>,
     /// Samples whose first maximal logit is the label.
     pub correct: usize,
+    /// Samples whose label's logit has fewer than five logits above it.
+    pub top5: usize,
 }
 
 pub fn softmax_cross_entropy(logits: &[f64], labels: &[u32], classes: usize) -> CrossEntropy {
@@ -18,6 +20,7 @@ pub fn softmax_cross_entropy(logits: &[f64], labels: &[u32], classes: usize) -> 
         per_sample_loss: vec![],
         grad_logits: vec![0.0; logits.len()],
         correct: 0,
+        top5: 0,
     };
     for (b, &label) in labels.iter().enumerate() {
         let row = &logits[b * classes..(b + 1) * classes];
@@ -27,6 +30,8 @@ pub fn softmax_cross_entropy(logits: &[f64], labels: &[u32], classes: usize) -> 
         let loss = sum_exp.ln() + max - row[label as usize];
         out.per_sample_loss.push(loss);
         out.correct += usize::from(argmax == label as usize);
+        let above = row.iter().filter(|&&v| v > row[label as usize]).count();
+        out.top5 += usize::from(above < 5);
         for k in 0..classes {
             let p = (row[k] - max).exp() / sum_exp;
             out.grad_logits[b * classes + k] =

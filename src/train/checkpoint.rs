@@ -16,6 +16,7 @@ use safetensors::tensor::{Dtype, TensorView};
 
 use super::trainer::{Progress, TrainConfig, Trainer};
 use crate::model::Network;
+use crate::ops::loss::METRICS_LEN;
 
 pub const MODEL_FILE: &str = "model.safetensors";
 pub const TRAINER_FILE: &str = "trainer.safetensors";
@@ -423,10 +424,12 @@ fn replace_dir(tmp: &Path, dir: &Path) -> Result<(), CheckpointError> {
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-fn read_train_metrics(trainer: &Trainer) -> Result<[f32; 4], CheckpointError> {
+fn read_train_metrics(trainer: &Trainer) -> Result<[f32; METRICS_LEN], CheckpointError> {
     let plan = trainer.plan();
     let v = plan.tensor(plan.train_metrics).read_f32(trainer.ctx())?;
-    Ok([v[0], v[1], v[2], v[3]])
+    let mut out = [0.0; METRICS_LEN];
+    out.copy_from_slice(&v[..METRICS_LEN]);
+    Ok(out)
 }
 
 /// Keeps the newest `KEEP` checkpoints up to `step` (the one just saved

@@ -1,5 +1,5 @@
 //! Asynchronous metric readback. Each step's command buffer copies the GPU
-//! metric accumulator (16 bytes) into a slot of a mappable staging buffer; every
+//! metric accumulator (METRICS_LEN floats) into a slot of a mappable staging buffer; every
 //! K steps (and after each evaluation) that buffer is mapped with `map_async`
 //! and read once the GPU has got there. Staging buffers are recycled; when all
 //! are in flight a new one is made, so the CPU never waits for a value.
@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use crate::gpu::{GpuContext, GpuError, Tensor};
 use crate::ops::loss::{
-    METRIC_BATCH_LOSS, METRIC_CORRECT, METRIC_LOSS_SUM, METRIC_SAMPLES, METRICS_LEN,
+    METRIC_BATCH_LOSS, METRIC_CORRECT, METRIC_LOSS_SUM, METRIC_SAMPLES, METRIC_TOP5, METRICS_LEN,
 };
 
 const SLOT_BYTES: u64 = (METRICS_LEN * 4) as u64;
@@ -22,6 +22,7 @@ pub struct MetricsSnapshot {
     pub correct: f32,
     pub samples: f32,
     pub batch_loss: f32,
+    pub top5: f32,
 }
 
 impl MetricsSnapshot {
@@ -31,6 +32,7 @@ impl MetricsSnapshot {
             correct: v[METRIC_CORRECT],
             samples: v[METRIC_SAMPLES],
             batch_loss: v[METRIC_BATCH_LOSS],
+            top5: v[METRIC_TOP5],
         }
     }
 
@@ -40,6 +42,7 @@ impl MetricsSnapshot {
         v[METRIC_CORRECT] = self.correct;
         v[METRIC_SAMPLES] = self.samples;
         v[METRIC_BATCH_LOSS] = self.batch_loss;
+        v[METRIC_TOP5] = self.top5;
         v
     }
 
@@ -49,6 +52,10 @@ impl MetricsSnapshot {
 
     pub fn accuracy(&self) -> f32 {
         self.correct / self.samples.max(1.0)
+    }
+
+    pub fn top5_accuracy(&self) -> f32 {
+        self.top5 / self.samples.max(1.0)
     }
 }
 

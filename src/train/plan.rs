@@ -346,7 +346,7 @@ impl Plan {
             labels,
             grad_logits: b.tensor("grad logits", &[batch, network.num_classes])?,
             sample_loss: b.tensor("sample loss", &[batch])?,
-            sample_correct: b.tensor("sample correct", &[batch])?,
+            sample_correct: b.tensor("sample correct", &[2, batch])?,
         };
         let train_metrics = b.tensor("train metrics", &[METRICS_LEN])?;
         let eval_metrics = b.tensor("eval metrics", &[METRICS_LEN])?;

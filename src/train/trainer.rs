@@ -19,6 +19,7 @@ use crate::gpu::{DType, Dispatch, GpuContext, GpuError, Tensor};
 use crate::model::{ModelSpec, initial_parameters};
 use crate::ops::augment::{Augment, AugmentTensors};
 use crate::ops::conv::ConvTuning;
+use crate::ops::loss::METRICS_LEN;
 use crate::shapes::{AugmentConfig, ImageShape, SgdConfig};
 
 /// Everything that defines a run; written to config.json.
@@ -218,6 +219,8 @@ pub struct StepReport {
     /// Mean loss and accuracy over the epoch so far.
     pub train_loss: f32,
     pub train_acc: f32,
+    /// Over the epoch so far, with more than 10 classes.
+    pub train_top5: Option<f32>,
     pub lr: f32,
 }
 
@@ -228,8 +231,13 @@ pub struct EpochReport {
     pub step: u64,
     pub train_loss: f32,
     pub train_acc: f32,
+    /// Top-5 accuracies, recorded with more than 10 classes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_top5: Option<f32>,
     pub test_loss: f32,
     pub test_acc: f32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_top5: Option<f32>,
     pub lr: f32,
     pub images_per_sec: f64,
     pub elapsed_s: f64,
@@ -312,10 +320,27 @@ pub struct Progress {
     pub epoch: usize,
     pub step_in_epoch: usize,
     pub global_step: u64,
-    /// The train metrics accumulator (partial-epoch sums).
-    pub train_metrics: [f32; 4],
+    /// The train metrics accumulator (partial-epoch sums; checkpoints from
+    /// before top-5 was counted hold four values).
+    #[serde(deserialize_with = "metrics_from_disk")]
+    pub train_metrics: [f32; METRICS_LEN],
     /// BN `num_batches_tracked` before this run's first step (from --init).
     pub batches_tracked_base: u64,
+}
+
+fn metrics_from_disk<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<[f32; METRICS_LEN], D::Error> {
+    let v: Vec<f32> = Deserialize::deserialize(d)?;
+    if v.len() != 4 && v.len() != METRICS_LEN {
+        return Err(serde::de::Error::custom(format!(
+            "train_metrics: expected {METRICS_LEN} values, got {}",
+            v.len()
+        )));
+    }
+    let mut out = [0.0; METRICS_LEN];
+    out[..v.len()].copy_from_slice(&v);
+    Ok(out)
 }
 
 /// A dataset on the GPU for the augment kernel: resident when it fits one
@@ -544,7 +569,7 @@ impl Trainer {
                 epoch: 0,
                 step_in_epoch: 0,
                 global_step: 0,
-                train_metrics: [0.0; 4],
+                train_metrics: [0.0; METRICS_LEN],
                 batches_tracked_base: 0,
             },
             order: vec![],
@@ -926,10 +951,16 @@ impl Trainer {
             batch_loss: snap.batch_loss,
             train_loss: snap.mean_loss(),
             train_acc: snap.accuracy(),
+            train_top5: self.top5(snap),
             lr: t.lr,
         };
         self.last_step = Some(report.clone());
         events.push(TrainEvent::Step(report));
+    }
+
+    /// Top-5 accuracy, reported where it says more than top-1: over 10 classes.
+    fn top5(&self, snap: MetricsSnapshot) -> Option<f32> {
+        (self.plan.network.num_classes > 10).then(|| snap.top5_accuracy())
     }
 
     fn epoch_event(&mut self, t: ReportTag, snap: MetricsSnapshot) -> TrainEvent {
@@ -937,17 +968,21 @@ impl Trainer {
         let (since, from_step) = self.last_epoch_report;
         let images = (t.step - from_step) as f64 * self.config.batch_size as f64;
         self.last_epoch_report = (now, t.step);
-        let (train_loss, train_acc) = self
+        let (train_loss, train_acc, train_top5) = self
             .last_step
             .as_ref()
-            .map_or((f32::NAN, f32::NAN), |s| (s.train_loss, s.train_acc));
+            .map_or((f32::NAN, f32::NAN, None), |s| {
+                (s.train_loss, s.train_acc, s.train_top5)
+            });
         TrainEvent::Epoch(EpochReport {
             epoch: t.step as f64 / t.steps_per_epoch as f64,
             step: t.step,
             train_loss,
             train_acc,
+            train_top5,
             test_loss: snap.mean_loss(),
             test_acc: snap.accuracy(),
+            test_top5: self.top5(snap),
             lr: t.lr,
             images_per_sec: images / (now - since).as_secs_f64().max(1e-9),
             elapsed_s: (now - self.started).as_secs_f64(),

@@ -327,8 +327,11 @@ impl App {
     fn run_details(&self, ui: &mut egui::Ui, s: &Session) {
         ui.separator();
         if let Some(e) = &s.history.last_epoch {
+            let top5 = e
+                .test_top5
+                .map_or(String::new(), |a| format!(", top-5 {:.1}%", 100.0 * a));
             ui.label(format!(
-                "{} accuracy {:.1}% (loss {:.3}) at epoch {:.2}",
+                "{} accuracy {:.1}%{top5} (loss {:.3}) at epoch {:.2}",
                 s.trainer.eval_name(),
                 100.0 * e.test_acc,
                 e.test_loss,
