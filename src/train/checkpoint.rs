@@ -16,6 +16,7 @@ use safetensors::tensor::{Dtype, TensorView};
 
 use super::trainer::{Progress, TrainConfig, Trainer};
 use crate::model::Network;
+#[cfg(not(target_arch = "wasm32"))]
 use crate::ops::loss::METRICS_LEN;
 
 pub const MODEL_FILE: &str = "model.safetensors";

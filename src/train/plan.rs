@@ -245,7 +245,11 @@ impl Plan {
             },
             Err(e) => return Err(e),
         };
+        #[cfg(not(target_arch = "wasm32"))]
         let max_batch = largest_batch_that_fits(ctx, network, batch, image, sgd, tuning);
+        // A browser cannot wait for smaller plans to be freed between tries.
+        #[cfg(target_arch = "wasm32")]
+        let max_batch = None;
         Err(GpuError::OutOfMemory { what, max_batch })
     }
 
@@ -599,6 +603,7 @@ fn mib(bytes: u64) -> f64 {
 /// The largest batch below `failed` whose plan the adapter can allocate
 /// (bisection over real allocations, with the built-in kernels so nothing is
 /// measured); None when not even batch 1 fits.
+#[cfg(not(target_arch = "wasm32"))]
 fn largest_batch_that_fits(
     ctx: &GpuContext,
     network: &Network,
