@@ -13,6 +13,8 @@
 pub mod bench;
 pub mod cli;
 pub mod data;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod download;
 pub mod gpu;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod headless;

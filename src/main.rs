@@ -49,6 +49,9 @@ enum Command {
     /// The most likely classes of image files under a checkpoint, prepared
     /// as its run prepared images.
     Predict(PredictArgs),
+    /// Fetch CIFAR-10 or CIFAR-100 (binary version, MD5-checked) with curl
+    /// and unpack it; prints the --data folder.
+    Download(DownloadArgs),
     /// The adapter, its limits, and the memory plan of a model.
     Info(InfoArgs),
     /// Measure GPU time per op, or images/s of whole training steps.
@@ -110,6 +113,22 @@ struct PredictArgs {
 }
 
 #[derive(Args)]
+struct DownloadArgs {
+    /// cifar10 or cifar100.
+    #[arg(value_parser = ["cifar10", "cifar100"])]
+    dataset: String,
+    /// Folder to put it in.
+    #[arg(long, value_name = "DIR", default_value = "data")]
+    to: PathBuf,
+    /// Fetch from this address instead (a mirror), with its MD5.
+    #[arg(long, value_name = "URL", requires = "md5")]
+    url: Option<String>,
+    /// The MD5 of the archive at --url.
+    #[arg(long, value_name = "HEX", requires = "url")]
+    md5: Option<String>,
+}
+
+#[derive(Args)]
 struct InfoArgs {
     #[command(flatten)]
     model: ModelArgs,
@@ -164,6 +183,8 @@ fn flags_given(matches: &clap::ArgMatches) -> std::collections::BTreeSet<String>
 /// (after its checkpoint), for the exit code.
 fn run(cli: Cli) -> Result<Option<i32>> {
     let command = match cli.command {
+        // No GPU needed.
+        Some(Command::Download(args)) => return download(&args).map(|()| None),
         None => return window(cli.backend, cli.tune, TrainArgs::defaults(), true),
         Some(Command::Train(args)) if !args.no_gui => {
             return window(cli.backend, cli.tune, *args, false);
@@ -178,6 +199,7 @@ fn run(cli: Cli) -> Result<Option<i32>> {
         Command::Eval(args) => done(eval(ctx, &args)),
         Command::Predict(args) => done(predict(ctx, &args)),
         Command::Info(args) => done(info(&ctx, &args)),
+        Command::Download(args) => done(download(&args)),
         Command::Bench {
             what: BenchWhat::Ops(options),
         } => done(Ok(bench::bench_ops(&ctx, &options)?)),
@@ -376,6 +398,25 @@ fn eval(ctx: Arc<GpuContext>, args: &EvalArgs) -> Result<()> {
             100.0 * report.test_acc
         );
     }
+    Ok(())
+}
+
+fn download(args: &DownloadArgs) -> Result<()> {
+    let (_, known) = resnet_wgpu::download::ARCHIVES
+        .iter()
+        .find(|(name, _)| *name == args.dataset)
+        .context("unknown dataset")?;
+    let md5 = args.md5.as_deref().map(str::to_lowercase);
+    let archive = match (&args.url, &md5) {
+        (Some(url), Some(md5)) => resnet_wgpu::download::Archive { url, md5, ..*known },
+        _ => *known,
+    };
+    let folder = resnet_wgpu::download::download(&archive, &args.to)?;
+    println!("{}", folder.display());
+    eprintln!(
+        "train on it: resnet-wgpu train --no-gui --data {}",
+        folder.display()
+    );
     Ok(())
 }
 

@@ -434,3 +434,145 @@ fn predict_agrees_with_eval_on_the_runs_own_test_images() {
         "{stdout}"
     );
 }
+
+/// Serves `body` over HTTP on 127.0.0.1 to every request (for `download`);
+/// returns the address.
+fn serve(body: Vec<u8>) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = format!(
+        "http://{}/cifar-10-binary.tar.gz",
+        listener.local_addr().unwrap()
+    );
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&body);
+        }
+    });
+    address
+}
+
+#[test]
+fn download_checks_unpacks_and_trains_from_a_local_server() {
+    // A CIFAR-10-shaped archive: a few records in each binary file.
+    let mut archive = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    let record = |i: usize| {
+        let mut r = vec![(i % 10) as u8];
+        r.extend((0..3072).map(|p| ((p * 7 + i * 13) % 256) as u8));
+        r
+    };
+    let files = [
+        "data_batch_1",
+        "data_batch_2",
+        "data_batch_3",
+        "data_batch_4",
+        "data_batch_5",
+        "test_batch",
+    ];
+    for name in files {
+        let bytes: Vec<u8> = (0..8).flat_map(record).collect();
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        archive
+            .append_data(
+                &mut header,
+                format!("cifar-10-batches-bin/{name}.bin"),
+                &bytes[..],
+            )
+            .unwrap();
+    }
+    let gz = archive.into_inner().unwrap().finish().unwrap();
+    let md5 = {
+        use md5::Digest;
+        format!("{:x}", md5::Md5::digest(&gz))
+    };
+    let url = serve(gz);
+    let to = temp("download");
+    let to_s = to.to_str().unwrap();
+
+    // A wrong checksum: refused, and nothing that looks like data is left.
+    let (ok, _, err) = run(&[
+        "download",
+        "cifar10",
+        "--to",
+        to_s,
+        "--url",
+        &url,
+        "--md5",
+        &"0".repeat(32),
+    ]);
+    assert!(!ok && err.contains("MD5"), "{err}");
+    assert!(!to.join("cifar-10-batches-bin").exists());
+    assert!(
+        std::fs::read_dir(&to).unwrap().next().is_none(),
+        "leftovers in {to:?}"
+    );
+
+    let (ok, stdout, err) = run(&[
+        "download", "cifar10", "--to", to_s, "--url", &url, "--md5", &md5,
+    ]);
+    assert!(ok, "download failed: {err}");
+    let folder = to.join("cifar-10-batches-bin");
+    assert_eq!(stdout.trim(), folder.to_str().unwrap());
+    // Recognised as CIFAR-10 without --dataset; one step trains on it.
+    let (ok, stdout, err) = run(&[
+        "train",
+        "--no-gui",
+        "--model",
+        "resnet8",
+        "--batch-size",
+        "8",
+        "--max-steps",
+        "1",
+        "--data",
+        folder.to_str().unwrap(),
+        "--out",
+        to_s,
+        "--name",
+        "r",
+    ]);
+    assert!(ok, "train failed: {err}");
+    assert!(stdout.contains("cifar10"), "{stdout}");
+}
+
+#[test]
+fn train_help_is_grouped_and_every_option_says_what_it_does() {
+    let (ok, help, _) = run(&["train", "--help"]);
+    assert!(ok);
+    for heading in ["Model:", "Data:", "Recipe:", "Run:"] {
+        assert!(help.contains(heading), "no {heading} in {help}");
+    }
+    for value in [
+        "--data <DIR>",
+        "--resume <DIR>",
+        "--batch-size <N>",
+        "--init <FILE>",
+    ] {
+        assert!(help.contains(value), "no {value} in {help}");
+    }
+    // Each option line is followed by its description (long help: indented text).
+    let lines: Vec<&str> = help.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim_start().starts_with("--") {
+            let next = lines.get(i + 1).map_or("", |l| l.trim());
+            let described = !next.is_empty() && !next.starts_with("--") && !next.starts_with('[');
+            assert!(described, "{line} has no help text");
+        }
+    }
+}
