@@ -226,18 +226,17 @@ fn resume_run(
     } else {
         None
     };
-    let dir = match (locate(resume), early_lock) {
-        (Ok(dir), lock) => (dir, lock),
+    let (dir, folder) = match (locate(resume), early_lock) {
+        (Ok(dir), Some(folder)) => (dir, folder),
+        (Ok(dir), None) => {
+            let folder = RunFolder::lock(&run_of(&dir))?;
+            (dir, folder)
+        }
         // Killed before its first checkpoint: the run starts again from step 0.
         (Err(_), Some(folder)) if folder.join("config.json").is_file() => {
             return restart_from_config(ctx, args, folder);
         }
         (Err(e), _) => return Err(e),
-    };
-    let (dir, early_lock) = dir;
-    let folder = match early_lock {
-        Some(folder) => folder,
-        None => RunFolder::lock(&run_of(&dir))?,
     };
     let (config, progress, momenta) = checkpoint::read_trainer_state(&dir)?;
     let trainer_path = dir.join(checkpoint::TRAINER_FILE);

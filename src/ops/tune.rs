@@ -203,7 +203,7 @@ fn time_loss_sum(ctx: &GpuContext, batch: usize, reduction: Reduction) -> Option
     let labels = t("tune labels", &[batch], DType::U32)?;
     let (loss, correct) = (
         t("tune loss", &[batch], f)?,
-        t("tune correct", &[batch], f)?,
+        t("tune correct", &[2, batch], f)?,
     );
     let metrics = t("tune metrics", &[super::loss::METRICS_LEN], f)?;
     let tensors = super::loss::CrossEntropyTensors {
