@@ -135,7 +135,15 @@ fn bad_flags_and_files_are_clear_errors() {
     let pickled = std::path::Path::new("/tmp/resnet-wgpu-cli-pickled");
     std::fs::create_dir_all(pickled).unwrap();
     std::fs::write(pickled.join("data_batch_1"), b"pickle").unwrap();
-    let cases: [(&[&str], &str); 9] = [
+    let cases: [(&[&str], &str); 11] = [
+        (
+            &["train", "--no-gui", "--checkpoint-every", "0"],
+            "--checkpoint-every",
+        ),
+        (
+            &["train", "--no-gui", "--checkpoint-every", "0m"],
+            "--checkpoint-every",
+        ),
         (&["train", "--no-gui", "--model", "resnet21"], "resnet21"),
         (&["train", "--no-gui", "--batch-size", "0"], "--batch-size"),
         (&["train", "--no-gui", "--dataset", "cifar10"], "--data"),
@@ -549,6 +557,77 @@ fn download_checks_unpacks_and_trains_from_a_local_server() {
     ]);
     assert!(ok, "train failed: {err}");
     assert!(stdout.contains("cifar10"), "{stdout}");
+    // CIFAR data is normalized with the recipe's constants, three channels.
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(to.join("r/config.json")).unwrap()).unwrap();
+    let mean: Vec<f64> = serde_json::from_value(config["augment"]["mean"].clone()).unwrap();
+    let std: Vec<f64> = serde_json::from_value(config["augment"]["std"].clone()).unwrap();
+    let close = |a: &[f64], b: &[f64]| {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-6)
+    };
+    assert!(close(&mean, &[0.4914, 0.4822, 0.4465]), "{mean:?}");
+    assert!(close(&std, &[0.2023, 0.1994, 0.2010]), "{std:?}");
+}
+
+#[test]
+fn normalize_picks_the_constants_and_bad_values_are_named() {
+    let out = temp("normalize");
+    let train = |name: &str, normalize: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--no-gui",
+            "--model",
+            "resnet8",
+            "--batch-size",
+            "8",
+            "--max-steps",
+            "1",
+            "--synthetic-train",
+            "16",
+            "--synthetic-test",
+            "8",
+            "--out",
+            out.to_str().unwrap(),
+            "--name",
+            name,
+        ];
+        args.extend_from_slice(normalize);
+        run(&args)
+    };
+    let std_of = |name: &str| -> Vec<f64> {
+        let text = std::fs::read_to_string(out.join(name).join("config.json")).unwrap();
+        let config: serde_json::Value = serde_json::from_str(&text).unwrap();
+        serde_json::from_value(config["augment"]["std"].clone()).unwrap()
+    };
+    let (ok, _, err) = train("imagenet", &["--normalize", "imagenet"]);
+    assert!(ok, "{err}");
+    assert_eq!(std_of("imagenet").len(), 3);
+    assert!((std_of("imagenet")[0] - 0.229).abs() < 1e-6);
+    let (ok, _, err) = train("values", &["--normalize", "0.5,0.5,0.5,0.25,0.25,0.25"]);
+    assert!(ok, "{err}");
+    assert!((std_of("values")[2] - 0.25).abs() < 1e-6);
+    // The built-in set defaults to its own statistics (not a constant set).
+    let (ok, _, err) = train("dataset", &[]);
+    assert!(ok, "{err}");
+    assert!(
+        std_of("dataset")
+            .iter()
+            .all(|s| (s - 0.229).abs() > 1e-3 && (s - 0.2023).abs() > 1e-3)
+    );
+    for bad in ["cifar11", "1,2,3", "0.5,0.5,0.5,0,1,1"] {
+        let (ok, _, err) = train("bad", &["--normalize", bad]);
+        assert!(
+            !ok && err.contains("--normalize") && err.contains(bad),
+            "{bad}: {err}"
+        );
+    }
+    // A query for a batch that does not fit answers and exits 0.
+    let (ok, stdout, err) = run(&["info", "--model", "resnet50", "--batch-size", "64"]);
+    assert!(ok, "{err}");
+    assert!(
+        stdout.contains("does not fit") && stdout.contains("largest batch that fits"),
+        "{stdout}"
+    );
 }
 
 #[test]
