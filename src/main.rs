@@ -452,7 +452,11 @@ fn eval_data(args: &EvalArgs, saved: Option<&TrainConfig>) -> Result<DataSplit> 
         );
         return args.data.load(seed);
     }
-    let data = args.data.relocate(source).load(seed)?;
+    let data = args
+        .data
+        .relocate(source)
+        .load(seed)
+        .context("loading the run's data (pass --data if it moved)")?;
     let differs = saved
         .and_then(|c| c.data.as_ref())
         .and_then(|id| id.difference(&data.identity()));

@@ -305,9 +305,12 @@ fn resumed_config(
         Some(saved) => args.data.relocate(saved),
         None => args.data.source()?,
     };
-    let data = source
-        .load(config.seed)
-        .with_context(|| format!("loading the data of the run in {}", file.display()))?;
+    let data = source.load(config.seed).with_context(|| {
+        format!(
+            "loading the data of the run in {} (pass --data if it moved)",
+            file.display()
+        )
+    })?;
     check_same_data(&config, &data, file)?;
     config.source = Some(source);
     if let Some(epochs) = args.epochs.filter(|&e| e > config.epochs) {
