@@ -123,10 +123,7 @@ pub fn prepare(ctx: Arc<GpuContext>, args: &TrainArgs) -> Result<(Trainer, RunFo
     }
     let data = args.data.load(args.seed)?;
     let config = args.config(&data)?;
-    let name = args
-        .name
-        .clone()
-        .unwrap_or_else(|| default_name(&config.model.name, args));
+    let name = args.name.clone().unwrap_or_else(|| default_name(&config));
     let run_dir = args.out.join(name);
     let taken = || {
         anyhow::anyhow!(
@@ -180,11 +177,16 @@ fn load_init(trainer: &mut Trainer, init: &Path) -> Result<()> {
     Ok(())
 }
 
-fn default_name(model: &str, args: &TrainArgs) -> String {
+/// `<model>-<data format>-<seconds since 1970>`.
+fn default_name(config: &TrainConfig) -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    format!("{model}-{:?}-{secs}", args.data.kind()).to_lowercase()
+    let kind = config
+        .source
+        .as_ref()
+        .map_or("data".into(), |s| format!("{:?}", s.kind));
+    format!("{}-{kind}-{secs}", config.model.name).to_lowercase()
 }
 
 /// A model.safetensors path from a file or checkpoint/run folder (saying so
