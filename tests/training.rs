@@ -262,7 +262,8 @@ fn resume_refuses_other_data_and_a_taken_run_name() {
         .err()
         .unwrap()
         .to_string();
-    assert!(e.contains("pass the same --dataset/--data"), "{e}");
+    // Data flags that pick other data than the run's are refused, named.
+    assert!(e.contains("--synthetic-train 40 (the run has 32)"), "{e}");
     let missing = train_args(
         &out,
         &format!("{TINY} --resume {}", out.join("nothing").display()),
