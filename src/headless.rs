@@ -13,7 +13,7 @@ use anyhow::{Result, bail};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::cli::CheckpointEvery;
-use crate::runs::MetricsLog;
+use crate::runs::{BestSoFar, MetricsLog};
 use crate::train::checkpoint::{self, CheckpointError};
 use crate::train::{EpochReport, StepReport, Throughput, TrainEvent, Trainer};
 
@@ -179,7 +179,7 @@ pub fn run(trainer: &mut Trainer, run_dir: &Path, quiet: bool) -> Result<RunSumm
 /// the run with an error and keeps the last good checkpoint.
 pub fn run_with(trainer: &mut Trainer, run_dir: &Path, options: RunOptions) -> Result<RunSummary> {
     let mut shown = Progress::new(trainer, options.quiet);
-    let mut best = BestSoFar::read(run_dir)?;
+    let mut best = BestSoFar::read(run_dir);
     let mut timer = CheckpointTimer::new(options.checkpoint_every, trainer.progress().global_step);
     let mut metrics_log = MetricsLog::open(run_dir)?;
     // Stay at most two reports ahead of the GPU: enough to keep it busy.
@@ -220,7 +220,7 @@ pub fn run_with(trainer: &mut Trainer, run_dir: &Path, options: RunOptions) -> R
                 TrainEvent::Epoch(e) => {
                     metrics_log.append(&e)?;
                     shown.println(&epoch_line(&e, trainer.eval_name()));
-                    best.pending = best.improves(&e).then_some(e.test_acc);
+                    best.evaluated(&e);
                     summary.last = Some(e);
                 }
                 TrainEvent::Predictions { .. } => {}
@@ -246,7 +246,10 @@ pub fn run_with(trainer: &mut Trainer, run_dir: &Path, options: RunOptions) -> R
         if let (Some(signal), true) = (stopping, idle) {
             shown.bar.abandon();
             summary.interrupted_by = Some(signal);
-            summary.checkpoint = Some(save(trainer, run_dir, &shown)?);
+            let dir = save(trainer, run_dir, &shown)?;
+            // Stopped right after an evaluation: these are its weights.
+            best.saved(run_dir, &dir)?;
+            summary.checkpoint = Some(dir);
             shown.println(&format!(
                 "stopped by signal {signal} at step {}; resume with --resume {}",
                 trainer.progress().global_step,
@@ -259,10 +262,7 @@ pub fn run_with(trainer: &mut Trainer, run_dir: &Path, options: RunOptions) -> R
         }
         if waiting_for_epoch && idle {
             let dir = save(trainer, run_dir, &shown)?;
-            if let Some(acc) = best.pending.take() {
-                checkpoint::mark_best(run_dir, &dir)?;
-                best.acc = Some(acc);
-            }
+            best.saved(run_dir, &dir)?;
             summary.checkpoint = Some(dir);
             waiting_for_epoch = false;
             timer.saved(trainer.progress().global_step);
@@ -278,30 +278,6 @@ pub fn run_with(trainer: &mut Trainer, run_dir: &Path, options: RunOptions) -> R
     }
     shown.bar.finish_and_clear();
     Ok(summary)
-}
-
-/// The best evaluation accuracy of the run so far (from its metrics and
-/// `checkpoints/best`), and an epoch's that beat it, waiting for its checkpoint.
-struct BestSoFar {
-    acc: Option<f32>,
-    pending: Option<f32>,
-}
-
-impl BestSoFar {
-    fn read(run_dir: &Path) -> Result<Self> {
-        let acc = checkpoint::best_step(run_dir).and_then(|step| {
-            crate::runs::read_metrics(run_dir)
-                .ok()?
-                .into_iter()
-                .find(|r| r.step == step)
-                .map(|r| r.test_acc)
-        });
-        Ok(BestSoFar { acc, pending: None })
-    }
-
-    fn improves(&self, e: &EpochReport) -> bool {
-        self.acc.is_none_or(|best| e.test_acc > best)
-    }
 }
 
 /// When `--checkpoint-every` asks for the next checkpoint.

@@ -375,6 +375,45 @@ fn drop_records_after(run_dir: &Path, step: u64) -> Result<()> {
     Ok(())
 }
 
+/// The best evaluation accuracy of a run so far (from its metrics and
+/// `checkpoints/best`), and an evaluation that beat it, waiting for the
+/// checkpoint of its step; both native front ends keep `best` this way.
+pub struct BestSoFar {
+    acc: Option<f32>,
+    pending: Option<f32>,
+}
+
+impl BestSoFar {
+    pub fn read(run_dir: &Path) -> Self {
+        let acc = checkpoint::best_step(run_dir).and_then(|step| {
+            read_metrics(run_dir)
+                .ok()?
+                .into_iter()
+                .find(|r| r.step == step)
+                .map(|r| r.test_acc)
+        });
+        BestSoFar { acc, pending: None }
+    }
+
+    /// An evaluation came back (the first of equals stays the best).
+    pub fn evaluated(&mut self, e: &EpochReport) {
+        self.pending = self
+            .acc
+            .is_none_or(|best| e.test_acc > best)
+            .then_some(e.test_acc);
+    }
+
+    /// The checkpoint `dir` was written after the latest evaluation: name it
+    /// `best` if that evaluation was the best so far.
+    pub fn saved(&mut self, run_dir: &Path, dir: &Path) -> Result<()> {
+        if let Some(acc) = self.pending.take() {
+            checkpoint::mark_best(run_dir, dir)?;
+            self.acc = Some(acc);
+        }
+        Ok(())
+    }
+}
+
 /// The evaluations a run folder has recorded (none for a new run).
 pub fn read_metrics(run_dir: &Path) -> Result<Vec<EpochReport>> {
     let path = run_dir.join("metrics.jsonl");

@@ -170,6 +170,18 @@ fn a_finished_run_shows_plots_pictures_and_the_confusion_matrix() {
     // The same metrics file as a headless run: one line per evaluation.
     let lines = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 2);
+    // And the same best checkpoint: the first epoch with the top accuracy.
+    let accs: Vec<f64> = lines
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["test_acc"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    let first_best = if accs[1] > accs[0] { 8 } else { 4 };
+    let best = std::fs::read_to_string(run_dir.join("checkpoints/best")).unwrap();
+    assert_eq!(best, format!("step-{first_best:08}"), "{accs:?}");
     // The predictions cover the whole test set and agree with its accuracy.
     let predicted = s.predictions.as_ref().unwrap();
     let labels = &s.trainer.test_data().labels;

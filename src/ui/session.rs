@@ -48,6 +48,8 @@ impl RunState {
 pub struct RunFiles {
     /// The run folder, locked for this session.
     pub dir: crate::runs::RunFolder,
+    /// Which checkpoint to name `checkpoints/best`.
+    best: crate::runs::BestSoFar,
     log: crate::runs::MetricsLog,
 }
 
@@ -107,7 +109,8 @@ impl Session {
         for report in crate::runs::read_metrics(&dir)? {
             session.history.push_epoch(report);
         }
-        session.files = Some(RunFiles { dir, log });
+        let best = crate::runs::BestSoFar::read(&dir);
+        session.files = Some(RunFiles { dir, log, best });
         Ok(session)
     }
 
@@ -172,6 +175,7 @@ impl Session {
                 #[cfg(not(target_arch = "wasm32"))]
                 if let Some(files) = &mut self.files {
                     files.log.append(&report)?;
+                    files.best.evaluated(&report);
                 }
                 self.history.push_epoch(report);
             }
@@ -232,10 +236,13 @@ impl Session {
     /// Writes a checkpoint into the run folder (native; the browser has none).
     pub fn save_checkpoint(&mut self) {
         #[cfg(not(target_arch = "wasm32"))]
-        if let Some(files) = &self.files {
+        if let Some(files) = &mut self.files {
             use crate::train::checkpoint::{self, CheckpointError};
             self.saved = Some(match checkpoint::save(&self.trainer, &files.dir) {
-                Ok(path) => format!("saved {}", path.display()),
+                Ok(path) => match files.best.saved(&files.dir, &path) {
+                    Ok(()) => format!("saved {}", path.display()),
+                    Err(e) => format!("saved {}, but not named best: {e:#}", path.display()),
+                },
                 Err(e @ CheckpointError::NonFinite { .. }) => {
                     // A diverged model: stop here, the last checkpoint stays the good one.
                     self.state = RunState::Failed(format!("{e}. Try a lower learning rate."));
