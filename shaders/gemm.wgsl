@@ -50,10 +50,10 @@ fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) li
     }
 }
 
-// Version 2: vec4 loads along memory. Each invocation owns 4 rows x 4
-// consecutive columns and steps K four at a time: 4 vec4 loads of A (rows along
-// k) and 4 of B (k rows, 4 columns) feed 64 multiply-adds, against 8 scalar loads
-// per 16 in `matmul`. Needs K and N to be multiples of 4 (the host checks).
+// Version 2: vec4 loads along memory. Each invocation owns V2_ROWS (8) rows x 4
+// consecutive columns and steps K four at a time: 8 vec4 loads of A (rows along
+// k) and 4 of B (k rows, 4 columns) feed 128 multiply-adds, against 8 scalar
+// loads per 16 in `matmul`. Needs K and N to be multiples of 4 (the host checks).
 const V2_ROWS: u32 = 8u;
 @group(0) @binding(4) var<storage, read> a4: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read> b4: array<vec4<f32>>;

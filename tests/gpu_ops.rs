@@ -133,7 +133,7 @@ fn conv_3x3_stride_1_vec4_kernel_matches_oracle() {
     );
     assert!(
         !odd.unwrap().uses_square_kernel(),
-        "width 6 is not a multiple of 4"
+        "width 6 is not a multiple of 8"
     );
 }
 

@@ -37,8 +37,7 @@ impl Pool {
     }
 
     /// A global average pool over the whole in_h x in_w plane (it ignores the
-    /// window fields; a 1x1 window keeps the shape valid).(the window fields
-    /// are unused; a 1x1 window keeps the shape valid).
+    /// window fields; a 1x1 window keeps the shape valid).
     pub fn global_average(
         label: &str,
         batch: usize,
