@@ -13,7 +13,7 @@ use crate::train::{DecayKind, Schedule, TrainConfig, channel_statistics};
 
 pub const DEFAULT_EPOCHS: usize = 10;
 
-pub use crate::data::{DatasetKind, IMAGE_SIDES, MAX_SYNTHETIC};
+pub use crate::data::DatasetKind;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ShortcutArg {
@@ -403,49 +403,76 @@ impl TrainArgs {
     /// "--lr 0.5 (the run has 0.1)"; a resumed run keeps its recipe.
     pub fn contradictions(&self, saved: &TrainConfig) -> Vec<String> {
         let d = Self::defaults();
-        let recipe = |a: &TrainArgs| -> Vec<(&'static str, String)> {
-            vec![
-                ("--model", a.model.model.clone()),
-                ("--shortcut", format!("{:?}", a.model.shortcut)),
-                ("--batch-size", a.batch_size.to_string()),
-                ("--lr", a.lr.to_string()),
-                ("--momentum", a.momentum.to_string()),
-                ("--weight-decay", a.weight_decay.to_string()),
-                ("--nesterov", a.nesterov.to_string()),
-                ("--schedule", format!("{:?}", a.schedule)),
-                ("--gamma", a.gamma.to_string()),
-                ("--warmup-epochs", a.warmup_epochs.to_string()),
-                ("--warmup-lr", a.warmup_lr.to_string()),
-                ("--crop-pad", a.crop_pad.to_string()),
-                ("--no-flip", a.no_flip.to_string()),
-                ("--seed", a.seed.to_string()),
-            ]
-        };
         let s = saved;
-        let saved_values = [
-            s.model.name.clone(),
-            format!("{:?}", s.model.shortcut),
-            s.batch_size.to_string(),
-            s.schedule.base_lr.to_string(),
-            s.sgd.momentum.to_string(),
-            s.sgd.weight_decay.to_string(),
-            s.sgd.nesterov.to_string(),
-            format!("{:?}", s.schedule.decay),
-            s.schedule.gamma.to_string(),
-            s.schedule.warmup_epochs.to_string(),
-            s.schedule.warmup_lr.to_string(),
-            s.augment.pad.to_string(),
-            (!s.augment.flip).to_string(),
-            s.seed.to_string(),
+        // (flag, its value in these options, the saved run's value).
+        type Row = (&'static str, fn(&TrainArgs) -> String, String);
+        let rows: [Row; 14] = [
+            ("--model", |a| a.model.model.clone(), s.model.name.clone()),
+            (
+                "--shortcut",
+                |a| format!("{:?}", a.model.shortcut),
+                format!("{:?}", s.model.shortcut),
+            ),
+            (
+                "--batch-size",
+                |a| a.batch_size.to_string(),
+                s.batch_size.to_string(),
+            ),
+            ("--lr", |a| a.lr.to_string(), s.schedule.base_lr.to_string()),
+            (
+                "--momentum",
+                |a| a.momentum.to_string(),
+                s.sgd.momentum.to_string(),
+            ),
+            (
+                "--weight-decay",
+                |a| a.weight_decay.to_string(),
+                s.sgd.weight_decay.to_string(),
+            ),
+            (
+                "--nesterov",
+                |a| a.nesterov.to_string(),
+                s.sgd.nesterov.to_string(),
+            ),
+            (
+                "--schedule",
+                |a| format!("{:?}", a.schedule),
+                format!("{:?}", s.schedule.decay),
+            ),
+            (
+                "--gamma",
+                |a| a.gamma.to_string(),
+                s.schedule.gamma.to_string(),
+            ),
+            (
+                "--warmup-epochs",
+                |a| a.warmup_epochs.to_string(),
+                s.schedule.warmup_epochs.to_string(),
+            ),
+            (
+                "--warmup-lr",
+                |a| a.warmup_lr.to_string(),
+                s.schedule.warmup_lr.to_string(),
+            ),
+            (
+                "--crop-pad",
+                |a| a.crop_pad.to_string(),
+                s.augment.pad.to_string(),
+            ),
+            (
+                "--no-flip",
+                |a| a.no_flip.to_string(),
+                (!s.augment.flip).to_string(),
+            ),
+            ("--seed", |a| a.seed.to_string(), s.seed.to_string()),
         ];
-        let mut out: Vec<String> = recipe(self)
+        let mut out: Vec<String> = rows
             .into_iter()
-            .zip(recipe(&d))
-            .zip(saved_values)
-            .filter(|(((flag, mine), (_, default)), saved)| {
-                self.is_given(flag, mine != default) && mine != saved
+            .filter_map(|(flag, value, saved)| {
+                let mine = value(self);
+                let given = self.is_given(flag, mine != value(&d));
+                (given && mine != saved).then(|| format!("{flag} {mine} (the run has {saved})"))
             })
-            .map(|(((flag, mine), _), saved)| format!("{flag} {mine} (the run has {saved})"))
             .collect();
         if let Some(m) = self
             .milestones
@@ -524,8 +551,7 @@ impl TrainArgs {
             augment: AugmentConfig {
                 pad: self.crop_pad,
                 flip: !self.no_flip,
-                mean: [mean[0], mean[1], mean[2], 0.0],
-                std: [std[0], std[1], std[2], 1.0],
+                ..AugmentConfig::normalize_only(mean, std)
             },
             report_every: self.report_every,
             max_steps: self.max_steps,

@@ -326,11 +326,8 @@ fn eval(ctx: Arc<GpuContext>, args: &EvalArgs) -> Result<()> {
     // The run's own normalization, else the file's, else --normalize (by
     // default torchvision's for files of other tools, the CIFAR or dataset
     // rule otherwise).
-    let (mean, std) = match (saved_config, checkpoint::saved_normalization(&model_path)) {
-        (Some(c), _) => (
-            [c.augment.mean[0], c.augment.mean[1], c.augment.mean[2]],
-            [c.augment.std[0], c.augment.std[1], c.augment.std[2]],
-        ),
+    let (mean, std) = match (saved_config, checkpoint::normalization_in(&dict.metadata)) {
+        (Some(c), _) => c.augment.rgb_normalization(),
         (None, Some(saved)) if args.normalize.is_none() => saved,
         _ => {
             let ours = dict
@@ -345,12 +342,7 @@ fn eval(ctx: Arc<GpuContext>, args: &EvalArgs) -> Result<()> {
             args.normalize.clone().unwrap_or(default).values(&data)
         }
     };
-    let augment = AugmentConfig {
-        mean: [mean[0], mean[1], mean[2], 0.0],
-        std: [std[0], std[1], std[2], 1.0],
-        ..AugmentConfig::cifar_train()
-    }
-    .eval();
+    let augment = AugmentConfig::normalize_only(mean, std);
     let config = TrainConfig {
         max_steps: Some(0),
         ..TrainConfig::one_epoch(

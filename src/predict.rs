@@ -55,7 +55,7 @@ impl ModelCard {
                 serde_json::from_str(json)
                     .with_context(|| format!("{}: unreadable model metadata", path.display()))
             })?;
-        let (mean, std) = checkpoint::saved_normalization(path).with_context(|| {
+        let (mean, std) = checkpoint::normalization_in(meta).with_context(|| {
             format!(
                 "{}: no normalization in its metadata (written before predict existed); \
                  evaluate it with eval, or resume it for one step to rewrite it",
@@ -141,12 +141,7 @@ fn logits(
         test: set,
         eval_name: "prediction".into(),
     };
-    let augment = AugmentConfig {
-        pad: 0,
-        flip: false,
-        mean: [card.mean[0], card.mean[1], card.mean[2], 0.0],
-        std: [card.std[0], card.std[1], card.std[2], 1.0],
-    };
+    let augment = AugmentConfig::normalize_only(card.mean, card.std);
     let config = TrainConfig {
         max_steps: Some(0),
         ..TrainConfig::one_epoch(card.spec.clone(), "predict", paths.len(), 0.0, augment)

@@ -252,6 +252,23 @@ impl AugmentConfig {
             std: [0.2023, 0.1994, 0.2010, 1.0],
         }
     }
+    /// No crop or flip, normalizing with RGB `mean`/`std` (the padding
+    /// channel keeps the identity).
+    pub fn normalize_only(mean: [f32; 3], std: [f32; 3]) -> Self {
+        AugmentConfig {
+            pad: 0,
+            flip: false,
+            mean: [mean[0], mean[1], mean[2], 0.0],
+            std: [std[0], std[1], std[2], 1.0],
+        }
+    }
+
+    /// The RGB mean and std (without the padding channel).
+    pub fn rgb_normalization(&self) -> ([f32; 3], [f32; 3]) {
+        let (m, s) = (self.mean, self.std);
+        ([m[0], m[1], m[2]], [s[0], s[1], s[2]])
+    }
+
     /// Evaluation: normalize only.
     pub fn eval(self) -> Self {
         AugmentConfig {

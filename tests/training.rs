@@ -312,7 +312,9 @@ fn init_loads_a_state_dict_and_names_what_is_wrong() {
 
     // Half-precision files (as hub weights often are) load, rounded.
     let rounded = |v: &[f32], f: fn(f32) -> f32| v.iter().map(|&x| f(x)).collect::<Vec<_>>();
-    let halves: [(&str, fn(f32) -> f32, fn(Vec<f32>) -> Values); 2] = [
+    // (name, rounding to the type, storing as the type)
+    type Half = (&'static str, fn(f32) -> f32, fn(Vec<f32>) -> Values);
+    let halves: [Half; 2] = [
         ("f16", |x| half::f16::from_f32(x).to_f32(), Values::F16),
         ("bf16", |x| half::bf16::from_f32(x).to_f32(), Values::BF16),
     ];

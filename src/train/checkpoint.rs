@@ -238,6 +238,7 @@ pub fn model_metadata(trainer: &Trainer) -> HashMap<String, String> {
     let c = &trainer.config;
     let data = trainer.test_data();
     let json = |v: serde_json::Value| v.to_string();
+    let (mean, std) = c.augment.rgb_normalization();
     HashMap::from([
         ("format".into(), "resnet-wgpu".into()),
         (
@@ -245,14 +246,8 @@ pub fn model_metadata(trainer: &Trainer) -> HashMap<String, String> {
             serde_json::to_string(&c.model).expect("serializable"),
         ),
         ("step".into(), trainer.progress().global_step.to_string()),
-        (
-            META_MEAN.into(),
-            json(serde_json::json!(&c.augment.mean[..3])),
-        ),
-        (
-            META_STD.into(),
-            json(serde_json::json!(&c.augment.std[..3])),
-        ),
+        (META_MEAN.into(), json(serde_json::json!(mean))),
+        (META_STD.into(), json(serde_json::json!(std))),
         (
             META_IMAGE.into(),
             json(serde_json::json!([data.shape.height, data.shape.width])),
@@ -270,17 +265,22 @@ pub const META_STD: &str = "std";
 pub const META_IMAGE: &str = "image_size";
 pub const META_CLASSES: &str = "class_names";
 
-/// The normalization a model file of this tool was trained with (from its
-/// metadata; reads the header only). None for other files.
+/// The normalization a model file of this tool was trained with, from its
+/// metadata. None for other files.
+pub fn normalization_in(meta: &HashMap<String, String>) -> Option<([f32; 3], [f32; 3])> {
+    let three = |key: &str| serde_json::from_str::<[f32; 3]>(meta.get(key)?).ok();
+    Some((three(META_MEAN)?, three(META_STD)?))
+}
+
+/// `normalization_in` of the model file at `path` (a file, or a run or
+/// checkpoint folder), reading its header only.
 pub fn saved_normalization(path: &Path) -> Option<([f32; 3], [f32; 3])> {
     let file = if path.is_dir() {
         resolve(path).ok()?.dir.join(MODEL_FILE)
     } else {
         path.to_path_buf()
     };
-    let meta = read_metadata(&file).ok()?;
-    let three = |key: &str| serde_json::from_str::<[f32; 3]>(meta.get(key)?).ok();
-    Some((three(META_MEAN)?, three(META_STD)?))
+    normalization_in(&read_metadata(&file).ok()?)
 }
 
 /// A safetensors file's metadata, without reading its tensors.
@@ -573,11 +573,10 @@ pub fn resolve(path: &Path) -> Result<Located, CheckpointError> {
     }
     let root = path.join("checkpoints");
     let last = root.join(LAST_FILE);
-    let named = std::fs::read_to_string(&last)
-        .ok()
-        .map(|name| root.join(name.trim()))
+    let pointed = named(&root, LAST_FILE)
+        .map(|name| root.join(name))
         .filter(|dir| is_complete(dir));
-    if let Some(dir) = named {
+    if let Some(dir) = pointed {
         return Ok(found(dir));
     }
     let newest = step_folders(&root)
