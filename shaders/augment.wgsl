@@ -44,7 +44,7 @@ fn image_byte(offset: u32) -> f32 {
 @compute @workgroup_size(WG, 1, 1)
 fn augment(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
            @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = (wg.y * groups.x + wg.x) * WG + lid.x;
+    let i = flat_index(wg, lid, groups, WG);
     let hw = p.height * p.width;
     let chw = p.channels * hw;
     if i >= p.batch * chw { return; }

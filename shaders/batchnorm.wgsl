@@ -74,7 +74,9 @@ fn forward_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     }
 }
 
-@compute @workgroup_size(64, 1, 1)
+// One invocation per channel.
+override WG_CHANNELS: u32 = 64u;
+@compute @workgroup_size(WG_CHANNELS, 1, 1)
 fn eval_stats(@builtin(global_invocation_id) gid: vec3<u32>) {
     let c = gid.x;
     if c >= p.channels { return; }
@@ -84,10 +86,6 @@ fn eval_stats(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 // Elementwise kernels index a 2-D grid of workgroups so large tensors fit the
 // 65535-workgroups-per-dimension limit.
-fn flat_index(wg: vec3<u32>, lid: vec3<u32>, groups: vec3<u32>) -> u32 {
-    return (wg.y * groups.x + wg.x) * WG_ELEMENTWISE + lid.x;
-}
-
 fn normalized(i: u32) -> f32 {
     let c = (i / p.hw) % p.channels;
     return (input[i] - save_mean[c]) * save_invstd[c] * gamma[c] + beta[c];
@@ -96,7 +94,7 @@ fn normalized(i: u32) -> f32 {
 @compute @workgroup_size(WG_ELEMENTWISE, 1, 1)
 fn forward_apply(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
                  @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = flat_index(wg, lid, groups);
+    let i = flat_index(wg, lid, groups, WG_ELEMENTWISE);
     if i >= p.batch * p.channels * p.hw { return; }
     output[i] = normalized(i);
 }
@@ -104,7 +102,7 @@ fn forward_apply(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
 @compute @workgroup_size(WG_ELEMENTWISE, 1, 1)
 fn forward_apply_relu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
                       @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = flat_index(wg, lid, groups);
+    let i = flat_index(wg, lid, groups, WG_ELEMENTWISE);
     if i >= p.batch * p.channels * p.hw { return; }
     output[i] = max(normalized(i), 0.0);
 }
@@ -112,7 +110,7 @@ fn forward_apply_relu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoc
 @compute @workgroup_size(WG_ELEMENTWISE, 1, 1)
 fn forward_apply_add_relu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
                           @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = flat_index(wg, lid, groups);
+    let i = flat_index(wg, lid, groups, WG_ELEMENTWISE);
     if i >= p.batch * p.channels * p.hw { return; }
     output[i] = max(normalized(i) + residual[i], 0.0);
 }
@@ -180,7 +178,7 @@ fn input_grad(i: u32, g: f32) -> f32 {
 @compute @workgroup_size(WG_ELEMENTWISE, 1, 1)
 fn backward_apply(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
                   @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = flat_index(wg, lid, groups);
+    let i = flat_index(wg, lid, groups, WG_ELEMENTWISE);
     if i >= p.batch * p.channels * p.hw { return; }
     grad_input[i] = input_grad(i, grad_output[i]);
 }
@@ -189,7 +187,7 @@ fn backward_apply(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
 @compute @workgroup_size(WG_ELEMENTWISE, 1, 1)
 fn backward_apply_relu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
                        @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = flat_index(wg, lid, groups);
+    let i = flat_index(wg, lid, groups, WG_ELEMENTWISE);
     if i >= p.batch * p.channels * p.hw { return; }
     grad_input[i] = input_grad(i, masked_grad(i));
 }

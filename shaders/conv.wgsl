@@ -344,7 +344,8 @@ fn backward_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
 }
 
 // grad_weight[i] = sum over splits of weight_partials[split][i].
-@compute @workgroup_size(256, 1, 1)
+override WG_SPLITS: u32 = 256u;
+@compute @workgroup_size(WG_SPLITS, 1, 1)
 fn reduce_weight_splits(@builtin(global_invocation_id) gid: vec3<u32>) {
     let len = p.out_c * p.in_c * p.kernel_h * p.kernel_w;
     let i = gid.x;

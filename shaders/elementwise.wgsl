@@ -17,15 +17,11 @@ override WG: u32 = 256u;
 @group(0) @binding(3) var<storage, read_write> output: array<f32>;
 
 // A 2-D grid of workgroups keeps large tensors within 65535 groups per dimension.
-fn flat_index(wg: vec3<u32>, lid: vec3<u32>, groups: vec3<u32>) -> u32 {
-    return (wg.y * groups.x + wg.x) * WG + lid.x;
-}
-
 // output = max(lhs, 0)
 @compute @workgroup_size(WG, 1, 1)
 fn relu_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
                 @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = flat_index(wg, lid, groups);
+    let i = flat_index(wg, lid, groups, WG);
     if i >= p.len { return; }
     output[i] = max(lhs[i], 0.0);
 }
@@ -34,7 +30,7 @@ fn relu_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
 @compute @workgroup_size(WG, 1, 1)
 fn relu_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
                  @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = flat_index(wg, lid, groups);
+    let i = flat_index(wg, lid, groups, WG);
     if i >= p.len { return; }
     output[i] = select(0.0, lhs[i], rhs[i] > 0.0);
 }
@@ -44,7 +40,7 @@ fn relu_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
 @compute @workgroup_size(WG, 1, 1)
 fn add(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
        @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = flat_index(wg, lid, groups);
+    let i = flat_index(wg, lid, groups, WG);
     if i >= p.len { return; }
     output[i] = lhs[i] + rhs[i];
 }

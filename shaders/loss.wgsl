@@ -38,7 +38,9 @@ const WG: u32 = 256u;
 // workgroup_sum(value, lid) comes from the reduction prelude this file is
 // compiled with (shaders/reduce.wgsl or reduce_subgroup.wgsl).
 
-@compute @workgroup_size(64, 1, 1)
+// One invocation per sample.
+override WG_SAMPLES: u32 = 64u;
+@compute @workgroup_size(WG_SAMPLES, 1, 1)
 fn forward_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let b = gid.x;
     if b >= p.batch { return; }

@@ -32,7 +32,7 @@ override WG: u32 = 256u;
 @compute @workgroup_size(WG, 1, 1)
 fn sgd_step(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
             @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = (wg.y * groups.x + wg.x) * WG + lid.x;
+    let i = flat_index(wg, lid, groups, WG);
     if i >= p.len { return; }
     let w = weight[i];
     let g = grad[i] + p.weight_decay * w;

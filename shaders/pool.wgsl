@@ -21,16 +21,12 @@ override WG: u32 = 256u;
 @group(0) @binding(3) var<storage, read_write> argmax: array<u32>;
 @group(0) @binding(4) var<storage, read> saved_argmax: array<u32>;
 
-fn flat_index(wg: vec3<u32>, lid: vec3<u32>, groups: vec3<u32>) -> u32 {
-    return (wg.y * groups.x + wg.x) * WG + lid.x;
-}
-
 // input = x, output = y. Padding counts as -inf; ties keep the first maximum in
 // scan order, as PyTorch does.
 @compute @workgroup_size(WG, 1, 1)
 fn max_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
                @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = flat_index(wg, lid, groups);
+    let i = flat_index(wg, lid, groups, WG);
     let out_hw = p.out_h * p.out_w;
     if i >= p.planes * out_hw { return; }
     let plane = i / out_hw;
@@ -66,7 +62,7 @@ fn max_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
 @compute @workgroup_size(WG, 1, 1)
 fn max_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
                 @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = flat_index(wg, lid, groups);
+    let i = flat_index(wg, lid, groups, WG);
     let in_hw = p.in_h * p.in_w;
     if i >= p.planes * in_hw { return; }
     let plane = i / in_hw;
@@ -96,7 +92,7 @@ fn max_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
 @compute @workgroup_size(WG, 1, 1)
 fn global_avg_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
                       @builtin(num_workgroups) groups: vec3<u32>) {
-    let plane = flat_index(wg, lid, groups);
+    let plane = flat_index(wg, lid, groups, WG);
     if plane >= p.planes { return; }
     let hw = p.in_h * p.in_w;
     var sum = 0.0;
@@ -110,7 +106,7 @@ fn global_avg_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoc
 @compute @workgroup_size(WG, 1, 1)
 fn global_avg_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
                        @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = flat_index(wg, lid, groups);
+    let i = flat_index(wg, lid, groups, WG);
     let hw = p.in_h * p.in_w;
     if i >= p.planes * hw { return; }
     output[i] = input[i / hw] / f32(hw);

@@ -23,15 +23,11 @@ override WG: u32 = 256u;
 @group(0) @binding(1) var<storage, read> input: array<f32>;
 @group(0) @binding(2) var<storage, read_write> output: array<f32>;
 
-fn flat_index(wg: vec3<u32>, lid: vec3<u32>, groups: vec3<u32>) -> u32 {
-    return (wg.y * groups.x + wg.x) * WG + lid.x;
-}
-
 // input = x, output = y; one invocation per element of y.
 @compute @workgroup_size(WG, 1, 1)
 fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
            @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = flat_index(wg, lid, groups);
+    let i = flat_index(wg, lid, groups, WG);
     let out_hw = p.out_h * p.out_w;
     if i >= p.batch * p.out_c * out_hw { return; }
     let r = i % out_hw;
@@ -50,7 +46,7 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
 @compute @workgroup_size(WG, 1, 1)
 fn backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
             @builtin(num_workgroups) groups: vec3<u32>) {
-    let i = flat_index(wg, lid, groups);
+    let i = flat_index(wg, lid, groups, WG);
     let in_hw = p.in_h * p.in_w;
     if i >= p.batch * p.in_c * in_hw { return; }
     let ih = (i % in_hw) / p.in_w;

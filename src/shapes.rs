@@ -105,6 +105,61 @@ impl BatchNormShape {
     }
 }
 
+/// Which activation follows a normalization (batch or group norm), fused
+/// into its kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fusion {
+    /// y = norm(x)
+    None,
+    /// y = relu(norm(x))
+    Relu,
+    /// y = relu(norm(x) + residual)
+    AddRelu,
+}
+
+/// Group normalization: each sample's channels in `groups` groups of
+/// channels / groups, normalized over the group and the plane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupNormShape {
+    pub batch: usize,
+    pub channels: usize,
+    pub groups: usize,
+    pub hw: usize,
+}
+
+impl GroupNormShape {
+    pub fn numel(&self) -> usize {
+        self.batch * self.channels * self.hw
+    }
+
+    pub fn channels_per_group(&self) -> usize {
+        self.channels / self.groups
+    }
+
+    /// Values each (sample, group) statistic averages over.
+    pub fn group_len(&self) -> usize {
+        self.channels_per_group() * self.hw
+    }
+
+    /// (sample, group) pairs: one mean and one invstd each.
+    pub fn stats_len(&self) -> usize {
+        self.batch * self.groups
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.groups == 0 || self.channels % self.groups != 0 {
+            return Err(format!(
+                "{} channels do not split into {} groups",
+                self.channels, self.groups
+            ));
+        }
+        if self.numel() == 0 {
+            return Err(format!("empty group norm input {self:?}"));
+        }
+        Ok(())
+    }
+}
+
 /// Max pooling with a square window (and the global average pool's input).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolShape {

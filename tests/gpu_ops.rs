@@ -7,13 +7,14 @@ mod common;
 use common::*;
 use resnet_wgpu::gpu::{DType, Dispatch, Tensor, submit};
 use resnet_wgpu::ops::Reduction;
-use resnet_wgpu::ops::batchnorm::{BatchNorm, BnGradTensors, BnTensors, Fusion};
+use resnet_wgpu::ops::batchnorm::{BatchNorm, BnGradTensors, BnTensors};
 use resnet_wgpu::ops::conv::{Conv2d, ConvKernel, ConvPass, ConvTuning, TILED_SHAPES};
 use resnet_wgpu::ops::loss::{self, CrossEntropyTensors};
 use resnet_wgpu::ops::{
     augment, elementwise, gemm, linear::Linear, optim, pool::Pool, shortcut::Shortcut,
 };
 use resnet_wgpu::reference::{self as oracle, widen};
+use resnet_wgpu::shapes::Fusion;
 use resnet_wgpu::shapes::*;
 
 fn run(dispatches: &[&Dispatch]) {

@@ -84,12 +84,8 @@ fn batchnorm_gradients_in_every_fused_form() {
         random(4, n),
         random(5, n),
     );
-    for fusion in [
-        batchnorm::Fusion::None,
-        batchnorm::Fusion::Relu,
-        batchnorm::Fusion::AddRelu,
-    ] {
-        let res = (fusion == batchnorm::Fusion::AddRelu).then_some(&residual[..]);
+    for fusion in [Fusion::None, Fusion::Relu, Fusion::AddRelu] {
+        let res = (fusion == Fusion::AddRelu).then_some(&residual[..]);
         let forward = |x: &[f64], gamma: &[f64], beta: &[f64], residual: Option<&[f64]>| {
             let stats = batchnorm::batch_stats(&s, x, 1e-5);
             batchnorm::apply(&s, x, &stats, gamma, beta, fusion, residual)
@@ -126,6 +122,78 @@ fn batchnorm_gradients_in_every_fused_form() {
                 |r| forward(&x, &gamma, &beta, Some(r)),
                 dr,
             );
+        }
+    }
+}
+
+#[test]
+fn groupnorm_gradients_in_every_fused_form() {
+    for (i, s) in [
+        GroupNormShape {
+            batch: 2,
+            channels: 6,
+            groups: 3,
+            hw: 5,
+        },
+        GroupNormShape {
+            batch: 3,
+            channels: 4,
+            groups: 1,
+            hw: 3,
+        },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (n, c) = (s.numel(), s.channels);
+        let seed = 20 * i as u64;
+        let (x, gamma, beta, residual, g) = (
+            random(seed + 1, n),
+            random(seed + 2, c),
+            random(seed + 3, c),
+            random(seed + 4, n),
+            random(seed + 5, n),
+        );
+        for fusion in [Fusion::None, Fusion::Relu, Fusion::AddRelu] {
+            let res = (fusion == Fusion::AddRelu).then_some(&residual[..]);
+            let forward = |x: &[f64], gamma: &[f64], beta: &[f64], residual: Option<&[f64]>| {
+                let stats = groupnorm::stats(&s, x, 1e-5);
+                groupnorm::apply(&s, x, &stats, gamma, beta, fusion, residual)
+            };
+            let stats = groupnorm::stats(&s, &x, 1e-5);
+            let y = forward(&x, &gamma, &beta, res);
+            let grads = groupnorm::backward(&s, &x, &stats, &gamma, &y, &g, fusion);
+            let what = |t: &str| format!("{s:?} {fusion:?} {t}");
+            check(
+                &what("dx"),
+                &x,
+                &g,
+                |x| forward(x, &gamma, &beta, res),
+                &grads.dx,
+            );
+            check(
+                &what("dgamma"),
+                &gamma,
+                &g,
+                |gm| forward(&x, gm, &beta, res),
+                &grads.dgamma,
+            );
+            check(
+                &what("dbeta"),
+                &beta,
+                &g,
+                |b| forward(&x, &gamma, b, res),
+                &grads.dbeta,
+            );
+            if let Some(dr) = &grads.dresidual {
+                check(
+                    &what("dresidual"),
+                    &residual,
+                    &g,
+                    |r| forward(&x, &gamma, &beta, Some(r)),
+                    dr,
+                );
+            }
         }
     }
 }

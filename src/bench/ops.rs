@@ -2,10 +2,11 @@
 //! next to this project's GEMM at the same M x N x K.
 
 use crate::gpu::{DType, Dispatch, GpuContext, GpuError, OpTiming, Tensor, time_dispatches};
-use crate::ops::batchnorm::{BatchNorm, BnGradTensors, BnTensors, Fusion};
+use crate::ops::batchnorm::{BatchNorm, BnGradTensors, BnTensors};
 use crate::ops::conv::{Conv2d, ConvPass, ConvTuning};
 use crate::ops::tune::choose_conv_kernels;
 use crate::ops::{elementwise, gemm, shortcut::Shortcut};
+use crate::shapes::Fusion;
 use crate::shapes::{BatchNormShape, Conv2dShape, ShortcutShape};
 
 #[derive(clap::Args, Clone, Debug)]

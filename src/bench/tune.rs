@@ -7,11 +7,12 @@ use anyhow::{Context, Result};
 use crate::gpu::{GpuContext, TunePolicy};
 use crate::model::{ModelSpec, ShortcutKind};
 use crate::ops::Reduction;
-use crate::ops::batchnorm::{BatchNorm, Fusion};
+use crate::ops::batchnorm::BatchNorm;
 use crate::ops::conv::{Conv2d, ConvKernel, ConvPass, ConvTuning, TILED_SHAPES};
 use crate::ops::tune::{
     choose_bn_reduction, choose_loss_reduction, conv_key, keep_fastest, measure_conv,
 };
+use crate::shapes::Fusion;
 use crate::shapes::{BatchNormShape, Conv2dShape, ImageShape};
 use crate::train::conv_layers;
 

@@ -1,6 +1,7 @@
 use wgpu::util::DeviceExt;
 
 use super::GpuContext;
+use super::contract::{self, Kernel, PARAMS_ROLE};
 use super::error::GpuError;
 
 /// A compute dispatch prepared once (pipeline, bind group, uniform parameters,
@@ -21,36 +22,38 @@ impl Dispatch {
     }
 }
 
-/// A buffer range at a binding index of group 0. Binding 0 is always the
-/// uniform parameters, which `DispatchSpec::build` creates.
+/// A buffer range bound to the WGSL variable named `role` (its binding number
+/// comes from the module). The uniform parameters `p` are `DispatchSpec`'s own.
 pub struct Binding<'a> {
-    pub index: u32,
+    pub role: &'static str,
     pub resource: wgpu::BufferBinding<'a>,
 }
 
 impl<'a> Binding<'a> {
     /// A tensor (its own buffer, or its range of a shared one).
-    pub fn tensor(index: u32, tensor: &'a super::Tensor) -> Self {
+    pub fn tensor(role: &'static str, tensor: &'a super::Tensor) -> Self {
         Binding {
-            index,
+            role,
             resource: tensor.binding(),
         }
     }
 
     /// A whole buffer that is no tensor (a shared uniform).
-    pub fn buffer(index: u32, buffer: &'a wgpu::Buffer) -> Self {
+    pub fn buffer(role: &'static str, buffer: &'a wgpu::Buffer) -> Self {
         Binding {
-            index,
+            role,
             resource: buffer.as_entire_buffer_binding(),
         }
     }
 }
 
-/// Everything needed to build a Dispatch.
+/// Everything needed to build a Dispatch: `kernel` (its op family's contract
+/// for the entry point) in module `shader`, with the bindings and override
+/// constants the contract asks for.
 pub struct DispatchSpec<'a, P: bytemuck::Pod> {
     pub label: String,
     pub shader: &'static str,
-    pub entry: &'static str,
+    pub kernel: &'static Kernel,
     pub constants: &'a [(&'static str, u32)],
     pub params: &'a P,
     pub bindings: Vec<Binding<'a>>,
@@ -78,7 +81,16 @@ impl<P: bytemuck::Pod> DispatchSpec<'_, P> {
                 ),
             ));
         }
-        let pipeline = ctx.pipeline(self.shader, self.entry, self.constants)?;
+        let roles: Vec<&str> = self.bindings.iter().map(|b| b.role).collect();
+        self.kernel.check(self.shader, &roles, self.constants)?;
+        let module = contract::shader(self.shader)?;
+        let index = |role: &str| {
+            module.binding(role).ok_or_else(|| GpuError::Contract {
+                kernel: self.kernel.name(self.shader),
+                message: format!("module '{}' declares no binding '{role}'", self.shader),
+            })
+        };
+        let pipeline = ctx.pipeline(self.shader, self.kernel.entry, self.constants)?;
         let uniform = ctx
             .device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -87,13 +99,15 @@ impl<P: bytemuck::Pod> DispatchSpec<'_, P> {
                 usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             });
         let mut entries = vec![wgpu::BindGroupEntry {
-            binding: 0,
+            binding: index(PARAMS_ROLE)?,
             resource: uniform.as_entire_binding(),
         }];
-        entries.extend(self.bindings.iter().map(|b| wgpu::BindGroupEntry {
-            binding: b.index,
-            resource: wgpu::BindingResource::Buffer(b.resource.clone()),
-        }));
+        for b in &self.bindings {
+            entries.push(wgpu::BindGroupEntry {
+                binding: index(b.role)?,
+                resource: wgpu::BindingResource::Buffer(b.resource.clone()),
+            });
+        }
         let bind_group = ctx.checked(&self.label, || {
             ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some(&self.label),

@@ -42,6 +42,8 @@ pub enum GpuError {
     Shape { op: String, detail: String },
     #[error("the GPU reported an error and training cannot go on: {message}")]
     Device { message: String },
+    #[error("kernel {kernel} and its host code disagree: {message}")]
+    Contract { kernel: String, message: String },
     #[error("wgpu rejected {what}: {message}")]
     Validation { what: String, message: String },
     #[error("reading back '{what}' failed: {message}")]

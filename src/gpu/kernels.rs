@@ -39,19 +39,20 @@ macro_rules! shader {
 /// subgroups, with subgroup operations (reduce_subgroup): one module each, since
 /// a module that uses subgroup operations only compiles on devices with them.
 pub const SHADERS: &[Shader] = &[
-    shader!("augment"),
-    shader!("batchnorm": "reduce", "batchnorm"),
-    shader!("batchnorm_subgroup": "reduce_subgroup", "batchnorm"),
+    shader!("augment": "prelude", "augment"),
+    shader!("batchnorm": "prelude", "reduce", "batchnorm"),
+    shader!("batchnorm_subgroup": "prelude", "reduce_subgroup", "batchnorm"),
     shader!("conv": "conv_params", "conv"),
     shader!("conv_tiled": "conv_params", "conv_tiled"),
-    shader!("elementwise"),
+    shader!("elementwise": "prelude", "elementwise"),
     shader!("gemm"),
+    shader!("groupnorm": "prelude", "reduce", "groupnorm"),
     shader!("linear"),
     shader!("loss": "reduce", "loss"),
     shader!("loss_subgroup": "reduce_subgroup", "loss"),
-    shader!("optim"),
-    shader!("pool"),
-    shader!("shortcut"),
+    shader!("optim": "prelude", "optim"),
+    shader!("pool": "prelude", "pool"),
+    shader!("shortcut": "prelude", "shortcut"),
 ];
 
 /// (shader, entry point, override constants): what makes a pipeline distinct.
@@ -118,14 +119,7 @@ impl GpuContext {
         if let Some(m) = self.kernels.modules.lock().unwrap().get(name) {
             return Ok(m.clone());
         }
-        let shader =
-            SHADERS
-                .iter()
-                .find(|s| s.name == name)
-                .ok_or_else(|| GpuError::Validation {
-                    what: name.into(),
-                    message: "no such shader".into(),
-                })?;
+        let shader = super::contract::shader(name)?;
         let module = self.checked(&format!("shaders/{name}.wgsl"), || {
             self.device
                 .create_shader_module(wgpu::ShaderModuleDescriptor {

@@ -3,6 +3,7 @@
 
 mod choices;
 mod context;
+mod contract;
 mod dispatch;
 mod error;
 mod kernels;
@@ -11,6 +12,7 @@ mod tensor;
 
 pub use choices::{Choice, ChoiceSource, KernelChoices, TunePolicy};
 pub use context::{BackendChoice, GpuContext};
+pub use contract::{Kernel, PARAMS_ROLE, ShaderConstant, StructLayout, WgslStruct, Workgroup};
 pub use dispatch::{Binding, Dispatch, DispatchSpec, elementwise_grid, submit};
 pub use error::GpuError;
 pub use kernels::{SHADERS, Shader};

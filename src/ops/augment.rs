@@ -1,24 +1,35 @@
 //! Host side of shaders/augment.wgsl: batch assembly from the u8 dataset on the GPU.
 
 use crate::gpu::{
-    Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Tensor, elementwise_grid,
+    Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Kernel, Tensor, Workgroup,
+    elementwise_grid,
 };
 use crate::shapes::{AugmentConfig, ImageShape};
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct AugmentParams {
-    batch: u32,
-    channels: u32,
-    height: u32,
-    width: u32,
-    pad: u32,
-    flip: u32,
-    seed: u32,
-    dataset_len: u32,
-    mean: [f32; 4],
-    inv_std: [f32; 4],
+crate::wgsl_struct! {
+    pub struct AugmentParams {
+        batch: u32,
+        channels: u32,
+        height: u32,
+        width: u32,
+        pad: u32,
+        flip: u32,
+        seed: u32,
+        dataset_len: u32,
+        mean: [f32; 4],
+        inv_std: [f32; 4],
+    }
 }
+
+const WG: u32 = 256;
+
+/// The entry point of shaders/augment.wgsl and what it binds.
+pub const KERNELS: &[Kernel] = &[Kernel {
+    modules: &["augment"],
+    entry: "augment",
+    roles: &["images", "dataset_labels", "indices", "output", "labels"],
+    workgroup: Workgroup::Overrides(&["WG"]),
+}];
 
 /// The per-step seed lives in the params uniform; `Augment::set_seed` rewrites
 /// it without rebuilding the dispatch.
@@ -95,17 +106,17 @@ impl Augment {
         let dispatch = DispatchSpec {
             label: format!("{label} augment"),
             shader: "augment",
-            entry: "augment",
-            constants: &[],
+            kernel: &KERNELS[0],
+            constants: &[("WG", WG)],
             params: &params,
             bindings: vec![
-                Binding::tensor(1, t.images),
-                Binding::tensor(2, t.dataset_labels),
-                Binding::tensor(3, t.indices),
-                Binding::tensor(4, t.output),
-                Binding::tensor(5, t.labels),
+                Binding::tensor("images", t.images),
+                Binding::tensor("dataset_labels", t.dataset_labels),
+                Binding::tensor("indices", t.indices),
+                Binding::tensor("output", t.output),
+                Binding::tensor("labels", t.labels),
             ],
-            workgroups: elementwise_grid(ctx, t.output.numel(), 256),
+            workgroups: elementwise_grid(ctx, t.output.numel(), WG),
         }
         .build_with_uniform(ctx)?;
         let (dispatch, uniform) = dispatch;

@@ -2,10 +2,10 @@
 //! residual-add + ReLU.
 
 use crate::gpu::{
-    Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Tensor, elementwise_grid,
+    Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Kernel, Tensor, Workgroup,
+    elementwise_grid,
 };
-pub use crate::reference::batchnorm::Fusion;
-use crate::shapes::BatchNormShape;
+use crate::shapes::{BatchNormShape, Fusion};
 
 use super::Reduction;
 
@@ -13,18 +13,143 @@ use super::Reduction;
 pub const EPS: f32 = 1e-5;
 pub const MOMENTUM: f32 = 0.1;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct BnParams {
-    batch: u32,
-    channels: u32,
-    hw: u32,
-    _pad0: u32,
-    eps: f32,
-    momentum: f32,
-    _pad1: u32,
-    _pad2: u32,
+crate::wgsl_struct! {
+    pub struct BnParams {
+        batch: u32,
+        channels: u32,
+        hw: u32,
+        _pad0: u32,
+        eps: f32,
+        momentum: f32,
+        _pad1: u32,
+        _pad2: u32,
+    }
 }
+
+/// Workgroup sizes of the elementwise passes and of eval_stats (one
+/// invocation per channel); the reductions take one workgroup per channel.
+const ELEMENTWISE_WG: u32 = 256;
+const CHANNELS_WG: u32 = 64;
+
+const fn kernel(
+    entry: &'static str,
+    roles: &'static [&'static str],
+    workgroup: Workgroup,
+) -> Kernel {
+    Kernel {
+        modules: &["batchnorm", "batchnorm_subgroup"],
+        entry,
+        roles,
+        workgroup,
+    }
+}
+
+const STATS: &[&str] = &["save_mean", "save_invstd", "running_mean", "running_var"];
+const APPLY: &[&str] = &[
+    "input",
+    "gamma",
+    "beta",
+    "output",
+    "save_mean",
+    "save_invstd",
+];
+const REDUCE: &[&str] = &[
+    "input",
+    "save_mean",
+    "save_invstd",
+    "grad_output",
+    "grad_gamma",
+    "grad_beta",
+];
+const ELEMENTWISE: Workgroup = Workgroup::Overrides(&["WG_ELEMENTWISE"]);
+
+/// The entry points of shaders/batchnorm.wgsl and what each binds.
+pub const KERNELS: &[Kernel] = &[
+    kernel(
+        "forward_stats",
+        &[
+            "input",
+            "save_mean",
+            "save_invstd",
+            "running_mean",
+            "running_var",
+        ],
+        Workgroup::PerItem,
+    ),
+    kernel("eval_stats", STATS, Workgroup::Overrides(&["WG_CHANNELS"])),
+    kernel("forward_apply", APPLY, ELEMENTWISE),
+    kernel("forward_apply_relu", APPLY, ELEMENTWISE),
+    kernel(
+        "forward_apply_add_relu",
+        &[
+            "input",
+            "gamma",
+            "beta",
+            "output",
+            "save_mean",
+            "save_invstd",
+            "residual",
+        ],
+        ELEMENTWISE,
+    ),
+    kernel("backward_reduce", REDUCE, Workgroup::PerItem),
+    kernel(
+        "backward_reduce_relu",
+        &[
+            "input",
+            "save_mean",
+            "save_invstd",
+            "grad_output",
+            "grad_gamma",
+            "grad_beta",
+            "forward_output",
+        ],
+        Workgroup::PerItem,
+    ),
+    kernel(
+        "backward_reduce_add_relu",
+        &[
+            "input",
+            "save_mean",
+            "save_invstd",
+            "grad_output",
+            "grad_gamma",
+            "grad_beta",
+            "grad_residual",
+            "forward_output",
+        ],
+        Workgroup::PerItem,
+    ),
+    kernel(
+        "backward_apply",
+        &[
+            "input",
+            "gamma",
+            "save_mean",
+            "save_invstd",
+            "grad_output",
+            "grad_input",
+            "grad_gamma",
+            "grad_beta",
+        ],
+        ELEMENTWISE,
+    ),
+    kernel(
+        "backward_apply_relu",
+        &[
+            "input",
+            "gamma",
+            "save_mean",
+            "save_invstd",
+            "grad_output",
+            "grad_input",
+            "grad_gamma",
+            "grad_beta",
+            "forward_output",
+        ],
+        ELEMENTWISE,
+    ),
+];
 
 /// The tensors of one batch-norm layer: its input, parameters, running stats
 /// and the per-channel statistics saved by forward for backward.
@@ -56,8 +181,6 @@ pub struct BatchNorm {
     /// How the per-channel reductions (forward_stats, backward_reduce*) end.
     pub reduction: Reduction,
 }
-
-const ELEMENTWISE_WG: u32 = 256;
 
 impl BatchNorm {
     pub fn new(label: &str, shape: BatchNormShape, fusion: Fusion) -> Result<Self, GpuError> {
@@ -132,8 +255,11 @@ impl BatchNorm {
         DispatchSpec {
             label,
             shader,
-            entry,
-            constants: &[],
+            kernel: Kernel::find(KERNELS, shader, entry)?,
+            constants: &[
+                ("WG_ELEMENTWISE", ELEMENTWISE_WG),
+                ("WG_CHANNELS", CHANNELS_WG),
+            ],
             params: &params,
             bindings,
             workgroups,
@@ -150,19 +276,19 @@ impl BatchNorm {
     ) -> Result<Dispatch, GpuError> {
         let b = Binding::tensor;
         let mut bindings = vec![
-            b(1, t.x),
-            b(2, t.gamma),
-            b(3, t.beta),
-            b(4, y),
-            b(5, t.save_mean),
-            b(6, t.save_invstd),
+            b("input", t.x),
+            b("gamma", t.gamma),
+            b("beta", t.beta),
+            b("output", y),
+            b("save_mean", t.save_mean),
+            b("save_invstd", t.save_invstd),
         ];
         let entry = match (self.fusion, residual) {
             (Fusion::None, None) => "forward_apply",
             (Fusion::Relu, None) => "forward_apply_relu",
             (Fusion::AddRelu, Some(r)) => {
                 r.expect(&self.label, y.shape(), DType::F32)?;
-                bindings.push(b(9, r));
+                bindings.push(b("residual", r));
                 "forward_apply_add_relu"
             }
             _ => {
@@ -192,11 +318,11 @@ impl BatchNorm {
         self.check(t, y)?;
         let b = Binding::tensor;
         let stats_bindings = vec![
-            b(1, t.x),
-            b(5, t.save_mean),
-            b(6, t.save_invstd),
-            b(7, t.running_mean),
-            b(8, t.running_var),
+            b("input", t.x),
+            b("save_mean", t.save_mean),
+            b("save_invstd", t.save_invstd),
+            b("running_mean", t.running_mean),
+            b("running_var", t.running_var),
         ];
         let stats = self.build(
             ctx,
@@ -218,16 +344,20 @@ impl BatchNorm {
         self.check(t, y)?;
         let b = Binding::tensor;
         let stats_bindings = vec![
-            b(5, t.save_mean),
-            b(6, t.save_invstd),
-            b(7, t.running_mean),
-            b(8, t.running_var),
+            b("save_mean", t.save_mean),
+            b("save_invstd", t.save_invstd),
+            b("running_mean", t.running_mean),
+            b("running_var", t.running_var),
         ];
         let stats = self.build(
             ctx,
             "eval_stats",
             stats_bindings,
-            [self.shape.channels.div_ceil(64) as u32, 1, 1],
+            [
+                self.shape.channels.div_ceil(CHANNELS_WG as usize) as u32,
+                1,
+                1,
+            ],
         )?;
         Ok(vec![stats, self.apply_dispatch(ctx, t, residual, y)?])
     }
@@ -249,29 +379,29 @@ impl BatchNorm {
         g.dbeta.expect(&self.label, &[s.channels], DType::F32)?;
         let b = Binding::tensor;
         let mut reduce = vec![
-            b(1, t.x),
-            b(5, t.save_mean),
-            b(6, t.save_invstd),
-            b(10, g.dy),
-            b(12, g.dgamma),
-            b(13, g.dbeta),
+            b("input", t.x),
+            b("save_mean", t.save_mean),
+            b("save_invstd", t.save_invstd),
+            b("grad_output", g.dy),
+            b("grad_gamma", g.dgamma),
+            b("grad_beta", g.dbeta),
         ];
         let mut apply = vec![
-            b(1, t.x),
-            b(2, t.gamma),
-            b(5, t.save_mean),
-            b(6, t.save_invstd),
-            b(10, g.dy),
-            b(11, g.dx),
-            b(12, g.dgamma),
-            b(13, g.dbeta),
+            b("input", t.x),
+            b("gamma", t.gamma),
+            b("save_mean", t.save_mean),
+            b("save_invstd", t.save_invstd),
+            b("grad_output", g.dy),
+            b("grad_input", g.dx),
+            b("grad_gamma", g.dgamma),
+            b("grad_beta", g.dbeta),
         ];
         let (reduce_entry, apply_entry) = match (self.fusion, g.dresidual) {
             (Fusion::None, None) => ("backward_reduce", "backward_apply"),
             (Fusion::Relu, None) => ("backward_reduce_relu", "backward_apply_relu"),
             (Fusion::AddRelu, Some(dr)) => {
                 dr.expect(&self.label, y.shape(), DType::F32)?;
-                reduce.push(b(14, dr));
+                reduce.push(b("grad_residual", dr));
                 ("backward_reduce_add_relu", "backward_apply_relu")
             }
             _ => {
@@ -282,8 +412,8 @@ impl BatchNorm {
             }
         };
         if self.fusion != Fusion::None {
-            reduce.push(b(15, y));
-            apply.push(b(15, y));
+            reduce.push(b("forward_output", y));
+            apply.push(b("forward_output", y));
         }
         Ok(vec![
             self.build(ctx, reduce_entry, reduce, [s.channels as u32, 1, 1])?,

@@ -1,6 +1,9 @@
 //! Host side of shaders/conv.wgsl.
 
-use crate::gpu::{Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Tensor};
+use crate::gpu::{
+    Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Kernel, ShaderConstant, Tensor,
+    Workgroup,
+};
 use crate::shapes::Conv2dShape;
 
 /// Workgroup shape of the implicit-GEMM kernels (each invocation computes a 4x4
@@ -165,22 +168,96 @@ const MIN_SEGMENTS_PER_SPLIT: usize = 64;
 /// Fewer K iterations per split than this cost more in partial sums than they gain.
 const MIN_K_PER_SPLIT: usize = 256;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct ConvParams {
-    batch: u32,
-    in_c: u32,
-    in_h: u32,
-    in_w: u32,
-    out_c: u32,
-    out_h: u32,
-    out_w: u32,
-    kernel_h: u32,
-    kernel_w: u32,
-    stride: u32,
-    pad: u32,
-    k_splits: u32,
+/// Workgroup size of `reduce_weight_splits`.
+const SPLITS_WG: u32 = 256;
+
+crate::wgsl_struct! {
+    pub struct ConvParams {
+        batch: u32,
+        in_c: u32,
+        in_h: u32,
+        in_w: u32,
+        out_c: u32,
+        out_h: u32,
+        out_w: u32,
+        kernel_h: u32,
+        kernel_w: u32,
+        stride: u32,
+        pad: u32,
+        k_splits: u32,
+    }
 }
+
+const fn kernel(
+    modules: &'static [&'static str],
+    entry: &'static str,
+    roles: &'static [&'static str],
+    workgroup: &'static [&'static str],
+) -> Kernel {
+    Kernel {
+        modules,
+        entry,
+        roles,
+        workgroup: Workgroup::Overrides(workgroup),
+    }
+}
+
+const FORWARD: &[&str] = &["input", "weight", "output"];
+const BACKWARD_INPUT: &[&str] = &["weight", "grad_output", "grad_input"];
+const BACKWARD_WEIGHT: &[&str] = &["input", "grad_output", "grad_weight"];
+const REGISTER_TILE: &[&str] = &["WG_N", "WG_M"];
+const TILED: &[&str] = &["TW_N", "TW_M"];
+
+/// The entry points of shaders/conv.wgsl and conv_tiled.wgsl and what each
+/// binds (the rows8 kernels read their sources as vec4 arrays).
+pub const KERNELS: &[Kernel] = &[
+    kernel(&["conv"], "forward", FORWARD, REGISTER_TILE),
+    kernel(&["conv"], "backward_input", BACKWARD_INPUT, REGISTER_TILE),
+    kernel(
+        &["conv"],
+        "backward_input_strided",
+        BACKWARD_INPUT,
+        REGISTER_TILE,
+    ),
+    kernel(&["conv"], "backward_weight", BACKWARD_WEIGHT, REGISTER_TILE),
+    kernel(
+        &["conv"],
+        "reduce_weight_splits",
+        &["grad_weight", "weight_partials"],
+        &["WG_SPLITS"],
+    ),
+    kernel(
+        &["conv"],
+        "conv3x3_s1",
+        &["weight", "src4", "dst4"],
+        &["SQ_WG"],
+    ),
+    kernel(
+        &["conv"],
+        "conv3x3_s1_weight",
+        &["src4", "grad4", "grad_weight"],
+        &["BW_WG"],
+    ),
+    kernel(&["conv_tiled"], "forward", FORWARD, TILED),
+    kernel(&["conv_tiled"], "backward_input", BACKWARD_INPUT, TILED),
+    kernel(&["conv_tiled"], "backward_weight", BACKWARD_WEIGHT, TILED),
+];
+
+const fn constant(module: &'static str, name: &'static str, value: u32) -> ShaderConstant {
+    ShaderConstant {
+        module,
+        name,
+        value,
+    }
+}
+
+/// The shaders' constants this file computes grids and limits with.
+pub const SHADER_CONSTANTS: &[ShaderConstant] = &[
+    constant("conv", "TILE", TILE),
+    constant("conv", "SQ_ROWS", SQUARE_ROWS),
+    constant("conv", "BW_ROWS", SQUARE_WEIGHT_ROWS as u32),
+    constant("conv_tiled", "TILE_CAP", TILED_CAP),
+];
 
 #[derive(Clone)]
 pub struct Conv2d {
@@ -306,8 +383,8 @@ impl Conv2d {
         constants: &'a [(&'static str, u32)],
         bindings: Vec<Binding<'a>>,
         workgroups: [u32; 3],
-    ) -> DispatchSpec<'a, ConvParams> {
-        DispatchSpec {
+    ) -> Result<DispatchSpec<'a, ConvParams>, GpuError> {
+        Ok(DispatchSpec {
             label: format!(
                 "{} {} ({})",
                 self.label,
@@ -315,12 +392,12 @@ impl Conv2d {
                 self.kernels.get(pass).name()
             ),
             shader,
-            entry,
+            kernel: Kernel::find(KERNELS, shader, entry)?,
             constants,
             params,
             bindings,
             workgroups,
-        }
+        })
     }
 
     /// Workgroup shape; for backward_input also the kernel size and stride,
@@ -350,8 +427,8 @@ impl Conv2d {
     /// Workgroups of a tiled pass over an m x n output in `z` slices.
     fn tiled_grid((tw_m, tw_n): (u32, u32), m: usize, n: usize, z: u32) -> [u32; 3] {
         [
-            n.div_ceil(4 * tw_n as usize) as u32,
-            m.div_ceil(4 * tw_m as usize) as u32,
+            n.div_ceil((TILE * tw_n) as usize) as u32,
+            m.div_ceil((TILE * tw_m) as usize) as u32,
             z,
         ]
     }
@@ -390,9 +467,9 @@ impl Conv2d {
             1,
         ];
         let bindings = vec![
-            Binding::tensor(2, w),
-            Binding::tensor(8, src),
-            Binding::tensor(9, dst),
+            Binding::tensor("weight", w),
+            Binding::tensor("src4", src),
+            Binding::tensor("dst4", dst),
         ];
         let constants = [
             ("SQ_WG", SQUARE_WG),
@@ -405,7 +482,7 @@ impl Conv2d {
             &constants,
             bindings,
             grid,
-        )
+        )?
         .build(ctx)
     }
 
@@ -424,9 +501,9 @@ impl Conv2d {
         let pass = ConvPass::Forward;
         let params = self.params(1)?;
         let bindings = vec![
-            Binding::tensor(1, x),
-            Binding::tensor(2, w),
-            Binding::tensor(3, y),
+            Binding::tensor("input", x),
+            Binding::tensor("weight", w),
+            Binding::tensor("output", y),
         ];
         let out_px = s.batch * s.out_h() * s.out_w();
         match self.kernels.forward {
@@ -441,14 +518,14 @@ impl Conv2d {
                     &constants,
                     bindings,
                     grid,
-                )
+                )?
                 .build(ctx)
             }
             ConvKernel::Tiled { tw_m, tw_n } => {
                 let grid = Self::tiled_grid((tw_m, tw_n), s.out_c, out_px, 1);
                 let constants = self.tiled_constants((tw_m, tw_n));
                 let entry = ("conv_tiled", "forward");
-                self.spec(pass, entry, &params, &constants, bindings, grid)
+                self.spec(pass, entry, &params, &constants, bindings, grid)?
                     .build(ctx)
             }
         }
@@ -476,16 +553,16 @@ impl Conv2d {
         let class_pixels = s.in_h.div_ceil(s.stride) * s.in_w.div_ceil(s.stride);
         let classes = (s.stride * s.stride) as u32;
         let bindings = vec![
-            Binding::tensor(2, w),
-            Binding::tensor(4, dy),
-            Binding::tensor(5, dx),
+            Binding::tensor("weight", w),
+            Binding::tensor("grad_output", dy),
+            Binding::tensor("grad_input", dx),
         ];
         if let Some(tile) = self.tile_of(pass) {
             let grid = Self::tiled_grid(tile, s.in_c, s.batch * class_pixels, classes);
             let constants = self.tiled_constants(tile);
             let entry = ("conv_tiled", "backward_input");
             return self
-                .spec(pass, entry, &params, &constants, bindings, grid)
+                .spec(pass, entry, &params, &constants, bindings, grid)?
                 .build(ctx);
         }
         let grid = self.grid(s.in_c, s.batch * class_pixels, classes);
@@ -495,7 +572,7 @@ impl Conv2d {
             "backward_input"
         };
         let constants = self.constants(true);
-        self.spec(pass, ("conv", entry), &params, &constants, bindings, grid)
+        self.spec(pass, ("conv", entry), &params, &constants, bindings, grid)?
             .build(ctx)
     }
 
@@ -573,16 +650,24 @@ impl Conv2d {
         let rows8 = self.kernels.backward_weight == ConvKernel::Rows8;
         let bind = |target| {
             if rows8 {
-                vec![read(8, x), read(10, dy), read(6, target)]
+                vec![
+                    read("src4", x),
+                    read("grad4", dy),
+                    read("grad_weight", target),
+                ]
             } else {
-                vec![read(1, x), read(4, dy), read(6, target)]
+                vec![
+                    read("input", x),
+                    read("grad_output", dy),
+                    read("grad_weight", target),
+                ]
             }
         };
         let constants = constants.as_slice();
         let params = self.params(splits)?;
         if splits == 1 {
             return Ok(vec![
-                self.spec(pass, entry, &params, constants, bind(dw), grid)
+                self.spec(pass, entry, &params, constants, bind(dw), grid)?
                     .build(ctx)?,
             ]);
         }
@@ -593,17 +678,17 @@ impl Conv2d {
             DType::F32,
         )?;
         let gemm = self
-            .spec(pass, entry, &params, constants, bind(&partials), grid)
+            .spec(pass, entry, &params, constants, bind(&partials), grid)?
             .build(ctx)?;
-        let reduce_grid = [(s.out_c * n).div_ceil(256) as u32, 1, 1];
+        let reduce_grid = [(s.out_c * n).div_ceil(SPLITS_WG as usize) as u32, 1, 1];
         let mut reduce = self.spec(
             pass,
             ("conv", "reduce_weight_splits"),
             &params,
-            &[],
-            vec![read(6, dw), read(7, &partials)],
+            &[("WG_SPLITS", SPLITS_WG)],
+            vec![read("grad_weight", dw), read("weight_partials", &partials)],
             reduce_grid,
-        );
+        )?;
         reduce.label = format!("{} backward_weight (reduce splits)", self.label);
         let reduce = reduce.build(ctx)?;
         Ok(vec![gemm, reduce])

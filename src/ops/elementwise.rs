@@ -1,17 +1,34 @@
 //! Host side of shaders/elementwise.wgsl: ReLU and add over tensors of any shape.
 
 use crate::gpu::{
-    Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Tensor, elementwise_grid,
+    Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Kernel, Tensor, Workgroup,
+    elementwise_grid,
 };
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct ElementwiseParams {
-    len: u32,
-    _pad: [u32; 3],
+crate::wgsl_struct! {
+    pub struct ElementwiseParams {
+        len: u32,
+        _pad: [u32; 3],
+    }
 }
 
 const WG: u32 = 256;
+
+const fn kernel(entry: &'static str, roles: &'static [&'static str]) -> Kernel {
+    Kernel {
+        modules: &["elementwise"],
+        entry,
+        roles,
+        workgroup: Workgroup::Overrides(&["WG"]),
+    }
+}
+
+/// The entry points of shaders/elementwise.wgsl and what each binds.
+pub const KERNELS: &[Kernel] = &[
+    kernel("relu_forward", &["lhs", "output"]),
+    kernel("relu_backward", &["lhs", "rhs", "output"]),
+    kernel("add", &["lhs", "rhs", "output"]),
+];
 
 fn build(
     ctx: &GpuContext,
@@ -30,15 +47,15 @@ fn build(
     };
     let mut bindings: Vec<Binding<'_>> = inputs
         .iter()
-        .zip(1..)
-        .map(|(t, index)| Binding::tensor(index, t))
+        .zip(["lhs", "rhs"])
+        .map(|(t, role)| Binding::tensor(role, t))
         .collect();
-    bindings.push(Binding::tensor(3, output));
+    bindings.push(Binding::tensor("output", output));
     DispatchSpec {
         label: format!("{label} {entry}"),
         shader: "elementwise",
-        entry,
-        constants: &[],
+        kernel: Kernel::find(KERNELS, "elementwise", entry)?,
+        constants: &[("WG", WG)],
         params: &params,
         bindings,
         workgroups: elementwise_grid(ctx, output.numel(), WG),

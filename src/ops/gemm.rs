@@ -1,21 +1,55 @@
 //! Host side of shaders/gemm.wgsl: the benchmark's yardstick GEMMs, numbered
 //! from plain to fast like llm.c's kernel versions.
 
-use crate::gpu::{Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Tensor};
+use crate::gpu::{
+    Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Kernel, ShaderConstant, Tensor,
+    Workgroup,
+};
 
 use super::conv::ConvTuning;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct GemmParams {
-    m: u32,
-    n: u32,
-    k: u32,
-    _pad: u32,
+crate::wgsl_struct! {
+    pub struct GemmParams {
+        m: u32,
+        n: u32,
+        k: u32,
+        _pad: u32,
+    }
 }
 
-/// Rows per invocation of matmul_vec4 (V2_ROWS in gemm.wgsl).
+/// Rows and columns per invocation of matmul (TILE) and rows of matmul_vec4
+/// (V2_ROWS), which size the grid.
+const TILE: usize = 4;
 const V2_ROWS: usize = 8;
+
+pub const SHADER_CONSTANTS: &[ShaderConstant] = &[
+    ShaderConstant {
+        module: "gemm",
+        name: "TILE",
+        value: TILE as u32,
+    },
+    ShaderConstant {
+        module: "gemm",
+        name: "V2_ROWS",
+        value: V2_ROWS as u32,
+    },
+];
+
+const fn kernel(entry: &'static str, roles: &'static [&'static str]) -> Kernel {
+    Kernel {
+        modules: &["gemm"],
+        entry,
+        roles,
+        workgroup: Workgroup::Overrides(&["WG_N", "WG_M"]),
+    }
+}
+
+/// The entry points of shaders/gemm.wgsl and what each binds.
+pub const KERNELS: &[Kernel] = &[
+    kernel("matmul", &["a", "b", "c"]),
+    kernel("matmul_vec4", &["a4", "b4", "c4"]),
+    kernel("matmul_tiled", &["a", "b", "c"]),
+];
 
 /// [m, n, k] of c = a * b, after checking the three matrices agree.
 fn dims(op: &str, a: &Tensor, b: &Tensor, c: &Tensor) -> Result<[usize; 3], GpuError> {
@@ -54,7 +88,7 @@ fn build(
     DispatchSpec {
         label: format!("{entry} {m}x{n}x{k}"),
         shader: "gemm",
-        entry,
+        kernel: Kernel::find(KERNELS, "gemm", entry)?,
         constants: &[("WG_N", tuning.wg_n), ("WG_M", tuning.wg_m)],
         params: &params,
         bindings,
@@ -74,14 +108,14 @@ pub fn matmul(
 ) -> Result<Dispatch, GpuError> {
     let [m, n, k] = dims("matmul", a, b, c)?;
     let workgroups = [
-        n.div_ceil(4 * tuning.wg_n as usize) as u32,
-        m.div_ceil(4 * tuning.wg_m as usize) as u32,
+        n.div_ceil(TILE * tuning.wg_n as usize) as u32,
+        m.div_ceil(TILE * tuning.wg_m as usize) as u32,
         1,
     ];
     let bindings = vec![
-        Binding::tensor(1, a),
-        Binding::tensor(2, b),
-        Binding::tensor(3, c),
+        Binding::tensor("a", a),
+        Binding::tensor("b", b),
+        Binding::tensor("c", c),
     ];
     build(ctx, tuning, "matmul", [m, n, k], bindings, workgroups)
 }
@@ -108,9 +142,9 @@ pub fn matmul_vec4(
         1,
     ];
     let bindings = vec![
-        Binding::tensor(4, a),
-        Binding::tensor(5, b),
-        Binding::tensor(6, c),
+        Binding::tensor("a4", a),
+        Binding::tensor("b4", b),
+        Binding::tensor("c4", c),
     ];
     build(ctx, tuning, "matmul_vec4", [m, n, k], bindings, workgroups)
 }
@@ -133,14 +167,14 @@ pub fn matmul_tiled(
         ));
     }
     let workgroups = [
-        n.div_ceil(4 * tw_n as usize) as u32,
-        m.div_ceil(4 * tw_m as usize) as u32,
+        n.div_ceil(TILE * tw_n as usize) as u32,
+        m.div_ceil(TILE * tw_m as usize) as u32,
         1,
     ];
     let bindings = vec![
-        Binding::tensor(1, a),
-        Binding::tensor(2, b),
-        Binding::tensor(3, c),
+        Binding::tensor("a", a),
+        Binding::tensor("b", b),
+        Binding::tensor("c", c),
     ];
     let tuning = ConvTuning {
         wg_n: tw_n,

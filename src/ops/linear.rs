@@ -1,18 +1,37 @@
 //! Host side of shaders/linear.wgsl: the fully connected classifier.
 
-use crate::gpu::{Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Tensor};
+use crate::gpu::{
+    Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Kernel, Tensor, Workgroup,
+};
 use crate::shapes::LinearShape;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct LinearParams {
-    batch: u32,
-    in_f: u32,
-    out_f: u32,
-    _pad: u32,
+crate::wgsl_struct! {
+    pub struct LinearParams {
+        batch: u32,
+        in_f: u32,
+        out_f: u32,
+        _pad: u32,
+    }
 }
 
-const WG: usize = 64;
+const WG: u32 = 64;
+
+const fn kernel(entry: &'static str, roles: &'static [&'static str]) -> Kernel {
+    Kernel {
+        modules: &["linear"],
+        entry,
+        roles,
+        workgroup: Workgroup::Overrides(&["WG"]),
+    }
+}
+
+/// The entry points of shaders/linear.wgsl and what each binds.
+pub const KERNELS: &[Kernel] = &[
+    kernel("forward", &["input", "weight", "bias", "output"]),
+    kernel("backward_input", &["weight", "grad_output", "grad_input"]),
+    kernel("backward_weight", &["input", "grad_output", "grad_weight"]),
+    kernel("backward_bias", &["grad_output", "grad_bias"]),
+];
 
 pub struct Linear {
     pub label: String,
@@ -42,12 +61,12 @@ impl Linear {
             out_f: u("out_f", s.out_f)?,
             _pad: 0,
         };
-        let workgroups = [invocations.div_ceil(WG) as u32, 1, 1];
+        let workgroups = [invocations.div_ceil(WG as usize) as u32, 1, 1];
         DispatchSpec {
             label: format!("{} {entry}", self.label),
             shader: "linear",
-            entry,
-            constants: &[],
+            kernel: Kernel::find(KERNELS, "linear", entry)?,
+            constants: &[("WG", WG)],
             params: &params,
             bindings,
             workgroups,
@@ -77,7 +96,12 @@ impl Linear {
         self.build(
             ctx,
             "forward",
-            vec![b(1, x), b(2, w), b(3, bias), b(4, y)],
+            vec![
+                b("input", x),
+                b("weight", w),
+                b("bias", bias),
+                b("output", y),
+            ],
             y.numel(),
         )
     }
@@ -101,19 +125,19 @@ impl Linear {
             self.build(
                 ctx,
                 "backward_input",
-                vec![b(2, w), b(5, dy), b(6, dx)],
+                vec![b("weight", w), b("grad_output", dy), b("grad_input", dx)],
                 dx.numel(),
             )?,
             self.build(
                 ctx,
                 "backward_weight",
-                vec![b(1, x), b(5, dy), b(7, dw)],
+                vec![b("input", x), b("grad_output", dy), b("grad_weight", dw)],
                 dw.numel(),
             )?,
             self.build(
                 ctx,
                 "backward_bias",
-                vec![b(5, dy), b(8, dbias)],
+                vec![b("grad_output", dy), b("grad_bias", dbias)],
                 dbias.numel(),
             )?,
         ])

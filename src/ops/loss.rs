@@ -1,18 +1,46 @@
 //! Host side of shaders/loss.wgsl: softmax cross-entropy with its gradient and
 //! GPU-side metric accumulation.
 
-use crate::gpu::{Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Tensor};
+use crate::gpu::{
+    Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Kernel, ShaderConstant, Tensor,
+    Workgroup,
+};
 
 use super::Reduction;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct LossParams {
-    batch: u32,
-    classes: u32,
-    valid: u32,
-    _pad: u32,
+crate::wgsl_struct! {
+    pub struct LossParams {
+        batch: u32,
+        classes: u32,
+        valid: u32,
+        _pad: u32,
+    }
 }
+
+/// Samples per workgroup of the per-sample pass.
+const WG_SAMPLES: u32 = 64;
+
+/// The entry points of shaders/loss.wgsl and what each binds.
+pub const KERNELS: &[Kernel] = &[
+    Kernel {
+        modules: &["loss", "loss_subgroup"],
+        entry: "forward_backward",
+        roles: &[
+            "logits",
+            "labels",
+            "grad_logits",
+            "sample_loss",
+            "sample_correct",
+        ],
+        workgroup: Workgroup::Overrides(&["WG_SAMPLES"]),
+    },
+    Kernel {
+        modules: &["loss", "loss_subgroup"],
+        entry: "reduce_metrics",
+        roles: &["sample_loss", "sample_correct", "metrics"],
+        workgroup: Workgroup::PerItem,
+    },
+];
 
 /// Layout of the metrics accumulator (f32): sums since it was last cleared,
 /// and the mean loss of the latest batch.
@@ -23,6 +51,23 @@ pub const METRIC_BATCH_LOSS: usize = 3;
 /// Samples whose label is among the five largest logits.
 pub const METRIC_TOP5: usize = 4;
 pub const METRICS_LEN: usize = 5;
+
+const fn slot(name: &'static str, value: usize) -> ShaderConstant {
+    ShaderConstant {
+        module: "loss",
+        name,
+        value: value as u32,
+    }
+}
+
+/// The metric slots, as shaders/loss.wgsl writes them.
+pub const SHADER_CONSTANTS: &[ShaderConstant] = &[
+    slot("METRIC_LOSS_SUM", METRIC_LOSS_SUM),
+    slot("METRIC_CORRECT", METRIC_CORRECT),
+    slot("METRIC_SAMPLES", METRIC_SAMPLES),
+    slot("METRIC_BATCH_LOSS", METRIC_BATCH_LOSS),
+    slot("METRIC_TOP5", METRIC_TOP5),
+];
 
 pub struct CrossEntropyTensors<'a> {
     pub logits: &'a Tensor,
@@ -75,37 +120,45 @@ pub fn softmax_cross_entropy(
         _pad: 0,
     };
     let b = Binding::tensor;
-    let spec = |entry, bindings, workgroups| DispatchSpec {
-        label: format!("{label} {entry}"),
-        shader: if entry == "reduce_metrics" {
+    let spec = |entry, constants, bindings, workgroups| -> Result<_, GpuError> {
+        let shader = if entry == "reduce_metrics" {
             reduction.loss_module()
         } else {
             "loss"
-        },
-        entry,
-        constants: &[],
-        params: &params,
-        bindings,
-        workgroups,
+        };
+        DispatchSpec {
+            label: format!("{label} {entry}"),
+            shader,
+            kernel: Kernel::find(KERNELS, shader, entry)?,
+            constants,
+            params: &params,
+            bindings,
+            workgroups,
+        }
+        .build(ctx)
     };
     Ok(vec![
         spec(
             "forward_backward",
+            &[("WG_SAMPLES", WG_SAMPLES)],
             vec![
-                b(1, t.logits),
-                b(2, t.labels),
-                b(3, t.grad_logits),
-                b(4, t.sample_loss),
-                b(5, t.sample_correct),
+                b("logits", t.logits),
+                b("labels", t.labels),
+                b("grad_logits", t.grad_logits),
+                b("sample_loss", t.sample_loss),
+                b("sample_correct", t.sample_correct),
             ],
-            [batch.div_ceil(64) as u32, 1, 1],
-        )
-        .build(ctx)?,
+            [batch.div_ceil(WG_SAMPLES as usize) as u32, 1, 1],
+        )?,
         spec(
             "reduce_metrics",
-            vec![b(4, t.sample_loss), b(5, t.sample_correct), b(6, t.metrics)],
+            &[],
+            vec![
+                b("sample_loss", t.sample_loss),
+                b("sample_correct", t.sample_correct),
+                b("metrics", t.metrics),
+            ],
             [1, 1, 1],
-        )
-        .build(ctx)?,
+        )?,
     ])
 }

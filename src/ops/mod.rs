@@ -7,6 +7,7 @@ pub mod batchnorm;
 pub mod conv;
 pub mod elementwise;
 pub mod gemm;
+pub mod groupnorm;
 pub mod linear;
 pub mod loss;
 pub mod optim;
@@ -14,7 +15,47 @@ pub mod pool;
 pub mod shortcut;
 pub mod tune;
 
-use crate::gpu::GpuError;
+use crate::gpu::{GpuError, Kernel, ShaderConstant, StructLayout, WgslStruct};
+
+/// Every op family's list of kernels: with `SHADER_CONSTANTS` and
+/// `UNIFORM_STRUCTS`, the host's half of the contract that tests/contract.rs
+/// checks against the WGSL.
+pub const KERNEL_FAMILIES: &[&[Kernel]] = &[
+    augment::KERNELS,
+    batchnorm::KERNELS,
+    conv::KERNELS,
+    elementwise::KERNELS,
+    gemm::KERNELS,
+    groupnorm::KERNELS,
+    linear::KERNELS,
+    loss::KERNELS,
+    optim::KERNELS,
+    pool::KERNELS,
+    shortcut::KERNELS,
+];
+
+/// The WGSL constants host code computes with.
+pub const SHADER_CONSTANTS: &[&[ShaderConstant]] = &[
+    conv::SHADER_CONSTANTS,
+    gemm::SHADER_CONSTANTS,
+    loss::SHADER_CONSTANTS,
+];
+
+/// Every uniform struct the host writes.
+pub const UNIFORM_STRUCTS: &[StructLayout] = &[
+    augment::AugmentParams::LAYOUT,
+    batchnorm::BnParams::LAYOUT,
+    conv::ConvParams::LAYOUT,
+    elementwise::ElementwiseParams::LAYOUT,
+    gemm::GemmParams::LAYOUT,
+    groupnorm::GnParams::LAYOUT,
+    linear::LinearParams::LAYOUT,
+    loss::LossParams::LAYOUT,
+    optim::SgdParams::LAYOUT,
+    optim::LearningRate::LAYOUT,
+    pool::PoolParams::LAYOUT,
+    shortcut::ShortcutParams::LAYOUT,
+];
 
 /// How batch norm's channel reductions and the loss's batch sum end: the
 /// portable tree through workgroup memory, or subgroup operations (a

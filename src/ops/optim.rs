@@ -1,25 +1,36 @@
 //! Host side of shaders/optim.wgsl: SGD with momentum and weight decay.
 
 use crate::gpu::{
-    Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Tensor, elementwise_grid,
+    Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Kernel, Tensor, Workgroup,
+    elementwise_grid,
 };
 use crate::shapes::SgdConfig;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct SgdParams {
-    len: u32,
-    nesterov: u32,
-    momentum: f32,
-    weight_decay: f32,
+crate::wgsl_struct! {
+    pub struct SgdParams {
+        len: u32,
+        nesterov: u32,
+        momentum: f32,
+        weight_decay: f32,
+    }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct LearningRate {
-    lr: f32,
-    _pad: [u32; 3],
+crate::wgsl_struct! {
+    pub struct LearningRate {
+        lr: f32,
+        _pad: [u32; 3],
+    }
 }
+
+const WG: u32 = 256;
+
+/// The entry point of shaders/optim.wgsl and what it binds.
+pub const KERNELS: &[Kernel] = &[Kernel {
+    modules: &["optim"],
+    entry: "sgd_step",
+    roles: &["schedule", "weight", "grad", "momentum_buffer"],
+    workgroup: Workgroup::Overrides(&["WG"]),
+}];
 
 /// The learning-rate uniform every SGD dispatch reads: the host rewrites it
 /// before each step, so the schedule never touches shaders or bind groups.
@@ -69,17 +80,17 @@ pub fn sgd_step(
         weight_decay: cfg.weight_decay,
     };
     let bindings = vec![
-        Binding::buffer(1, &lr.buffer),
-        Binding::tensor(2, weight),
-        Binding::tensor(3, grad),
-        Binding::tensor(4, momentum),
+        Binding::buffer("schedule", &lr.buffer),
+        Binding::tensor("weight", weight),
+        Binding::tensor("grad", grad),
+        Binding::tensor("momentum_buffer", momentum),
     ];
-    let workgroups = elementwise_grid(ctx, weight.numel(), 256);
+    let workgroups = elementwise_grid(ctx, weight.numel(), WG);
     DispatchSpec {
         label: format!("{label} sgd"),
         shader: "optim",
-        entry: "sgd_step",
-        constants: &[],
+        kernel: &KERNELS[0],
+        constants: &[("WG", WG)],
         params: &params,
         bindings,
         workgroups,

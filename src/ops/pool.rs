@@ -1,24 +1,43 @@
 //! Host side of shaders/pool.wgsl: max pooling and global average pooling.
 
 use crate::gpu::{
-    Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Tensor, elementwise_grid,
+    Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Kernel, Tensor, Workgroup,
+    elementwise_grid,
 };
 use crate::shapes::PoolShape;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct PoolParams {
-    planes: u32,
-    in_h: u32,
-    in_w: u32,
-    out_h: u32,
-    out_w: u32,
-    kernel: u32,
-    stride: u32,
-    pad: u32,
+crate::wgsl_struct! {
+    pub struct PoolParams {
+        planes: u32,
+        in_h: u32,
+        in_w: u32,
+        out_h: u32,
+        out_w: u32,
+        kernel: u32,
+        stride: u32,
+        pad: u32,
+    }
 }
 
 const WG: u32 = 256;
+
+const fn kernel(entry: &'static str, roles: &'static [&'static str]) -> Kernel {
+    Kernel {
+        modules: &["pool"],
+        entry,
+        roles,
+        workgroup: Workgroup::Overrides(&["WG"]),
+    }
+}
+
+/// The entry points of shaders/pool.wgsl and what each binds (backward passes
+/// read the gradient from `input` and write `output`).
+pub const KERNELS: &[Kernel] = &[
+    kernel("max_forward", &["input", "output", "argmax"]),
+    kernel("max_backward", &["input", "output", "saved_argmax"]),
+    kernel("global_avg_forward", &["input", "output"]),
+    kernel("global_avg_backward", &["input", "output"]),
+];
 
 pub struct Pool {
     pub label: String,
@@ -93,8 +112,8 @@ impl Pool {
         DispatchSpec {
             label: format!("{} {entry}", self.label),
             shader: "pool",
-            entry,
-            constants: &[],
+            kernel: Kernel::find(KERNELS, "pool", entry)?,
+            constants: &[("WG", WG)],
             params: &params,
             bindings,
             workgroups,
@@ -114,9 +133,9 @@ impl Pool {
         y.expect(&self.label, &self.max_output_shape(), DType::F32)?;
         argmax.expect(&self.label, &self.max_output_shape(), DType::U32)?;
         let b = vec![
-            Binding::tensor(1, x),
-            Binding::tensor(2, y),
-            Binding::tensor(3, argmax),
+            Binding::tensor("input", x),
+            Binding::tensor("output", y),
+            Binding::tensor("argmax", argmax),
         ];
         self.build(ctx, "max_forward", b, y.numel())
     }
@@ -132,9 +151,9 @@ impl Pool {
         argmax.expect(&self.label, &self.max_output_shape(), DType::U32)?;
         dx.expect(&self.label, &self.input_shape(), DType::F32)?;
         let b = vec![
-            Binding::tensor(1, dy),
-            Binding::tensor(2, dx),
-            Binding::tensor(4, argmax),
+            Binding::tensor("input", dy),
+            Binding::tensor("output", dx),
+            Binding::tensor("saved_argmax", argmax),
         ];
         self.build(ctx, "max_backward", b, dx.numel())
     }
@@ -149,7 +168,7 @@ impl Pool {
         let s = &self.shape;
         x.expect(&self.label, &self.input_shape(), DType::F32)?;
         y.expect(&self.label, &[s.batch, s.channels], DType::F32)?;
-        let b = vec![Binding::tensor(1, x), Binding::tensor(2, y)];
+        let b = vec![Binding::tensor("input", x), Binding::tensor("output", y)];
         self.build(ctx, "global_avg_forward", b, s.planes())
     }
 
@@ -162,7 +181,7 @@ impl Pool {
         let s = &self.shape;
         dy.expect(&self.label, &[s.batch, s.channels], DType::F32)?;
         dx.expect(&self.label, &self.input_shape(), DType::F32)?;
-        let b = vec![Binding::tensor(1, dy), Binding::tensor(2, dx)];
+        let b = vec![Binding::tensor("input", dy), Binding::tensor("output", dx)];
         self.build(ctx, "global_avg_backward", b, dx.numel())
     }
 }

@@ -1,26 +1,40 @@
 //! Host side of shaders/shortcut.wgsl: the parameter-free option-A shortcut.
 
 use crate::gpu::{
-    Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Tensor, elementwise_grid,
+    Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Kernel, Tensor, Workgroup,
+    elementwise_grid,
 };
 use crate::shapes::ShortcutShape;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct ShortcutParams {
-    batch: u32,
-    in_c: u32,
-    in_h: u32,
-    in_w: u32,
-    out_c: u32,
-    out_h: u32,
-    out_w: u32,
-    stride: u32,
-    pad_front: u32,
-    _pad: [u32; 3],
+crate::wgsl_struct! {
+    pub struct ShortcutParams {
+        batch: u32,
+        in_c: u32,
+        in_h: u32,
+        in_w: u32,
+        out_c: u32,
+        out_h: u32,
+        out_w: u32,
+        stride: u32,
+        pad_front: u32,
+        _pad: [u32; 3],
+    }
 }
 
 const WG: u32 = 256;
+
+const fn kernel(entry: &'static str) -> Kernel {
+    Kernel {
+        modules: &["shortcut"],
+        entry,
+        roles: &["input", "output"],
+        workgroup: Workgroup::Overrides(&["WG"]),
+    }
+}
+
+/// The entry points of shaders/shortcut.wgsl (backward reads the gradient
+/// from `input` and writes `output`).
+pub const KERNELS: &[Kernel] = &[kernel("forward"), kernel("backward")];
 
 pub struct Shortcut {
     pub label: String,
@@ -67,13 +81,16 @@ impl Shortcut {
             pad_front: u("pad_front", s.pad_front())?,
             _pad: [0; 3],
         };
-        let bindings = vec![Binding::tensor(1, input), Binding::tensor(2, output)];
+        let bindings = vec![
+            Binding::tensor("input", input),
+            Binding::tensor("output", output),
+        ];
         let workgroups = elementwise_grid(ctx, output.numel(), WG);
         DispatchSpec {
             label: format!("{} {entry}", self.label),
             shader: "shortcut",
-            entry,
-            constants: &[],
+            kernel: Kernel::find(KERNELS, "shortcut", entry)?,
+            constants: &[("WG", WG)],
             params: &params,
             bindings,
             workgroups,

@@ -11,8 +11,9 @@ use crate::shapes::{BatchNormShape, Conv2dShape};
 use super::Reduction;
 use super::batchnorm::BatchNorm;
 #[cfg(not(target_arch = "wasm32"))]
-use super::batchnorm::{BnTensors, Fusion};
+use super::batchnorm::BnTensors;
 use super::conv::{Conv2d, ConvKernel, ConvPass};
+use crate::shapes::Fusion;
 
 /// Timed repetitions per candidate (after a warm-up run).
 #[cfg(not(target_arch = "wasm32"))]

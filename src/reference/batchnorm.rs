@@ -1,18 +1,7 @@
 //! Batch normalization in training and eval mode, with the fused ReLU and
 //! residual-add forms, as PyTorch's BatchNorm2d computes them.
 
-use crate::shapes::BatchNormShape;
-
-/// Which activation follows the normalization.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fusion {
-    /// y = bn(x)
-    None,
-    /// y = relu(bn(x))
-    Relu,
-    /// y = relu(bn(x) + residual)
-    AddRelu,
-}
+use crate::shapes::{BatchNormShape, Fusion};
 
 /// Per-channel statistics of one forward pass.
 #[derive(Clone, Debug)]

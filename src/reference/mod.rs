@@ -7,6 +7,7 @@ pub mod batchnorm;
 pub mod conv;
 pub mod elementwise;
 pub mod gemm;
+pub mod groupnorm;
 pub mod linear;
 pub mod loss;
 pub mod optim;

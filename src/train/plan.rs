@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use crate::gpu::{ChoiceSource, DType, Dispatch, GpuContext, GpuError, Tensor};
 use crate::model::{BlockSpec, ConvBnSpec, Network, Shortcut, StateEntry};
 use crate::ops::Reduction;
-use crate::ops::batchnorm::{BatchNorm, BnGradTensors, BnTensors, Fusion};
+use crate::ops::batchnorm::{BatchNorm, BnGradTensors, BnTensors};
 use crate::ops::conv::{Conv2d, ConvKernels, ConvTuning};
 use crate::ops::elementwise;
 use crate::ops::linear::Linear;
@@ -17,6 +17,7 @@ use crate::ops::optim::{LearningRateBuffer, sgd_step};
 use crate::ops::pool::Pool;
 use crate::ops::shortcut::Shortcut as PadShortcut;
 use crate::ops::tune::{choose_bn_reduction, choose_conv_kernels, choose_loss_reduction};
+use crate::shapes::Fusion;
 use crate::shapes::{BatchNormShape, Conv2dShape, ImageShape, LinearShape, PoolShape, SgdConfig};
 
 pub type TensorId = usize;
