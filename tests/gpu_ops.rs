@@ -9,6 +9,7 @@ use resnet_wgpu::gpu::{DType, Dispatch, Tensor, submit};
 use resnet_wgpu::ops::Reduction;
 use resnet_wgpu::ops::batchnorm::{BatchNorm, BnGradTensors, BnTensors};
 use resnet_wgpu::ops::conv::{Conv2d, ConvKernel, ConvPass, ConvTuning, TILED_SHAPES};
+use resnet_wgpu::ops::groupnorm::{GnGradTensors, GnTensors, GroupNorm};
 use resnet_wgpu::ops::loss::{self, CrossEntropyTensors};
 use resnet_wgpu::ops::{
     augment, elementwise, gemm, linear::Linear, optim, pool::Pool, shortcut::Shortcut,
@@ -533,6 +534,153 @@ fn batchnorm_eval_uses_running_statistics() {
         0.0,
         0.0,
     );
+}
+
+/// Every fused form on odd shapes: one group (LayerNorm-like), one channel a
+/// group (InstanceNorm-like), groups of 3 channels, planes longer than a
+/// workgroup, batch 1.
+#[test]
+fn groupnorm_matches_oracle_in_every_fused_form() {
+    let shapes = [(1, 6, 3, 5 * 7), (3, 5, 1, 9), (2, 4, 4, 3), (2, 6, 2, 300)];
+    for (i, (batch, channels, groups, hw)) in shapes.into_iter().enumerate() {
+        let shape = GroupNormShape {
+            batch,
+            channels,
+            groups,
+            hw,
+        };
+        for (j, fusion) in [Fusion::None, Fusion::Relu, Fusion::AddRelu]
+            .into_iter()
+            .enumerate()
+        {
+            gn_case(shape, fusion, 2000 + 10 * (3 * i + j) as u64);
+        }
+    }
+}
+
+fn gn_case(s: GroupNormShape, fusion: Fusion, seed: u64) {
+    let act = [s.batch, s.channels, s.hw];
+    let (c, k) = ([s.channels], [s.stats_len()]);
+    let (x, xv) = random_tensor("x", seed, &act);
+    let (res, resv) = random_tensor("residual", seed + 1, &act);
+    let (dy, dyv) = random_tensor("dy", seed + 2, &act);
+    let (gamma, gv) = random_tensor("gamma", seed + 3, &c);
+    let (beta, bv) = random_tensor("beta", seed + 4, &c);
+    let (sm, si) = (zeros("save_mean", &k), zeros("save_invstd", &k));
+    let (y, dx, dres, dg, db, scratch) = (
+        zeros("y", &act),
+        zeros("dx", &act),
+        zeros("dres", &act),
+        zeros("dgamma", &c),
+        zeros("dbeta", &c),
+        zeros("group grads", &[2, s.stats_len()]),
+    );
+    let gn = GroupNorm::new("gn", s, fusion).unwrap();
+    let t = GnTensors {
+        x: &x,
+        gamma: &gamma,
+        beta: &beta,
+        save_mean: &sm,
+        save_invstd: &si,
+    };
+    let add = fusion == Fusion::AddRelu;
+    let fwd = gn.forward(ctx(), &t, add.then_some(&res), &y).unwrap();
+    let g = GnGradTensors {
+        dy: &dy,
+        dx: &dx,
+        dgamma: &dg,
+        dbeta: &db,
+        dresidual: add.then_some(&dres),
+        group_grads: &scratch,
+    };
+    let bwd = gn.backward(ctx(), &t, &y, &g).unwrap();
+    run(&fwd.iter().chain(&bwd).collect::<Vec<_>>());
+
+    let (xv, gv, bv, resv) = (widen(&xv), widen(&gv), widen(&bv), widen(&resv));
+    let stats = oracle::groupnorm::stats(&s, &xv, 1e-5);
+    let residual = add.then_some(&resv[..]);
+    let yv = oracle::groupnorm::apply(&s, &xv, &stats, &gv, &bv, fusion, residual);
+    let what = format!("{s:?} {fusion:?}");
+    assert_close(&format!("{what} y"), &read(&y), &yv, 1e-4, 1e-5);
+    assert_close(&format!("{what} mean"), &read(&sm), &stats.mean, 1e-4, 1e-6);
+    assert_close(
+        &format!("{what} invstd"),
+        &read(&si),
+        &stats.invstd,
+        1e-4,
+        1e-5,
+    );
+    // The oracle's backward takes the GPU's y as the ReLU mask, so a value
+    // within rounding of 0 cannot flip the comparison.
+    let grads = oracle::groupnorm::backward(
+        &s,
+        &xv,
+        &stats,
+        &gv,
+        &widen(&read(&y)),
+        &widen(&dyv),
+        fusion,
+    );
+    assert_close(&format!("{what} dx"), &read(&dx), &grads.dx, 1e-3, 1e-5);
+    assert_close(
+        &format!("{what} dgamma"),
+        &read(&dg),
+        &grads.dgamma,
+        1e-4,
+        1e-4,
+    );
+    assert_close(
+        &format!("{what} dbeta"),
+        &read(&db),
+        &grads.dbeta,
+        1e-4,
+        1e-4,
+    );
+    if let Some(dr) = &grads.dresidual {
+        assert_close(&format!("{what} dresidual"), &read(&dres), dr, 0.0, 0.0);
+    }
+}
+
+/// A conv bias on odd shapes: batch 1, a plane longer than a workgroup,
+/// channel counts that are no multiple of anything.
+#[test]
+fn conv_bias_matches_oracle() {
+    for (i, (batch, channels, hw)) in [(1, 3, 35), (3, 5, 9), (2, 7, 300)].into_iter().enumerate() {
+        let s = BatchNormShape {
+            batch,
+            channels,
+            hw,
+        };
+        let act = [batch, channels, hw];
+        let seed = 3000 + 10 * i as u64;
+        let (y, yv) = random_tensor("y", seed, &act);
+        let (b, bv) = random_tensor("bias", seed + 1, &[channels]);
+        let (dy, dyv) = random_tensor("dy", seed + 2, &act);
+        let db = zeros("dbias", &[channels]);
+        let op = resnet_wgpu::ops::bias::Bias::new("conv1", s);
+        let fwd = op.forward(ctx(), &b, &y).unwrap();
+        let bwd = op.backward(ctx(), &dy, &db).unwrap();
+        run(&[&fwd, &bwd]);
+        let expect = oracle::bias::forward(&s, &widen(&yv), &widen(&bv));
+        assert_close(&format!("{s:?} y + bias"), &read(&y), &expect, 1e-6, 1e-7);
+        let expect = oracle::bias::backward(&s, &widen(&dyv));
+        assert_close(&format!("{s:?} dbias"), &read(&db), &expect, 1e-5, 1e-5);
+    }
+}
+
+#[test]
+fn groupnorm_refuses_channels_that_do_not_split() {
+    let shape = GroupNormShape {
+        batch: 2,
+        channels: 6,
+        groups: 4,
+        hw: 3,
+    };
+    let err = GroupNorm::new("layer1.0.bn1", shape, Fusion::None)
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("layer1.0.bn1"), "{err}");
+    assert!(err.to_string().contains("6 channels"), "{err}");
 }
 
 #[test]

@@ -199,6 +199,23 @@ fn groupnorm_gradients_in_every_fused_form() {
 }
 
 #[test]
+fn conv_bias_gradient() {
+    let s = BatchNormShape {
+        batch: 3,
+        channels: 5,
+        hw: 7,
+    };
+    let (x, b, g) = (random(60, s.numel()), random(61, 5), random(62, s.numel()));
+    check(
+        "bias",
+        &b,
+        &g,
+        |b| bias::forward(&s, &x, b),
+        &bias::backward(&s, &g),
+    );
+}
+
+#[test]
 fn relu_and_add_gradients() {
     let (x, other, g) = (random(1, 20), random(2, 20), random(3, 20));
     let y = elementwise::relu(&x);

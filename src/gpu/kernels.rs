@@ -40,6 +40,7 @@ macro_rules! shader {
 /// a module that uses subgroup operations only compiles on devices with them.
 pub const SHADERS: &[Shader] = &[
     shader!("augment": "prelude", "augment"),
+    shader!("bias": "prelude", "reduce", "bias"),
     shader!("batchnorm": "prelude", "reduce", "batchnorm"),
     shader!("batchnorm_subgroup": "prelude", "reduce_subgroup", "batchnorm"),
     shader!("conv": "conv_params", "conv"),

@@ -1,5 +1,6 @@
 //! Seeded initial values: He (kaiming normal, fan_out, ReLU gain) for convs as
-//! torchvision does, BN gamma 1 and beta 0, PyTorch's default uniform init for fc.
+//! torchvision does, norm gamma 1 and beta 0, PyTorch's default uniform init for
+//! fc and conv biases.
 
 use crate::seeded::SeededRng;
 use rand::{Rng, SeedableRng};
@@ -26,12 +27,27 @@ pub fn initial_parameters(net: &Network, seed: u64) -> Vec<Vec<f32>> {
                         .map(|_| rng.random_range(-bound..bound) as f32)
                         .collect()
                 }
-                TensorRole::BnWeight | TensorRole::RunningVar => vec![1.0; len],
-                TensorRole::BnBias | TensorRole::RunningMean => vec![0.0; len],
+                TensorRole::ConvBias => {
+                    // PyTorch's default: uniform in +-1/sqrt(fan_in), fan_in
+                    // from the conv weight just before it.
+                    let bound = 1.0 / (conv_fan_in(net, &e.name) as f64).sqrt();
+                    (0..len)
+                        .map(|_| rng.random_range(-bound..bound) as f32)
+                        .collect()
+                }
+                TensorRole::NormWeight | TensorRole::RunningVar => vec![1.0; len],
+                TensorRole::NormBias | TensorRole::RunningMean => vec![0.0; len],
                 TensorRole::BatchesTracked => vec![0.0],
             }
         })
         .collect()
+}
+
+/// in_c * k * k of the conv whose bias is `bias_name`.
+fn conv_fan_in(net: &Network, bias_name: &str) -> usize {
+    net.units()
+        .find(|u| format!("{}.bias", u.conv) == bias_name)
+        .map_or(1, |u| u.in_c * u.kernel * u.kernel)
 }
 
 /// A standard normal sample (Box-Muller).

@@ -18,18 +18,54 @@ pub enum ShortcutKind {
     B,
 }
 
-/// One convolution (no bias) followed by its batch norm.
+/// The normalization layer after each conv (torchvision's `norm_layer`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Norm {
+    /// torch.nn.BatchNorm2d: batch statistics, running estimates for eval.
+    #[default]
+    Batch,
+    /// torch.nn.GroupNorm(groups, channels): per-sample statistics over
+    /// groups of channels, no running estimates.
+    Group { groups: usize },
+}
+
+impl Norm {
+    /// Checks that `channels` split into this norm's groups.
+    pub fn check_channels(self, layer: &str, channels: usize) -> Result<(), String> {
+        match self {
+            Norm::Group { groups } if groups == 0 || channels % groups != 0 => Err(format!(
+                "group norm with {groups} groups: layer {layer} has {channels} channels"
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl fmt::Display for Norm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Norm::Batch => write!(f, "batch norm"),
+            Norm::Group { groups } => write!(f, "group norm, {groups} groups"),
+        }
+    }
+}
+
+/// One convolution (with a bias where `bias`) followed by its normalization.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConvBnSpec {
     /// torchvision name of the conv, e.g. `layer1.0.conv1` or `layer2.0.downsample.0`.
     pub conv: String,
-    /// torchvision name of its batch norm, e.g. `layer1.0.bn1`.
+    /// torchvision name of its norm layer, e.g. `layer1.0.bn1`.
     pub bn: String,
     pub in_c: usize,
     pub out_c: usize,
     pub kernel: usize,
     pub stride: usize,
     pub pad: usize,
+    pub norm: Norm,
+    /// `bias=True` on the conv (torchvision's convs have none).
+    pub bias: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,15 +111,24 @@ pub struct ModelSpec {
     pub shortcut: ShortcutKind,
     pub num_classes: usize,
     pub in_channels: usize,
+    /// The normalization after every conv.
+    pub norm: Norm,
+    /// Whether every conv has a bias.
+    pub conv_bias: bool,
 }
 
-/// A model spec as stored, before validation.
+/// A model spec as stored, before validation (runs saved before norm and
+/// conv_bias existed have batch norm and no conv biases).
 #[derive(serde::Deserialize)]
 struct ModelFields {
     name: String,
     shortcut: ShortcutKind,
     num_classes: usize,
     in_channels: usize,
+    #[serde(default)]
+    norm: Norm,
+    #[serde(default)]
+    conv_bias: bool,
 }
 
 impl TryFrom<ModelFields> for ModelSpec {
@@ -96,7 +141,7 @@ impl TryFrom<ModelFields> for ModelSpec {
                 f.in_channels
             ));
         }
-        ModelSpec::new(&f.name, f.shortcut, f.num_classes)
+        ModelSpec::new(&f.name, f.shortcut, f.num_classes)?.with_layers(f.norm, f.conv_bias)
     }
 }
 
@@ -133,11 +178,38 @@ impl ModelSpec {
             shortcut,
             num_classes,
             in_channels: 3,
+            norm: Norm::Batch,
+            conv_bias: false,
         })
+    }
+
+    /// This model with `norm` after every conv and conv biases where
+    /// `conv_bias`; an error names a layer whose channels do not split into
+    /// the norm's groups.
+    pub fn with_layers(mut self, norm: Norm, conv_bias: bool) -> Result<Self, String> {
+        self.norm = norm;
+        self.conv_bias = conv_bias;
+        let network = self.network();
+        let divides_all = network.units().map(|u| u.out_c).fold(0, gcd);
+        for unit in network.units() {
+            norm.check_channels(&unit.bn, unit.out_c).map_err(|e| {
+                format!("{e}; --groups must divide every layer's channels (here: divisors of {divides_all})")
+            })?;
+        }
+        Ok(self)
     }
 
     /// The layer list. ImageNet models always use projection shortcuts, as torchvision.
     pub fn network(&self) -> Network {
+        let mut network = self.network_shape();
+        network.for_each_unit(|unit| {
+            unit.norm = self.norm;
+            unit.bias = self.conv_bias;
+        });
+        network
+    }
+
+    fn network_shape(&self) -> Network {
         let family = family(&self.name).expect("validated in ModelSpec::new");
         let classes = self.num_classes;
         match family {
@@ -183,11 +255,25 @@ impl ModelSpec {
     }
 }
 
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
 impl fmt::Display for ModelSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.name)?;
+        let mut notes = vec![];
         if matches!(family(&self.name), Ok(Family::Cifar { .. })) {
-            write!(f, " (shortcut {:?})", self.shortcut)?;
+            notes.push(format!("shortcut {:?}", self.shortcut));
+        }
+        if self.norm != Norm::Batch {
+            notes.push(self.norm.to_string());
+        }
+        if self.conv_bias {
+            notes.push("conv bias".into());
+        }
+        if !notes.is_empty() {
+            write!(f, " ({})", notes.join(", "))?;
         }
         Ok(())
     }
@@ -254,6 +340,8 @@ fn conv_bn(
         kernel: k,
         stride: s,
         pad: k / 2,
+        norm: Norm::Batch,
+        bias: false,
     }
 }
 
@@ -362,8 +450,10 @@ fn bottleneck_network(in_channels: usize, layers: [usize; 4], num_classes: usize
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TensorRole {
     ConvWeight,
-    BnWeight,
-    BnBias,
+    ConvBias,
+    /// The affine scale and shift of a batch or group norm.
+    NormWeight,
+    NormBias,
     FcWeight,
     FcBias,
     RunningMean,
@@ -390,6 +480,56 @@ pub struct StateEntry {
     pub role: TensorRole,
 }
 
+impl ConvBnSpec {
+    /// This unit's state-dict entries in torchvision's order and names: the
+    /// one place they are named (the plan allocates from this list).
+    pub fn state_entries(&self) -> Vec<StateEntry> {
+        let entry = |name: String, shape: Vec<usize>, role| StateEntry { name, shape, role };
+        let (conv, norm) = (&self.conv, &self.bn);
+        let c = vec![self.out_c];
+        let mut out = vec![entry(
+            format!("{conv}.weight"),
+            vec![self.out_c, self.in_c, self.kernel, self.kernel],
+            TensorRole::ConvWeight,
+        )];
+        if self.bias {
+            out.push(entry(
+                format!("{conv}.bias"),
+                c.clone(),
+                TensorRole::ConvBias,
+            ));
+        }
+        out.push(entry(
+            format!("{norm}.weight"),
+            c.clone(),
+            TensorRole::NormWeight,
+        ));
+        out.push(entry(
+            format!("{norm}.bias"),
+            c.clone(),
+            TensorRole::NormBias,
+        ));
+        if self.norm == Norm::Batch {
+            out.push(entry(
+                format!("{norm}.running_mean"),
+                c.clone(),
+                TensorRole::RunningMean,
+            ));
+            out.push(entry(
+                format!("{norm}.running_var"),
+                c,
+                TensorRole::RunningVar,
+            ));
+            out.push(entry(
+                format!("{norm}.num_batches_tracked"),
+                vec![],
+                TensorRole::BatchesTracked,
+            ));
+        }
+        out
+    }
+}
+
 impl Network {
     /// Every conv/BN unit in forward order, shortcut projections after their block's units.
     pub fn units(&self) -> impl Iterator<Item = &ConvBnSpec> {
@@ -401,43 +541,20 @@ impl Network {
         }))
     }
 
+    fn for_each_unit(&mut self, mut f: impl FnMut(&mut ConvBnSpec)) {
+        f(&mut self.stem);
+        for block in &mut self.blocks {
+            block.units.iter_mut().for_each(&mut f);
+            if let Shortcut::Projection(p) = &mut block.shortcut {
+                f(p);
+            }
+        }
+    }
+
     /// The state dict in torchvision's order and names.
     pub fn state_entries(&self) -> Vec<StateEntry> {
         let entry = |name: String, shape: Vec<usize>, role| StateEntry { name, shape, role };
-        let mut out = vec![];
-        for u in self.units() {
-            out.push(entry(
-                format!("{}.weight", u.conv),
-                vec![u.out_c, u.in_c, u.kernel, u.kernel],
-                TensorRole::ConvWeight,
-            ));
-            let c = vec![u.out_c];
-            out.push(entry(
-                format!("{}.weight", u.bn),
-                c.clone(),
-                TensorRole::BnWeight,
-            ));
-            out.push(entry(
-                format!("{}.bias", u.bn),
-                c.clone(),
-                TensorRole::BnBias,
-            ));
-            out.push(entry(
-                format!("{}.running_mean", u.bn),
-                c.clone(),
-                TensorRole::RunningMean,
-            ));
-            out.push(entry(
-                format!("{}.running_var", u.bn),
-                c,
-                TensorRole::RunningVar,
-            ));
-            out.push(entry(
-                format!("{}.num_batches_tracked", u.bn),
-                vec![],
-                TensorRole::BatchesTracked,
-            ));
-        }
+        let mut out: Vec<StateEntry> = self.units().flat_map(ConvBnSpec::state_entries).collect();
         out.push(entry(
             "fc.weight".into(),
             vec![self.num_classes, self.features],

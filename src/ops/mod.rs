@@ -4,6 +4,7 @@
 
 pub mod augment;
 pub mod batchnorm;
+pub mod bias;
 pub mod conv;
 pub mod elementwise;
 pub mod gemm;
@@ -22,6 +23,7 @@ use crate::gpu::{GpuError, Kernel, ShaderConstant, StructLayout, WgslStruct};
 /// checks against the WGSL.
 pub const KERNEL_FAMILIES: &[&[Kernel]] = &[
     augment::KERNELS,
+    bias::KERNELS,
     batchnorm::KERNELS,
     conv::KERNELS,
     elementwise::KERNELS,
@@ -44,6 +46,7 @@ pub const SHADER_CONSTANTS: &[&[ShaderConstant]] = &[
 /// Every uniform struct the host writes.
 pub const UNIFORM_STRUCTS: &[StructLayout] = &[
     augment::AugmentParams::LAYOUT,
+    bias::BiasParams::LAYOUT,
     batchnorm::BnParams::LAYOUT,
     conv::ConvParams::LAYOUT,
     elementwise::ElementwiseParams::LAYOUT,

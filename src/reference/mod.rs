@@ -4,6 +4,7 @@
 
 pub mod augment;
 pub mod batchnorm;
+pub mod bias;
 pub mod conv;
 pub mod elementwise;
 pub mod gemm;
