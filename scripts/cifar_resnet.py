@@ -22,13 +22,18 @@ class PadShortcut(nn.Module):
         return F.pad(x, (0, 0, 0, 0, self.front, self.back))
 
 
+def norm_layer(channels, groups):
+    """BatchNorm2d, or GroupNorm(groups, channels) when groups is set."""
+    return nn.BatchNorm2d(channels) if groups is None else nn.GroupNorm(groups, channels)
+
+
 class BasicBlock(nn.Module):
-    def __init__(self, in_c, out_c, stride, shortcut):
+    def __init__(self, in_c, out_c, stride, shortcut, groups=None, bias=False):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_c, out_c, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_c)
-        self.conv2 = nn.Conv2d(out_c, out_c, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_c)
+        self.conv1 = nn.Conv2d(in_c, out_c, 3, stride, 1, bias=bias)
+        self.bn1 = norm_layer(out_c, groups)
+        self.conv2 = nn.Conv2d(out_c, out_c, 3, 1, 1, bias=bias)
+        self.bn2 = norm_layer(out_c, groups)
         self.pad = None
         self.downsample = None
         if stride != 1 or in_c != out_c:
@@ -36,7 +41,7 @@ class BasicBlock(nn.Module):
                 self.pad = PadShortcut(in_c, out_c, stride)
             else:
                 self.downsample = nn.Sequential(
-                    nn.Conv2d(in_c, out_c, 1, stride, bias=False), nn.BatchNorm2d(out_c)
+                    nn.Conv2d(in_c, out_c, 1, stride, bias=bias), norm_layer(out_c, groups)
                 )
 
     def forward(self, x):
@@ -52,18 +57,20 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    """The paper's 6n+2 CIFAR ResNet with torchvision-style names."""
+    """The paper's 6n+2 CIFAR ResNet with torchvision-style names; `groups`
+    swaps every BatchNorm2d for GroupNorm(groups, channels), `bias` gives every
+    conv a bias (resnet-wgpu's --norm group --groups N, --conv-bias)."""
 
-    def __init__(self, n, shortcut, classes=10):
+    def __init__(self, n, shortcut, classes=10, groups=None, bias=False):
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
+        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=bias)
+        self.bn1 = norm_layer(16, groups)
         in_c = 16
         for stage, width in enumerate([16, 32, 64]):
             blocks = []
             for i in range(n):
                 stride = 2 if (stage > 0 and i == 0) else 1
-                blocks.append(BasicBlock(in_c, width, stride, shortcut))
+                blocks.append(BasicBlock(in_c, width, stride, shortcut, groups, bias))
                 in_c = width
             setattr(self, f"layer{stage + 1}", nn.Sequential(*blocks))
         self.fc = nn.Linear(64, classes)

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Writes the golden fixtures in tests/fixtures/ with PyTorch (CPU).
 
-For a CIFAR ResNet-8 (shortcut A) and ResNet-20 (shortcut B) with seeded
-weights and one seeded batch, it records one training step exactly as
+For a CIFAR ResNet-8 (shortcut A) and ResNet-20 (shortcut B), a ResNet-8
+with GroupNorm (shortcut B, so the projection's norm is one too) and a ResNet-8
+whose convs have biases, with seeded weights and one seeded batch, it records one training step exactly as
 resnet-wgpu runs it (SGD lr 0.1, momentum 0.9, weight decay 1e-4; input =
 uint8 / 255, no augmentation): the logits and loss, the gradient of every
 parameter, and every parameter and batch-norm buffer after the step. It also
@@ -27,15 +28,16 @@ from cifar_resnet import CifarResNet
 OUT = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures")
 
 
-def golden(name, n, shortcut, batch, side, seed):
+def golden(name, n, shortcut, batch, side, seed, file=None, groups=None, bias=False):
     torch.manual_seed(seed)
-    model = CifarResNet(n, shortcut)
-    # Non-trivial BN parameters and running stats, so every term is exercised.
+    model = CifarResNet(n, shortcut, groups=groups, bias=bias)
+    # Non-trivial norm parameters and running stats, so every term is exercised.
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
+            if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.2, 0.2)
+            if isinstance(m, nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.1, 0.1)
                 m.running_var.uniform_(0.5, 1.5)
     images = torch.randint(0, 256, (batch, 3, side, side), dtype=torch.uint8)
@@ -58,8 +60,10 @@ def golden(name, n, shortcut, batch, side, seed):
     for k, v in model.state_dict().items():
         tensors[f"after.{k}"] = v.clone()
     tensors = {k: v.contiguous() for k, v in tensors.items()}
-    path = os.path.join(OUT, f"golden_{name}.safetensors")
-    save_file(tensors, path, metadata={"model": name, "shortcut": shortcut, "batch": str(batch)})
+    path = os.path.join(OUT, f"golden_{file or name}.safetensors")
+    metadata = {"model": name, "shortcut": shortcut, "batch": str(batch)}
+    metadata.update({"groups": str(groups or 0), "conv_bias": str(bias)})
+    save_file(tensors, path, metadata=metadata)
     print(f"wrote {path}: loss {loss.item():.6f}")
 
 
@@ -81,4 +85,6 @@ if __name__ == "__main__":
     torch.use_deterministic_algorithms(True)
     golden("resnet8", 1, "A", batch=8, side=32, seed=1)
     golden("resnet20", 3, "B", batch=4, side=16, seed=2)
+    golden("resnet8", 1, "B", batch=4, side=16, seed=3, file="resnet8_groupnorm", groups=4)
+    golden("resnet8", 1, "A", batch=4, side=16, seed=4, file="resnet8_conv_bias", bias=True)
     torchvision_names()

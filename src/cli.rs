@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::{Args, ValueEnum};
 
 use crate::data::{Cifar100Labels, DataSource, DataSplit};
-use crate::model::{ModelSpec, ShortcutKind};
+use crate::model::{ModelSpec, Norm, ShortcutKind};
 use crate::shapes::{AugmentConfig, SgdConfig};
 use crate::train::{DecayKind, Schedule, TrainConfig, channel_statistics};
 
@@ -19,6 +19,15 @@ pub use crate::data::DatasetKind;
 pub enum ShortcutArg {
     A,
     B,
+}
+
+/// The normalization after every conv.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum NormArg {
+    /// BatchNorm2d (the paper's).
+    Batch,
+    /// GroupNorm with --groups groups (per-sample statistics; no running stats).
+    Group,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -166,6 +175,16 @@ pub struct ModelArgs {
     /// CIFAR ResNets: shortcut A (zero-pad, the paper's) or B (1x1 conv projection).
     #[arg(long, value_enum, default_value_t = ShortcutArg::A)]
     pub shortcut: ShortcutArg,
+    /// The normalization after every conv.
+    #[arg(long, value_enum, default_value_t = NormArg::Batch)]
+    pub norm: NormArg,
+    /// Groups of --norm group; must divide every layer's channels (the
+    /// GroupNorm paper's 32 fits ImageNet widths, CIFAR's 16 channels want 16 or fewer).
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub groups: usize,
+    /// Give every conv a bias (as convs with bias=True, e.g. to load such weights with --init).
+    #[arg(long)]
+    pub conv_bias: bool,
 }
 
 impl ModelArgs {
@@ -174,8 +193,16 @@ impl ModelArgs {
             ShortcutArg::A => ShortcutKind::A,
             ShortcutArg::B => ShortcutKind::B,
         };
+        let norm = match self.norm {
+            NormArg::Batch => Norm::Batch,
+            NormArg::Group => Norm::Group {
+                groups: self.groups,
+            },
+        };
         ModelSpec::new(&self.model, shortcut, num_classes)
-            .map_err(|e| anyhow::anyhow!("--model: {e}"))
+            .map_err(|e| anyhow::anyhow!("--model: {e}"))?
+            .with_layers(norm, self.conv_bias)
+            .map_err(|e| anyhow::anyhow!("--norm: {e}"))
     }
 }
 
@@ -406,12 +433,35 @@ impl TrainArgs {
         let s = saved;
         // (flag, its value in these options, the saved run's value).
         type Row = (&'static str, fn(&TrainArgs) -> String, String);
-        let rows: [Row; 14] = [
+        let norm = |n: Norm| match n {
+            Norm::Batch => "Batch".to_string(),
+            Norm::Group { .. } => "Group".to_string(),
+        };
+        let groups = match s.model.norm {
+            Norm::Group { groups } => groups,
+            Norm::Batch => d.model.groups,
+        };
+        let rows: [Row; 17] = [
             ("--model", |a| a.model.model.clone(), s.model.name.clone()),
             (
                 "--shortcut",
                 |a| format!("{:?}", a.model.shortcut),
                 format!("{:?}", s.model.shortcut),
+            ),
+            (
+                "--norm",
+                |a| format!("{:?}", a.model.norm),
+                norm(s.model.norm),
+            ),
+            (
+                "--groups",
+                |a| a.model.groups.to_string(),
+                groups.to_string(),
+            ),
+            (
+                "--conv-bias",
+                |a| a.model.conv_bias.to_string(),
+                s.model.conv_bias.to_string(),
             ),
             (
                 "--batch-size",

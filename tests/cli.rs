@@ -135,7 +135,11 @@ fn bad_flags_and_files_are_clear_errors() {
     let pickled = std::path::Path::new("/tmp/resnet-wgpu-cli-pickled");
     std::fs::create_dir_all(pickled).unwrap();
     std::fs::write(pickled.join("data_batch_1"), b"pickle").unwrap();
-    let cases: [(&[&str], &str); 11] = [
+    let cases: [(&[&str], &str); 12] = [
+        (
+            &["train", "--no-gui", "--norm", "group", "--groups", "3"],
+            "--norm: group norm with 3 groups: layer bn1 has 16 channels; --groups must divide every layer's channels (here: divisors of 16)",
+        ),
         (
             &["train", "--no-gui", "--checkpoint-every", "0"],
             "--checkpoint-every",

@@ -363,6 +363,73 @@ fn init_loads_a_state_dict_and_names_what_is_wrong() {
     );
 }
 
+/// The `init.*` entries of a golden fixture written as a state dict file.
+fn fixture_weights(fixture: &str, out: &Path) -> (PathBuf, StateDict) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("tests/fixtures/golden_{fixture}.safetensors"));
+    let dict = StateDict::read(&path).unwrap();
+    let entries: Vec<(String, Vec<usize>, Values)> = dict
+        .tensors
+        .iter()
+        .filter_map(|(k, (shape, v))| {
+            let name = k.strip_prefix("init.")?.to_string();
+            let values = if name.ends_with("num_batches_tracked") {
+                Values::I64(vec![v[0] as i64])
+            } else {
+                Values::F32(v.clone())
+            };
+            Some((name, shape.clone(), values))
+        })
+        .collect();
+    std::fs::create_dir_all(out).unwrap();
+    let file = out.join(format!("{fixture}.safetensors"));
+    write_safetensors(&file, &entries, Default::default()).unwrap();
+    (file, dict)
+}
+
+/// PyTorch models with GroupNorm or with conv biases load with --init given
+/// the matching flags, and without them the error names the flag.
+#[test]
+fn init_loads_group_norm_and_conv_bias_models_with_their_flags() {
+    let out = out_dir("init-layers");
+    let cases = [
+        (
+            "resnet8_groupnorm",
+            "--shortcut b --norm group --groups 4",
+            "--shortcut b",
+            "add --norm group",
+        ),
+        ("resnet8_conv_bias", "--conv-bias", "", "add --conv-bias"),
+    ];
+    for (fixture, flags, without, hint) in cases {
+        let (file, dict) = fixture_weights(fixture, &out);
+        let init = format!(
+            "{TINY} --synthetic-train 32 --batch-size 32 --init {}",
+            file.display()
+        );
+        let args = train_args(&out.join(fixture), &format!("{init} {flags}"));
+        let (trainer, _) = runs::prepare(shared_ctx(), &args).unwrap();
+        for (name, _, values) in read_model(&trainer).unwrap() {
+            let Values::F32(gpu) = values else { continue };
+            assert_eq!(
+                gpu,
+                dict.tensors[&format!("init.{name}")].1,
+                "{fixture} {name}"
+            );
+        }
+        drop(trainer);
+        let args = train_args(
+            &out.join(format!("{fixture}-without")),
+            &format!("{init} {without}"),
+        );
+        let e = runs::prepare(shared_ctx(), &args)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains(hint), "{fixture}: {e}");
+    }
+}
+
 #[test]
 fn streamed_batches_train_exactly_like_a_resident_dataset() {
     let recipe = format!("{TINY} --synthetic-train 96 --batch-size 32 --epochs 1 --seed 4");

@@ -14,8 +14,9 @@ use std::path::{Path, PathBuf};
 
 use safetensors::tensor::{Dtype, TensorView};
 
+use super::plan::Plan;
 use super::trainer::{Progress, TrainConfig, Trainer};
-use crate::model::Network;
+use crate::model::{Network, TensorRole};
 #[cfg(not(target_arch = "wasm32"))]
 use crate::ops::loss::METRICS_LEN;
 
@@ -315,13 +316,19 @@ pub fn read_model(trainer: &Trainer) -> Result<Vec<(String, Vec<usize>, Values)>
     let plan = trainer.plan();
     let mut out = vec![];
     for e in plan.state_entries() {
-        let values = match plan.state_tensor(&e.name) {
-            Some(t) => Values::F32(t.read_f32(trainer.ctx())?),
-            None => Values::I64(vec![trainer.batches_tracked() as i64]),
+        let values = match e.role {
+            TensorRole::BatchesTracked => Values::I64(vec![trainer.batches_tracked() as i64]),
+            _ => Values::F32(gpu_tensor(plan, &e.name)?.read_f32(trainer.ctx())?),
         };
         out.push((e.name, e.shape, values));
     }
     Ok(out)
+}
+
+/// The GPU tensor of a state entry other than `num_batches_tracked`.
+fn gpu_tensor<'p>(plan: &'p Plan, name: &str) -> Result<&'p crate::gpu::Tensor, CheckpointError> {
+    plan.state_tensor(name)
+        .ok_or_else(|| crate::gpu::GpuError::shape(name, "the plan has no tensor for it").into())
 }
 
 /// Saves model and trainer state under `run_dir/checkpoints/step-N/` and points
@@ -675,9 +682,9 @@ pub fn load_model(
         if !values.iter().all(|v| v.is_finite()) {
             return Err(bad(format!("'{}' holds NaN or infinite values", e.name)));
         }
-        match trainer.plan().state_tensor(&e.name) {
-            Some(t) => t.write_f32(trainer.ctx(), values)?,
-            None => tracked = tracked.max(values.first().map(|&v| v as u64)),
+        match e.role {
+            TensorRole::BatchesTracked => tracked = tracked.max(values.first().map(|&v| v as u64)),
+            _ => gpu_tensor(trainer.plan(), &e.name)?.write_f32(trainer.ctx(), values)?,
         }
     }
     trainer.set_batches_tracked_base(tracked.unwrap_or(0));
@@ -734,12 +741,35 @@ fn check_names(network: &Network, dict: &StateDict) -> Result<(), String> {
             .join(", ")
     };
     Err(format!(
-        "does not match the model: {} missing ({}), {} unexpected ({})",
+        "does not match the model: {} missing ({}), {} unexpected ({}){}",
         missing.len(),
         head(&missing),
         unexpected.len(),
-        head(&unexpected)
+        head(&unexpected),
+        layer_hint(network, &missing, &unexpected)
     ))
+}
+
+/// Which model flag would make a file whose names differ in a layer kind
+/// fit: conv biases, or batch vs group norm.
+fn layer_hint(network: &Network, missing: &[&String], unexpected: &[&String]) -> &'static str {
+    let conv_bias = |name: &&String| {
+        network
+            .units()
+            .any(|u| **name == format!("{}.bias", u.conv))
+    };
+    let running = |name: &&String| name.ends_with(".running_mean");
+    if unexpected.iter().any(conv_bias) {
+        "; the file's convs have biases: add --conv-bias"
+    } else if missing.iter().any(conv_bias) {
+        "; the file's convs have no biases: drop --conv-bias"
+    } else if missing.iter().any(running) {
+        "; the file has no batch-norm statistics (a group-norm model?): add --norm group"
+    } else if unexpected.iter().any(running) {
+        "; the file has batch-norm statistics: use --norm batch"
+    } else {
+        ""
+    }
 }
 
 /// Restores the momenta saved by `save`.

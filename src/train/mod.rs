@@ -2,6 +2,7 @@
 
 pub mod checkpoint;
 pub mod metrics;
+mod norm;
 pub mod plan;
 pub mod schedule;
 pub mod throughput;

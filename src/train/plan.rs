@@ -6,9 +6,9 @@
 use std::collections::HashMap;
 
 use crate::gpu::{ChoiceSource, DType, Dispatch, GpuContext, GpuError, Tensor};
-use crate::model::{BlockSpec, ConvBnSpec, Network, Shortcut, StateEntry};
+use crate::model::{BlockSpec, ConvBnSpec, Network, Shortcut, StateEntry, TensorRole};
 use crate::ops::Reduction;
-use crate::ops::batchnorm::{BatchNorm, BnGradTensors, BnTensors};
+use crate::ops::bias::Bias;
 use crate::ops::conv::{Conv2d, ConvKernels, ConvTuning};
 use crate::ops::elementwise;
 use crate::ops::linear::Linear;
@@ -16,8 +16,10 @@ use crate::ops::loss::{self, CrossEntropyTensors, METRICS_LEN};
 use crate::ops::optim::{LearningRateBuffer, sgd_step};
 use crate::ops::pool::Pool;
 use crate::ops::shortcut::Shortcut as PadShortcut;
-use crate::ops::tune::{choose_bn_reduction, choose_conv_kernels, choose_loss_reduction};
+use crate::ops::tune::{choose_conv_kernels, choose_loss_reduction};
 use crate::shapes::Fusion;
+
+use super::norm::{NormIo, NormLayer, NormState};
 use crate::shapes::{BatchNormShape, Conv2dShape, ImageShape, LinearShape, PoolShape, SgdConfig};
 
 pub type TensorId = usize;
@@ -81,17 +83,13 @@ pub struct Plan {
     pub choice_cache_error: Option<String>,
 }
 
-/// The built tensors of one conv + batch-norm unit.
+/// The built tensors of one conv (+ bias) + norm unit: x -> c (conv output)
+/// -> y (normalized, activated).
 struct Unit {
     conv: Conv2d,
-    bn: BatchNorm,
     weight: ParamSlot,
-    gamma: ParamSlot,
-    beta: ParamSlot,
-    running_mean: TensorId,
-    running_var: TensorId,
-    save_mean: TensorId,
-    save_invstd: TensorId,
+    bias: Option<(Bias, ParamSlot)>,
+    norm: NormLayer,
     x: TensorId,
     c: TensorId,
     y: TensorId,
@@ -155,7 +153,7 @@ struct BuiltBlock {
 }
 
 #[derive(Clone, Copy, PartialEq)]
-enum List {
+pub(super) enum List {
     Train,
     Eval,
     Backward,
@@ -164,10 +162,10 @@ enum List {
     Both,
 }
 
-struct Builder<'c> {
-    ctx: &'c GpuContext,
+pub(super) struct Builder<'c> {
+    pub(super) ctx: &'c GpuContext,
     batch: usize,
-    tensors: Vec<Tensor>,
+    pub(super) tensors: Vec<Tensor>,
     dispatches: Vec<Dispatch>,
     /// Dispatch ids of Train, Eval, Backward and Optimizer, in recording order.
     lists: [Vec<usize>; 4],
@@ -176,7 +174,7 @@ struct Builder<'c> {
     /// Gradient scratch no longer read by any later dispatch of the backward pass.
     free: Vec<TensorId>,
     conv_choices: Vec<ConvChoice>,
-    reductions: Vec<(String, Reduction, ChoiceSource)>,
+    pub(super) reductions: Vec<(String, Reduction, ChoiceSource)>,
     arena: ParamArena,
 }
 
@@ -714,7 +712,7 @@ impl Builder<'_> {
         Ok(self.tensors.len() - 1)
     }
 
-    fn tensor(&mut self, label: &str, shape: &[usize]) -> Result<TensorId, GpuError> {
+    pub(super) fn tensor(&mut self, label: &str, shape: &[usize]) -> Result<TensorId, GpuError> {
         self.typed_tensor(label, shape, DType::F32)
     }
 
@@ -723,7 +721,7 @@ impl Builder<'_> {
         self.dispatches.len() - 1
     }
 
-    fn push(&mut self, list: List, d: Dispatch) {
+    pub(super) fn push(&mut self, list: List, d: Dispatch) {
         let id = self.add_dispatch(d);
         if list == List::Both {
             self.lists[List::Train as usize].push(id);
@@ -733,14 +731,14 @@ impl Builder<'_> {
         }
     }
 
-    fn push_all(&mut self, list: List, ds: Vec<Dispatch>) {
+    pub(super) fn push_all(&mut self, list: List, ds: Vec<Dispatch>) {
         for d in ds {
             self.push(list, d);
         }
     }
 
     /// Gradient scratch of `shape`: a released buffer of that shape, else a new one.
-    fn acquire(&mut self, shape: &[usize]) -> Result<TensorId, GpuError> {
+    pub(super) fn acquire(&mut self, shape: &[usize]) -> Result<TensorId, GpuError> {
         if let Some(pos) = self
             .free
             .iter()
@@ -754,7 +752,7 @@ impl Builder<'_> {
 
     /// Returns scratch to the pool once every dispatch that reads it is built;
     /// later dispatches may overwrite it (wgpu orders them with barriers).
-    fn release(&mut self, id: TensorId) {
+    pub(super) fn release(&mut self, id: TensorId) {
         self.free.push(id);
     }
 
@@ -811,7 +809,8 @@ impl Builder<'_> {
         Ok(slot)
     }
 
-    /// conv -> batch norm (with `fusion`), forward dispatches recorded.
+    /// conv (+ bias) -> norm (with `fusion`), forward dispatches recorded.
+    /// Its parameters and statistics are the spec's state-dict entries.
     fn unit(
         &mut self,
         spec: &ConvBnSpec,
@@ -830,43 +829,63 @@ impl Builder<'_> {
             kernels: conv.kernels,
             sources,
         });
+        let (mut weight, mut bias, mut gamma, mut beta) = (None, None, None, None);
+        let (mut running_mean, mut running_var) = (None, None);
+        for e in spec.state_entries() {
+            match e.role {
+                TensorRole::ConvWeight => weight = Some(self.param(&e.name, &e.shape)?),
+                TensorRole::ConvBias => bias = Some(self.param(&e.name, &e.shape)?),
+                TensorRole::NormWeight => gamma = Some(self.param(&e.name, &e.shape)?),
+                TensorRole::NormBias => beta = Some(self.param(&e.name, &e.shape)?),
+                TensorRole::RunningMean => {
+                    running_mean = Some(self.state_tensor(&e.name, &e.shape)?)
+                }
+                TensorRole::RunningVar => running_var = Some(self.state_tensor(&e.name, &e.shape)?),
+                // Counted on the CPU by the trainer.
+                TensorRole::BatchesTracked => {}
+                TensorRole::FcWeight | TensorRole::FcBias => {}
+            }
+        }
+        let missing = |what| GpuError::shape(&spec.conv, format!("the unit has no {what}"));
+        let weight = weight.ok_or_else(|| missing("conv weight"))?;
         let out = shape.output_shape();
-        let bn_shape = BatchNormShape {
-            batch: self.batch,
-            channels: spec.out_c,
-            hw: out[2] * out[3],
-        };
-        let mut bn = BatchNorm::new(&spec.bn, bn_shape, fusion)?;
-        let (reduction, source) = choose_bn_reduction(self.ctx, &bn);
-        bn.reduction = reduction;
-        self.reductions.push((spec.bn.clone(), reduction, source));
-        let c_ = [spec.out_c];
-        let unit = Unit {
-            weight: self.param(&format!("{}.weight", spec.conv), &shape.weight_shape())?,
-            gamma: self.param(&format!("{}.weight", spec.bn), &c_)?,
-            beta: self.param(&format!("{}.bias", spec.bn), &c_)?,
-            running_mean: self.state_tensor(&format!("{}.running_mean", spec.bn), &c_)?,
-            running_var: self.state_tensor(&format!("{}.running_var", spec.bn), &c_)?,
-            save_mean: self.tensor(&format!("{} saved mean", spec.bn), &c_)?,
-            save_invstd: self.tensor(&format!("{} saved invstd", spec.bn), &c_)?,
-            x,
-            c: self.tensor(&format!("{} output", spec.conv), &out)?,
-            y: self.tensor(&format!("{} output", spec.bn), &out)?,
-            conv,
-            bn,
-        };
+        let c = self.tensor(&format!("{} output", spec.conv), &out)?;
+        let y = self.tensor(&format!("{} output", spec.bn), &out)?;
         let t = &self.tensors;
-        let fwd = unit
-            .conv
-            .forward(self.ctx, &t[x], &t[unit.weight.value], &t[unit.c])?;
-        let bnt = bn_tensors(t, &unit);
-        let res = residual.map(|r| &t[r]);
-        let train = unit.bn.forward_train(self.ctx, &bnt, res, &t[unit.y])?;
-        let eval = unit.bn.forward_eval(self.ctx, &bnt, res, &t[unit.y])?;
+        let fwd = conv.forward(self.ctx, &t[x], &t[weight.value], &t[c])?;
         self.push(List::Both, fwd);
-        self.push_all(List::Train, train);
-        self.push_all(List::Eval, eval);
-        Ok(unit)
+        let bias = match bias {
+            Some(slot) => {
+                let op = Bias::new(
+                    &format!("{} bias", spec.conv),
+                    BatchNormShape {
+                        batch: self.batch,
+                        channels: spec.out_c,
+                        hw: out[2] * out[3],
+                    },
+                );
+                let d = op.forward(self.ctx, &self.tensors[slot.value], &self.tensors[c])?;
+                self.push(List::Both, d);
+                Some((op, slot))
+            }
+            None => None,
+        };
+        let state = NormState {
+            gamma: gamma.ok_or_else(|| missing("norm weight"))?,
+            beta: beta.ok_or_else(|| missing("norm bias"))?,
+            running: running_mean.zip(running_var),
+        };
+        let io = NormIo { c, y, residual };
+        let norm = NormLayer::build(self, spec, state, fusion, io)?;
+        Ok(Unit {
+            conv,
+            weight,
+            bias,
+            norm,
+            x,
+            c,
+            y,
+        })
     }
 
     fn hw_of(&self, id: TensorId) -> (usize, usize) {
@@ -1046,25 +1065,25 @@ impl Builder<'_> {
     ) -> Result<(Option<TensorId>, Option<TensorId>), GpuError> {
         let out_shape = self.tensors[unit.c].shape().to_vec();
         let dc = self.acquire(&out_shape)?;
-        let dres = match unit.bn.fusion {
+        let dres = match unit.norm.fusion() {
             Fusion::AddRelu => Some(self.acquire(&out_shape)?),
             _ => None,
         };
-        let t = &self.tensors;
-        let grads = BnGradTensors {
-            dy: &t[dy],
-            dx: &t[dc],
-            dgamma: &t[unit.gamma.grad],
-            dbeta: &t[unit.beta.grad],
-            dresidual: dres.map(|r| &t[r]),
+        let io = NormIo {
+            c: unit.c,
+            y: unit.y,
+            residual: None,
         };
-        let bn = unit
-            .bn
-            .backward(self.ctx, &bn_tensors(t, unit), &t[unit.y], &grads)?;
+        unit.norm.record_backward(self, io, dy, dc, dres)?;
+        let t = &self.tensors;
+        if let Some((op, slot)) = &unit.bias {
+            let d = op.backward(self.ctx, &t[dc], &t[slot.grad])?;
+            self.push(List::Backward, d);
+        }
+        let t = &self.tensors;
         let dw = unit
             .conv
             .backward_weight(self.ctx, &t[unit.x], &t[dc], &t[unit.weight.grad])?;
-        self.push_all(List::Backward, bn);
         self.push_all(List::Backward, dw);
         self.release(dy);
         let dx = if need_dx {
@@ -1113,18 +1132,6 @@ impl Builder<'_> {
         self.release(dy);
         self.release(dskip);
         Ok(dx)
-    }
-}
-
-fn bn_tensors<'a>(t: &'a [Tensor], unit: &Unit) -> BnTensors<'a> {
-    BnTensors {
-        x: &t[unit.c],
-        gamma: &t[unit.gamma.value],
-        beta: &t[unit.beta.value],
-        running_mean: &t[unit.running_mean],
-        running_var: &t[unit.running_var],
-        save_mean: &t[unit.save_mean],
-        save_invstd: &t[unit.save_invstd],
     }
 }
 
