@@ -2,7 +2,8 @@
 //! compute shaders on wgpu (Vulkan, Metal, DX12, WebGPU).
 //!
 //! Layers, bottom up: [`shapes`] (tensor geometry shared by everything),
-//! [`reference`] (the plain-Rust CPU oracle of every op), [`gpu`] (device,
+//! `reference` (the plain-Rust CPU oracle of every op; feature `oracle`, which
+//! the tests turn on), [`gpu`] (device,
 //! tensors, kernel cache, prepared dispatches), [`ops`] (the host side of each
 //! shader), [`model`] (the ResNet family with torchvision names), [`data`]
 //! (datasets), [`train`] (memory plan, trainer, checkpoints), and the front ends
@@ -22,6 +23,7 @@ pub mod model;
 pub mod ops;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod predict;
+#[cfg(feature = "oracle")]
 pub mod reference;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod runs;

@@ -243,14 +243,18 @@ fn profile_step(ctx: &GpuContext, trainer: &Trainer) -> Result<()> {
     Ok(())
 }
 
-/// "layer2.0.conv1 backward_weight (rows8)" -> "conv backward_weight (rows8)".
+/// "layer2.0.conv1 backward_weight (rows8)" -> "conv backward_weight (rows8)";
+/// "layer2.0.conv1 bias forward" -> "bias forward"; a group norm's layer is
+/// named like a batch norm's, so its passes count as "bn" (by their entry names).
 fn dispatch_kind(label: &str) -> String {
     let (label, kernel) = match label.rsplit_once(" (") {
         Some((rest, kernel)) if label.ends_with(')') => (rest, format!(" ({kernel}")),
         _ => (label, String::new()),
     };
     let (layer, entry) = label.rsplit_once(' ').unwrap_or((label, ""));
-    let family = if layer.contains("conv") || layer.ends_with("downsample.0") {
+    let family = if layer.ends_with(" bias") {
+        "bias"
+    } else if layer.contains("conv") || layer.ends_with("downsample.0") {
         "conv"
     } else if layer.contains("bn") || layer.ends_with("downsample.1") {
         "bn"
