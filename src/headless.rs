@@ -206,7 +206,7 @@ pub fn run_with(trainer: &mut Trainer, run_dir: &Path, options: RunOptions) -> R
             && trainer.steps_in_flight() < max_in_flight
         {
             let before = trainer.progress();
-            trainer.submit_steps(1)?;
+            trainer.submit_steps(1);
             let after = trainer.progress();
             waiting_for_epoch = after.epoch != before.epoch || trainer.is_finished();
             if !waiting_for_epoch && timer.check(after.global_step) {

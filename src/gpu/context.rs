@@ -234,8 +234,8 @@ impl GpuContext {
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map(|_| ())
-            .map_err(|e| GpuError::Readback {
-                what: "device poll".into(),
+            .map_err(|e| GpuError::Poll {
+                what: "all submitted work".into(),
                 message: e.to_string(),
             })
     }

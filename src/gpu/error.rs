@@ -42,6 +42,10 @@ pub enum GpuError {
     Shape { op: String, detail: String },
     #[error("the GPU reported an error and training cannot go on: {message}")]
     Device { message: String },
+    #[error("waiting for the GPU failed ({what}): {message}")]
+    Poll { what: String, message: String },
+    #[error("{0}")]
+    Setup(String),
     #[error("kernel {kernel} and its host code disagree: {message}")]
     Contract { kernel: String, message: String },
     #[error("wgpu rejected {what}: {message}")]

@@ -511,24 +511,18 @@ impl Trainer {
         let network = config.model.network();
         let batch = config.batch_size;
         if data.train.classes() != network.num_classes {
-            return Err(GpuError::shape(
-                "trainer",
-                format!(
-                    "the dataset has {} classes but the model was built for {}",
-                    data.train.classes(),
-                    network.num_classes
-                ),
-            ));
+            return Err(GpuError::Setup(format!(
+                "the dataset has {} classes but the model was built for {}",
+                data.train.classes(),
+                network.num_classes
+            )));
         }
         let steps_per_epoch = data.train.len() / batch;
         if steps_per_epoch == 0 {
-            return Err(GpuError::shape(
-                "trainer",
-                format!(
-                    "the training set has {} images, fewer than one batch of {batch}",
-                    data.train.len()
-                ),
-            ));
+            return Err(GpuError::Setup(format!(
+                "the training set has {} images, fewer than one batch of {batch}",
+                data.train.len()
+            )));
         }
         let plan = Plan::new(
             &ctx,
@@ -698,7 +692,7 @@ impl Trainer {
 
     /// Submits up to `max` steps; stops early at the end of an epoch (after
     /// submitting its evaluation) or of the run. Returns the steps submitted.
-    pub fn submit_steps(&mut self, max: usize) -> Result<usize, GpuError> {
+    pub fn submit_steps(&mut self, max: usize) -> usize {
         let mut done = 0;
         while done < max && !self.is_finished() {
             let epoch_end = self.submit_train_step();
@@ -708,7 +702,7 @@ impl Trainer {
                 break;
             }
         }
-        Ok(done)
+        done
     }
 
     /// Submits one training step and no evaluation (`submit_steps` adds those
@@ -1000,8 +994,8 @@ impl Trainer {
                     submission_index: Some(index),
                     timeout: None,
                 })
-                .map_err(|e| GpuError::Readback {
-                    what: "device poll".into(),
+                .map_err(|e| GpuError::Poll {
+                    what: "the oldest step in flight".into(),
                     message: e.to_string(),
                 })?;
         }

@@ -159,7 +159,7 @@ impl Session {
             && self.trainer.steps_in_flight() < depth
         {
             let epoch = self.trainer.progress().epoch;
-            self.trainer.submit_steps(1)?;
+            self.trainer.submit_steps(1);
             // The checkpoint waits for the epoch's steps; so do further steps,
             // so that it holds exactly the epoch's end.
             self.checkpoint_due = self.writes_files()
