@@ -318,7 +318,7 @@ fn eval(ctx: Arc<GpuContext>, args: &EvalArgs) -> Result<()> {
         .transpose()?;
     let saved_config = saved.as_ref().map(|(c, _, _)| c);
     let data = eval_data(args, saved_config)?;
-    let model = match dict.metadata.get("model") {
+    let model = match dict.metadata.get(checkpoint::META_MODEL) {
         Some(json) => serde_json::from_str::<ModelSpec>(json)
             .with_context(|| format!("{}: unreadable model metadata", model_path.display()))?,
         None => args.model.spec(data.train.classes())?,

@@ -44,7 +44,7 @@ impl ModelCard {
     fn read(dict: &StateDict, path: &Path) -> Result<Self> {
         let meta = &dict.metadata;
         let spec: ModelSpec = meta
-            .get("model")
+            .get(checkpoint::META_MODEL)
             .with_context(|| {
                 format!(
                     "{}: no model metadata; predict needs a checkpoint written by this tool",
@@ -139,7 +139,7 @@ fn logits(
         name: "images to predict".into(),
         train: set.clone(),
         test: set,
-        eval_name: "prediction".into(),
+        eval_set: crate::data::EvalSet::Given,
     };
     let augment = AugmentConfig::normalize_only(card.mean, card.std);
     let config = TrainConfig {

@@ -117,7 +117,7 @@ fn golden_step_of(file: &str, model: ModelSpec) {
         name: name.into(),
         train: dataset.clone(),
         test: dataset,
-        eval_name: "test".into(),
+        eval_set: resnet_wgpu::data::EvalSet::Test,
     };
     // The fixture's input is uint8 / 255 with no augmentation.
     let augment = AugmentConfig {

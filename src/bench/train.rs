@@ -210,15 +210,15 @@ fn encode_ms(ctx: &GpuContext, trainer: &Trainer, n: usize) -> f64 {
     1e3 * start.elapsed().as_secs_f64() / n as f64
 }
 
-/// GPU time of each dispatch of one step, summed per kind (conv forward, bn
-/// forward_stats, ...), largest first.
+/// GPU time of each dispatch of one step, summed per kind (`Dispatch::kind`:
+/// conv forward (rows8), batchnorm forward_stats, ...), largest first.
 fn profile_step(ctx: &GpuContext, trainer: &Trainer) -> Result<()> {
     let mut totals: Vec<(String, f64, usize)> = vec![];
     let mut all = 0.0;
     for d in trainer.plan().step_dispatches() {
         let t = time_dispatches(ctx, &[d], 1)?.seconds;
         all += t;
-        let key = dispatch_kind(&d.label);
+        let key = d.kind();
         match totals.iter_mut().find(|(k, _, _)| *k == key) {
             Some(entry) => {
                 entry.1 += t;
@@ -229,39 +229,16 @@ fn profile_step(ctx: &GpuContext, trainer: &Trainer) -> Result<()> {
     }
     totals.sort_by(|a, b| b.1.total_cmp(&a.1));
     println!(
-        "  {:<32} {:>6} {:>10} {:>7}",
+        "  {:<40} {:>6} {:>10} {:>7}",
         "dispatch kind", "count", "ms", "share"
     );
     for (key, t, n) in totals {
         println!(
-            "  {key:<32} {n:>6} {:>10.2} {:>6.1}%",
+            "  {key:<40} {n:>6} {:>10.2} {:>6.1}%",
             1e3 * t,
             100.0 * t / all
         );
     }
-    println!("  {:<32} {:>6} {:>10.2}", "sum", "", 1e3 * all);
+    println!("  {:<40} {:>6} {:>10.2}", "sum", "", 1e3 * all);
     Ok(())
-}
-
-/// "layer2.0.conv1 backward_weight (rows8)" -> "conv backward_weight (rows8)";
-/// "layer2.0.conv1 bias forward" -> "bias forward"; a group norm's layer is
-/// named like a batch norm's, so its passes count as "bn" (by their entry names).
-fn dispatch_kind(label: &str) -> String {
-    let (label, kernel) = match label.rsplit_once(" (") {
-        Some((rest, kernel)) if label.ends_with(')') => (rest, format!(" ({kernel}")),
-        _ => (label, String::new()),
-    };
-    let (layer, entry) = label.rsplit_once(' ').unwrap_or((label, ""));
-    let family = if layer.ends_with(" bias") {
-        "bias"
-    } else if layer.contains("conv") || layer.ends_with("downsample.0") {
-        "conv"
-    } else if layer.contains("bn") || layer.ends_with("downsample.1") {
-        "bn"
-    } else if layer.ends_with("sgd") || entry == "sgd" {
-        "sgd"
-    } else {
-        layer.split(['.', ' ']).next().unwrap_or(layer)
-    };
-    format!("{family} {entry}{kernel}")
 }

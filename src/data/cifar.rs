@@ -37,7 +37,7 @@ pub fn load_cifar10(dir: &Path) -> Result<DataSplit, DataError> {
         name: format!("cifar10 ({})", dir.display()),
         train,
         test,
-        eval_name: "test".into(),
+        eval_set: super::EvalSet::Test,
     })
 }
 
@@ -60,7 +60,7 @@ pub fn load_cifar100(dir: &Path, labels: Cifar100Labels) -> Result<DataSplit, Da
         name: format!("cifar100 {labels:?} ({})", dir.display()).to_lowercase(),
         train,
         test,
-        eval_name: "test".into(),
+        eval_set: super::EvalSet::Test,
     })
 }
 
@@ -73,7 +73,7 @@ pub fn cifar10_from_files(files: &[(String, Vec<u8>)]) -> Result<DataSplit, Data
         name: String::new(),
         train: Dataset::empty(IMAGE, &names),
         test: Dataset::empty(IMAGE, &names),
-        eval_name: "test".into(),
+        eval_set: super::EvalSet::Test,
     };
     let mut train_files = vec![];
     // Batches in name order, whatever order the picker gave them in.

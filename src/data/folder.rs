@@ -42,7 +42,7 @@ pub fn load_folder(dir: &Path, options: FolderOptions) -> Result<DataSplit, Data
             name: format!("folder ({}, 10% held out)", dir.display()),
             train,
             test,
-            eval_name: "validation".into(),
+            eval_set: super::EvalSet::Validation,
         });
     }
     let train = read_split(&train_dir, None, options)?;
@@ -59,7 +59,7 @@ pub fn load_folder(dir: &Path, options: FolderOptions) -> Result<DataSplit, Data
         name: format!("folder ({})", dir.display()),
         train,
         test,
-        eval_name: "validation".into(),
+        eval_set: super::EvalSet::Validation,
     })
 }
 

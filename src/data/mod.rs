@@ -154,6 +154,29 @@ impl DataIdentity {
     }
 }
 
+/// Which set a run is evaluated on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EvalSet {
+    /// The dataset's own test set.
+    Test,
+    /// A validation set: held out of the training set (`--val-split`) or an
+    /// image folder's `val/`.
+    Validation,
+    /// The images given to `predict`.
+    Given,
+}
+
+impl EvalSet {
+    /// As reports and the window name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            EvalSet::Test => "test",
+            EvalSet::Validation => "validation",
+            EvalSet::Given => "given",
+        }
+    }
+}
+
 /// A training set and the set it is evaluated on.
 #[derive(Clone, Debug)]
 pub struct DataSplit {
@@ -161,8 +184,7 @@ pub struct DataSplit {
     pub name: String,
     pub train: Dataset,
     pub test: Dataset,
-    /// "test" or "validation".
-    pub eval_name: String,
+    pub eval_set: EvalSet,
 }
 
 impl DataSplit {

@@ -110,7 +110,7 @@ impl DataSource {
             split.name = format!("{} with {count} held out for validation", split.name);
             split.train = train;
             split.test = val;
-            split.eval_name = "validation".into();
+            split.eval_set = super::EvalSet::Validation;
         }
         Ok(split)
     }

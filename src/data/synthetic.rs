@@ -51,7 +51,7 @@ pub fn synthetic(options: SyntheticOptions) -> DataSplit {
         ),
         train: generate(options.train, options.seed.wrapping_mul(2)),
         test: generate(options.test, options.seed.wrapping_mul(2) + 1),
-        eval_name: "test".into(),
+        eval_set: super::EvalSet::Test,
     }
 }
 

@@ -9,12 +9,26 @@ use super::error::GpuError;
 /// is a loop over these.
 pub struct Dispatch {
     pub label: String,
+    /// The module and entry point it runs, and which candidate where an op
+    /// has several (a conv pass's kernel): what profiles group by.
+    pub shader: &'static str,
+    pub entry: &'static str,
+    pub variant: Option<String>,
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     pub workgroups: [u32; 3],
 }
 
 impl Dispatch {
+    /// "conv_tiled forward (tiled64x64)", "batchnorm forward_stats": the
+    /// kind of work, without the layer.
+    pub fn kind(&self) -> String {
+        match &self.variant {
+            Some(v) => format!("{} {} ({v})", self.shader, self.entry),
+            None => format!("{} {}", self.shader, self.entry),
+        }
+    }
+
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.bind_group, &[]);
@@ -54,6 +68,8 @@ pub struct DispatchSpec<'a, P: bytemuck::Pod> {
     pub label: String,
     pub shader: &'static str,
     pub kernel: &'static Kernel,
+    /// The candidate, where the op has several (see `Dispatch::variant`).
+    pub variant: Option<String>,
     pub constants: &'a [(&'static str, u32)],
     pub params: &'a P,
     pub bindings: Vec<Binding<'a>>,
@@ -118,6 +134,9 @@ impl<P: bytemuck::Pod> DispatchSpec<'_, P> {
         Ok((
             Dispatch {
                 label: self.label,
+                shader: self.shader,
+                entry: self.kernel.entry,
+                variant: self.variant,
                 pipeline,
                 bind_group,
                 workgroups: self.workgroups,

@@ -115,6 +115,9 @@ pub struct ModelSpec {
     pub norm: Norm,
     /// Whether every conv has a bias.
     pub conv_bias: bool,
+    /// What `name` names, parsed once by `ModelSpec::new`.
+    #[serde(skip)]
+    family: Family,
 }
 
 /// A model spec as stored, before validation (runs saved before norm and
@@ -167,7 +170,7 @@ pub const NAMED_MODELS: &str = "resnet8, resnet20, resnet32, resnet44, resnet56,
 
 impl ModelSpec {
     pub fn new(name: &str, shortcut: ShortcutKind, num_classes: usize) -> Result<Self, String> {
-        family(name)?;
+        let family = family(name)?;
         if !(2..=MAX_CLASSES).contains(&num_classes) {
             return Err(format!(
                 "a classifier needs 2 to {MAX_CLASSES} classes, got {num_classes}"
@@ -180,6 +183,7 @@ impl ModelSpec {
             in_channels: 3,
             norm: Norm::Batch,
             conv_bias: false,
+            family,
         })
     }
 
@@ -210,9 +214,8 @@ impl ModelSpec {
     }
 
     fn network_shape(&self) -> Network {
-        let family = family(&self.name).expect("validated in ModelSpec::new");
         let classes = self.num_classes;
-        match family {
+        match self.family {
             Family::Cifar { n } => {
                 let stages = [(16, n, 1), (32, n, 2), (64, n, 2)];
                 basic_network(self.in_channels, 16, false, &stages, self.shortcut, classes)
@@ -251,7 +254,7 @@ impl ModelSpec {
 
     /// Whether the model is made for 32x32 images (CIFAR) rather than 224x224.
     pub fn is_cifar(&self) -> bool {
-        !matches!(family(&self.name), Ok(Family::ImageNet { .. }))
+        !matches!(self.family, Family::ImageNet { .. })
     }
 }
 
@@ -263,7 +266,7 @@ impl fmt::Display for ModelSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.name)?;
         let mut notes = vec![];
-        if matches!(family(&self.name), Ok(Family::Cifar { .. })) {
+        if matches!(self.family, Family::Cifar { .. }) {
             notes.push(format!("shortcut {:?}", self.shortcut));
         }
         if self.norm != Norm::Batch {

@@ -107,6 +107,7 @@ impl Augment {
             label: format!("{label} augment"),
             shader: "augment",
             kernel: &KERNELS[0],
+            variant: None,
             constants: &[("WG", WG)],
             params: &params,
             bindings: vec![

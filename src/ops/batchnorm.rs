@@ -256,6 +256,7 @@ impl BatchNorm {
             label,
             shader,
             kernel: Kernel::find(KERNELS, shader, entry)?,
+            variant: None,
             constants: &[
                 ("WG_ELEMENTWISE", ELEMENTWISE_WG),
                 ("WG_CHANNELS", CHANNELS_WG),

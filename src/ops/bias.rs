@@ -68,6 +68,7 @@ impl Bias {
             label: format!("{} {entry}", self.label),
             shader: "bias",
             kernel: Kernel::find(KERNELS, "bias", entry)?,
+            variant: None,
             constants: &[("WG_ELEMENTWISE", ELEMENTWISE_WG)],
             params: &params,
             bindings,

@@ -393,6 +393,7 @@ impl Conv2d {
             ),
             shader,
             kernel: Kernel::find(KERNELS, shader, entry)?,
+            variant: Some(self.kernels.get(pass).name()),
             constants,
             params,
             bindings,

@@ -55,6 +55,7 @@ fn build(
         label: format!("{label} {entry}"),
         shader: "elementwise",
         kernel: Kernel::find(KERNELS, "elementwise", entry)?,
+        variant: None,
         constants: &[("WG", WG)],
         params: &params,
         bindings,

@@ -89,6 +89,7 @@ fn build(
         label: format!("{entry} {m}x{n}x{k}"),
         shader: "gemm",
         kernel: Kernel::find(KERNELS, "gemm", entry)?,
+        variant: None,
         constants: &[("WG_N", tuning.wg_n), ("WG_M", tuning.wg_m)],
         params: &params,
         bindings,

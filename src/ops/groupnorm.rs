@@ -230,6 +230,7 @@ impl GroupNorm {
             label: format!("{} {entry}", self.label),
             shader: "groupnorm",
             kernel: Kernel::find(KERNELS, "groupnorm", entry)?,
+            variant: None,
             constants: &[("WG_ELEMENTWISE", ELEMENTWISE_WG)],
             params: &self.params()?,
             bindings,

@@ -66,6 +66,7 @@ impl Linear {
             label: format!("{} {entry}", self.label),
             shader: "linear",
             kernel: Kernel::find(KERNELS, "linear", entry)?,
+            variant: None,
             constants: &[("WG", WG)],
             params: &params,
             bindings,

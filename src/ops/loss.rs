@@ -130,6 +130,7 @@ pub fn softmax_cross_entropy(
             label: format!("{label} {entry}"),
             shader,
             kernel: Kernel::find(KERNELS, shader, entry)?,
+            variant: None,
             constants,
             params: &params,
             bindings,

@@ -90,6 +90,7 @@ pub fn sgd_step(
         label: format!("{label} sgd"),
         shader: "optim",
         kernel: &KERNELS[0],
+        variant: None,
         constants: &[("WG", WG)],
         params: &params,
         bindings,

@@ -113,6 +113,7 @@ impl Pool {
             label: format!("{} {entry}", self.label),
             shader: "pool",
             kernel: Kernel::find(KERNELS, "pool", entry)?,
+            variant: None,
             constants: &[("WG", WG)],
             params: &params,
             bindings,

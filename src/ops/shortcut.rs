@@ -90,6 +90,7 @@ impl Shortcut {
             label: format!("{} {entry}", self.label),
             shader: "shortcut",
             kernel: Kernel::find(KERNELS, "shortcut", entry)?,
+            variant: None,
             constants: &[("WG", WG)],
             params: &params,
             bindings,

@@ -243,7 +243,7 @@ pub fn model_metadata(trainer: &Trainer) -> HashMap<String, String> {
     HashMap::from([
         ("format".into(), "resnet-wgpu".into()),
         (
-            "model".into(),
+            META_MODEL.into(),
             serde_json::to_string(&c.model).expect("serializable"),
         ),
         ("step".into(), trainer.progress().global_step.to_string()),
@@ -261,6 +261,12 @@ pub fn model_metadata(trainer: &Trainer) -> HashMap<String, String> {
     ])
 }
 
+/// Metadata keys of the model file (`model_metadata`: the model spec, the
+/// RGB normalization, the image size and class names, each as JSON) and of
+/// the trainer file (`save`: the run's position and its config).
+pub const META_MODEL: &str = "model";
+pub const META_PROGRESS: &str = "progress";
+pub const META_CONFIG: &str = "config";
 pub const META_MEAN: &str = "mean";
 pub const META_STD: &str = "std";
 pub const META_IMAGE: &str = "image_size";
@@ -359,11 +365,11 @@ pub fn save(trainer: &Trainer, run_dir: &Path) -> Result<PathBuf, CheckpointErro
     write_safetensors(&tmp.join(MODEL_FILE), &model, model_metadata(trainer))?;
     let meta = HashMap::from([
         (
-            "progress".into(),
+            META_PROGRESS.into(),
             serde_json::to_string(&progress).expect("serializable"),
         ),
         (
-            "config".into(),
+            META_CONFIG.into(),
             serde_json::to_string(&trainer.config).expect("serializable"),
         ),
     ]);
@@ -635,9 +641,9 @@ pub fn read_trainer_state(
             .ok_or_else(|| bad(format!("metadata lacks '{key}'")))
     };
     let config =
-        serde_json::from_str(&field("config")?).map_err(|e| bad(format!("config: {e}")))?;
+        serde_json::from_str(&field(META_CONFIG)?).map_err(|e| bad(format!("config: {e}")))?;
     let progress =
-        serde_json::from_str(&field("progress")?).map_err(|e| bad(format!("progress: {e}")))?;
+        serde_json::from_str(&field(META_PROGRESS)?).map_err(|e| bad(format!("progress: {e}")))?;
     Ok((config, progress, dict))
 }
 

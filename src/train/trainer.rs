@@ -463,7 +463,7 @@ pub struct Trainer {
     started: Instant,
     last_epoch_report: (Instant, u64),
     reported_step: u64,
-    eval_name: String,
+    eval_set: crate::data::EvalSet,
     last_submission: Option<wgpu::SubmissionIndex>,
     predictions: Option<PredictionCapture>,
     /// CPU time the last step took to record (batch upload, uniforms, encoder).
@@ -572,7 +572,7 @@ impl Trainer {
             started: now,
             last_epoch_report: (now, 0),
             reported_step: 0,
-            eval_name: data.eval_name,
+            eval_set: data.eval_set,
             last_submission: None,
             predictions: None,
             last_record_seconds: 0.0,
@@ -601,8 +601,8 @@ impl Trainer {
     }
 
     /// "test" or "validation": what the evaluation set is.
-    pub fn eval_name(&self) -> &str {
-        &self.eval_name
+    pub fn eval_name(&self) -> &'static str {
+        self.eval_set.name()
     }
 
     pub fn test_data(&self) -> &Dataset {
