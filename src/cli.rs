@@ -4,9 +4,11 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
+use clap::builder::PossibleValue;
 use clap::{Args, ValueEnum};
 
 use crate::data::{Cifar100Labels, DataSource, DataSplit};
+use crate::gpu::BackendChoice;
 use crate::model::{ModelSpec, Norm, ShortcutKind};
 use crate::shapes::{AugmentConfig, SgdConfig};
 use crate::train::{DecayKind, Schedule, TrainConfig, channel_statistics};
@@ -15,11 +17,51 @@ pub const DEFAULT_EPOCHS: usize = 10;
 
 pub use crate::data::DatasetKind;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ShortcutArg {
-    A,
-    B,
+/// clap's `ValueEnum` for an enum of the core, so that clap stays in the
+/// command-line front end: each variant's name on the command line and its
+/// help.
+macro_rules! value_enum {
+    ($ty:ident { $($variant:ident => $name:literal $(: $help:literal)?),+ $(,)? }) => {
+        impl ValueEnum for $ty {
+            fn value_variants<'a>() -> &'a [Self] {
+                &[$($ty::$variant),+]
+            }
+
+            fn to_possible_value(&self) -> Option<PossibleValue> {
+                Some(match self {
+                    $($ty::$variant => PossibleValue::new($name)$(.help($help))?),+
+                })
+            }
+        }
+    };
 }
+
+value_enum!(ShortcutKind {
+    A => "a": "zero-pad (the paper's CIFAR choice; no parameters)",
+    B => "b": "1x1 conv + norm projection",
+});
+value_enum!(BackendChoice {
+    Auto => "auto",
+    Vulkan => "vulkan",
+    Metal => "metal",
+    Dx12 => "dx12",
+    Gl => "gl",
+});
+value_enum!(DecayKind {
+    MultiStep => "multi-step": "lr x gamma at each milestone epoch",
+    Cosine => "cosine": "half a cosine from lr to 0 over all epochs (per step)",
+    Constant => "constant",
+});
+value_enum!(Cifar100Labels {
+    Fine => "fine": "100 classes",
+    Coarse => "coarse": "20 superclasses",
+});
+value_enum!(DatasetKind {
+    Synthetic => "synthetic": "the built-in procedural shapes dataset (no download)",
+    Cifar10 => "cifar10": "CIFAR-10 binary version (data_batch_1..5.bin, test_batch.bin)",
+    Cifar100 => "cifar100": "CIFAR-100 binary version (train.bin, test.bin)",
+    Folder => "folder": "one subfolder per class of JPEG/PNG files (train/ and val/ inside)",
+});
 
 /// The normalization after every conv.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -173,8 +215,8 @@ pub struct ModelArgs {
     #[arg(long, default_value = "resnet20")]
     pub model: String,
     /// CIFAR ResNets: shortcut A (zero-pad, the paper's) or B (1x1 conv projection).
-    #[arg(long, value_enum, default_value_t = ShortcutArg::A)]
-    pub shortcut: ShortcutArg,
+    #[arg(long, value_enum, default_value_t = ShortcutKind::A)]
+    pub shortcut: ShortcutKind,
     /// The normalization after every conv.
     #[arg(long, value_enum, default_value_t = NormArg::Batch)]
     pub norm: NormArg,
@@ -189,10 +231,7 @@ pub struct ModelArgs {
 
 impl ModelArgs {
     pub fn spec(&self, num_classes: usize) -> Result<ModelSpec> {
-        let shortcut = match self.shortcut {
-            ShortcutArg::A => ShortcutKind::A,
-            ShortcutArg::B => ShortcutKind::B,
-        };
+        let shortcut = self.shortcut;
         let norm = match self.norm {
             NormArg::Batch => Norm::Batch,
             NormArg::Group => Norm::Group {

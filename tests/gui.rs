@@ -213,7 +213,7 @@ fn the_model_is_picked_from_the_list() {
     h.step();
     assert_eq!(
         h.state().settings.model.shortcut,
-        resnet_wgpu::cli::ShortcutArg::B
+        resnet_wgpu::model::ShortcutKind::B
     );
 }
 

@@ -14,9 +14,7 @@ const IMAGE: ImageShape = ImageShape {
 const PIXELS: usize = 3 * 32 * 32;
 
 /// Which of CIFAR-100's two labels to train on.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Cifar100Labels {
     /// 100 classes.
     Fine,

@@ -11,9 +11,7 @@ use super::{
 };
 
 /// The formats `--dataset` names.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DatasetKind {
     /// The built-in procedural shapes dataset (no download).

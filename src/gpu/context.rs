@@ -4,7 +4,7 @@ use super::kernels::KernelCache;
 
 /// Which graphics API to run on. `Auto` honours the WGPU_BACKEND variable and
 /// otherwise lets wgpu pick the best adapter of any API.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum BackendChoice {
     #[default]
     Auto,

@@ -3,7 +3,8 @@
 use eframe::egui;
 
 use super::session::RunState;
-use crate::cli::{DatasetKind, ShortcutArg, TrainArgs};
+use crate::cli::{DatasetKind, TrainArgs};
+use crate::model::ShortcutKind;
 
 /// The models offered in the window (the CLI takes any 6n+2 and ImageNet sizes).
 pub const MODELS: &[&str] = &[
@@ -65,11 +66,11 @@ pub fn settings(
 
                 ui.label("Shortcut");
                 ui.horizontal(|ui| {
-                    ui.radio_value(&mut args.model.shortcut, ShortcutArg::A, "A (pad)")
+                    ui.radio_value(&mut args.model.shortcut, ShortcutKind::A, "A (pad)")
                         .on_hover_text(
                             "identity with zero-padded channels (the paper's CIFAR choice)",
                         );
-                    ui.radio_value(&mut args.model.shortcut, ShortcutArg::B, "B (1x1 conv)")
+                    ui.radio_value(&mut args.model.shortcut, ShortcutKind::B, "B (1x1 conv)")
                         .on_hover_text("projection where the shape changes");
                 });
                 ui.end_row();
