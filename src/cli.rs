@@ -7,11 +7,12 @@ use anyhow::Result;
 use clap::builder::PossibleValue;
 use clap::{Args, ValueEnum};
 
+use crate::data::channel_statistics;
 use crate::data::{Cifar100Labels, DataSource, DataSplit};
 use crate::gpu::BackendChoice;
 use crate::model::{ModelSpec, Norm, ShortcutKind};
 use crate::shapes::{AugmentConfig, SgdConfig};
-use crate::train::{DecayKind, Schedule, TrainConfig, channel_statistics};
+use crate::train::{DecayKind, Schedule, TrainConfig};
 
 pub const DEFAULT_EPOCHS: usize = 10;
 

@@ -375,7 +375,7 @@ fn shuffles_stay_the_same_across_dependency_upgrades() {
     // Pinned output of the named generator (ChaCha12, which was rand 0.9's
     // StdRng when these values were recorded): a change here would break
     // resuming runs and the built-in dataset's identity.
-    let order = resnet_wgpu::train::epoch_order(7, 3, 12);
+    let order = resnet_wgpu::data::epoch_order(7, 3, 12);
     assert_eq!(order, PINNED_ORDER, "{order:?}");
 }
 

@@ -8,11 +8,12 @@ mod common;
 use std::collections::HashMap;
 use std::path::Path;
 
+use resnet_wgpu::data::epoch_order;
 use resnet_wgpu::data::{DataSplit, Dataset};
 use resnet_wgpu::model::{ModelSpec, Norm, ShortcutKind};
 use resnet_wgpu::shapes::{AugmentConfig, ImageShape};
 use resnet_wgpu::train::checkpoint::{self, LoadMode, StateDict};
-use resnet_wgpu::train::{TrainConfig, TrainEvent, Trainer, epoch_order};
+use resnet_wgpu::train::{TrainConfig, TrainEvent, Trainer};
 use safetensors::{Dtype, SafeTensors};
 
 use common::shared_ctx;

@@ -9,13 +9,14 @@ use anyhow::Result;
 use web_time::Instant;
 
 use crate::data::{SyntheticOptions, synthetic};
-use crate::gpu::{GpuContext, time_dispatches};
+use crate::gpu::{self, GpuContext, time_dispatches};
 use crate::ops::conv::ConvTuning;
 
 use super::{GemmVersion, gemm_rate};
+use crate::data::channel_statistics;
 use crate::model::{ModelSpec, ShortcutKind};
 use crate::shapes::AugmentConfig;
-use crate::train::{TrainConfig, Trainer, channel_statistics};
+use crate::train::{TrainConfig, Trainer};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct BenchTrainOptions {
@@ -193,18 +194,10 @@ fn bench_model(
 fn encode_ms(ctx: &GpuContext, trainer: &Trainer, n: usize) -> f64 {
     let start = Instant::now();
     for _ in 0..n {
-        let mut encoder = ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("encode timing"),
-            });
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("encode timing"),
-                timestamp_writes: None,
-            });
-            trainer.plan().record_train_step(&mut pass);
-        }
+        let mut encoder = gpu::encoder(ctx, "encode timing");
+        gpu::record_pass(&mut encoder, "encode timing", |pass| {
+            trainer.plan().record_train_step(pass)
+        });
         drop(encoder.finish());
     }
     1e3 * start.elapsed().as_secs_f64() / n as f64

@@ -3,11 +3,13 @@
 
 mod cifar;
 mod folder;
+mod order;
 mod source;
 mod synthetic;
 
 pub use cifar::{Cifar100Labels, cifar10_from_files, load_cifar10, load_cifar100};
 pub use folder::{FolderOptions, load_folder, load_image};
+pub use order::{epoch_order, step_seed};
 pub use source::{DataSource, DatasetKind, IMAGE_SIDES, MAX_SYNTHETIC};
 pub use synthetic::{SyntheticOptions, synthetic};
 
@@ -232,4 +234,29 @@ fn io_error(path: &std::path::Path, source: std::io::Error) -> DataError {
             cause: source,
         }
     }
+}
+
+/// Per-channel mean and std of a training set in [0, 1], for normalization.
+pub fn channel_statistics(data: &Dataset) -> ([f32; 4], [f32; 4]) {
+    let (c, hw) = (data.shape.channels, data.shape.height * data.shape.width);
+    let mut sum = [0f64; 4];
+    let mut sq = [0f64; 4];
+    for image in data.images.chunks_exact(c * hw) {
+        for ch in 0..c.min(4) {
+            for &v in &image[ch * hw..(ch + 1) * hw] {
+                let v = f64::from(v) / 255.0;
+                sum[ch] += v;
+                sq[ch] += v * v;
+            }
+        }
+    }
+    let n = (data.len() * hw).max(1) as f64;
+    let mut mean = [0.0; 4];
+    let mut std = [1.0; 4];
+    for ch in 0..c.min(4) {
+        let m = sum[ch] / n;
+        mean[ch] = m as f32;
+        std[ch] = ((sq[ch] / n - m * m).max(1e-12).sqrt() as f32).max(1e-3);
+    }
+    (mean, std)
 }

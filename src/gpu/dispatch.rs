@@ -157,20 +157,33 @@ pub fn elementwise_grid(ctx: &GpuContext, elements: usize, group_size: u32) -> [
     [x as u32, y as u32, 1]
 }
 
+/// A command encoder labelled `label`.
+pub fn encoder(ctx: &GpuContext, label: &str) -> wgpu::CommandEncoder {
+    ctx.device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
+}
+
+/// Records one compute pass (no timestamps) into `encoder` with `record`.
+pub fn record_pass(
+    encoder: &mut wgpu::CommandEncoder,
+    label: &str,
+    record: impl FnOnce(&mut wgpu::ComputePass<'_>),
+) {
+    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+        label: Some(label),
+        timestamp_writes: None,
+    });
+    record(&mut pass);
+}
+
 /// Records `dispatches` into one compute pass of one command buffer and submits
 /// it; wgpu orders the dispatches with the barriers their bindings require.
 pub fn submit(ctx: &GpuContext, label: &str, dispatches: &[&Dispatch]) -> wgpu::SubmissionIndex {
-    let mut encoder = ctx
-        .device
-        .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
-    {
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some(label),
-            timestamp_writes: None,
-        });
+    let mut encoder = encoder(ctx, label);
+    record_pass(&mut encoder, label, |pass| {
         for d in dispatches {
-            d.record(&mut pass);
+            d.record(pass);
         }
-    }
+    });
     ctx.queue.submit([encoder.finish()])
 }

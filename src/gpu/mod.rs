@@ -8,15 +8,19 @@ mod dispatch;
 mod error;
 mod kernels;
 mod profiler;
+mod readback;
 mod tensor;
 
 pub use choices::{Choice, ChoiceSource, KernelChoices, TunePolicy};
 pub use context::{BackendChoice, GpuContext};
 pub use contract::{Kernel, PARAMS_ROLE, ShaderConstant, StructLayout, WgslStruct, Workgroup};
-pub use dispatch::{Binding, Dispatch, DispatchSpec, elementwise_grid, submit};
+pub use dispatch::{
+    Binding, Dispatch, DispatchSpec, elementwise_grid, encoder, record_pass, submit,
+};
 pub use error::GpuError;
 pub use kernels::{SHADERS, Shader};
 pub use profiler::OpTiming;
 #[cfg(not(target_arch = "wasm32"))]
 pub use profiler::time_dispatches;
+pub use readback::{MapState, Mapping};
 pub use tensor::{DType, Tensor};

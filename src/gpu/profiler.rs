@@ -80,25 +80,9 @@ pub fn time_dispatches(
             from_timestamps: false,
         });
     };
-    let (tx, rx) = std::sync::mpsc::channel();
-    staging.map_async(wgpu::MapMode::Read, .., move |r| {
-        let _ = tx.send(r);
-    });
-    ctx.wait_idle()?;
-    let fail = |message: String| GpuError::Readback {
-        what: "bench timestamps".into(),
-        message,
-    };
-    rx.recv()
-        .map_err(|e| fail(e.to_string()))?
-        .map_err(|e| fail(e.to_string()))?;
-    let ticks: [u64; 2] = {
-        let view = staging
-            .get_mapped_range(..)
-            .map_err(|e| fail(e.to_string()))?;
-        *bytemuck::from_bytes(&view[..16])
-    };
-    staging.unmap();
+    let ticks: [u64; 2] = super::readback::read_blocking(ctx, staging, "bench timestamps", |b| {
+        *bytemuck::from_bytes(&b[..16])
+    })?;
     let nanos =
         ticks[1].saturating_sub(ticks[0]) as f64 * f64::from(ctx.queue.get_timestamp_period());
     // A driver that reports zero-width timestamps is not measuring: fall back.

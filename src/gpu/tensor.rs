@@ -285,31 +285,10 @@ impl Tensor {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let mut encoder = ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("readback"),
-            });
+        let mut encoder = super::encoder(ctx, "readback");
         encoder.copy_buffer_to_buffer(&self.buffer, self.offset, &staging, 0, size);
         ctx.queue.submit([encoder.finish()]);
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
-            let _ = tx.send(r);
-        });
-        ctx.wait_idle()?;
-        let fail = |message: String| GpuError::Readback {
-            what: self.label.clone(),
-            message,
-        };
-        rx.recv()
-            .map_err(|e| fail(e.to_string()))?
-            .map_err(|e| fail(e.to_string()))?;
-        let bytes = staging
-            .get_mapped_range(..)
-            .map_err(|e| fail(e.to_string()))?
-            .to_vec();
-        staging.unmap();
-        Ok(bytes)
+        super::readback::read_blocking(ctx, staging, &self.label, |b| b.to_vec())
     }
 }
 

@@ -13,6 +13,7 @@ use super::batchnorm::BatchNorm;
 #[cfg(not(target_arch = "wasm32"))]
 use super::batchnorm::BnTensors;
 use super::conv::{Conv2d, ConvKernel, ConvPass};
+#[cfg(not(target_arch = "wasm32"))]
 use crate::shapes::Fusion;
 
 /// Timed repetitions per candidate (after a warm-up run).

@@ -5,10 +5,8 @@
 //! are in flight a new one is made, so the CPU never waits for a value.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
 
-use crate::gpu::{GpuContext, GpuError, Tensor};
+use crate::gpu::{GpuContext, GpuError, MapState, Mapping, Tensor};
 use crate::ops::loss::{
     METRIC_BATCH_LOSS, METRIC_CORRECT, METRIC_LOSS_SUM, METRIC_SAMPLES, METRIC_TOP5, METRICS_LEN,
 };
@@ -68,15 +66,10 @@ pub enum ReportKind<T> {
     Eval(T),
 }
 
-const PENDING: u8 = 0;
-const MAPPED: u8 = 1;
-const FAILED: u8 = 2;
-
 struct InFlight<T> {
-    buffer: wgpu::Buffer,
+    mapping: Mapping,
     submission: wgpu::SubmissionIndex,
     kind: ReportKind<T>,
-    state: Arc<AtomicU8>,
 }
 
 /// Reports of type `T` in submission order.
@@ -170,19 +163,10 @@ impl<T: Clone> MetricsRing<T> {
         kind: ReportKind<T>,
         submission: wgpu::SubmissionIndex,
     ) {
-        let state = Arc::new(AtomicU8::new(PENDING));
-        let flag = state.clone();
-        buffer.map_async(wgpu::MapMode::Read, .., move |result| {
-            flag.store(
-                if result.is_ok() { MAPPED } else { FAILED },
-                Ordering::Release,
-            );
-        });
         self.in_flight.push_back(InFlight {
-            buffer,
+            mapping: Mapping::request(buffer, "training metrics"),
             submission,
             kind,
-            state,
         });
     }
 
@@ -191,28 +175,13 @@ impl<T: Clone> MetricsRing<T> {
     pub fn take_ready(&mut self) -> Result<Vec<ReportKind<(T, MetricsSnapshot)>>, GpuError> {
         let mut out = vec![];
         while let Some(front) = self.in_flight.front() {
-            match front.state.load(Ordering::Acquire) {
-                PENDING => break,
-                FAILED => {
-                    return Err(GpuError::Readback {
-                        what: "training metrics".into(),
-                        message: "map_async failed (device lost?)".into(),
-                    });
-                }
-                _ => {}
+            if front.mapping.state() == MapState::Pending {
+                break;
             }
             let done = self.in_flight.pop_front().expect("front exists");
-            let values: Vec<f32> = {
-                let view = done
-                    .buffer
-                    .get_mapped_range(..)
-                    .map_err(|e| GpuError::Readback {
-                        what: "training metrics".into(),
-                        message: e.to_string(),
-                    })?;
-                bytemuck::cast_slice::<u8, f32>(&view).to_vec()
-            };
-            done.buffer.unmap();
+            let (values, buffer) = done
+                .mapping
+                .read(|b| bytemuck::cast_slice::<u8, f32>(b).to_vec())?;
             let snap = |i: usize| MetricsSnapshot::from_slice(&values[i * METRICS_LEN..]);
             out.push(match done.kind {
                 ReportKind::Steps(tags) => ReportKind::Steps(
@@ -223,7 +192,7 @@ impl<T: Clone> MetricsRing<T> {
                 ),
                 ReportKind::Eval(tag) => ReportKind::Eval((tag, snap(0))),
             });
-            self.free.push(done.buffer);
+            self.free.push(buffer);
         }
         Ok(out)
     }

@@ -1,6 +1,7 @@
 //! The trainer: memory plan, step recording, schedules, metrics and checkpoints.
 
 pub mod checkpoint;
+mod feed;
 pub mod metrics;
 mod norm;
 pub mod plan;
@@ -11,7 +12,4 @@ pub mod trainer;
 pub use plan::{ConvChoice, ParamArena, Plan, PlanSummary, conv_layers};
 pub use schedule::{DecayKind, Schedule};
 pub use throughput::Throughput;
-pub use trainer::{
-    EpochReport, Progress, StepReport, TrainConfig, TrainEvent, Trainer, channel_statistics,
-    epoch_order,
-};
+pub use trainer::{EpochReport, Progress, StepReport, TrainConfig, TrainEvent, Trainer};

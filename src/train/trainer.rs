@@ -4,20 +4,17 @@
 //! headless loop, the desktop window and the browser all drive it this way.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
 
-use crate::seeded::SeededRng;
-use rand::{SeedableRng, seq::SliceRandom};
 use serde::{Deserialize, Serialize};
 use web_time::Instant;
 
+use super::feed::Feed;
 use super::metrics::{MetricsRing, MetricsSnapshot, ReportKind};
 use super::plan::Plan;
 use super::schedule::Schedule;
-use crate::data::{DataIdentity, DataSource, DataSplit, Dataset};
-use crate::gpu::{DType, Dispatch, GpuContext, GpuError, Tensor};
+use crate::data::{DataIdentity, DataSource, DataSplit, Dataset, epoch_order, step_seed};
+use crate::gpu::{self, Dispatch, GpuContext, GpuError, MapState, Mapping};
 use crate::model::{ModelSpec, initial_parameters};
-use crate::ops::augment::{Augment, AugmentTensors};
 use crate::ops::conv::ConvTuning;
 use crate::ops::loss::METRICS_LEN;
 use crate::shapes::{AugmentConfig, ImageShape, SgdConfig};
@@ -268,8 +265,8 @@ struct PredictionCapture {
     classes: usize,
     /// The buffer of the evaluation now being recorded.
     open: Option<wgpu::Buffer>,
-    /// Buffers whose map was requested: (buffer, step, map state).
-    in_flight: Vec<(wgpu::Buffer, u64, Arc<AtomicU8>)>,
+    /// Buffers whose map was requested, with the step they were taken at.
+    in_flight: Vec<(Mapping, u64)>,
 }
 
 impl PredictionCapture {
@@ -301,12 +298,8 @@ impl PredictionCapture {
     /// Maps the evaluation's buffer (after its last submit).
     fn close(&mut self, step: u64) {
         if let Some(buffer) = self.open.take() {
-            let state = Arc::new(AtomicU8::new(0));
-            let flag = state.clone();
-            buffer.map_async(wgpu::MapMode::Read, .., move |result| {
-                flag.store(if result.is_ok() { 1 } else { 2 }, Ordering::Release);
-            });
-            self.in_flight.push((buffer, step, state));
+            self.in_flight
+                .push((Mapping::request(buffer, "evaluation logits"), step));
         }
     }
 }
@@ -341,100 +334,6 @@ fn metrics_from_disk<'de, D: serde::Deserializer<'de>>(
     let mut out = [0.0; METRICS_LEN];
     out[..v.len()].copy_from_slice(&v);
     Ok(out)
-}
-
-/// A dataset on the GPU for the augment kernel: resident when it fits one
-/// storage binding, otherwise streamed (the batch is gathered on the CPU and
-/// uploaded with the step).
-struct Feed {
-    data: Dataset,
-    streamed: bool,
-    images: Tensor,
-    labels: Tensor,
-    indices: Tensor,
-    augment: Augment,
-    dispatch: Dispatch,
-}
-
-impl Feed {
-    fn new(
-        ctx: &GpuContext,
-        plan: &Plan,
-        data: Dataset,
-        config: AugmentConfig,
-        label: &str,
-        force_stream: bool,
-    ) -> Result<Self, GpuError> {
-        let batch = plan.batch;
-        let shape = data.shape;
-        let limit = ctx.max_binding_bytes();
-        let bytes = data.images.len() as u64;
-        let streamed = force_stream || bytes > limit || bytes >= u64::from(u32::MAX);
-        let dims = |n| [n, shape.channels, shape.height, shape.width];
-        let (images, labels, indices) = if streamed {
-            let identity: Vec<u32> = (0..batch as u32).collect();
-            (
-                Tensor::zeros(
-                    ctx,
-                    &format!("{label} batch images"),
-                    &dims(batch),
-                    DType::U8,
-                )?,
-                Tensor::zeros(ctx, &format!("{label} batch labels"), &[batch], DType::U32)?,
-                Tensor::from_u32(ctx, &format!("{label} indices"), &[batch], &identity)?,
-            )
-        } else {
-            (
-                Tensor::from_u8(
-                    ctx,
-                    &format!("{label} images"),
-                    &dims(data.len()),
-                    &data.images,
-                )?,
-                Tensor::from_u32(ctx, &format!("{label} labels"), &[data.len()], &data.labels)?,
-                Tensor::zeros(ctx, &format!("{label} indices"), &[batch], DType::U32)?,
-            )
-        };
-        let t = AugmentTensors {
-            images: &images,
-            dataset_labels: &labels,
-            indices: &indices,
-            output: plan.tensor(plan.input),
-            labels: plan.tensor(plan.labels),
-        };
-        let (augment, dispatch) = Augment::new(ctx, label, shape, config, &t)?;
-        Ok(Feed {
-            data,
-            streamed,
-            images,
-            labels,
-            indices,
-            augment,
-            dispatch,
-        })
-    }
-
-    /// Points the next submitted batch at `samples` (queue writes, ordered
-    /// before the next submit).
-    fn load(&self, ctx: &GpuContext, samples: &[u32]) {
-        if self.streamed {
-            let mut bytes = Vec::with_capacity(self.images.size_bytes() as usize);
-            for &s in samples {
-                bytes.extend_from_slice(self.data.image(s as usize));
-            }
-            bytes.resize(self.images.size_bytes() as usize, 0);
-            let labels: Vec<u32> = samples
-                .iter()
-                .map(|&s| self.data.labels[s as usize])
-                .collect();
-            ctx.queue.write_buffer(self.images.buffer(), 0, &bytes);
-            ctx.queue
-                .write_buffer(self.labels.buffer(), 0, bytemuck::cast_slice(&labels));
-        } else {
-            ctx.queue
-                .write_buffer(self.indices.buffer(), 0, bytemuck::cast_slice(samples));
-        }
-    }
 }
 
 /// What the trainer needs to turn a metrics snapshot into a report.
@@ -474,31 +373,6 @@ pub struct Trainer {
 enum Tag {
     Step(ReportTag),
     Eval(ReportTag),
-}
-
-/// Per-channel mean and std of a training set in [0, 1], for normalization.
-pub fn channel_statistics(data: &Dataset) -> ([f32; 4], [f32; 4]) {
-    let (c, hw) = (data.shape.channels, data.shape.height * data.shape.width);
-    let mut sum = [0f64; 4];
-    let mut sq = [0f64; 4];
-    for image in data.images.chunks_exact(c * hw) {
-        for ch in 0..c.min(4) {
-            for &v in &image[ch * hw..(ch + 1) * hw] {
-                let v = f64::from(v) / 255.0;
-                sum[ch] += v;
-                sq[ch] += v * v;
-            }
-        }
-    }
-    let n = (data.len() * hw).max(1) as f64;
-    let mut mean = [0.0; 4];
-    let mut std = [1.0; 4];
-    for ch in 0..c.min(4) {
-        let m = sum[ch] / n;
-        mean[ch] = m as f32;
-        std[ch] = ((sq[ch] / n - m * m).max(1e-12).sqrt() as f32).max(1e-3);
-    }
-    (mean, std)
 }
 
 impl Trainer {
@@ -723,23 +597,15 @@ impl Trainer {
         let lr = self.lr_for_step(p.global_step);
         self.plan.learning_rate.set(&ctx, lr);
 
-        let mut encoder = ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("train step"),
-            });
+        let mut encoder = gpu::encoder(&ctx, "train step");
         let metrics = self.plan.tensor(self.plan.train_metrics);
         if p.step_in_epoch == 0 {
             encoder.clear_buffer(metrics.buffer(), 0, None);
         }
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("train step"),
-                timestamp_writes: None,
-            });
-            self.train.dispatch.record(&mut pass);
-            self.plan.record_train_step(&mut pass);
-        }
+        gpu::record_pass(&mut encoder, "train step", |pass| {
+            self.train.dispatch.record(pass);
+            self.plan.record_train_step(pass);
+        });
         let tag = Tag::Step(ReportTag {
             step: p.global_step + 1,
             steps_per_epoch: self.steps_per_epoch,
@@ -793,27 +659,19 @@ impl Trainer {
                 .map(|j| (start + j.min(valid - 1)) as u32)
                 .collect();
             self.test.load(&ctx, &samples);
-            let mut encoder = ctx
-                .device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("eval batch"),
-                });
+            let mut encoder = gpu::encoder(&ctx, "eval batch");
             if i == 0 {
                 encoder.clear_buffer(eval_metrics.buffer(), 0, None);
             }
-            {
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("eval batch"),
-                    timestamp_writes: None,
-                });
-                self.test.dispatch.record(&mut pass);
-                let loss = if valid == batch {
-                    &self.eval_loss_full
-                } else {
-                    &self.eval_loss_last
-                };
-                self.plan.record_eval_batch(&mut pass, loss);
-            }
+            let loss = if valid == batch {
+                &self.eval_loss_full
+            } else {
+                &self.eval_loss_last
+            };
+            gpu::record_pass(&mut encoder, "eval batch", |pass| {
+                self.test.dispatch.record(pass);
+                self.plan.record_eval_batch(pass, loss);
+            });
             if let Some(capture) = &mut self.predictions {
                 let logits = self.plan.tensor(self.plan.logits).buffer();
                 capture.copy_batch(&ctx.device, &mut encoder, logits, i == 0, start, valid);
@@ -896,31 +754,18 @@ impl Trainer {
         let Some(capture) = &mut self.predictions else {
             return Ok(());
         };
-        while let Some((_, _, state)) = capture.in_flight.first() {
-            match state.load(Ordering::Acquire) {
-                0 => break,
-                2 => {
-                    return Err(GpuError::Readback {
-                        what: "evaluation logits".into(),
-                        message: "map_async failed (device lost?)".into(),
-                    });
-                }
-                _ => {}
+        while let Some((mapping, _)) = capture.in_flight.first() {
+            if mapping.state() == MapState::Pending {
+                break;
             }
-            let (buffer, step, _) = capture.in_flight.remove(0);
-            let predicted = {
-                let view = buffer
-                    .get_mapped_range(..)
-                    .map_err(|e| GpuError::Readback {
-                        what: "evaluation logits".into(),
-                        message: e.to_string(),
-                    })?;
-                bytemuck::cast_slice::<u8, f32>(&view)
-                    .chunks_exact(capture.classes)
+            let (mapping, step) = capture.in_flight.remove(0);
+            let classes = capture.classes;
+            let (predicted, _) = mapping.read(|b| {
+                bytemuck::cast_slice::<u8, f32>(b)
+                    .chunks_exact(classes)
                     .map(argmax)
                     .collect()
-            };
-            buffer.unmap();
+            })?;
             events.push(TrainEvent::Predictions { step, predicted });
         }
         Ok(())
@@ -1024,21 +869,4 @@ fn argmax(row: &[f32]) -> u32 {
         }
     }
     best as u32
-}
-
-/// The order of the training set in `epoch`: a shuffle seeded by (seed, epoch),
-/// so a resumed run sees the same batches as an uninterrupted one.
-pub fn epoch_order(seed: u64, epoch: usize, len: usize) -> Vec<u32> {
-    let mut order: Vec<u32> = (0..len as u32).collect();
-    let mixed = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)
-        ^ (epoch as u64).wrapping_mul(0xd1b5_4a32_d192_ed03);
-    order.shuffle(&mut SeededRng::seed_from_u64(mixed));
-    order
-}
-
-/// The augmentation seed of a step (crop offsets and flips derive from it).
-fn step_seed(seed: u64, step: u64) -> u32 {
-    let x = (seed ^ 0xa076_1d64_78bd_642f).wrapping_add(step.wrapping_mul(0xe703_7ed1_a0b4_28db));
-    let x = (x ^ (x >> 32)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    (x >> 32) as u32
 }
