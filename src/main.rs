@@ -13,7 +13,7 @@ use resnet_wgpu::gpu::{BackendChoice, GpuContext, GpuError, TunePolicy};
 use resnet_wgpu::model::ModelSpec;
 use resnet_wgpu::shapes::{AugmentConfig, ImageShape, SgdConfig};
 use resnet_wgpu::train::checkpoint::{self, LoadMode, StateDict};
-use resnet_wgpu::train::{Plan, TrainConfig, TrainEvent, Trainer};
+use resnet_wgpu::train::{Plan, PlanRequest, TrainConfig, TrainEvent, Trainer};
 use resnet_wgpu::{headless, runs};
 
 #[derive(Parser)]
@@ -511,14 +511,14 @@ fn info(ctx: &GpuContext, args: &InfoArgs) -> Result<()> {
         weight_decay: 1e-4,
         nesterov: false,
     };
-    let plan = match Plan::new(
-        ctx,
-        &network,
-        args.batch_size,
+    let request = PlanRequest {
+        network: &network,
+        batch: args.batch_size,
         image,
-        &sgd,
-        Default::default(),
-    ) {
+        sgd: &sgd,
+        tuning: Default::default(),
+    };
+    let plan = match Plan::new(ctx, request) {
         Ok(plan) => plan,
         // A query, not a failure: say what fits.
         Err(e @ (GpuError::BatchTooLarge { .. } | GpuError::OutOfMemory { .. })) => {

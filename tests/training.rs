@@ -13,7 +13,7 @@ use resnet_wgpu::gpu::GpuError;
 use resnet_wgpu::model::{ModelSpec, ShortcutKind};
 use resnet_wgpu::shapes::{ImageShape, SgdConfig};
 use resnet_wgpu::train::checkpoint::{StateDict, Values, read_model, write_safetensors};
-use resnet_wgpu::train::{EpochReport, Plan, TrainEvent, Trainer};
+use resnet_wgpu::train::{EpochReport, Plan, PlanRequest, TrainEvent, Trainer};
 use resnet_wgpu::{headless, runs};
 
 use common::shared_ctx;
@@ -219,9 +219,14 @@ fn too_large_a_batch_is_refused_with_the_batch_that_fits() {
     };
     let limit = ctx.max_binding_bytes();
     let fits = (limit / (16 * 32 * 32 * 4)) as usize;
-    let err = Plan::new(&ctx, &net, fits + 1, image, &sgd, Default::default())
-        .err()
-        .unwrap();
+    let request = PlanRequest {
+        network: &net,
+        batch: fits + 1,
+        image,
+        sgd: &sgd,
+        tuning: Default::default(),
+    };
+    let err = Plan::new(&ctx, request).err().unwrap();
     match &err {
         GpuError::BatchTooLarge {
             max_batch, tensor, ..

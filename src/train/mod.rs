@@ -9,7 +9,7 @@ pub mod schedule;
 pub mod throughput;
 pub mod trainer;
 
-pub use plan::{ConvChoice, ParamArena, Plan, PlanSummary, conv_layers};
+pub use plan::{ConvChoice, ParamArena, Plan, PlanRequest, PlanSummary, conv_layers};
 pub use schedule::{DecayKind, Schedule};
 pub use throughput::Throughput;
 pub use trainer::{EpochReport, Progress, StepReport, TrainConfig, TrainEvent, Trainer};

@@ -52,6 +52,18 @@ pub struct PlanSummary {
     pub dispatches_per_step: usize,
 }
 
+/// What a plan is made for: a network at a batch size of images of one
+/// shape, the SGD settings its update dispatches bake in, and the conv
+/// workgroup shape.
+#[derive(Clone, Copy, Debug)]
+pub struct PlanRequest<'a> {
+    pub network: &'a Network,
+    pub batch: usize,
+    pub image: ImageShape,
+    pub sgd: &'a SgdConfig,
+    pub tuning: ConvTuning,
+}
+
 pub struct Plan {
     pub network: Network,
     pub batch: usize,
@@ -219,19 +231,13 @@ impl ParamArena {
 }
 
 impl Plan {
-    /// Allocates the plan for `network` at `batch` images of shape `image`.
-    /// When the adapter runs out of memory, the error says so with the largest
-    /// batch that fits (found by trying smaller plans), instead of wgpu's panic.
-    pub fn new(
-        ctx: &GpuContext,
-        network: &Network,
-        batch: usize,
-        image: ImageShape,
-        sgd: &SgdConfig,
-        tuning: ConvTuning,
-    ) -> Result<Self, GpuError> {
-        check_batch_fits(ctx, network, batch, image)?;
-        let what = match Self::build_checked(ctx, network, batch, image, sgd, tuning) {
+    /// Allocates the plan `req` asks for. When the adapter runs out of
+    /// memory, the error says so with the largest batch that fits (found by
+    /// trying smaller plans), instead of wgpu's panic.
+    pub fn new(ctx: &GpuContext, req: PlanRequest<'_>) -> Result<Self, GpuError> {
+        let (batch, image) = (req.batch, req.image);
+        check_batch_fits(ctx, req.network, batch, image)?;
+        let what = match Self::build_checked(ctx, req) {
             Err(GpuError::OutOfMemory { what, .. }) => what,
             Ok(plan) => match ctx.memory_budget() {
                 Some(budget) if plan.summary().total_bytes > budget => format!(
@@ -245,7 +251,7 @@ impl Plan {
             Err(e) => return Err(e),
         };
         #[cfg(not(target_arch = "wasm32"))]
-        let max_batch = largest_batch_that_fits(ctx, network, batch, image, sgd, tuning);
+        let max_batch = largest_batch_that_fits(ctx, req);
         // A browser cannot wait for smaller plans to be freed between tries.
         #[cfg(target_arch = "wasm32")]
         let max_batch = None;
@@ -254,19 +260,13 @@ impl Plan {
 
     /// `build` inside out-of-memory and validation error scopes (an
     /// allocation that fails makes later bind groups invalid too).
-    fn build_checked(
-        ctx: &GpuContext,
-        network: &Network,
-        batch: usize,
-        image: ImageShape,
-        sgd: &SgdConfig,
-        tuning: ConvTuning,
-    ) -> Result<Self, GpuError> {
+    fn build_checked(ctx: &GpuContext, req: PlanRequest<'_>) -> Result<Self, GpuError> {
         #[cfg(not(target_arch = "wasm32"))]
         {
+            let (batch, image) = (req.batch, req.image);
             let validation = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
             let oom = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-            let built = Self::build(ctx, network, batch, image, sgd, tuning);
+            let built = Self::build(ctx, req);
             let out_of_memory = pollster::block_on(oom.pop());
             let invalid = pollster::block_on(validation.pop());
             if out_of_memory.is_some() {
@@ -288,17 +288,17 @@ impl Plan {
             Ok(plan)
         }
         #[cfg(target_arch = "wasm32")]
-        Self::build(ctx, network, batch, image, sgd, tuning)
+        Self::build(ctx, req)
     }
 
-    fn build(
-        ctx: &GpuContext,
-        network: &Network,
-        batch: usize,
-        image: ImageShape,
-        sgd: &SgdConfig,
-        tuning: ConvTuning,
-    ) -> Result<Self, GpuError> {
+    fn build(ctx: &GpuContext, req: PlanRequest<'_>) -> Result<Self, GpuError> {
+        let PlanRequest {
+            network,
+            batch,
+            image,
+            sgd,
+            tuning,
+        } = req;
         let mut b = Builder {
             ctx,
             batch,
@@ -603,22 +603,21 @@ fn mib(bytes: u64) -> f64 {
 /// (bisection over real allocations, with the built-in kernels so nothing is
 /// measured); None when not even batch 1 fits.
 #[cfg(not(target_arch = "wasm32"))]
-fn largest_batch_that_fits(
-    ctx: &GpuContext,
-    network: &Network,
-    failed: usize,
-    image: ImageShape,
-    sgd: &SgdConfig,
-    tuning: ConvTuning,
-) -> Option<usize> {
+fn largest_batch_that_fits(ctx: &GpuContext, failed: PlanRequest<'_>) -> Option<usize> {
     let policy = ctx.choices.lock().unwrap().policy;
     ctx.set_tune_policy(crate::gpu::TunePolicy::Off);
-    let (mut fits, mut fails) = (0, failed);
+    let (mut fits, mut fails) = (0, failed.batch);
     while fails - fits > 1 {
         let mid = fits + (fails - fits) / 2;
         let budget = ctx.memory_budget().unwrap_or(u64::MAX);
-        let ok = Plan::build_checked(ctx, network, mid, image, sgd, tuning)
-            .is_ok_and(|plan| plan.summary().total_bytes <= budget);
+        let ok = Plan::build_checked(
+            ctx,
+            PlanRequest {
+                batch: mid,
+                ..failed
+            },
+        )
+        .is_ok_and(|plan| plan.summary().total_bytes <= budget);
         // Dropped plans free their buffers before the next try.
         let _ = ctx.wait_idle();
         if ok {

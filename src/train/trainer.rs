@@ -10,7 +10,7 @@ use web_time::Instant;
 
 use super::feed::Feed;
 use super::metrics::{MetricsRing, MetricsSnapshot, ReportKind};
-use super::plan::Plan;
+use super::plan::{Plan, PlanRequest};
 use super::schedule::Schedule;
 use crate::data::{DataIdentity, DataSource, DataSplit, Dataset, epoch_order, step_seed};
 use crate::gpu::{self, Dispatch, GpuContext, GpuError, MapState, Mapping};
@@ -400,11 +400,13 @@ impl Trainer {
         }
         let plan = Plan::new(
             &ctx,
-            &network,
-            batch,
-            data.train.shape,
-            &config.sgd,
-            ConvTuning::default(),
+            PlanRequest {
+                network: &network,
+                batch,
+                image: data.train.shape,
+                sgd: &config.sgd,
+                tuning: ConvTuning::default(),
+            },
         )?;
         let stream = config.stream_data;
         let train = Feed::new(&ctx, &plan, data.train, config.augment, "train", stream)?;
