@@ -641,6 +641,43 @@ fn gn_case(s: GroupNormShape, fusion: Fusion, seed: u64) {
     }
 }
 
+/// An output of an op under test: its name, shape and tolerance (rtol, atol).
+struct Output<'a>(&'a str, &'a [usize], f64, f64);
+
+/// Checks an op against its oracle in the spirit of tinygrad's
+/// `helper_test_op`: random f32 inputs of `inputs` shapes (seeded from
+/// `seed`), zeroed `outputs`; `gpu` builds the dispatches that write the
+/// outputs, `oracle` computes them in f64 from the same inputs.
+fn check_op(
+    what: &str,
+    seed: u64,
+    inputs: &[&[usize]],
+    outputs: &[Output<'_>],
+    gpu: impl FnOnce(&[Tensor], &[Tensor]) -> Vec<Dispatch>,
+    oracle: impl FnOnce(&[Vec<f64>]) -> Vec<Vec<f64>>,
+) {
+    let (tensors, values): (Vec<Tensor>, Vec<Vec<f64>>) = inputs
+        .iter()
+        .zip(seed..)
+        .map(|(shape, seed)| {
+            let (t, v) = random_tensor("input", seed, shape);
+            (t, widen(&v))
+        })
+        .unzip();
+    let out: Vec<Tensor> = outputs.iter().map(|o| zeros(o.0, o.1)).collect();
+    let dispatches = gpu(&tensors, &out);
+    run(&dispatches.iter().collect::<Vec<_>>());
+    let expected = oracle(&values);
+    assert_eq!(
+        expected.len(),
+        outputs.len(),
+        "{what}: the oracle's outputs"
+    );
+    for ((o, t), e) in outputs.iter().zip(&out).zip(&expected) {
+        assert_close(&format!("{what} {}", o.0), &read(t), e, o.2, o.3);
+    }
+}
+
 /// A conv bias on odd shapes: batch 1, a plane longer than a workgroup,
 /// channel counts that are no multiple of anything.
 #[test]
@@ -701,33 +738,28 @@ fn batchnorm_refuses_one_value_per_channel() {
 
 #[test]
 fn relu_and_add_match_oracle() {
-    let shape = [3, 5, 7];
-    let (a, av) = random_tensor("a", 1, &shape);
-    let (b, bv) = random_tensor("b", 2, &shape);
-    let (y, dx, sum) = (
-        zeros("y", &shape),
-        zeros("dx", &shape),
-        zeros("sum", &shape),
-    );
-    let f = elementwise::relu_forward(ctx(), "relu", &a, &y).unwrap();
-    let bk = elementwise::relu_backward(ctx(), "relu", &b, &y, &dx).unwrap();
-    let ad = elementwise::add(ctx(), "add", &a, &b, &sum).unwrap();
-    run(&[&f, &bk, &ad]);
-    let yv = oracle::elementwise::relu(&widen(&av));
-    assert_close("relu", &read(&y), &yv, 0.0, 0.0);
-    assert_close(
-        "relu backward",
-        &read(&dx),
-        &oracle::elementwise::relu_backward(&widen(&bv), &yv),
-        0.0,
-        0.0,
-    );
-    assert_close(
-        "add",
-        &read(&sum),
-        &oracle::elementwise::add(&widen(&av), &widen(&bv)),
-        1e-7,
-        0.0,
+    let shape: &[usize] = &[3, 5, 7];
+    check_op(
+        "elementwise",
+        1,
+        &[shape, shape],
+        &[
+            Output("relu", shape, 0.0, 0.0),
+            Output("relu backward", shape, 0.0, 0.0),
+            Output("add", shape, 1e-7, 0.0),
+        ],
+        |t, out| {
+            vec![
+                elementwise::relu_forward(ctx(), "relu", &t[0], &out[0]).unwrap(),
+                elementwise::relu_backward(ctx(), "relu", &t[1], &out[0], &out[1]).unwrap(),
+                elementwise::add(ctx(), "add", &t[0], &t[1], &out[2]).unwrap(),
+            ]
+        },
+        |v| {
+            let y = oracle::elementwise::relu(&v[0]);
+            let dx = oracle::elementwise::relu_backward(&v[1], &y);
+            vec![y, dx, oracle::elementwise::add(&v[0], &v[1])]
+        },
     );
 }
 
@@ -763,29 +795,27 @@ fn shortcut_a_matches_oracle() {
     .enumerate()
     {
         let sc = Shortcut::new("shortcut", s).unwrap();
-        let (x, xv) = random_tensor("x", 10 + i as u64, &sc.input_shape());
-        let (dy, dyv) = random_tensor("dy", 20 + i as u64, &sc.output_shape());
-        let (y, dx) = (
-            zeros("y", &sc.output_shape()),
-            zeros("dx", &sc.input_shape()),
-        );
-        run(&[
-            &sc.forward(ctx(), &x, &y).unwrap(),
-            &sc.backward(ctx(), &dy, &dx).unwrap(),
-        ]);
-        assert_close(
-            &format!("{s:?} forward"),
-            &read(&y),
-            &oracle::shortcut::forward(&s, &widen(&xv)),
-            0.0,
-            0.0,
-        );
-        assert_close(
-            &format!("{s:?} backward"),
-            &read(&dx),
-            &oracle::shortcut::backward(&s, &widen(&dyv)),
-            0.0,
-            0.0,
+        let (input, output) = (sc.input_shape(), sc.output_shape());
+        check_op(
+            &format!("{s:?}"),
+            10 + 2 * i as u64,
+            &[&input, &output],
+            &[
+                Output("forward", &output, 0.0, 0.0),
+                Output("backward", &input, 0.0, 0.0),
+            ],
+            |t, out| {
+                vec![
+                    sc.forward(ctx(), &t[0], &out[0]).unwrap(),
+                    sc.backward(ctx(), &t[1], &out[1]).unwrap(),
+                ]
+            },
+            |v| {
+                vec![
+                    oracle::shortcut::forward(&s, &v[0]),
+                    oracle::shortcut::backward(&s, &v[1]),
+                ]
+            },
         );
     }
 }
@@ -872,26 +902,27 @@ fn max_pool_ties_keep_the_first_maximum() {
 #[test]
 fn global_average_pool_matches_oracle() {
     let pool = Pool::global_average("gap", 3, 5, 7, 3).unwrap();
-    let (x, xv) = random_tensor("x", 50, &pool.input_shape());
-    let (dy, dyv) = random_tensor("dy", 51, &[3, 5]);
-    let (y, dx) = (zeros("y", &[3, 5]), zeros("dx", &pool.input_shape()));
-    run(&[
-        &pool.global_avg_forward(ctx(), &x, &y).unwrap(),
-        &pool.global_avg_backward(ctx(), &dy, &dx).unwrap(),
-    ]);
-    assert_close(
-        "gap forward",
-        &read(&y),
-        &oracle::pool::global_avg_forward(15, 21, &widen(&xv)),
-        1e-6,
-        1e-7,
-    );
-    assert_close(
-        "gap backward",
-        &read(&dx),
-        &oracle::pool::global_avg_backward(15, 21, &widen(&dyv)),
-        1e-6,
-        0.0,
+    let input = pool.input_shape();
+    check_op(
+        "gap",
+        50,
+        &[&input, &[3, 5]],
+        &[
+            Output("forward", &[3, 5], 1e-6, 1e-7),
+            Output("backward", &input, 1e-6, 0.0),
+        ],
+        |t, out| {
+            vec![
+                pool.global_avg_forward(ctx(), &t[0], &out[0]).unwrap(),
+                pool.global_avg_backward(ctx(), &t[1], &out[1]).unwrap(),
+            ]
+        },
+        |v| {
+            vec![
+                oracle::pool::global_avg_forward(15, 21, &v[0]),
+                oracle::pool::global_avg_backward(15, 21, &v[1]),
+            ]
+        },
     );
 }
 
@@ -903,47 +934,33 @@ fn linear_matches_oracle() {
         out_f: 10,
     };
     let fc = Linear::new("fc", s);
-    let (x, xv) = random_tensor("x", 60, &[3, 17]);
-    let (w, wv) = random_tensor("w", 61, &[10, 17]);
-    let (b, bv) = random_tensor("b", 62, &[10]);
-    let (dy, dyv) = random_tensor("dy", 63, &[3, 10]);
-    let (y, dx, dw, db) = (
-        zeros("y", &[3, 10]),
-        zeros("dx", &[3, 17]),
-        zeros("dw", &[10, 17]),
-        zeros("db", &[10]),
-    );
-    let f = fc.forward(ctx(), &x, &w, &b, &y).unwrap();
-    let bk = fc.backward(ctx(), &x, &w, &dy, &dx, &dw, &db).unwrap();
-    run(&std::iter::once(&f).chain(&bk).collect::<Vec<_>>());
-    let (xv, wv, dyv) = (widen(&xv), widen(&wv), widen(&dyv));
-    assert_close(
-        "fc forward",
-        &read(&y),
-        &oracle::linear::forward(&s, &xv, &wv, &widen(&bv)),
-        1e-5,
-        1e-6,
-    );
-    assert_close(
-        "fc dx",
-        &read(&dx),
-        &oracle::linear::backward_input(&s, &dyv, &wv),
-        1e-5,
-        1e-6,
-    );
-    assert_close(
-        "fc dw",
-        &read(&dw),
-        &oracle::linear::backward_weight(&s, &xv, &dyv),
-        1e-5,
-        1e-6,
-    );
-    assert_close(
-        "fc db",
-        &read(&db),
-        &oracle::linear::backward_bias(&s, &dyv),
-        1e-5,
-        1e-6,
+    let tol = |name, shape| Output(name, shape, 1e-5, 1e-6);
+    check_op(
+        "fc",
+        60,
+        &[&[3, 17], &[10, 17], &[10], &[3, 10]],
+        &[
+            tol("forward", &[3, 10]),
+            tol("dx", &[3, 17]),
+            tol("dw", &[10, 17]),
+            tol("db", &[10]),
+        ],
+        |t, out| {
+            let mut d = vec![fc.forward(ctx(), &t[0], &t[1], &t[2], &out[0]).unwrap()];
+            d.extend(
+                fc.backward(ctx(), &t[0], &t[1], &t[3], &out[1], &out[2], &out[3])
+                    .unwrap(),
+            );
+            d
+        },
+        |v| {
+            vec![
+                oracle::linear::forward(&s, &v[0], &v[1], &v[2]),
+                oracle::linear::backward_input(&s, &v[3], &v[1]),
+                oracle::linear::backward_weight(&s, &v[0], &v[3]),
+                oracle::linear::backward_bias(&s, &v[3]),
+            ]
+        },
     );
 }
 
