@@ -17,10 +17,11 @@ use crate::ops::optim::{LearningRateBuffer, sgd_step};
 use crate::ops::pool::Pool;
 use crate::ops::shortcut::Shortcut as PadShortcut;
 use crate::ops::tune::{choose_conv_kernels, choose_loss_reduction};
-use crate::shapes::Fusion;
+use crate::shapes::{
+    BatchNormShape, Conv2dShape, Fusion, ImageShape, LinearShape, PoolShape, SgdConfig,
+};
 
 use super::norm::{NormIo, NormLayer, NormState};
-use crate::shapes::{BatchNormShape, Conv2dShape, ImageShape, LinearShape, PoolShape, SgdConfig};
 
 pub type TensorId = usize;
 
