@@ -14,6 +14,9 @@
 //!   its size and field offsets; the same test compares them with the WGSL
 //!   struct of the same name.
 
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
 use super::GpuError;
 use super::kernels::{SHADERS, Shader};
 
@@ -127,12 +130,25 @@ pub(crate) fn shader(name: &str) -> Result<&'static Shader, GpuError> {
 
 impl Shader {
     /// The binding number of the group-0 variable `name`, read from the
-    /// module's own declarations (`@group(0) @binding(N) var<...> name`).
+    /// module's own declarations (`@group(0) @binding(N) var<...> name`);
+    /// each module's source is scanned once per process.
     pub fn binding(&self, name: &str) -> Option<u32> {
-        self.bindings()
-            .into_iter()
+        static TABLES: OnceLock<HashMap<&'static str, Vec<(String, u32)>>> = OnceLock::new();
+        let tables =
+            TABLES.get_or_init(|| SHADERS.iter().map(|s| (s.name, s.bindings())).collect());
+        let scanned;
+        let table = match tables.get(self.name) {
+            Some(table) => table,
+            // A module outside SHADERS (none today) is scanned each time.
+            None => {
+                scanned = self.bindings();
+                &scanned
+            }
+        };
+        table
+            .iter()
             .find(|(n, _)| n == name)
-            .map(|(_, index)| index)
+            .map(|(_, index)| *index)
     }
 
     /// Every resource variable of the module: (name, binding number). Comments
