@@ -215,6 +215,13 @@ fn the_model_is_picked_from_the_list() {
         h.state().settings.model.shortcut,
         resnet_wgpu::model::ShortcutKind::B
     );
+    h.get_by_label("group").click();
+    h.step();
+    assert_eq!(
+        h.state().settings.model.norm,
+        resnet_wgpu::cli::NormArg::Group
+    );
+    h.get_by_label("groups");
 }
 
 #[test]

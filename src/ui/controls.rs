@@ -3,7 +3,7 @@
 use eframe::egui;
 
 use super::session::RunState;
-use crate::cli::{DatasetKind, TrainArgs};
+use crate::cli::{DatasetKind, NormArg, TrainArgs};
 use crate::model::ShortcutKind;
 
 /// The models offered in the window (the CLI takes any 6n+2 and ImageNet sizes).
@@ -72,6 +72,21 @@ pub fn settings(
                         );
                     ui.radio_value(&mut args.model.shortcut, ShortcutKind::B, "B (1x1 conv)")
                         .on_hover_text("projection where the shape changes");
+                });
+                ui.end_row();
+
+                ui.label("Norm");
+                ui.horizontal(|ui| {
+                    ui.radio_value(&mut args.model.norm, NormArg::Batch, "batch")
+                        .on_hover_text("BatchNorm2d (the paper's)");
+                    ui.radio_value(&mut args.model.norm, NormArg::Group, "group")
+                        .on_hover_text("GroupNorm: per-sample statistics over groups of channels");
+                    if args.model.norm == NormArg::Group {
+                        let label = ui.label("groups");
+                        ui.add(egui::DragValue::new(&mut args.model.groups).range(1..=512))
+                            .labelled_by(label.id)
+                            .on_hover_text("must divide every layer's channels");
+                    }
                 });
                 ui.end_row();
 
