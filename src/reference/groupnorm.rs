@@ -59,11 +59,7 @@ pub fn apply(
         .map(|i| {
             let (k, c) = (stat_of(s, i), channel_of(s, i));
             let z = (x[i] - stats.mean[k]) * stats.invstd[k] * gamma[c] + beta[c];
-            match fusion {
-                Fusion::None => z,
-                Fusion::Relu => z.max(0.0),
-                Fusion::AddRelu => (z + residual.expect("AddRelu needs a residual")[i]).max(0.0),
-            }
+            super::activate(fusion, z, residual.map(|r| r[i]))
         })
         .collect()
 }
@@ -91,14 +87,7 @@ pub fn backward(
     dy: &[f64],
     fusion: Fusion,
 ) -> GnGrads {
-    let g: Vec<f64> = match fusion {
-        Fusion::None => dy.to_vec(),
-        Fusion::Relu | Fusion::AddRelu => dy
-            .iter()
-            .zip(y)
-            .map(|(&d, &v)| if v > 0.0 { d } else { 0.0 })
-            .collect(),
-    };
+    let g = super::masked_grad(fusion, dy, y);
     let xhat = |i: usize| {
         let k = stat_of(s, i);
         (x[i] - stats.mean[k]) * stats.invstd[k]
