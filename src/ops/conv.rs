@@ -691,6 +691,8 @@ impl Conv2d {
             reduce_grid,
         )?;
         reduce.label = format!("{} backward_weight (reduce splits)", self.label);
+        // One kernel whichever candidate made the partial sums.
+        reduce.variant = None;
         let reduce = reduce.build(ctx)?;
         Ok(vec![gemm, reduce])
     }
