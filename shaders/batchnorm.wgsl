@@ -84,8 +84,8 @@ fn eval_stats(@builtin(global_invocation_id) gid: vec3<u32>) {
     save_invstd[c] = inverseSqrt(running_var[c] + p.eps);
 }
 
-// Elementwise kernels index a 2-D grid of workgroups so large tensors fit the
-// 65535-workgroups-per-dimension limit.
+// The elementwise kernels index a 2-D grid of workgroups (flat_index, in
+// shaders/prelude.wgsl) so large tensors fit the 65535-per-dimension limit.
 fn normalized(i: u32) -> f32 {
     let c = (i / p.hw) % p.channels;
     return (input[i] - save_mean[c]) * save_invstd[c] * gamma[c] + beta[c];

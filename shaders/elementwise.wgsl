@@ -16,7 +16,9 @@ override WG: u32 = 256u;
 @group(0) @binding(2) var<storage, read> rhs: array<f32>;
 @group(0) @binding(3) var<storage, read_write> output: array<f32>;
 
-// A 2-D grid of workgroups keeps large tensors within 65535 groups per dimension.
+// Each kernel indexes a 2-D grid of workgroups (flat_index, shaders/prelude.wgsl)
+// so large tensors stay within 65535 groups per dimension.
+
 // output = max(lhs, 0)
 @compute @workgroup_size(WG, 1, 1)
 fn relu_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
