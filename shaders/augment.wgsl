@@ -27,7 +27,7 @@ override WG: u32 = 256u;
 @group(0) @binding(2) var<storage, read> dataset_labels: array<u32>;
 // Dataset index of each batch sample.
 @group(0) @binding(3) var<storage, read> indices: array<u32>;
-@group(0) @binding(4) var<storage, read_write> output: array<f32>;
+@group(0) @binding(4) var<storage, read_write> output: array<act>;
 @group(0) @binding(5) var<storage, read_write> labels: array<u32>;
 
 // PCG hash (Jarzynski and Olano, "Hash Functions for GPU Rendering", 2020).
@@ -69,7 +69,7 @@ fn augment(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
     if sy >= 0 && sy < i32(p.height) && sx >= 0 && sx < i32(p.width) {
         pixel = image_byte(sample * chw + c * hw + u32(sy) * p.width + u32(sx));
     }
-    output[i] = (pixel / 255.0 - p.mean[c]) * p.inv_std[c];
+    output[i] = act((pixel / 255.0 - p.mean[c]) * p.inv_std[c]);
     if (i % chw) == 0u {
         labels[b] = dataset_labels[sample];
     }

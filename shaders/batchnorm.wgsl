@@ -6,6 +6,8 @@
 // PyTorch does) then forward_apply*. Eval forward = eval_stats then forward_apply*.
 // Backward = backward_reduce* (one workgroup per channel: dbeta, dgamma; the fused
 // forms first mask grad_output by output > 0) then backward_apply* (dx).
+// Activations and their gradients are `act` (f32 or f16); statistics, parameters
+// and every sum are f32.
 
 struct BnParams {
     batch: u32,
@@ -22,23 +24,23 @@ const WG: u32 = 256u;
 override WG_ELEMENTWISE: u32 = 256u;
 
 @group(0) @binding(0) var<uniform> p: BnParams;
-@group(0) @binding(1) var<storage, read> input: array<f32>;
+@group(0) @binding(1) var<storage, read> input: array<act>;
 @group(0) @binding(2) var<storage, read> gamma: array<f32>;
 @group(0) @binding(3) var<storage, read> beta: array<f32>;
-@group(0) @binding(4) var<storage, read_write> output: array<f32>;
+@group(0) @binding(4) var<storage, read_write> output: array<act>;
 // Per-channel mean and 1/sqrt(var + eps) of this forward, kept for backward.
 @group(0) @binding(5) var<storage, read_write> save_mean: array<f32>;
 @group(0) @binding(6) var<storage, read_write> save_invstd: array<f32>;
 @group(0) @binding(7) var<storage, read_write> running_mean: array<f32>;
 @group(0) @binding(8) var<storage, read_write> running_var: array<f32>;
-@group(0) @binding(9) var<storage, read> residual: array<f32>;
-@group(0) @binding(10) var<storage, read> grad_output: array<f32>;
-@group(0) @binding(11) var<storage, read_write> grad_input: array<f32>;
+@group(0) @binding(9) var<storage, read> residual: array<act>;
+@group(0) @binding(10) var<storage, read> grad_output: array<act>;
+@group(0) @binding(11) var<storage, read_write> grad_input: array<act>;
 @group(0) @binding(12) var<storage, read_write> grad_gamma: array<f32>;
 @group(0) @binding(13) var<storage, read_write> grad_beta: array<f32>;
-@group(0) @binding(14) var<storage, read_write> grad_residual: array<f32>;
+@group(0) @binding(14) var<storage, read_write> grad_residual: array<act>;
 // The forward output of the fused ReLU forms: its sign is the ReLU mask.
-@group(0) @binding(15) var<storage, read> forward_output: array<f32>;
+@group(0) @binding(15) var<storage, read> forward_output: array<act>;
 
 // Index of the i-th element of channel c, i in [0, batch*hw).
 fn channel_element(c: u32, i: u32) -> u32 {
@@ -55,13 +57,13 @@ fn forward_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     let count = p.batch * p.hw;
     var sum = 0.0;
     for (var i = lid.x; i < count; i += WG) {
-        sum += input[channel_element(c, i)];
+        sum += f32(input[channel_element(c, i)]);
     }
     let mean = workgroup_sum(vec2<f32>(sum, 0.0), lid.x).x / f32(count);
     // Second pass over centred values: no cancellation from E[x^2] - E[x]^2.
     var sq = 0.0;
     for (var i = lid.x; i < count; i += WG) {
-        let d = input[channel_element(c, i)] - mean;
+        let d = f32(input[channel_element(c, i)]) - mean;
         sq += d * d;
     }
     let var_biased = workgroup_sum(vec2<f32>(sq, 0.0), lid.x).x / f32(count);
@@ -88,7 +90,7 @@ fn eval_stats(@builtin(global_invocation_id) gid: vec3<u32>) {
 // shaders/prelude.wgsl) so large tensors fit the 65535-per-dimension limit.
 fn normalized(i: u32) -> f32 {
     let c = (i / p.hw) % p.channels;
-    return (input[i] - save_mean[c]) * save_invstd[c] * gamma[c] + beta[c];
+    return (f32(input[i]) - save_mean[c]) * save_invstd[c] * gamma[c] + beta[c];
 }
 
 @compute @workgroup_size(WG_ELEMENTWISE, 1, 1)
@@ -96,7 +98,7 @@ fn forward_apply(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
                  @builtin(num_workgroups) groups: vec3<u32>) {
     let i = flat_index(wg, lid, groups, WG_ELEMENTWISE);
     if i >= p.batch * p.channels * p.hw { return; }
-    output[i] = normalized(i);
+    output[i] = act(normalized(i));
 }
 
 @compute @workgroup_size(WG_ELEMENTWISE, 1, 1)
@@ -104,7 +106,7 @@ fn forward_apply_relu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoc
                       @builtin(num_workgroups) groups: vec3<u32>) {
     let i = flat_index(wg, lid, groups, WG_ELEMENTWISE);
     if i >= p.batch * p.channels * p.hw { return; }
-    output[i] = max(normalized(i), 0.0);
+    output[i] = act(max(normalized(i), 0.0));
 }
 
 @compute @workgroup_size(WG_ELEMENTWISE, 1, 1)
@@ -112,15 +114,15 @@ fn forward_apply_add_relu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_i
                           @builtin(num_workgroups) groups: vec3<u32>) {
     let i = flat_index(wg, lid, groups, WG_ELEMENTWISE);
     if i >= p.batch * p.channels * p.hw { return; }
-    output[i] = max(normalized(i) + residual[i], 0.0);
+    output[i] = act(max(normalized(i) + f32(residual[i]), 0.0));
 }
 
 fn xhat(i: u32, c: u32) -> f32 {
-    return (input[i] - save_mean[c]) * save_invstd[c];
+    return (f32(input[i]) - save_mean[c]) * save_invstd[c];
 }
 
 fn masked_grad(i: u32) -> f32 {
-    return select(0.0, grad_output[i], forward_output[i] > 0.0);
+    return select(0.0, f32(grad_output[i]), forward_output[i] > act(0.0));
 }
 
 fn store_param_grads(c: u32, sums: vec2<f32>, lid: u32) {
@@ -136,7 +138,7 @@ fn backward_reduce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
     var acc = vec2<f32>(0.0);
     for (var k = lid.x; k < p.batch * p.hw; k += WG) {
         let i = channel_element(c, k);
-        let g = grad_output[i];
+        let g = f32(grad_output[i]);
         acc += vec2<f32>(g, g * xhat(i, c));
     }
     store_param_grads(c, workgroup_sum(acc, lid.x), lid.x);
@@ -162,7 +164,7 @@ fn backward_reduce_add_relu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local
     for (var k = lid.x; k < p.batch * p.hw; k += WG) {
         let i = channel_element(c, k);
         let g = masked_grad(i);
-        grad_residual[i] = g;
+        grad_residual[i] = act(g);
         acc += vec2<f32>(g, g * xhat(i, c));
     }
     store_param_grads(c, workgroup_sum(acc, lid.x), lid.x);
@@ -180,7 +182,7 @@ fn backward_apply(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
                   @builtin(num_workgroups) groups: vec3<u32>) {
     let i = flat_index(wg, lid, groups, WG_ELEMENTWISE);
     if i >= p.batch * p.channels * p.hw { return; }
-    grad_input[i] = input_grad(i, grad_output[i]);
+    grad_input[i] = act(input_grad(i, f32(grad_output[i])));
 }
 
 // For both fused forms: the ReLU mask is the same, the skip branch was handled above.
@@ -189,5 +191,5 @@ fn backward_apply_relu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invo
                        @builtin(num_workgroups) groups: vec3<u32>) {
     let i = flat_index(wg, lid, groups, WG_ELEMENTWISE);
     if i >= p.batch * p.channels * p.hw { return; }
-    grad_input[i] = input_grad(i, masked_grad(i));
+    grad_input[i] = act(input_grad(i, masked_grad(i)));
 }

@@ -28,11 +28,11 @@ override STRIDE: u32 = 0u;
 @group(0) @binding(7) var<storage, read> weight_partials: array<f32>;
 
 fn load_input(index: i32, valid: bool) -> f32 {
-    return select(0.0, input[u32(max(index, 0))], valid);
+    return select(0.0, f32(input[u32(max(index, 0))]), valid);
 }
 
 fn load_grad_output(index: i32, valid: bool) -> f32 {
-    return select(0.0, grad_output[u32(max(index, 0))], valid);
+    return select(0.0, f32(grad_output[u32(max(index, 0))]), valid);
 }
 
 @compute @workgroup_size(WG_N, WG_M, 1)
@@ -78,8 +78,8 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
                 let idx = line + iw;
                 let xv = vec4<f32>(load_input(idx.x, ok.x), load_input(idx.y, ok.y),
                                    load_input(idx.z, ok.z), load_input(idx.w, ok.w));
-                let wv = vec4<f32>(weight[row_base.x + k], weight[row_base.y + k],
-                                   weight[row_base.z + k], weight[row_base.w + k]);
+                let wv = vec4<f32>(f32(weight[row_base.x + k]), f32(weight[row_base.y + k]),
+                                   f32(weight[row_base.z + k]), f32(weight[row_base.w + k]));
                 acc[0] = fma(vec4<f32>(wv.x), xv, acc[0]);
                 acc[1] = fma(vec4<f32>(wv.y), xv, acc[1]);
                 acc[2] = fma(vec4<f32>(wv.z), xv, acc[2]);
@@ -96,7 +96,7 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
             let n = n0 + j * WG_N;
             if n >= n_total { break; }
             let b = n / out_hw;
-            output[(b * p.out_c + co) * out_hw + n % out_hw] = acc[i][j];
+            output[(b * p.out_c + co) * out_hw + n % out_hw] = act(acc[i][j]);
         }
     }
 }
@@ -153,8 +153,8 @@ fn backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
                 let gv = vec4<f32>(load_grad_output(idx.x, ok.x), load_grad_output(idx.y, ok.y),
                                    load_grad_output(idx.z, ok.z), load_grad_output(idx.w, ok.w));
                 let k = w_co + kh * kw_n + kw;
-                let wv = vec4<f32>(weight[row_base.x + k], weight[row_base.y + k],
-                                   weight[row_base.z + k], weight[row_base.w + k]);
+                let wv = vec4<f32>(f32(weight[row_base.x + k]), f32(weight[row_base.y + k]),
+                                   f32(weight[row_base.z + k]), f32(weight[row_base.w + k]));
                 acc[0] = fma(vec4<f32>(wv.x), gv, acc[0]);
                 acc[1] = fma(vec4<f32>(wv.y), gv, acc[1]);
                 acc[2] = fma(vec4<f32>(wv.z), gv, acc[2]);
@@ -170,7 +170,7 @@ fn backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
             let n = n0 + j * WG_N;
             if n >= n_total { break; }
             let b = n / in_hw;
-            grad_input[(b * p.in_c + ci) * in_hw + n % in_hw] = acc[i][j];
+            grad_input[(b * p.in_c + ci) * in_hw + n % in_hw] = act(acc[i][j]);
         }
     }
 }
@@ -245,8 +245,8 @@ fn backward_input_strided(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_i
                 let gv = vec4<f32>(load_grad_output(idx.x, ok.x), load_grad_output(idx.y, ok.y),
                                    load_grad_output(idx.z, ok.z), load_grad_output(idx.w, ok.w));
                 let k = w_co + kh * kw_n + kw;
-                let wv = vec4<f32>(weight[row_base.x + k], weight[row_base.y + k],
-                                   weight[row_base.z + k], weight[row_base.w + k]);
+                let wv = vec4<f32>(f32(weight[row_base.x + k]), f32(weight[row_base.y + k]),
+                                   f32(weight[row_base.z + k]), f32(weight[row_base.w + k]));
                 acc[0] = fma(vec4<f32>(wv.x), gv, acc[0]);
                 acc[1] = fma(vec4<f32>(wv.y), gv, acc[1]);
                 acc[2] = fma(vec4<f32>(wv.z), gv, acc[2]);
@@ -260,7 +260,7 @@ fn backward_input_strided(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_i
         if ci >= p.in_c { break; }
         for (var j = 0u; j < TILE; j++) {
             if !col_ok[j] { break; }
-            grad_input[dst[j] + ci * in_hw] = acc[i][j];
+            grad_input[dst[j] + ci * in_hw] = act(acc[i][j]);
         }
     }
 }
@@ -313,8 +313,8 @@ fn backward_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
         let xv = vec4<f32>(load_input(idx.x, ok.x), load_input(idx.y, ok.y),
                            load_input(idx.z, ok.z), load_input(idx.w, ok.w));
         let g_base = b * p.out_c * out_hw + oh * p.out_w + ow;
-        let gv = vec4<f32>(grad_output[g_base + rows.x * out_hw], grad_output[g_base + rows.y * out_hw],
-                           grad_output[g_base + rows.z * out_hw], grad_output[g_base + rows.w * out_hw]);
+        let gv = vec4<f32>(f32(grad_output[g_base + rows.x * out_hw]), f32(grad_output[g_base + rows.y * out_hw]),
+                           f32(grad_output[g_base + rows.z * out_hw]), f32(grad_output[g_base + rows.w * out_hw]));
         acc[0] = fma(vec4<f32>(gv.x), xv, acc[0]);
         acc[1] = fma(vec4<f32>(gv.y), xv, acc[1]);
         acc[2] = fma(vec4<f32>(gv.z), xv, acc[2]);
@@ -373,8 +373,8 @@ fn reduce_weight_splits(@builtin(global_invocation_id) gid: vec3<u32>) {
 override SQ_WG: u32 = 64u;
 override SQ_TRANSPOSED: bool = false;
 const SQ_ROWS: u32 = 16u;
-@group(0) @binding(8) var<storage, read> src4: array<vec4<f32>>;
-@group(0) @binding(9) var<storage, read_write> dst4: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read> src4: array<vec4<act>>;
+@group(0) @binding(9) var<storage, read_write> dst4: array<vec4<act>>;
 
 // The three horizontal taps (kw = 0, 1, 2) of 8 pixels starting at quad q of a
 // source row: the 8 pixels as vec4s a and d, shifted left (a0, d0) and right
@@ -385,21 +385,21 @@ struct Taps8 {
 }
 
 fn taps8(row: u32, q: u32, w4: u32) -> Taps8 {
-    let a = src4[row + q];
-    let d = src4[row + q + 1u];
+    let a = vec4<f32>(src4[row + q]);
+    let d = vec4<f32>(src4[row + q + 1u]);
     var left = vec4<f32>(0.0);
     var right = vec4<f32>(0.0);
-    if q > 0u { left = src4[row + q - 1u]; }
-    if q + 2u < w4 { right = src4[row + q + 2u]; }
+    if q > 0u { left = vec4<f32>(src4[row + q - 1u]); }
+    if q + 2u < w4 { right = vec4<f32>(src4[row + q + 2u]); }
     return Taps8(vec4<f32>(left.w, a.xyz), a, vec4<f32>(a.yzw, d.x),
                  vec4<f32>(a.w, d.xyz), d, vec4<f32>(d.yzw, right.x));
 }
 
 fn sq_weight(m: u32, c: u32, kh: u32, kw: u32, m_total: u32, c_total: u32) -> f32 {
     if SQ_TRANSPOSED {
-        return weight[((c * m_total + m) * 3u + 2u - kh) * 3u + 2u - kw];
+        return f32(weight[((c * m_total + m) * 3u + 2u - kh) * 3u + 2u - kw]);
     }
-    return weight[((m * c_total + c) * 3u + kh) * 3u + kw];
+    return f32(weight[((m * c_total + c) * 3u + kh) * 3u + kw]);
 }
 
 @compute @workgroup_size(SQ_WG, 1, 1)
@@ -440,8 +440,8 @@ fn conv3x3_s1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id
         let m = m0 + i;
         if m >= m_total { break; }
         let at = ((b * m_total + m) * h + oh) * w4 + q;
-        dst4[at] = acc0[i];
-        dst4[at + 1u] = acc1[i];
+        dst4[at] = vec4<act>(acc0[i]);
+        dst4[at + 1u] = vec4<act>(acc1[i]);
     }
 }
 
@@ -455,7 +455,7 @@ fn conv3x3_s1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id
 // Two output channels per workgroup measured fastest (four spill registers).
 override BW_WG: u32 = 16u;
 const BW_ROWS: u32 = 2u;
-@group(0) @binding(10) var<storage, read> grad4: array<vec4<f32>>;
+@group(0) @binding(10) var<storage, read> grad4: array<vec4<act>>;
 
 @compute @workgroup_size(BW_WG, 1, 1)
 fn conv3x3_s1_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -478,8 +478,8 @@ fn conv3x3_s1_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
         var dy: array<vec4<f32>, 4>; // BW_ROWS x 2 halves
         for (var r = 0u; r < BW_ROWS; r++) {
             let at = ((b * p.out_c + min(m0 + r, p.out_c - 1u)) * h + oh) * w4 + q;
-            dy[2u * r] = grad4[at];
-            dy[2u * r + 1u] = grad4[at + 1u];
+            dy[2u * r] = vec4<f32>(grad4[at]);
+            dy[2u * r + 1u] = vec4<f32>(grad4[at + 1u]);
         }
         for (var kh = 0u; kh < 3u; kh++) {
             let ih = i32(oh + kh) - 1;

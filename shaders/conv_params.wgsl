@@ -1,6 +1,9 @@
 // The conv family's parameters and storage bindings, joined before conv.wgsl
 // and conv_tiled.wgsl (src/gpu/kernels.rs), so every conv kernel candidate
 // reads the same ConvParams (src/ops/conv.rs mirrors it) at the same bindings.
+// Activations, their gradients and the weights are `act` (f32, or f16 under
+// mixed precision: the f16 copy of the weights); kernels convert to f32 as they
+// load, accumulate in f32, and the weight gradient is f32 at either precision.
 
 struct ConvParams {
     batch: u32,
@@ -18,9 +21,9 @@ struct ConvParams {
 }
 
 @group(0) @binding(0) var<uniform> p: ConvParams;
-@group(0) @binding(1) var<storage, read> input: array<f32>;
-@group(0) @binding(2) var<storage, read> weight: array<f32>;
-@group(0) @binding(3) var<storage, read_write> output: array<f32>;
-@group(0) @binding(4) var<storage, read> grad_output: array<f32>;
-@group(0) @binding(5) var<storage, read_write> grad_input: array<f32>;
+@group(0) @binding(1) var<storage, read> input: array<act>;
+@group(0) @binding(2) var<storage, read> weight: array<act>;
+@group(0) @binding(3) var<storage, read_write> output: array<act>;
+@group(0) @binding(4) var<storage, read> grad_output: array<act>;
+@group(0) @binding(5) var<storage, read_write> grad_input: array<act>;
 @group(0) @binding(6) var<storage, read_write> grad_weight: array<f32>;

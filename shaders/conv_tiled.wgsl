@@ -62,7 +62,7 @@ fn stage_weight_rows(lin: u32, m0: u32, k0: u32, m_total: u32, k_total: u32) {
         let m = m0 + mm;
         let k = k0 + kk;
         let ok = m < m_total && k < k_total;
-        set_a(kk, mm, select(0.0, weight[min(m, m_total - 1u) * k_total + min(k, k_total - 1u)], ok));
+        set_a(kk, mm, select(0.0, f32(weight[min(m, m_total - 1u) * k_total + min(k, k_total - 1u)]), ok));
     }
 }
 
@@ -102,7 +102,7 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
             let iw = iw0 + i32(t % kw_n);
             let ok = col_ok && k < k_total && ih >= 0 && ih < i32(p.in_h) && iw >= 0 && iw < i32(p.in_w);
             let at = img + i32(ci) * in_hw + ih * i32(p.in_w) + iw;
-            set_b(kk, col, select(0.0, input[u32(max(at, 0))], ok));
+            set_b(kk, col, select(0.0, f32(input[u32(max(at, 0))]), ok));
         }
         workgroupBarrier();
         multiply_slice(&acc, lid.x, lid.y);
@@ -113,7 +113,7 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
         for (var j = 0u; j < 4u; j++) {
             let n = n0 + 4u * lid.x + j;
             if co < p.out_c && n < n_total {
-                output[((n / out_hw) * p.out_c + co) * out_hw + n % out_hw] = acc[i][j];
+                output[((n / out_hw) * p.out_c + co) * out_hw + n % out_hw] = act(acc[i][j]);
             }
         }
     }
@@ -171,7 +171,7 @@ fn backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
             let kw = rw + s * (t % max(taps_w, 1u));
             let ok = ci < p.in_c && k < k_total;
             let at = (min(co, p.out_c - 1u) * p.in_c + min(ci, p.in_c - 1u)) * khw + min(kh * kw_n + kw, khw - 1u);
-            set_a(kk, mm, select(0.0, weight[at], ok));
+            set_a(kk, mm, select(0.0, f32(weight[at]), ok));
         }
         // B[k][n] = grad_output[b][co][oh][ow] with oh = (ih + pad - kh) / s.
         for (var kk = lin / bn; kk < TK; kk += TW_M / 4u) {
@@ -185,7 +185,7 @@ fn backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
             let ow_ok = tw >= i32(rw + s * (t % max(taps_w, 1u))) && ow < i32(p.out_w);
             let ok = col_ok && k < k_total && oh_ok && ow_ok;
             let at = i32(img + co * out_hw) + oh * i32(p.out_w) + ow;
-            set_b(kk, col, select(0.0, grad_output[u32(max(at, 0))], ok));
+            set_b(kk, col, select(0.0, f32(grad_output[u32(max(at, 0))]), ok));
         }
         workgroupBarrier();
         multiply_slice(&acc, lid.x, lid.y);
@@ -199,7 +199,7 @@ fn backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
                 let r = n % class_hw;
                 let ih = ih_first + s * (r / cols);
                 let iw = iw_first + s * (r % cols);
-                grad_input[((n / class_hw) * p.in_c + ci) * in_hw + ih * p.in_w + iw] = acc[i][j];
+                grad_input[((n / class_hw) * p.in_c + ci) * in_hw + ih * p.in_w + iw] = act(acc[i][j]);
             }
         }
     }
@@ -244,7 +244,7 @@ fn backward_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
             let k = min(k0 + kk, k_all - 1u);
             let ok = co < p.out_c && k0 + kk < k_end;
             let at = ((k / out_hw) * p.out_c + min(co, p.out_c - 1u)) * out_hw + k % out_hw;
-            set_a(kk, mm, select(0.0, grad_output[at], ok));
+            set_a(kk, mm, select(0.0, f32(grad_output[at]), ok));
         }
         // B[k][n] = input[b][ci][oh s + kh - pad][ow s + kw - pad].
         for (var kk = lin / bn; kk < TK; kk += TW_M / 4u) {
@@ -255,7 +255,7 @@ fn backward_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
             let iw = i32((r % p.out_w) * p.stride) + dw;
             let ok = col_ok && k0 + kk < k_end && ih >= 0 && ih < i32(p.in_h) && iw >= 0 && iw < i32(p.in_w);
             let at = i32(b * p.in_c * in_hw + chan) + ih * i32(p.in_w) + iw;
-            set_b(kk, col, select(0.0, input[u32(max(at, 0))], ok));
+            set_b(kk, col, select(0.0, f32(input[u32(max(at, 0))]), ok));
         }
         workgroupBarrier();
         multiply_slice(&acc, lid.x, lid.y);

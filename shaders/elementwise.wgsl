@@ -1,4 +1,6 @@
-// ReLU and residual add, forward and backward, over flat f32 tensors.
+// ReLU and residual add, forward and backward, over flat tensors of `act`
+// (f32 or f16, from the precision header; the arithmetic is exact or one
+// rounding either way).
 // The fused BN+ReLU and BN+add+ReLU forms live in batchnorm.wgsl; these serve
 // layers that stand alone and the gradient sum where a tensor feeds two consumers.
 
@@ -12,9 +14,9 @@ struct ElementwiseParams {
 override WG: u32 = 256u;
 
 @group(0) @binding(0) var<uniform> p: ElementwiseParams;
-@group(0) @binding(1) var<storage, read> lhs: array<f32>;
-@group(0) @binding(2) var<storage, read> rhs: array<f32>;
-@group(0) @binding(3) var<storage, read_write> output: array<f32>;
+@group(0) @binding(1) var<storage, read> lhs: array<act>;
+@group(0) @binding(2) var<storage, read> rhs: array<act>;
+@group(0) @binding(3) var<storage, read_write> output: array<act>;
 
 // Each kernel indexes a 2-D grid of workgroups (flat_index, shaders/prelude.wgsl)
 // so large tensors stay within 65535 groups per dimension.

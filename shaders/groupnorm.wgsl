@@ -27,21 +27,21 @@ const WG: u32 = 256u;
 override WG_ELEMENTWISE: u32 = 256u;
 
 @group(0) @binding(0) var<uniform> p: GnParams;
-@group(0) @binding(1) var<storage, read> input: array<f32>;
+@group(0) @binding(1) var<storage, read> input: array<act>;
 @group(0) @binding(2) var<storage, read> gamma: array<f32>;
 @group(0) @binding(3) var<storage, read> beta: array<f32>;
-@group(0) @binding(4) var<storage, read_write> output: array<f32>;
+@group(0) @binding(4) var<storage, read_write> output: array<act>;
 // Per-(sample, group) mean and 1/sqrt(var + eps), kept for backward.
 @group(0) @binding(5) var<storage, read_write> save_mean: array<f32>;
 @group(0) @binding(6) var<storage, read_write> save_invstd: array<f32>;
-@group(0) @binding(7) var<storage, read> residual: array<f32>;
-@group(0) @binding(8) var<storage, read> grad_output: array<f32>;
-@group(0) @binding(9) var<storage, read_write> grad_input: array<f32>;
+@group(0) @binding(7) var<storage, read> residual: array<act>;
+@group(0) @binding(8) var<storage, read> grad_output: array<act>;
+@group(0) @binding(9) var<storage, read_write> grad_input: array<act>;
 @group(0) @binding(10) var<storage, read_write> grad_gamma: array<f32>;
 @group(0) @binding(11) var<storage, read_write> grad_beta: array<f32>;
-@group(0) @binding(12) var<storage, read_write> grad_residual: array<f32>;
+@group(0) @binding(12) var<storage, read_write> grad_residual: array<act>;
 // The forward output of the fused ReLU forms: its sign is the ReLU mask.
-@group(0) @binding(13) var<storage, read> forward_output: array<f32>;
+@group(0) @binding(13) var<storage, read> forward_output: array<act>;
 // Per (sample, group): mean of d, then mean of d * xhat ([2, batch * groups]).
 @group(0) @binding(14) var<storage, read_write> group_grads: array<f32>;
 
@@ -64,11 +64,11 @@ fn channel_of(i: u32) -> u32 {
 
 fn xhat(i: u32) -> f32 {
     let k = group_of(i);
-    return (input[i] - save_mean[k]) * save_invstd[k];
+    return (f32(input[i]) - save_mean[k]) * save_invstd[k];
 }
 
 fn masked_grad(i: u32) -> f32 {
-    return select(0.0, grad_output[i], forward_output[i] > 0.0);
+    return select(0.0, f32(grad_output[i]), forward_output[i] > act(0.0));
 }
 
 // workgroup_sum(value, lid) comes from the reduction prelude (shaders/reduce.wgsl).
@@ -80,12 +80,12 @@ fn forward_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     let base = k * n;
     var sum = 0.0;
     for (var i = lid.x; i < n; i += WG) {
-        sum += input[base + i];
+        sum += f32(input[base + i]);
     }
     let mean = workgroup_sum(vec2<f32>(sum, 0.0), lid.x).x / f32(n);
     var sq = 0.0;
     for (var i = lid.x; i < n; i += WG) {
-        let d = input[base + i] - mean;
+        let d = f32(input[base + i]) - mean;
         sq += d * d;
     }
     let var_biased = workgroup_sum(vec2<f32>(sq, 0.0), lid.x).x / f32(n);
@@ -105,7 +105,7 @@ fn forward_apply(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
                  @builtin(num_workgroups) groups: vec3<u32>) {
     let i = flat_index(wg, lid, groups, WG_ELEMENTWISE);
     if i >= numel() { return; }
-    output[i] = normalized(i);
+    output[i] = act(normalized(i));
 }
 
 @compute @workgroup_size(WG_ELEMENTWISE, 1, 1)
@@ -113,7 +113,7 @@ fn forward_apply_relu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoc
                       @builtin(num_workgroups) groups: vec3<u32>) {
     let i = flat_index(wg, lid, groups, WG_ELEMENTWISE);
     if i >= numel() { return; }
-    output[i] = max(normalized(i), 0.0);
+    output[i] = act(max(normalized(i), 0.0));
 }
 
 @compute @workgroup_size(WG_ELEMENTWISE, 1, 1)
@@ -121,7 +121,7 @@ fn forward_apply_add_relu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_i
                           @builtin(num_workgroups) groups: vec3<u32>) {
     let i = flat_index(wg, lid, groups, WG_ELEMENTWISE);
     if i >= numel() { return; }
-    output[i] = max(normalized(i) + residual[i], 0.0);
+    output[i] = act(max(normalized(i) + f32(residual[i]), 0.0));
 }
 
 // Index of the i-th element of channel c, i in [0, batch*hw).
@@ -142,7 +142,7 @@ fn backward_params(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
     var acc = vec2<f32>(0.0);
     for (var k = lid.x; k < p.batch * p.hw; k += WG) {
         let i = channel_element(c, k);
-        let g = grad_output[i];
+        let g = f32(grad_output[i]);
         acc += vec2<f32>(g, g * xhat(i));
     }
     store_param_grads(c, workgroup_sum(acc, lid.x), lid.x);
@@ -167,7 +167,7 @@ fn backward_params_add_relu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local
     for (var k = lid.x; k < p.batch * p.hw; k += WG) {
         let i = channel_element(c, k);
         let g = masked_grad(i);
-        grad_residual[i] = g;
+        grad_residual[i] = act(g);
         acc += vec2<f32>(g, g * xhat(i));
     }
     store_param_grads(c, workgroup_sum(acc, lid.x), lid.x);
@@ -188,7 +188,7 @@ fn backward_group(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
     var acc = vec2<f32>(0.0);
     for (var j = lid.x; j < n; j += WG) {
         let i = k * n + j;
-        let d = grad_output[i] * gamma[channel_of(i)];
+        let d = f32(grad_output[i]) * gamma[channel_of(i)];
         acc += vec2<f32>(d, d * xhat(i));
     }
     store_group_grads(k, workgroup_sum(acc, lid.x), lid.x);
@@ -220,7 +220,7 @@ fn backward_apply(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
                   @builtin(num_workgroups) groups: vec3<u32>) {
     let i = flat_index(wg, lid, groups, WG_ELEMENTWISE);
     if i >= numel() { return; }
-    grad_input[i] = input_grad(i, grad_output[i]);
+    grad_input[i] = act(input_grad(i, f32(grad_output[i])));
 }
 
 // For both fused forms: the ReLU mask is the same, the skip branch was handled
@@ -230,5 +230,5 @@ fn backward_apply_relu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invo
                        @builtin(num_workgroups) groups: vec3<u32>) {
     let i = flat_index(wg, lid, groups, WG_ELEMENTWISE);
     if i >= numel() { return; }
-    grad_input[i] = input_grad(i, masked_grad(i));
+    grad_input[i] = act(input_grad(i, masked_grad(i)));
 }

@@ -1,5 +1,7 @@
 // Fully connected layer y = x W^T + b, x [batch, in_f], W [out_f, in_f] (PyTorch
 // layout), b [out_f]. Small in a ResNet (64x10 on CIFAR), so one output per invocation.
+// x, W (the f16 copy at f16) and dx are `act`; the logits, their gradient, dW and
+// db are f32 at either precision, so the loss and SGD never see f16.
 
 struct LinearParams {
     batch: u32,
@@ -11,12 +13,12 @@ struct LinearParams {
 override WG: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: LinearParams;
-@group(0) @binding(1) var<storage, read> input: array<f32>;
-@group(0) @binding(2) var<storage, read> weight: array<f32>;
+@group(0) @binding(1) var<storage, read> input: array<act>;
+@group(0) @binding(2) var<storage, read> weight: array<act>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> output: array<f32>;
 @group(0) @binding(5) var<storage, read> grad_output: array<f32>;
-@group(0) @binding(6) var<storage, read_write> grad_input: array<f32>;
+@group(0) @binding(6) var<storage, read_write> grad_input: array<act>;
 @group(0) @binding(7) var<storage, read_write> grad_weight: array<f32>;
 @group(0) @binding(8) var<storage, read_write> grad_bias: array<f32>;
 
@@ -28,7 +30,7 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let o = i % p.out_f;
     var sum = bias[o];
     for (var k = 0u; k < p.in_f; k++) {
-        sum = fma(input[b * p.in_f + k], weight[o * p.in_f + k], sum);
+        sum = fma(f32(input[b * p.in_f + k]), f32(weight[o * p.in_f + k]), sum);
     }
     output[i] = sum;
 }
@@ -41,9 +43,9 @@ fn backward_input(@builtin(global_invocation_id) gid: vec3<u32>) {
     let k = i % p.in_f;
     var sum = 0.0;
     for (var o = 0u; o < p.out_f; o++) {
-        sum = fma(grad_output[b * p.out_f + o], weight[o * p.in_f + k], sum);
+        sum = fma(grad_output[b * p.out_f + o], f32(weight[o * p.in_f + k]), sum);
     }
-    grad_input[i] = sum;
+    grad_input[i] = act(sum);
 }
 
 @compute @workgroup_size(WG, 1, 1)
@@ -54,7 +56,7 @@ fn backward_weight(@builtin(global_invocation_id) gid: vec3<u32>) {
     let k = i % p.in_f;
     var sum = 0.0;
     for (var b = 0u; b < p.batch; b++) {
-        sum = fma(grad_output[b * p.out_f + o], input[b * p.in_f + k], sum);
+        sum = fma(grad_output[b * p.out_f + o], f32(input[b * p.in_f + k]), sum);
     }
     grad_weight[i] = sum;
 }

@@ -4,7 +4,10 @@
 // forward_backward: one invocation per sample writes its loss, whether its argmax
 // equals the label (sample_correct[b]), whether the label's logit is among the
 // five largest (sample_correct[batch + b]; ties count in its favour), and
-// d(mean loss)/d(logits) = (softmax - onehot) / valid.
+// d(mean loss)/d(logits) = (softmax - onehot) / valid, times the loss scale
+// (loss_scale[0]: 1 at f32; the dynamic scale of mixed precision, see
+// shaders/optim.wgsl, so that small f16 activation gradients do not flush to
+// zero).
 // Only the first `valid` samples count: an evaluation pass pads its last batch
 // and the padding must add nothing to the loss, the accuracy or the gradient.
 // reduce_metrics: one workgroup sums the batch and adds it to the metrics
@@ -34,6 +37,8 @@ const WG: u32 = 256u;
 // [2, batch]: top-1 hits, then top-5 hits.
 @group(0) @binding(5) var<storage, read_write> sample_correct: array<f32>;
 @group(0) @binding(6) var<storage, read_write> metrics: array<f32>;
+// The loss scaler's words; word 0 is the scale.
+@group(0) @binding(7) var<storage, read> loss_scale: array<f32>;
 
 // workgroup_sum(value, lid) comes from the reduction prelude this file is
 // compiled with (shaders/reduce.wgsl or reduce_subgroup.wgsl).
@@ -77,7 +82,7 @@ fn forward_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     sample_loss[b] = log(sum_exp) + best - label_logit;
     sample_correct[b] = select(0.0, 1.0, best_class == label);
     sample_correct[p.batch + b] = select(0.0, 1.0, above < 5u);
-    let scale = 1.0 / f32(p.valid);
+    let scale = loss_scale[0] / f32(p.valid);
     for (var k = 0u; k < p.classes; k++) {
         let softmax = exp(logits[row + k] - best) / sum_exp;
         grad_logits[row + k] = (softmax - select(0.0, 1.0, k == label)) * scale;

@@ -15,8 +15,8 @@ struct PoolParams {
 override WG: u32 = 256u;
 
 @group(0) @binding(0) var<uniform> p: PoolParams;
-@group(0) @binding(1) var<storage, read> input: array<f32>;
-@group(0) @binding(2) var<storage, read_write> output: array<f32>;
+@group(0) @binding(1) var<storage, read> input: array<act>;
+@group(0) @binding(2) var<storage, read_write> output: array<act>;
 // Max pool: index within the input plane of each output's maximum, for backward.
 @group(0) @binding(3) var<storage, read_write> argmax: array<u32>;
 @group(0) @binding(4) var<storage, read> saved_argmax: array<u32>;
@@ -45,7 +45,7 @@ fn max_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
             let iw = w0 + i32(kw);
             if iw < 0 || iw >= i32(p.in_w) { continue; }
             let index = u32(ih) * p.in_w + u32(iw);
-            let v = input[base + index];
+            let v = f32(input[base + index]);
             if !found || v > best {
                 best = v;
                 best_index = index;
@@ -53,7 +53,7 @@ fn max_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
             }
         }
     }
-    output[i] = best;
+    output[i] = act(best);
     argmax[i] = best_index;
 }
 
@@ -81,11 +81,11 @@ fn max_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
         for (var ow = ow_lo; ow <= ow_hi; ow++) {
             let o = (plane * p.out_h + u32(oh)) * p.out_w + u32(ow);
             if saved_argmax[o] == index {
-                sum += input[o];
+                sum += f32(input[o]);
             }
         }
     }
-    output[i] = sum;
+    output[i] = act(sum);
 }
 
 // input = x [planes, in_h*in_w], output = y [planes].
@@ -97,9 +97,9 @@ fn global_avg_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoc
     let hw = p.in_h * p.in_w;
     var sum = 0.0;
     for (var j = 0u; j < hw; j++) {
-        sum += input[plane * hw + j];
+        sum += f32(input[plane * hw + j]);
     }
-    output[plane] = sum / f32(hw);
+    output[plane] = act(sum / f32(hw));
 }
 
 // input = dy [planes], output = dx [planes, in_h*in_w].
@@ -109,5 +109,5 @@ fn global_avg_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invo
     let i = flat_index(wg, lid, groups, WG);
     let hw = p.in_h * p.in_w;
     if i >= p.planes * hw { return; }
-    output[i] = input[i / hw] / f32(hw);
+    output[i] = act(f32(input[i / hw]) / f32(hw));
 }

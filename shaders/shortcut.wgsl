@@ -20,8 +20,8 @@ struct ShortcutParams {
 override WG: u32 = 256u;
 
 @group(0) @binding(0) var<uniform> p: ShortcutParams;
-@group(0) @binding(1) var<storage, read> input: array<f32>;
-@group(0) @binding(2) var<storage, read_write> output: array<f32>;
+@group(0) @binding(1) var<storage, read> input: array<act>;
+@group(0) @binding(2) var<storage, read_write> output: array<act>;
 
 // input = x, output = y; one invocation per element of y.
 @compute @workgroup_size(WG, 1, 1)
@@ -33,7 +33,7 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
     let r = i % out_hw;
     let c = (i / out_hw) % p.out_c;
     let b = i / (out_hw * p.out_c);
-    var value = 0.0;
+    var value = act(0.0);
     if c >= p.pad_front && c < p.pad_front + p.in_c {
         let ih = (r / p.out_w) * p.stride;
         let iw = (r % p.out_w) * p.stride;
@@ -53,7 +53,7 @@ fn backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) 
     let iw = i % p.in_w;
     let c = (i / in_hw) % p.in_c;
     let b = i / (in_hw * p.in_c);
-    var value = 0.0;
+    var value = act(0.0);
     if ih % p.stride == 0u && iw % p.stride == 0u {
         let oh = ih / p.stride;
         let ow = iw / p.stride;

@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 
 use crate::data::channel_statistics;
 use crate::data::{Cifar100Labels, DataSource, DataSplit};
-use crate::gpu::BackendChoice;
+use crate::gpu::{BackendChoice, Precision};
 use crate::model::{ModelSpec, Norm, ShortcutKind};
 use crate::shapes::{AugmentConfig, SgdConfig};
 use crate::train::{DecayKind, Schedule, TrainConfig};
@@ -47,6 +47,10 @@ value_enum!(BackendChoice {
     Metal => "metal",
     Dx12 => "dx12",
     Gl => "gl",
+});
+value_enum!(Precision {
+    F32 => "f32",
+    F16 => "f16": "mixed precision: f16 activations, f32 master weights and loss scaling",
 });
 value_enum!(DecayKind {
     MultiStep => "multi-step": "lr x gamma at each milestone epoch",
@@ -366,6 +370,11 @@ pub struct TrainArgs {
     /// memory (automatic when it exceeds one storage binding).
     #[arg(long, help_heading = "Run")]
     pub stream_data: bool,
+    /// Store activations and conv/fc weight copies as f32, or as f16 with
+    /// f32 master weights, f32 accumulation and dynamic loss scaling (needs
+    /// the adapter's shader-f16). Checkpoints are f32 either way.
+    #[arg(long, value_enum, default_value = "f32", help_heading = "Run")]
+    pub precision: Precision,
     /// Train in the terminal instead of the desktop window.
     #[arg(long, help_heading = "Run")]
     pub no_gui: bool,
@@ -646,6 +655,7 @@ impl TrainArgs {
             report_every: self.report_every,
             max_steps: self.max_steps,
             stream_data: self.stream_data,
+            precision: self.precision,
             data: Some(data.identity()),
             source: Some(source),
             init: self.init.as_ref().map(|p| p.display().to_string()),

@@ -319,8 +319,13 @@ impl CheckpointTimer {
 fn epoch_line(e: &EpochReport, eval_name: &str) -> String {
     let top5 =
         |acc: Option<f32>| acc.map_or(String::new(), |a| format!(" top-5 {:.2}%", 100.0 * a));
+    // Mixed precision: the loss scale, and the steps it skipped.
+    let scaling = match (e.loss_scale, e.skipped_steps) {
+        (Some(scale), Some(skipped)) => format!("  loss scale {scale} ({skipped} skipped)"),
+        _ => String::new(),
+    };
     format!(
-        "epoch {:>6.2}  train loss {:.4} acc {:.2}%{}  {eval_name} loss {:.4} acc {:.2}%{}  lr {:.4}  {:.1} img/s",
+        "epoch {:>6.2}  train loss {:.4} acc {:.2}%{}  {eval_name} loss {:.4} acc {:.2}%{}  lr {:.4}  {:.1} img/s{scaling}",
         e.epoch,
         e.train_loss,
         100.0 * e.train_acc,

@@ -9,7 +9,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use resnet_wgpu::bench::{self, BenchOpsOptions, BenchTrainOptions, BenchTuneOptions};
 use resnet_wgpu::cli::{DataArgs, DatasetKind, ModelArgs, Normalize, TrainArgs};
 use resnet_wgpu::data::DataSplit;
-use resnet_wgpu::gpu::{BackendChoice, GpuContext, GpuError, TunePolicy};
+use resnet_wgpu::gpu::{BackendChoice, GpuContext, GpuError, Precision, TunePolicy};
 use resnet_wgpu::model::ModelSpec;
 use resnet_wgpu::shapes::{AugmentConfig, ImageShape, SgdConfig};
 use resnet_wgpu::train::checkpoint::{self, LoadMode, StateDict};
@@ -139,6 +139,9 @@ struct InfoArgs {
     image_size: Option<usize>,
     #[arg(long, default_value_t = 10)]
     classes: usize,
+    /// Size the plan for f32 or mixed-precision (f16) activations.
+    #[arg(long, value_enum, default_value = "f32")]
+    precision: Precision,
 }
 
 fn main() {
@@ -517,6 +520,7 @@ fn info(ctx: &GpuContext, args: &InfoArgs) -> Result<()> {
         image,
         sgd: &sgd,
         tuning: Default::default(),
+        precision: args.precision,
     };
     let plan = match Plan::new(ctx, request) {
         Ok(plan) => plan,

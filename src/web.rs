@@ -8,7 +8,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 
 use crate::cli::TrainArgs;
-use crate::gpu::GpuContext;
+use crate::gpu::{GpuContext, Precision};
 use crate::ui::{App, AppOptions};
 
 /// Starts training in the canvas `canvas_id`. The promise rejects with a
@@ -22,7 +22,8 @@ pub async fn start(canvas_id: String) -> Result<(), JsValue> {
         .get_element_by_id(&canvas_id)
         .ok_or_else(|| format!("the page has no element #{canvas_id}"))?
         .dyn_into::<web_sys::HtmlCanvasElement>()?;
-    let settings = settings_from_query(&query_string());
+    let query = query_string();
+    let mut settings = settings_from_query(&query);
     let status = canvas.clone();
     eframe::WebRunner::new()
         .start(
@@ -43,6 +44,11 @@ pub async fn start(canvas_id: String) -> Result<(), JsValue> {
                     state.queue.clone(),
                     state.adapter.get_info(),
                 );
+                // Mixed precision where the tab's adapter has shader-f16,
+                // unless the address asks for a precision.
+                if !query.contains("precision=") && gpu.supports_f16() {
+                    settings.precision = Precision::F16;
+                }
                 let options = AppOptions {
                     autostart: true,
                     defaults_may_shrink: false,
@@ -75,7 +81,8 @@ fn query_string() -> String {
 }
 
 /// The browser's default run (small: it should learn visibly in a minute),
-/// adjusted by the page address: `?model=resnet20&batch=64&train=5000&test=1000&epochs=10&lr=0.1`.
+/// adjusted by the page address:
+/// `?model=resnet20&batch=64&train=5000&test=1000&epochs=10&lr=0.1&precision=f32`.
 pub fn settings_from_query(query: &str) -> TrainArgs {
     let mut args = TrainArgs::defaults();
     args.shrink_for_cpu();
@@ -90,6 +97,12 @@ pub fn settings_from_query(query: &str) -> TrainArgs {
             "test" => args.data.synthetic_test = value.parse().unwrap_or(args.data.synthetic_test),
             "epochs" => args.epochs = value.parse().ok().or(args.epochs),
             "lr" => args.lr = value.parse().unwrap_or(args.lr),
+            "precision" => {
+                args.precision = match value {
+                    "f16" => Precision::F16,
+                    _ => Precision::F32,
+                }
+            }
             _ => {}
         }
     }
@@ -107,6 +120,7 @@ impl WebApp {
     fn publish(&self) {
         let data = self.status.dataset();
         let _ = data.set("adapter", &self.app.adapter_name());
+        let _ = data.set("precision", self.app.settings.precision.name());
         if let Some(e) = &self.app.error {
             let _ = data.set("error", e);
         }

@@ -12,22 +12,31 @@
 use std::collections::BTreeSet;
 
 use naga::valid::{Capabilities, ModuleInfo, ShaderStages, SubgroupOperationSet, ValidationFlags};
-use resnet_wgpu::gpu::{Kernel, PARAMS_ROLE, SHADERS, Shader, Workgroup};
+use resnet_wgpu::gpu::{Kernel, PARAMS_ROLE, Precision, SHADERS, Shader, Workgroup};
 use resnet_wgpu::ops::{KERNEL_FAMILIES, SHADER_CONSTANTS, UNIFORM_STRUCTS};
 
 fn parse(shader: &Shader) -> (naga::Module, ModuleInfo) {
-    let module = naga::front::wgsl::parse_str(shader.source)
-        .unwrap_or_else(|e| panic!("{}: {}", shader.name, e.emit_to_string(shader.source)));
-    let capabilities = if shader.needs_subgroups() {
+    parse_at(shader, Precision::F32)
+}
+
+/// The module as compiled at `precision` (its `act` header prepended).
+fn parse_at(shader: &Shader, precision: Precision) -> (naga::Module, ModuleInfo) {
+    let source = shader.source_at(precision);
+    let module = naga::front::wgsl::parse_str(&source)
+        .unwrap_or_else(|e| panic!("{}: {}", shader.name, e.emit_to_string(&source)));
+    let mut capabilities = if shader.needs_subgroups() {
         Capabilities::SUBGROUP
     } else {
         Capabilities::empty()
     };
+    if precision == Precision::F16 {
+        capabilities |= Capabilities::SHADER_FLOAT16;
+    }
     let info = naga::valid::Validator::new(ValidationFlags::all(), capabilities)
         .subgroup_stages(ShaderStages::COMPUTE)
         .subgroup_operations(SubgroupOperationSet::all())
         .validate(&module)
-        .unwrap_or_else(|e| panic!("{}: {}", shader.name, e.emit_to_string(shader.source)));
+        .unwrap_or_else(|e| panic!("{}: {}", shader.name, e.emit_to_string(&source)));
     (module, info)
 }
 
@@ -234,5 +243,23 @@ fn shader_constants_have_the_host_s_values() {
             "{}::{}",
             constant.module, constant.name
         );
+    }
+}
+
+/// Every module also compiles with f16 activations (`--precision f16`): the
+/// same source with `act = f16`, checked by naga without a GPU, and with the
+/// same bindings as at f32.
+#[test]
+fn every_module_compiles_at_f16() {
+    for shader in SHADERS {
+        let (module, _) = parse_at(shader, Precision::F16);
+        let (f32_module, _) = parse(shader);
+        let names = |m: &naga::Module| -> BTreeSet<(String, u32)> {
+            m.global_variables
+                .iter()
+                .filter_map(|(_, v)| Some((v.name.clone()?, v.binding.as_ref()?.binding)))
+                .collect()
+        };
+        assert_eq!(names(&module), names(&f32_module), "{}", shader.name);
     }
 }

@@ -12,7 +12,7 @@ use resnet_wgpu::ops::conv::{Conv2d, ConvKernel, ConvPass, ConvTuning, TILED_SHA
 use resnet_wgpu::ops::groupnorm::{GnGradTensors, GnTensors, GroupNorm};
 use resnet_wgpu::ops::loss::{self, CrossEntropyTensors};
 use resnet_wgpu::ops::{
-    augment, elementwise, gemm, linear::Linear, optim, pool::Pool, shortcut::Shortcut,
+    augment, elementwise, gemm, linear::Linear, optim, pool::Pool, scaler, shortcut::Shortcut,
 };
 use resnet_wgpu::reference::{self as oracle, widen};
 use resnet_wgpu::shapes::Fusion;
@@ -37,13 +37,22 @@ fn conv_with(shape: Conv2dShape, kernel: ConvKernel) -> Conv2d {
 
 /// Every pass of `conv` (with the kernels it has) against the oracle.
 fn check_conv(conv: &Conv2d, seed: u64) {
+    check_conv_as(conv, seed, DType::F32);
+}
+
+/// `check_conv` with activations and weights stored as `dtype`: the oracle
+/// starts from the same (rounded) values; an f16 output is within its own
+/// rounding (2^-11 relative) of the oracle, the f32 weight gradient as tight
+/// as at f32.
+fn check_conv_as(conv: &Conv2d, seed: u64, dtype: DType) {
     let shape = conv.shape;
-    let (x, xv) = random_tensor("x", seed, &shape.input_shape());
-    let (w, wv) = random_tensor("w", seed + 1, &shape.weight_shape());
-    let (dy, dyv) = random_tensor("dy", seed + 2, &shape.output_shape());
-    let y = zeros("y", &shape.output_shape());
-    let dx = zeros("dx", &shape.input_shape());
+    let (x, xv) = random_tensor_as("x", seed, &shape.input_shape(), dtype);
+    let (w, wv) = random_tensor_as("w", seed + 1, &shape.weight_shape(), dtype);
+    let (dy, dyv) = random_tensor_as("dy", seed + 2, &shape.output_shape(), dtype);
+    let y = zeros_as("y", &shape.output_shape(), dtype);
+    let dx = zeros_as("dx", &shape.input_shape(), dtype);
     let dw = zeros("dw", &shape.weight_shape());
+    let rtol = if dtype == DType::F16 { 2e-3 } else { 1e-4 };
     let fwd = conv.forward(ctx(), &x, &w, &y).unwrap();
     let bin = conv.backward_input(ctx(), &dy, &w, &dx).unwrap();
     let bw = conv.backward_weight(ctx(), &x, &dy, &dw).unwrap();
@@ -53,17 +62,17 @@ fn check_conv(conv: &Conv2d, seed: u64) {
     let k = (shape.in_c * shape.kernel_h * shape.kernel_w) as f64;
     let atol = 1e-5 * k.sqrt();
     assert_close(
-        &format!("{shape:?} forward"),
+        &format!("{shape:?} {dtype:?} forward {:?}", conv.kernels.forward),
         &read(&y),
         &oracle::conv::forward(&shape, &xv, &wv),
-        1e-4,
+        rtol,
         atol,
     );
     assert_close(
-        &format!("{shape:?} backward_input {:?}", conv.kernels.backward_input),
+        &format!("{shape:?} {dtype:?} backward_input {:?}", conv.kernels.backward_input),
         &read(&dx),
         &oracle::conv::backward_input(&shape, &dyv, &wv),
-        1e-4,
+        rtol,
         atol,
     );
     let k_w = (shape.batch * shape.out_h() * shape.out_w()) as f64;
@@ -185,6 +194,44 @@ fn conv_every_candidate_matches_oracle() {
     for (i, kernel) in conv.candidates(ConvPass::Forward).into_iter().enumerate() {
         check_conv(&conv_with(shape, kernel), 500 + 10 * i as u64);
     }
+}
+
+/// Mixed precision: every conv candidate with f16 activations and weights
+/// (f32 accumulation, f32 weight gradient), once each on small shapes.
+#[test]
+fn conv_every_candidate_matches_oracle_at_f16() {
+    let shape = Conv2dShape::square(3, 9, (5, 16), 7, 3, 1, 1);
+    let conv = Conv2d::new("c", shape, ConvTuning::default()).unwrap();
+    for (i, kernel) in conv.candidates(ConvPass::Forward).into_iter().enumerate() {
+        check_conv_as(&conv_with(shape, kernel), 700 + 10 * i as u64, DType::F16);
+    }
+    // Stride 2 on an odd input (the strided backward_input kernel), and a
+    // split weight-gradient reduction.
+    check_conv_as(
+        &Conv2d::new("s2", Conv2dShape::square(2, 5, (9, 9), 6, 3, 2, 1), ConvTuning::default())
+            .unwrap(),
+        790,
+        DType::F16,
+    );
+    let split = Conv2d::new(
+        "split",
+        Conv2dShape::square(4, 3, (16, 15), 5, 3, 1, 1),
+        ConvTuning::default(),
+    )
+    .unwrap();
+    assert!(split.weight_grad_splits() > 1);
+    check_conv_as(&split, 795, DType::F16);
+}
+
+#[test]
+fn conv_refuses_mixed_precisions() {
+    let shape = Conv2dShape::square(1, 2, (4, 4), 3, 3, 1, 1);
+    let conv = Conv2d::new("conv1", shape, ConvTuning::default()).unwrap();
+    let x = zeros_as("x", &shape.input_shape(), DType::F16);
+    let w = zeros("w", &shape.weight_shape());
+    let y = zeros_as("y", &shape.output_shape(), DType::F16);
+    let err = conv.forward(ctx(), &x, &w, &y).err().unwrap().to_string();
+    assert!(err.contains("conv1") && err.contains("all f32 or all f16"), "{err}");
 }
 
 #[test]
@@ -332,12 +379,20 @@ struct BnCase {
 }
 
 fn bn_case(case: BnCase) {
+    bn_case_as(case, DType::F32);
+}
+
+/// `bn_case` with activations and their gradients stored as `dtype` (an f16
+/// output within its rounding of the oracle; statistics and parameter
+/// gradients f32 as tight as at f32).
+fn bn_case_as(case: BnCase, dtype: DType) {
     let s = case.shape;
     let act = [s.batch, s.channels, s.hw];
     let c = [s.channels];
-    let (x, xv) = random_tensor("x", case.seed, &act);
-    let (res, resv) = random_tensor("residual", case.seed + 1, &act);
-    let (dy, dyv) = random_tensor("dy", case.seed + 2, &act);
+    let (x, xv) = random_tensor_as("x", case.seed, &act, dtype);
+    let (res, resv) = random_tensor_as("residual", case.seed + 1, &act, dtype);
+    let (dy, dyv) = random_tensor_as("dy", case.seed + 2, &act, dtype);
+    let (rtol, atol) = if dtype == DType::F16 { (2e-3, 1e-3) } else { (1e-4, 1e-5) };
     let (gamma, gv) = random_tensor("gamma", case.seed + 3, &c);
     let (beta, bv) = random_tensor("beta", case.seed + 4, &c);
     let rm0: Vec<f32> = random(case.seed + 5, s.channels);
@@ -348,9 +403,9 @@ fn bn_case(case: BnCase) {
     let (rm, rv) = (tensor("rm", &c, &rm0), tensor("rv", &c, &rv0));
     let (sm, si) = (zeros("save_mean", &c), zeros("save_invstd", &c));
     let (y, dx, dres, dg, db) = (
-        zeros("y", &act),
-        zeros("dx", &act),
-        zeros("dres", &act),
+        zeros_as("y", &act, dtype),
+        zeros_as("dx", &act, dtype),
+        zeros_as("dres", &act, dtype),
         zeros("dgamma", &c),
         zeros("dbeta", &c),
     );
@@ -391,8 +446,8 @@ fn bn_case(case: BnCase) {
         case.fusion,
         add.then_some(&resv[..]),
     );
-    let what = format!("{:?} {:?}", s, case.fusion);
-    assert_close(&format!("{what} y"), &read(&y), &yv, 1e-4, 1e-5);
+    let what = format!("{:?} {:?} {dtype:?}", s, case.fusion);
+    assert_close(&format!("{what} y"), &read(&y), &yv, rtol, atol);
     assert_close(&format!("{what} mean"), &read(&sm), &stats.mean, 1e-4, 1e-6);
     assert_close(
         &format!("{what} invstd"),
@@ -416,7 +471,7 @@ fn bn_case(case: BnCase) {
     let y_gpu = widen(&read(&y));
     let grads =
         oracle::batchnorm::backward(&s, &xv, &stats, &gv, &y_gpu, &widen(&dyv), case.fusion);
-    assert_close(&format!("{what} dx"), &read(&dx), &grads.dx, 1e-3, 1e-5);
+    assert_close(&format!("{what} dx"), &read(&dx), &grads.dx, rtol.max(1e-3), atol);
     assert_close(
         &format!("{what} dgamma"),
         &read(&dg),
@@ -483,6 +538,29 @@ fn batchnorm_forms_match_oracle(reduction: Reduction) {
                 reduction,
             });
         }
+    }
+}
+
+/// Mixed precision: batch norm and group norm with f16 activations, every
+/// fused form on one odd shape each (plane longer than a workgroup).
+#[test]
+fn norms_match_oracle_at_f16() {
+    let shape = BatchNormShape {
+        batch: 2,
+        channels: 5,
+        hw: 300,
+    };
+    let gn = GroupNormShape {
+        batch: 2,
+        channels: 6,
+        groups: 3,
+        hw: 45,
+    };
+    for (j, fusion) in [Fusion::None, Fusion::Relu, Fusion::AddRelu].into_iter().enumerate() {
+        let seed = 4000 + 10 * j as u64;
+        let reduction = Reduction::Tree;
+        bn_case_as(BnCase { shape, fusion, seed, reduction }, DType::F16);
+        gn_case_as(gn, fusion, seed + 5, DType::F16);
     }
 }
 
@@ -559,18 +637,24 @@ fn groupnorm_matches_oracle_in_every_fused_form() {
 }
 
 fn gn_case(s: GroupNormShape, fusion: Fusion, seed: u64) {
+    gn_case_as(s, fusion, seed, DType::F32);
+}
+
+/// `gn_case` with activations stored as `dtype` (tolerances as `bn_case_as`).
+fn gn_case_as(s: GroupNormShape, fusion: Fusion, seed: u64, dtype: DType) {
     let act = [s.batch, s.channels, s.hw];
     let (c, k) = ([s.channels], [s.stats_len()]);
-    let (x, xv) = random_tensor("x", seed, &act);
-    let (res, resv) = random_tensor("residual", seed + 1, &act);
-    let (dy, dyv) = random_tensor("dy", seed + 2, &act);
+    let (x, xv) = random_tensor_as("x", seed, &act, dtype);
+    let (res, resv) = random_tensor_as("residual", seed + 1, &act, dtype);
+    let (dy, dyv) = random_tensor_as("dy", seed + 2, &act, dtype);
+    let (rtol, atol) = if dtype == DType::F16 { (2e-3, 1e-3) } else { (1e-4, 1e-5) };
     let (gamma, gv) = random_tensor("gamma", seed + 3, &c);
     let (beta, bv) = random_tensor("beta", seed + 4, &c);
     let (sm, si) = (zeros("save_mean", &k), zeros("save_invstd", &k));
     let (y, dx, dres, dg, db, scratch) = (
-        zeros("y", &act),
-        zeros("dx", &act),
-        zeros("dres", &act),
+        zeros_as("y", &act, dtype),
+        zeros_as("dx", &act, dtype),
+        zeros_as("dres", &act, dtype),
         zeros("dgamma", &c),
         zeros("dbeta", &c),
         zeros("group grads", &[2, s.stats_len()]),
@@ -600,8 +684,8 @@ fn gn_case(s: GroupNormShape, fusion: Fusion, seed: u64) {
     let stats = oracle::groupnorm::stats(&s, &xv, 1e-5);
     let residual = add.then_some(&resv[..]);
     let yv = oracle::groupnorm::apply(&s, &xv, &stats, &gv, &bv, fusion, residual);
-    let what = format!("{s:?} {fusion:?}");
-    assert_close(&format!("{what} y"), &read(&y), &yv, 1e-4, 1e-5);
+    let what = format!("{s:?} {fusion:?} {dtype:?}");
+    assert_close(&format!("{what} y"), &read(&y), &yv, rtol, atol);
     assert_close(&format!("{what} mean"), &read(&sm), &stats.mean, 1e-4, 1e-6);
     assert_close(
         &format!("{what} invstd"),
@@ -621,7 +705,7 @@ fn gn_case(s: GroupNormShape, fusion: Fusion, seed: u64) {
         &widen(&dyv),
         fusion,
     );
-    assert_close(&format!("{what} dx"), &read(&dx), &grads.dx, 1e-3, 1e-5);
+    assert_close(&format!("{what} dx"), &read(&dx), &grads.dx, rtol.max(1e-3), atol);
     assert_close(
         &format!("{what} dgamma"),
         &read(&dg),
@@ -656,15 +740,34 @@ fn check_op(
     gpu: impl FnOnce(&[Tensor], &[Tensor]) -> Vec<Dispatch>,
     oracle: impl FnOnce(&[Vec<f64>]) -> Vec<Vec<f64>>,
 ) {
+    let inputs: Vec<_> = inputs.iter().map(|&shape| (shape, DType::F32)).collect();
+    let outputs: Vec<_> = outputs.iter().map(|o| (o, DType::F32)).collect();
+    check_op_typed(what, seed, &inputs, &outputs, gpu, oracle);
+}
+
+/// `check_op` with each input and output stored as its own type (F32 or
+/// F16); the oracle sees the inputs as stored (f16-rounded).
+fn check_op_typed(
+    what: &str,
+    seed: u64,
+    inputs: &[(&[usize], DType)],
+    outputs: &[(&Output<'_>, DType)],
+    gpu: impl FnOnce(&[Tensor], &[Tensor]) -> Vec<Dispatch>,
+    oracle: impl FnOnce(&[Vec<f64>]) -> Vec<Vec<f64>>,
+) {
     let (tensors, values): (Vec<Tensor>, Vec<Vec<f64>>) = inputs
         .iter()
         .zip(seed..)
-        .map(|(shape, seed)| {
-            let (t, v) = random_tensor("input", seed, shape);
+        .map(|(&(shape, dtype), seed)| {
+            let (t, v) = random_tensor_as("input", seed, shape, dtype);
             (t, widen(&v))
         })
         .unzip();
-    let out: Vec<Tensor> = outputs.iter().map(|o| zeros(o.0, o.1)).collect();
+    let out: Vec<Tensor> = outputs
+        .iter()
+        .map(|(o, dtype)| zeros_as(o.0, o.1, *dtype))
+        .collect();
+    let outputs: Vec<&Output<'_>> = outputs.iter().map(|(o, _)| *o).collect();
     let dispatches = gpu(&tensors, &out);
     run(&dispatches.iter().collect::<Vec<_>>());
     let expected = oracle(&values);
@@ -972,6 +1075,7 @@ struct LossCase {
     sample_loss: Tensor,
     sample_correct: Tensor,
     metrics: Tensor,
+    scaler: Tensor,
 }
 
 impl LossCase {
@@ -985,6 +1089,13 @@ impl LossCase {
             sample_loss: zeros("sample_loss", &[batch]),
             sample_correct: zeros("sample_correct", &[2, batch]),
             metrics: zeros("metrics", &[loss::METRICS_LEN]),
+            scaler: Tensor::from_u32(
+                ctx(),
+                "scaler",
+                &[scaler::SCALER_WORDS],
+                &scaler::initial_words(1.0),
+            )
+            .unwrap(),
         }
     }
 
@@ -996,6 +1107,7 @@ impl LossCase {
             sample_loss: &self.sample_loss,
             sample_correct: &self.sample_correct,
             metrics: &self.metrics,
+            loss_scale: &self.scaler,
         }
     }
 }
@@ -1146,7 +1258,7 @@ fn sgd_matches_oracle_over_steps_with_a_changing_learning_rate() {
         let (g, gv) = random_tensor("g", 81, &[n]);
         let m = zeros("momentum", &[n]);
         let lr = optim::LearningRateBuffer::new(ctx(), 0.1);
-        let d = optim::sgd_step(ctx(), "sgd", &cfg, &lr, &w, &g, &m).unwrap();
+        let d = optim::sgd_step(ctx(), "sgd", &cfg, &lr, &w, &g, &m, None).unwrap();
         let (mut wr, mut mr, gr) = (widen(&wv), vec![0.0; n], widen(&gv));
         for (step, rate) in [0.1f32, 0.05, 0.01].into_iter().enumerate() {
             lr.set(ctx(), rate);
@@ -1315,4 +1427,242 @@ fn oversized_tensor_names_the_limit() {
         err.contains("huge activation") && err.contains("max_storage_buffer_binding_size"),
         "{err}"
     );
+}
+
+/// Mixed precision: the elementwise ops, the pad shortcut, both pools, the
+/// conv bias and fc with f16 activations. An f16 result is within its own
+/// rounding (2^-11 relative) of the oracle on the same rounded inputs; copies
+/// and maxima are exact; fc's logits, weight and bias gradients are f32.
+#[test]
+fn small_ops_match_oracle_at_f16() {
+    let h = DType::F16;
+    let f = DType::F32;
+    let round = 1e-3;
+    let shape: &[usize] = &[3, 5, 7];
+    check_op_typed(
+        "elementwise f16",
+        4100,
+        &[(shape, h), (shape, h)],
+        &[
+            (&Output("relu", shape, 0.0, 0.0), h),
+            (&Output("relu backward", shape, 0.0, 0.0), h),
+            (&Output("add", shape, round, 1e-7), h),
+        ],
+        |t, out| {
+            vec![
+                elementwise::relu_forward(ctx(), "relu", &t[0], &out[0]).unwrap(),
+                elementwise::relu_backward(ctx(), "relu", &t[1], &out[0], &out[1]).unwrap(),
+                elementwise::add(ctx(), "add", &t[0], &t[1], &out[2]).unwrap(),
+            ]
+        },
+        |v| {
+            let y = oracle::elementwise::relu(&v[0]);
+            let dx = oracle::elementwise::relu_backward(&v[1], &y);
+            vec![y, dx, oracle::elementwise::add(&v[0], &v[1])]
+        },
+    );
+
+    let sc = ShortcutShape {
+        batch: 2,
+        in_c: 3,
+        in_h: 7,
+        in_w: 5,
+        out_c: 8,
+        stride: 2,
+    };
+    let op = Shortcut::new("shortcut", sc).unwrap();
+    let (inp, outp) = (op.input_shape(), op.output_shape());
+    check_op_typed(
+        "shortcut f16",
+        4110,
+        &[(&inp, h), (&outp, h)],
+        &[(&Output("forward", &outp, 0.0, 0.0), h), (&Output("backward", &inp, 0.0, 0.0), h)],
+        |t, out| {
+            vec![
+                op.forward(ctx(), &t[0], &out[0]).unwrap(),
+                op.backward(ctx(), &t[1], &out[1]).unwrap(),
+            ]
+        },
+        |v| {
+            vec![
+                oracle::shortcut::forward(&sc, &v[0]),
+                oracle::shortcut::backward(&sc, &v[1]),
+            ]
+        },
+    );
+
+    let gap = Pool::global_average("gap", 3, 5, 7, 3).unwrap();
+    let input = gap.input_shape();
+    check_op_typed(
+        "gap f16",
+        4120,
+        &[(&input, h), (&[3, 5], h)],
+        &[(&Output("forward", &[3, 5], round, 1e-6), h), (&Output("backward", &input, round, 1e-7), h)],
+        |t, out| {
+            vec![
+                gap.global_avg_forward(ctx(), &t[0], &out[0]).unwrap(),
+                gap.global_avg_backward(ctx(), &t[1], &out[1]).unwrap(),
+            ]
+        },
+        |v| {
+            vec![
+                oracle::pool::global_avg_forward(15, 21, &v[0]),
+                oracle::pool::global_avg_backward(15, 21, &v[1]),
+            ]
+        },
+    );
+
+    let ps = PoolShape {
+        batch: 2,
+        channels: 3,
+        in_h: 9,
+        in_w: 7,
+        kernel: 3,
+        stride: 2,
+        pad: 1,
+    };
+    let pool = Pool::new("maxpool", ps).unwrap();
+    let (x, xv) = random_tensor_as("x", 4130, &pool.input_shape(), h);
+    let (dy, dyv) = random_tensor_as("dy", 4131, &pool.max_output_shape(), h);
+    let y = zeros_as("y", &pool.max_output_shape(), h);
+    let argmax = Tensor::zeros(ctx(), "argmax", &pool.max_output_shape(), DType::U32).unwrap();
+    let dx = zeros_as("dx", &pool.input_shape(), h);
+    run(&[
+        &pool.max_forward(ctx(), &x, &y, &argmax).unwrap(),
+        &pool.max_backward(ctx(), &dy, &argmax, &dx).unwrap(),
+    ]);
+    let (yv, av) = oracle::pool::max_forward(&ps, &widen(&xv));
+    assert_close("max pool f16 forward", &read(&y), &yv, 0.0, 0.0);
+    assert_eq!(argmax.read_u32(ctx()).unwrap(), av, "max pool f16 argmax");
+    let expect = oracle::pool::max_backward(&ps, &widen(&dyv), &av);
+    assert_close("max pool f16 backward", &read(&dx), &expect, round, 1e-7);
+
+    let bs = BatchNormShape {
+        batch: 2,
+        channels: 7,
+        hw: 300,
+    };
+    let bias = resnet_wgpu::ops::bias::Bias::new("conv1", bs);
+    let act = [2, 7, 300];
+    check_op_typed(
+        "conv bias f16",
+        4140,
+        &[(&act, h), (&[7], f), (&act, h)],
+        &[(&Output("dbias", &[7], 1e-5, 1e-5), f)],
+        |t, out| {
+            vec![
+                bias.forward(ctx(), &t[1], &t[0]).unwrap(),
+                bias.backward(ctx(), &t[2], &out[0]).unwrap(),
+            ]
+        },
+        |v| vec![oracle::bias::backward(&bs, &v[2])],
+    );
+
+    let ls = LinearShape {
+        batch: 3,
+        in_f: 17,
+        out_f: 10,
+    };
+    let fc = Linear::new("fc", ls);
+    check_op_typed(
+        "fc f16",
+        4150,
+        &[(&[3, 17], h), (&[10, 17], h), (&[10], f), (&[3, 10], f)],
+        &[
+            (&Output("forward", &[3, 10], 1e-5, 1e-6), f),
+            (&Output("dx", &[3, 17], round, 1e-6), h),
+            (&Output("dw", &[10, 17], 1e-5, 1e-6), f),
+            (&Output("db", &[10], 1e-5, 1e-6), f),
+        ],
+        |t, out| {
+            let mut d = vec![fc.forward(ctx(), &t[0], &t[1], &t[2], &out[0]).unwrap()];
+            d.extend(
+                fc.backward(ctx(), &t[0], &t[1], &t[3], &out[1], &out[2], &out[3])
+                    .unwrap(),
+            );
+            d
+        },
+        |v| {
+            vec![
+                oracle::linear::forward(&ls, &v[0], &v[1], &v[2]),
+                oracle::linear::backward_input(&ls, &v[3], &v[1]),
+                oracle::linear::backward_weight(&ls, &v[0], &v[3]),
+                oracle::linear::backward_bias(&ls, &v[3]),
+            ]
+        },
+    );
+}
+
+/// The loss scaler as GradScaler runs it: a clean step unscales the
+/// gradient into SGD and counts towards growth (the scale doubles after
+/// `growth_interval` clean steps); an inf or NaN anywhere in a gradient
+/// chunk skips the update (weights and momenta untouched), halves the scale
+/// and counts a skipped step; the f16 weight copy is the rounded master.
+#[test]
+fn loss_scaler_skips_overflowed_steps_and_adapts_the_scale() {
+    let cfg = SgdConfig {
+        momentum: 0.9,
+        weight_decay: 5e-4,
+        nesterov: false,
+    };
+    let n = 300;
+    let scale = 1024.0f32;
+    let (w, wv) = random_tensor("w", 4200, &[n]);
+    let gv: Vec<f32> = random(4201, n);
+    let scaled: Vec<f32> = gv.iter().map(|g| g * scale).collect();
+    let g = tensor("g", &[n], &scaled);
+    let m = zeros("momentum", &[n]);
+    let words = scaler::initial_words(scale);
+    let sc = Tensor::from_u32(ctx(), "scaler", &[scaler::SCALER_WORDS], &words).unwrap();
+    let metrics = zeros("metrics", &[loss::METRICS_LEN]);
+    let lr = optim::LearningRateBuffer::new(ctx(), 0.1);
+    let scaling = scaler::LossScaling {
+        growth_interval: 2,
+        ..Default::default()
+    };
+    let check = scaler::check_finite(ctx(), "grads", &g, &sc).unwrap();
+    let step = optim::sgd_step(ctx(), "sgd", &cfg, &lr, &w, &g, &m, Some(&sc)).unwrap();
+    let update = scaler::update_scale(ctx(), &scaling, &sc, &metrics).unwrap();
+
+    // Clean step: the same update as unscaled SGD.
+    run(&[&check, &step, &update]);
+    let (mut wr, mut mr) = (widen(&wv), vec![0.0; n]);
+    oracle::optim::sgd_step(&cfg, 0.1, &mut wr, &widen(&gv), &mut mr);
+    assert_close("scaled sgd w", &read(&w), &wr, 1e-6, 1e-7);
+    let words = |t: &Tensor| t.read_u32(ctx()).unwrap();
+    assert_eq!(words(&sc)[scaler::SCALER_GROWTH], 1);
+    assert_eq!(f32::from_bits(words(&sc)[scaler::SCALER_SCALE]), scale);
+
+    // A second clean step grows the scale (interval 2).
+    run(&[&check, &step, &update]);
+    oracle::optim::sgd_step(&cfg, 0.1, &mut wr, &widen(&gv), &mut mr);
+    assert_eq!(f32::from_bits(words(&sc)[scaler::SCALER_SCALE]), 2.0 * scale);
+    assert_eq!(words(&sc)[scaler::SCALER_GROWTH], 0);
+
+    // Overflow in one element: nothing moves, the scale halves, one skip.
+    let (w_before, m_before) = (read(&w), read(&m));
+    let mut bad = scaled.clone();
+    bad[n - 1] = f32::INFINITY;
+    g.write_f32(ctx(), &bad).unwrap();
+    run(&[&check, &step, &update]);
+    assert_eq!(read(&w), w_before, "an overflowed step leaves the weights");
+    assert_eq!(read(&m), m_before, "an overflowed step leaves the momenta");
+    let after = words(&sc);
+    assert_eq!(f32::from_bits(after[scaler::SCALER_SCALE]), scale);
+    assert_eq!(after[scaler::SCALER_SKIPPED], 1);
+    assert_eq!(after[scaler::SCALER_FOUND_INF], 0, "the flag is cleared");
+    let mv = read(&metrics);
+    assert_eq!(mv[loss::METRIC_LOSS_SCALE], scale);
+    assert_eq!(mv[loss::METRIC_SKIPPED], 1.0);
+    // NaN counts as an overflow too.
+    bad[0] = f32::NAN;
+    g.write_f32(ctx(), &bad).unwrap();
+    run(&[&check, &step, &update]);
+    assert_eq!(words(&sc)[scaler::SCALER_SKIPPED], 2);
+
+    // The f16 copy of the master weights.
+    let copy = zeros_as("w f16", &[n], DType::F16);
+    run(&[&optim::copy_weights(ctx(), "copy", &w, &copy).unwrap()]);
+    let expect = widen(&stored_as(&read(&w), DType::F16));
+    assert_close("f16 weight copy", &read(&copy), &expect, 0.0, 0.0);
 }

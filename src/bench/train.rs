@@ -9,7 +9,7 @@ use anyhow::Result;
 use web_time::Instant;
 
 use crate::data::{SyntheticOptions, synthetic};
-use crate::gpu::{self, GpuContext, time_dispatches};
+use crate::gpu::{self, GpuContext, Precision, time_dispatches};
 use crate::ops::conv::ConvTuning;
 
 use super::{GemmVersion, gemm_rate};
@@ -36,11 +36,16 @@ pub struct BenchTrainOptions {
     /// kernel, timed in the same run; 0 skips it).
     #[arg(long, default_value_t = 1024)]
     pub gemm_size: usize,
+    /// Precisions to time each model at, alternated model by model
+    /// ("f32,f16" puts mixed precision next to f32 in one run).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "f32")]
+    pub precision: Vec<Precision>,
 }
 
 #[derive(Clone, Debug)]
 pub struct TrainBenchResult {
     pub model: String,
+    pub precision: Precision,
     pub plan_seconds: f64,
     pub first_step_seconds: f64,
     pub images_per_sec: f64,
@@ -71,7 +76,9 @@ pub fn bench_train(ctx: Arc<GpuContext>, opt: &BenchTrainOptions) -> Result<Vec<
     let before = yardstick()?;
     let mut results = vec![];
     for model in &opt.models {
-        results.push(bench_model(ctx.clone(), model, opt)?);
+        for &precision in &opt.precision {
+            results.push(bench_model(ctx.clone(), model, precision, opt)?);
+        }
     }
     // A CPU adapter's rate drifts with what else the cores do: the yardstick
     // is the better of a run before and one after the models.
@@ -86,8 +93,9 @@ pub fn bench_train(ctx: Arc<GpuContext>, opt: &BenchTrainOptions) -> Result<Vec<
         );
     }
     println!(
-        "{:<10} {:>9} {:>8} {:>12} {:>10} {:>10} {:>10} {:>10} {:>7}",
+        "{:<10} {:>4} {:>9} {:>8} {:>12} {:>10} {:>10} {:>10} {:>10} {:>7}",
         "model",
+        "prec",
         "plan MiB",
         "plan s",
         "1st step s",
@@ -102,8 +110,9 @@ pub fn bench_train(ctx: Arc<GpuContext>, opt: &BenchTrainOptions) -> Result<Vec<
             format!("{:.0}%", 100.0 * r.conv_gflops / g)
         });
         println!(
-            "{:<10} {:>9.1} {:>8.2} {:>12.2} {:>10.2} {:>10.3} {:>10.3} {:>10.2} {:>7}",
+            "{:<10} {:>4} {:>9.1} {:>8.2} {:>12.2} {:>10.2} {:>10.3} {:>10.3} {:>10.2} {:>7}",
             r.model,
+            r.precision.name(),
             r.plan_mib,
             r.plan_seconds,
             r.first_step_seconds,
@@ -129,6 +138,7 @@ pub fn bench_train(ctx: Arc<GpuContext>, opt: &BenchTrainOptions) -> Result<Vec<
 fn bench_model(
     ctx: Arc<GpuContext>,
     model: &str,
+    precision: Precision,
     opt: &BenchTrainOptions,
 ) -> Result<TrainBenchResult> {
     let batch = opt.batch_size;
@@ -147,6 +157,7 @@ fn bench_model(
     };
     let config = TrainConfig {
         report_every: opt.steps.max(1),
+        precision,
         ..TrainConfig::one_epoch(spec, &data.name, batch, 0.1, augment)
     };
     let start = Instant::now();
@@ -181,6 +192,7 @@ fn bench_model(
         encode_ms_idle,
         conv_gflops: trainer.plan().conv_flops_per_step() * steps_per_second / 1e9,
         model: model.to_string(),
+        precision,
         plan_seconds,
         first_step_seconds,
         images_per_sec: (opt.steps * batch) as f64 / seconds,

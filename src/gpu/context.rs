@@ -124,10 +124,12 @@ impl GpuContext {
     }
 
     #[cfg(not(target_arch = "wasm32"))]
-    const WANTED_FEATURES: wgpu::Features =
-        wgpu::Features::TIMESTAMP_QUERY.union(wgpu::Features::SUBGROUP);
+    const WANTED_FEATURES: wgpu::Features = wgpu::Features::TIMESTAMP_QUERY
+        .union(wgpu::Features::SUBGROUP)
+        .union(wgpu::Features::SHADER_F16);
     #[cfg(target_arch = "wasm32")]
-    const WANTED_FEATURES: wgpu::Features = wgpu::Features::TIMESTAMP_QUERY;
+    const WANTED_FEATURES: wgpu::Features =
+        wgpu::Features::TIMESTAMP_QUERY.union(wgpu::Features::SHADER_F16);
 
     /// Wraps a device opened elsewhere (the window's renderer, opened with
     /// [`Self::device_descriptor`]).
@@ -160,6 +162,11 @@ impl GpuContext {
             choices: std::sync::Mutex::new(KernelChoices::load(&adapter_info)),
             adapter_info,
         }
+    }
+
+    /// Whether the device runs f16 kernels (`--precision f16`).
+    pub fn supports_f16(&self) -> bool {
+        self.features.contains(wgpu::Features::SHADER_F16)
     }
 
     /// Fails once wgpu has reported an error outside any error scope: after

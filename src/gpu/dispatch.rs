@@ -14,6 +14,7 @@ pub struct Dispatch {
     pub shader: &'static str,
     pub entry: &'static str,
     pub variant: Option<String>,
+    pub precision: super::Precision,
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     pub workgroups: [u32; 3],
@@ -23,9 +24,13 @@ impl Dispatch {
     /// "conv_tiled forward (tiled64x64)", "batchnorm forward_stats": the
     /// kind of work, without the layer.
     pub fn kind(&self) -> String {
+        let half = match self.precision {
+            super::Precision::F16 => " f16",
+            super::Precision::F32 => "",
+        };
         match &self.variant {
-            Some(v) => format!("{} {} ({v})", self.shader, self.entry),
-            None => format!("{} {}", self.shader, self.entry),
+            Some(v) => format!("{} {}{half} ({v})", self.shader, self.entry),
+            None => format!("{} {}{half}", self.shader, self.entry),
         }
     }
 
@@ -70,6 +75,8 @@ pub struct DispatchSpec<'a, P: bytemuck::Pod> {
     pub kernel: &'static Kernel,
     /// The candidate, where the op has several (see `Dispatch::variant`).
     pub variant: Option<String>,
+    /// The module's activation storage type (`act` in WGSL).
+    pub precision: super::Precision,
     pub constants: &'a [(&'static str, u32)],
     pub params: &'a P,
     pub bindings: Vec<Binding<'a>>,
@@ -106,7 +113,7 @@ impl<P: bytemuck::Pod> DispatchSpec<'_, P> {
                 message: format!("module '{}' declares no binding '{role}'", self.shader),
             })
         };
-        let pipeline = ctx.pipeline(self.shader, self.kernel.entry, self.constants)?;
+        let pipeline = ctx.pipeline(self.shader, self.precision, self.kernel.entry, self.constants)?;
         let uniform = ctx
             .device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -137,6 +144,7 @@ impl<P: bytemuck::Pod> DispatchSpec<'_, P> {
                 shader: self.shader,
                 entry: self.kernel.entry,
                 variant: self.variant,
+                precision: self.precision,
                 pipeline,
                 bind_group,
                 workgroups: self.workgroups,

@@ -3,6 +3,7 @@ use std::sync::Mutex;
 
 use super::GpuContext;
 use super::error::GpuError;
+use super::tensor::Precision;
 
 /// A shader module: one WGSL file from shaders/, or a prelude and an op file
 /// joined, embedded in the binary.
@@ -17,6 +18,12 @@ impl Shader {
     /// Modules built with a subgroup prelude need the SUBGROUP feature.
     pub fn needs_subgroups(&self) -> bool {
         self.files.contains(&"reduce_subgroup")
+    }
+
+    /// The module's WGSL at `precision`: the header that defines the
+    /// activation storage type `act`, then the files.
+    pub fn source_at(&self, precision: Precision) -> String {
+        format!("{}{}", precision.wgsl_header(), self.source)
     }
 }
 
@@ -53,13 +60,16 @@ pub const SHADERS: &[Shader] = &[
     shader!("loss_subgroup": "reduce_subgroup", "loss"),
     shader!("optim": "prelude", "optim"),
     shader!("pool": "prelude", "pool"),
+    shader!("scaler": "prelude", "scaler"),
     shader!("shortcut": "prelude", "shortcut"),
 ];
 
-/// (shader, entry point, override constants): what makes a pipeline distinct.
+/// (shader, precision, entry point, override constants): what makes a
+/// pipeline distinct.
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct KernelKey {
     shader: &'static str,
+    precision: Precision,
     entry: &'static str,
     constants: Vec<(&'static str, u32)>,
 }
@@ -69,28 +79,30 @@ struct KernelKey {
 /// not touch is not part of its bind group.
 #[derive(Default)]
 pub(crate) struct KernelCache {
-    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    modules: Mutex<HashMap<(&'static str, Precision), wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<KernelKey, wgpu::ComputePipeline>>,
 }
 
 impl GpuContext {
-    /// The compute pipeline for `entry` of shaders/`shader`.wgsl with the given
-    /// override constants, compiled on first use.
+    /// The compute pipeline for `entry` of shaders/`shader`.wgsl at
+    /// `precision` with the given override constants, compiled on first use.
     pub fn pipeline(
         &self,
         shader: &'static str,
+        precision: Precision,
         entry: &'static str,
         constants: &[(&'static str, u32)],
     ) -> Result<wgpu::ComputePipeline, GpuError> {
         let key = KernelKey {
             shader,
+            precision,
             entry,
             constants: constants.to_vec(),
         };
         if let Some(p) = self.kernels.pipelines.lock().unwrap().get(&key) {
             return Ok(p.clone());
         }
-        let module = self.shader_module(shader)?;
+        let module = self.shader_module(shader, precision)?;
         let label = format!("{shader}::{entry}");
         let constants: Vec<(&str, f64)> =
             constants.iter().map(|&(n, v)| (n, f64::from(v))).collect();
@@ -116,23 +128,37 @@ impl GpuContext {
         Ok(pipeline)
     }
 
-    fn shader_module(&self, name: &'static str) -> Result<wgpu::ShaderModule, GpuError> {
-        if let Some(m) = self.kernels.modules.lock().unwrap().get(name) {
+    fn shader_module(
+        &self,
+        name: &'static str,
+        precision: Precision,
+    ) -> Result<wgpu::ShaderModule, GpuError> {
+        let key = (name, precision);
+        if let Some(m) = self.kernels.modules.lock().unwrap().get(&key) {
             return Ok(m.clone());
         }
+        if precision == Precision::F16 && !self.supports_f16() {
+            return Err(GpuError::Contract {
+                kernel: name.into(),
+                message: format!(
+                    "f16 kernels need the SHADER_F16 feature, which {} does not have",
+                    self.adapter_info.name
+                ),
+            });
+        }
         let shader = super::contract::shader(name)?;
-        let module = self.checked(&format!("shaders/{name}.wgsl"), || {
+        let module = self.checked(&format!("shaders/{name}.wgsl ({})", precision.name()), || {
             self.device
                 .create_shader_module(wgpu::ShaderModuleDescriptor {
                     label: Some(name),
-                    source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+                    source: wgpu::ShaderSource::Wgsl(shader.source_at(precision).into()),
                 })
         })?;
         self.kernels
             .modules
             .lock()
             .unwrap()
-            .insert(name, module.clone());
+            .insert(key, module.clone());
         Ok(module)
     }
 

@@ -6,6 +6,9 @@ use super::error::GpuError;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DType {
     F32,
+    /// IEEE half floats, two to a u32 word (activations and weight copies at
+    /// `Precision::F16`; needs the adapter's SHADER_F16).
+    F16,
     U32,
     /// Bytes packed four to a u32 word (images as stored on disk).
     U8,
@@ -15,7 +18,68 @@ impl DType {
     fn bytes(self, elements: usize) -> u64 {
         match self {
             DType::F32 | DType::U32 => 4 * elements as u64,
+            DType::F16 => elements.div_ceil(2) as u64 * 4,
             DType::U8 => elements.div_ceil(4) as u64 * 4,
+        }
+    }
+}
+
+/// What activations, their gradients and the conv/fc weight copies the
+/// kernels read are stored as. Master weights, momenta, weight gradients,
+/// norm statistics and every accumulation stay f32 at both precisions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    F16,
+}
+
+impl Precision {
+    pub fn dtype(self) -> DType {
+        match self {
+            Precision::F32 => DType::F32,
+            Precision::F16 => DType::F16,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+        }
+    }
+
+    /// The WGSL put before a module's source: `act` is the storage type of
+    /// activations (kernels convert to f32 to compute).
+    pub fn wgsl_header(self) -> &'static str {
+        match self {
+            Precision::F32 => "alias act = f32;\n",
+            Precision::F16 => "enable f16;\nalias act = f16;\n",
+        }
+    }
+
+    /// The precision of `tensors` (activations an op reads and writes), or an
+    /// error naming `op` when they are not all f32 or all f16.
+    pub fn of(op: &str, tensors: &[&Tensor]) -> Result<Precision, GpuError> {
+        let precision = |t: &Tensor| match t.dtype {
+            DType::F32 => Some(Precision::F32),
+            DType::F16 => Some(Precision::F16),
+            _ => None,
+        };
+        let first = tensors.first().and_then(|t| precision(t));
+        match first {
+            Some(p) if tensors.iter().all(|t| precision(t) == Some(p)) => Ok(p),
+            _ => Err(GpuError::shape(
+                op,
+                format!(
+                    "activations must be all f32 or all f16, got {:?}",
+                    tensors
+                        .iter()
+                        .map(|t| format!("'{}' {:?}", t.label, t.dtype))
+                        .collect::<Vec<_>>()
+                ),
+            )),
         }
     }
 }
@@ -65,9 +129,9 @@ impl Tensor {
         })
     }
 
-    /// The f32 `shape` at byte `offset` of `base`'s buffer. The offset must be
-    /// a multiple of the adapter's storage offset alignment (checked, as is
-    /// that the range lies inside `base`).
+    /// The `shape` of `base`'s type at byte `offset` of its buffer. The offset
+    /// must be a multiple of the adapter's storage offset alignment (checked,
+    /// as is that the range lies inside `base`).
     pub fn view(
         ctx: &GpuContext,
         base: &Tensor,
@@ -75,7 +139,7 @@ impl Tensor {
         label: &str,
         shape: &[usize],
     ) -> Result<Self, GpuError> {
-        let size = DType::F32.bytes(shape.iter().product()).max(4);
+        let size = base.dtype.bytes(shape.iter().product()).max(4);
         let align = u64::from(ctx.limits.min_storage_buffer_offset_alignment);
         if base.view || !offset.is_multiple_of(align) || offset + size > base.size {
             return Err(GpuError::shape(
@@ -92,9 +156,29 @@ impl Tensor {
             size,
             view: true,
             shape: shape.to_vec(),
-            dtype: DType::F32,
+            dtype: base.dtype,
             label: label.to_string(),
         })
+    }
+
+    /// `data` stored as `dtype` (F32, or F16 rounded to nearest).
+    pub fn from_f32_as(
+        ctx: &GpuContext,
+        label: &str,
+        shape: &[usize],
+        data: &[f32],
+        dtype: DType,
+    ) -> Result<Self, GpuError> {
+        match dtype {
+            DType::F16 => {
+                let bytes: Vec<u8> = data
+                    .iter()
+                    .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+                    .collect();
+                Self::from_bytes(ctx, label, shape, DType::F16, &bytes, data.len())
+            }
+            _ => Self::from_f32(ctx, label, shape, data),
+        }
     }
 
     pub fn from_f32(
@@ -224,8 +308,8 @@ impl Tensor {
         Ok(())
     }
 
-    /// Errors unless this is an f32 activation [batch, channels, ...] whose
-    /// trailing dimensions hold `hw` values.
+    /// Errors unless this is an f32 or f16 activation [batch, channels, ...]
+    /// whose trailing dimensions hold `hw` values.
     pub fn expect_activation(
         &self,
         op: &str,
@@ -233,7 +317,7 @@ impl Tensor {
         channels: usize,
         hw: usize,
     ) -> Result<(), GpuError> {
-        let ok = self.dtype == DType::F32
+        let ok = matches!(self.dtype, DType::F32 | DType::F16)
             && self.shape.len() >= 2
             && self.shape[0] == batch
             && self.shape[1] == channels
@@ -242,7 +326,7 @@ impl Tensor {
             return Err(GpuError::shape(
                 op,
                 format!(
-                    "tensor '{}' is {:?} {:?}, expected f32 [{batch}, {channels}, ..{hw} values]",
+                    "tensor '{}' is {:?} {:?}, expected f32 or f16 [{batch}, {channels}, ..{hw} values]",
                     self.label, self.dtype, self.shape
                 ),
             ));
@@ -250,22 +334,39 @@ impl Tensor {
         Ok(())
     }
 
+    /// Writes `data` (rounded to nearest for an f16 tensor).
     pub fn write_f32(&self, ctx: &GpuContext, data: &[f32]) -> Result<(), GpuError> {
-        if self.dtype != DType::F32 || data.len() != self.numel() {
+        if !matches!(self.dtype, DType::F32 | DType::F16) || data.len() != self.numel() {
             return Err(GpuError::shape(
                 &self.label,
                 format!("cannot write {} f32 values", data.len()),
             ));
         }
-        ctx.queue
-            .write_buffer(&self.buffer, self.offset, bytemuck::cast_slice(data));
+        let mut bytes: Vec<u8> = match self.dtype {
+            DType::F16 => data
+                .iter()
+                .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+                .collect(),
+            _ => bytemuck::cast_slice(data).to_vec(),
+        };
+        // Queue writes go in whole words; an odd f16 count leaves the pad.
+        bytes.resize(bytes.len().next_multiple_of(4).min(self.size as usize), 0);
+        ctx.queue.write_buffer(&self.buffer, self.offset, &bytes);
         Ok(())
     }
 
+    /// The values as f32 (an f16 tensor's widened exactly).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn read_f32(&self, ctx: &GpuContext) -> Result<Vec<f32>, GpuError> {
         let bytes = self.read_bytes(ctx)?;
-        Ok(bytemuck::cast_slice::<u8, f32>(&bytes)[..self.numel()].to_vec())
+        Ok(match self.dtype {
+            DType::F16 => bytes
+                .chunks_exact(2)
+                .take(self.numel())
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            _ => bytemuck::cast_slice::<u8, f32>(&bytes)[..self.numel()].to_vec(),
+        })
     }
 
     #[cfg(not(target_arch = "wasm32"))]

@@ -1,7 +1,8 @@
 //! Host side of shaders/augment.wgsl: batch assembly from the u8 dataset on the GPU.
 
 use crate::gpu::{
-    Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Kernel, Tensor, Workgroup,
+    Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Kernel, Precision, Tensor,
+    Workgroup,
     elementwise_grid,
 };
 use crate::shapes::{AugmentConfig, ImageShape};
@@ -80,10 +81,11 @@ impl Augment {
         )?;
         t.dataset_labels.expect(label, &[dataset_len], DType::U32)?;
         t.indices.expect(label, &[batch], DType::U32)?;
+        let precision = Precision::of(label, &[t.output])?;
         t.output.expect(
             label,
             &[batch, image.channels, image.height, image.width],
-            DType::F32,
+            precision.dtype(),
         )?;
         t.labels.expect(label, &[batch], DType::U32)?;
         if dataset_len == 0 {
@@ -108,6 +110,7 @@ impl Augment {
             shader: "augment",
             kernel: &KERNELS[0],
             variant: None,
+            precision,
             constants: &[("WG", WG)],
             params: &params,
             bindings: vec![

@@ -2,7 +2,8 @@
 //! residual-add + ReLU.
 
 use crate::gpu::{
-    Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Kernel, Tensor, Workgroup,
+    Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Kernel, Precision, Tensor,
+    Workgroup,
     elementwise_grid,
 };
 use crate::shapes::{BatchNormShape, Fusion};
@@ -218,10 +219,13 @@ impl BatchNorm {
         })
     }
 
-    fn check(&self, t: &BnTensors<'_>, y: &Tensor) -> Result<(), GpuError> {
+    /// The precision of the activations (x and y agree), once every tensor
+    /// has its shape.
+    fn check(&self, t: &BnTensors<'_>, y: &Tensor) -> Result<Precision, GpuError> {
         let s = &self.shape;
         t.x.expect_activation(&self.label, s.batch, s.channels, s.hw)?;
-        y.expect(&self.label, t.x.shape(), DType::F32)?;
+        let precision = Precision::of(&self.label, &[t.x, y])?;
+        y.expect(&self.label, t.x.shape(), precision.dtype())?;
         for c in [
             t.gamma,
             t.beta,
@@ -232,7 +236,7 @@ impl BatchNorm {
         ] {
             c.expect(&self.label, &[s.channels], DType::F32)?;
         }
-        Ok(())
+        Ok(precision)
     }
 
     fn build(
@@ -241,6 +245,7 @@ impl BatchNorm {
         entry: &'static str,
         bindings: Vec<Binding<'_>>,
         workgroups: [u32; 3],
+        precision: Precision,
     ) -> Result<Dispatch, GpuError> {
         let params = self.params()?;
         // Only the channel reductions differ between the modules.
@@ -257,6 +262,7 @@ impl BatchNorm {
             shader,
             kernel: Kernel::find(KERNELS, shader, entry)?,
             variant: None,
+            precision,
             constants: &[
                 ("WG_ELEMENTWISE", ELEMENTWISE_WG),
                 ("WG_CHANNELS", CHANNELS_WG),
@@ -288,7 +294,7 @@ impl BatchNorm {
             (Fusion::None, None) => "forward_apply",
             (Fusion::Relu, None) => "forward_apply_relu",
             (Fusion::AddRelu, Some(r)) => {
-                r.expect(&self.label, y.shape(), DType::F32)?;
+                r.expect(&self.label, y.shape(), y.dtype())?;
                 bindings.push(b("residual", r));
                 "forward_apply_add_relu"
             }
@@ -304,6 +310,7 @@ impl BatchNorm {
             entry,
             bindings,
             elementwise_grid(ctx, self.shape.numel(), ELEMENTWISE_WG),
+            Precision::of(&self.label, &[t.x])?,
         )
     }
 
@@ -316,7 +323,7 @@ impl BatchNorm {
         residual: Option<&Tensor>,
         y: &Tensor,
     ) -> Result<Vec<Dispatch>, GpuError> {
-        self.check(t, y)?;
+        let precision = self.check(t, y)?;
         let b = Binding::tensor;
         let stats_bindings = vec![
             b("input", t.x),
@@ -330,6 +337,7 @@ impl BatchNorm {
             "forward_stats",
             stats_bindings,
             [self.shape.channels as u32, 1, 1],
+            precision,
         )?;
         Ok(vec![stats, self.apply_dispatch(ctx, t, residual, y)?])
     }
@@ -342,7 +350,7 @@ impl BatchNorm {
         residual: Option<&Tensor>,
         y: &Tensor,
     ) -> Result<Vec<Dispatch>, GpuError> {
-        self.check(t, y)?;
+        let precision = self.check(t, y)?;
         let b = Binding::tensor;
         let stats_bindings = vec![
             b("save_mean", t.save_mean),
@@ -359,6 +367,7 @@ impl BatchNorm {
                 1,
                 1,
             ],
+            precision,
         )?;
         Ok(vec![stats, self.apply_dispatch(ctx, t, residual, y)?])
     }
@@ -372,10 +381,10 @@ impl BatchNorm {
         y: &Tensor,
         g: &BnGradTensors<'_>,
     ) -> Result<Vec<Dispatch>, GpuError> {
-        self.check(t, y)?;
+        let precision = self.check(t, y)?;
         let s = &self.shape;
-        g.dy.expect(&self.label, y.shape(), DType::F32)?;
-        g.dx.expect(&self.label, y.shape(), DType::F32)?;
+        g.dy.expect(&self.label, y.shape(), precision.dtype())?;
+        g.dx.expect(&self.label, y.shape(), precision.dtype())?;
         g.dgamma.expect(&self.label, &[s.channels], DType::F32)?;
         g.dbeta.expect(&self.label, &[s.channels], DType::F32)?;
         let b = Binding::tensor;
@@ -401,7 +410,7 @@ impl BatchNorm {
             (Fusion::None, None) => ("backward_reduce", "backward_apply"),
             (Fusion::Relu, None) => ("backward_reduce_relu", "backward_apply_relu"),
             (Fusion::AddRelu, Some(dr)) => {
-                dr.expect(&self.label, y.shape(), DType::F32)?;
+                dr.expect(&self.label, y.shape(), precision.dtype())?;
                 reduce.push(b("grad_residual", dr));
                 ("backward_reduce_add_relu", "backward_apply_relu")
             }
@@ -417,12 +426,19 @@ impl BatchNorm {
             apply.push(b("forward_output", y));
         }
         Ok(vec![
-            self.build(ctx, reduce_entry, reduce, [s.channels as u32, 1, 1])?,
+            self.build(
+                ctx,
+                reduce_entry,
+                reduce,
+                [s.channels as u32, 1, 1],
+                precision,
+            )?,
             self.build(
                 ctx,
                 apply_entry,
                 apply,
                 elementwise_grid(ctx, s.numel(), ELEMENTWISE_WG),
+                precision,
             )?,
         ])
     }

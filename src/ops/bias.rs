@@ -2,7 +2,8 @@
 //! to its output, and its gradient.
 
 use crate::gpu::{
-    Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Kernel, Tensor, Workgroup,
+    Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Kernel, Precision, Tensor,
+    Workgroup,
     elementwise_grid,
 };
 use crate::shapes::BatchNormShape;
@@ -52,6 +53,7 @@ impl Bias {
         &self,
         ctx: &GpuContext,
         entry: &'static str,
+        precision: Precision,
         bindings: Vec<Binding<'_>>,
         workgroups: [u32; 3],
     ) -> Result<Dispatch, GpuError> {
@@ -69,6 +71,7 @@ impl Bias {
             shader: "bias",
             kernel: Kernel::find(KERNELS, "bias", entry)?,
             variant: None,
+            precision,
             constants: &[("WG_ELEMENTWISE", ELEMENTWISE_WG)],
             params: &params,
             bindings,
@@ -77,10 +80,13 @@ impl Bias {
         .build(ctx)
     }
 
-    fn check(&self, activation: &Tensor, bias: &Tensor) -> Result<(), GpuError> {
+    /// The activation's precision, once it and the (f32) bias have the
+    /// unit's shape.
+    fn check(&self, activation: &Tensor, bias: &Tensor) -> Result<Precision, GpuError> {
         let s = &self.shape;
         activation.expect_activation(&self.label, s.batch, s.channels, s.hw)?;
-        bias.expect(&self.label, &[s.channels], DType::F32)
+        bias.expect(&self.label, &[s.channels], DType::F32)?;
+        Precision::of(&self.label, &[activation])
     }
 
     /// y += bias, in place.
@@ -90,10 +96,10 @@ impl Bias {
         bias: &Tensor,
         y: &Tensor,
     ) -> Result<Dispatch, GpuError> {
-        self.check(y, bias)?;
+        let precision = self.check(y, bias)?;
         let bindings = vec![Binding::tensor("bias", bias), Binding::tensor("output", y)];
         let grid = elementwise_grid(ctx, self.shape.numel(), ELEMENTWISE_WG);
-        self.build(ctx, "forward", bindings, grid)
+        self.build(ctx, "forward", precision, bindings, grid)
     }
 
     /// dbias = sum of dy over the batch and the plane.
@@ -103,7 +109,7 @@ impl Bias {
         dy: &Tensor,
         dbias: &Tensor,
     ) -> Result<Dispatch, GpuError> {
-        self.check(dy, dbias)?;
+        let precision = self.check(dy, dbias)?;
         let bindings = vec![
             Binding::tensor("grad_output", dy),
             Binding::tensor("grad_bias", dbias),
@@ -111,6 +117,7 @@ impl Bias {
         self.build(
             ctx,
             "backward",
+            precision,
             bindings,
             [self.shape.channels as u32, 1, 1],
         )

@@ -1,7 +1,8 @@
 //! Host side of shaders/conv.wgsl.
 
 use crate::gpu::{
-    Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Kernel, ShaderConstant, Tensor,
+    Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Kernel, Precision, ShaderConstant,
+    Tensor,
     Workgroup,
 };
 use crate::shapes::Conv2dShape;
@@ -378,6 +379,7 @@ impl Conv2d {
     fn spec<'a>(
         &self,
         pass: ConvPass,
+        precision: Precision,
         (shader, entry): (&'static str, &'static str),
         params: &'a ConvParams,
         constants: &'a [(&'static str, u32)],
@@ -394,6 +396,7 @@ impl Conv2d {
             shader,
             kernel: Kernel::find(KERNELS, shader, entry)?,
             variant: Some(self.kernels.get(pass).name()),
+            precision,
             constants,
             params,
             bindings,
@@ -478,6 +481,7 @@ impl Conv2d {
         ];
         self.spec(
             pass,
+            Precision::of(&self.label, &[src, w, dst])?,
             ("conv", "conv3x3_s1"),
             &params,
             &constants,
@@ -496,9 +500,10 @@ impl Conv2d {
         y: &Tensor,
     ) -> Result<Dispatch, GpuError> {
         let s = &self.shape;
-        x.expect(&self.label, &s.input_shape(), DType::F32)?;
-        w.expect(&self.label, &s.weight_shape(), DType::F32)?;
-        y.expect(&self.label, &s.output_shape(), DType::F32)?;
+        let precision = Precision::of(&self.label, &[x, w, y])?;
+        x.expect(&self.label, &s.input_shape(), precision.dtype())?;
+        w.expect(&self.label, &s.weight_shape(), precision.dtype())?;
+        y.expect(&self.label, &s.output_shape(), precision.dtype())?;
         let pass = ConvPass::Forward;
         let params = self.params(1)?;
         let bindings = vec![
@@ -514,6 +519,7 @@ impl Conv2d {
                 let constants = self.constants(false);
                 self.spec(
                     pass,
+                    precision,
                     ("conv", "forward"),
                     &params,
                     &constants,
@@ -526,7 +532,7 @@ impl Conv2d {
                 let grid = Self::tiled_grid((tw_m, tw_n), s.out_c, out_px, 1);
                 let constants = self.tiled_constants((tw_m, tw_n));
                 let entry = ("conv_tiled", "forward");
-                self.spec(pass, entry, &params, &constants, bindings, grid)?
+                self.spec(pass, precision, entry, &params, &constants, bindings, grid)?
                     .build(ctx)
             }
         }
@@ -541,9 +547,10 @@ impl Conv2d {
         dx: &Tensor,
     ) -> Result<Dispatch, GpuError> {
         let s = &self.shape;
-        dy.expect(&self.label, &s.output_shape(), DType::F32)?;
-        w.expect(&self.label, &s.weight_shape(), DType::F32)?;
-        dx.expect(&self.label, &s.input_shape(), DType::F32)?;
+        let precision = Precision::of(&self.label, &[dy, w, dx])?;
+        dy.expect(&self.label, &s.output_shape(), precision.dtype())?;
+        w.expect(&self.label, &s.weight_shape(), precision.dtype())?;
+        dx.expect(&self.label, &s.input_shape(), precision.dtype())?;
         let pass = ConvPass::BackwardInput;
         if self.kernels.backward_input == ConvKernel::Rows8 {
             return self.square_kernel(ctx, pass, dy, w, dx);
@@ -563,7 +570,7 @@ impl Conv2d {
             let constants = self.tiled_constants(tile);
             let entry = ("conv_tiled", "backward_input");
             return self
-                .spec(pass, entry, &params, &constants, bindings, grid)?
+                .spec(pass, precision, entry, &params, &constants, bindings, grid)?
                 .build(ctx);
         }
         let grid = self.grid(s.in_c, s.batch * class_pixels, classes);
@@ -573,7 +580,7 @@ impl Conv2d {
             "backward_input"
         };
         let constants = self.constants(true);
-        self.spec(pass, ("conv", entry), &params, &constants, bindings, grid)?
+        self.spec(pass, precision, ("conv", entry), &params, &constants, bindings, grid)?
             .build(ctx)
     }
 
@@ -622,8 +629,10 @@ impl Conv2d {
         dw: &Tensor,
     ) -> Result<Vec<Dispatch>, GpuError> {
         let s = &self.shape;
-        x.expect(&self.label, &s.input_shape(), DType::F32)?;
-        dy.expect(&self.label, &s.output_shape(), DType::F32)?;
+        // The weight gradient is f32 at either precision.
+        let precision = Precision::of(&self.label, &[x, dy])?;
+        x.expect(&self.label, &s.input_shape(), precision.dtype())?;
+        dy.expect(&self.label, &s.output_shape(), precision.dtype())?;
         dw.expect(&self.label, &s.weight_shape(), DType::F32)?;
         let pass = ConvPass::BackwardWeight;
         let n = s.in_c * s.kernel_h * s.kernel_w;
@@ -668,7 +677,7 @@ impl Conv2d {
         let params = self.params(splits)?;
         if splits == 1 {
             return Ok(vec![
-                self.spec(pass, entry, &params, constants, bind(dw), grid)?
+                self.spec(pass, precision, entry, &params, constants, bind(dw), grid)?
                     .build(ctx)?,
             ]);
         }
@@ -679,11 +688,12 @@ impl Conv2d {
             DType::F32,
         )?;
         let gemm = self
-            .spec(pass, entry, &params, constants, bind(&partials), grid)?
+            .spec(pass, precision, entry, &params, constants, bind(&partials), grid)?
             .build(ctx)?;
         let reduce_grid = [(s.out_c * n).div_ceil(SPLITS_WG as usize) as u32, 1, 1];
         let mut reduce = self.spec(
             pass,
+            precision,
             ("conv", "reduce_weight_splits"),
             &params,
             &[("WG_SPLITS", SPLITS_WG)],

@@ -1,7 +1,7 @@
 //! Host side of shaders/elementwise.wgsl: ReLU and add over tensors of any shape.
 
 use crate::gpu::{
-    Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Kernel, Tensor, Workgroup,
+    Binding, Dispatch, DispatchSpec, GpuContext, GpuError, Kernel, Precision, Tensor, Workgroup,
     elementwise_grid,
 };
 
@@ -37,9 +37,10 @@ fn build(
     inputs: &[&Tensor],
     output: &Tensor,
 ) -> Result<Dispatch, GpuError> {
-    // Every operand takes the output's shape, and all are f32.
+    // Every operand takes the output's shape, and all are f32 or all f16.
+    let precision = Precision::of(label, &[inputs, &[output]].concat())?;
     for t in inputs.iter().chain([&output]) {
-        t.expect(label, output.shape(), DType::F32)?;
+        t.expect(label, output.shape(), precision.dtype())?;
     }
     let params = ElementwiseParams {
         len: super::u32_of(label, "elements", output.numel())?,
@@ -56,6 +57,7 @@ fn build(
         shader: "elementwise",
         kernel: Kernel::find(KERNELS, "elementwise", entry)?,
         variant: None,
+        precision,
         constants: &[("WG", WG)],
         params: &params,
         bindings,

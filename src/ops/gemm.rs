@@ -90,6 +90,7 @@ fn build(
         shader: "gemm",
         kernel: Kernel::find(KERNELS, "gemm", entry)?,
         variant: None,
+        precision: crate::gpu::Precision::F32,
         constants: &[("WG_N", tuning.wg_n), ("WG_M", tuning.wg_m)],
         params: &params,
         bindings,

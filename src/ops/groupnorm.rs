@@ -3,7 +3,8 @@
 //! run the same dispatches.
 
 use crate::gpu::{
-    Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Kernel, Tensor, Workgroup,
+    Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Kernel, Precision, Tensor,
+    Workgroup,
     elementwise_grid,
 };
 use crate::shapes::{Fusion, GroupNormShape};
@@ -206,23 +207,27 @@ impl GroupNorm {
         })
     }
 
-    fn check(&self, t: &GnTensors<'_>, y: &Tensor) -> Result<(), GpuError> {
+    /// The precision of the activations (x and y agree), once every tensor
+    /// has its shape.
+    fn check(&self, t: &GnTensors<'_>, y: &Tensor) -> Result<Precision, GpuError> {
         let s = &self.shape;
         t.x.expect_activation(&self.label, s.batch, s.channels, s.hw)?;
-        y.expect(&self.label, t.x.shape(), DType::F32)?;
+        let precision = Precision::of(&self.label, &[t.x, y])?;
+        y.expect(&self.label, t.x.shape(), precision.dtype())?;
         for c in [t.gamma, t.beta] {
             c.expect(&self.label, &[s.channels], DType::F32)?;
         }
         for k in [t.save_mean, t.save_invstd] {
             k.expect(&self.label, &[s.stats_len()], DType::F32)?;
         }
-        Ok(())
+        Ok(precision)
     }
 
     fn build(
         &self,
         ctx: &GpuContext,
         entry: &'static str,
+        precision: Precision,
         bindings: Vec<Binding<'_>>,
         workgroups: [u32; 3],
     ) -> Result<Dispatch, GpuError> {
@@ -231,6 +236,7 @@ impl GroupNorm {
             shader: "groupnorm",
             kernel: Kernel::find(KERNELS, "groupnorm", entry)?,
             variant: None,
+            precision,
             constants: &[("WG_ELEMENTWISE", ELEMENTWISE_WG)],
             params: &self.params()?,
             bindings,
@@ -252,11 +258,12 @@ impl GroupNorm {
         residual: Option<&Tensor>,
         y: &Tensor,
     ) -> Result<Vec<Dispatch>, GpuError> {
-        self.check(t, y)?;
+        let precision = self.check(t, y)?;
         let b = Binding::tensor;
         let stats = self.build(
             ctx,
             "forward_stats",
+            precision,
             vec![
                 b("input", t.x),
                 b("save_mean", t.save_mean),
@@ -276,7 +283,7 @@ impl GroupNorm {
             (Fusion::None, None) => "forward_apply",
             (Fusion::Relu, None) => "forward_apply_relu",
             (Fusion::AddRelu, Some(r)) => {
-                r.expect(&self.label, y.shape(), DType::F32)?;
+                r.expect(&self.label, y.shape(), precision.dtype())?;
                 bindings.push(b("residual", r));
                 "forward_apply_add_relu"
             }
@@ -287,7 +294,7 @@ impl GroupNorm {
                 ));
             }
         };
-        let apply = self.build(ctx, entry, bindings, self.elementwise(ctx))?;
+        let apply = self.build(ctx, entry, precision, bindings, self.elementwise(ctx))?;
         Ok(vec![stats, apply])
     }
 
@@ -300,10 +307,10 @@ impl GroupNorm {
         y: &Tensor,
         g: &GnGradTensors<'_>,
     ) -> Result<Vec<Dispatch>, GpuError> {
-        self.check(t, y)?;
+        let precision = self.check(t, y)?;
         let s = &self.shape;
-        g.dy.expect(&self.label, y.shape(), DType::F32)?;
-        g.dx.expect(&self.label, y.shape(), DType::F32)?;
+        g.dy.expect(&self.label, y.shape(), precision.dtype())?;
+        g.dx.expect(&self.label, y.shape(), precision.dtype())?;
         g.dgamma.expect(&self.label, &[s.channels], DType::F32)?;
         g.dbeta.expect(&self.label, &[s.channels], DType::F32)?;
         g.group_grads
@@ -335,7 +342,7 @@ impl GroupNorm {
                 "backward_apply_relu",
             ],
             (Fusion::AddRelu, Some(dr)) => {
-                dr.expect(&self.label, y.shape(), DType::F32)?;
+                dr.expect(&self.label, y.shape(), precision.dtype())?;
                 params.push(b("grad_residual", dr));
                 [
                     "backward_params_add_relu",
@@ -356,9 +363,9 @@ impl GroupNorm {
             }
         }
         Ok(vec![
-            self.build(ctx, entries[0], params, [s.channels as u32, 1, 1])?,
-            self.build(ctx, entries[1], group, [s.stats_len() as u32, 1, 1])?,
-            self.build(ctx, entries[2], apply, self.elementwise(ctx))?,
+            self.build(ctx, entries[0], precision, params, [s.channels as u32, 1, 1])?,
+            self.build(ctx, entries[1], precision, group, [s.stats_len() as u32, 1, 1])?,
+            self.build(ctx, entries[2], precision, apply, self.elementwise(ctx))?,
         ])
     }
 }

@@ -1,7 +1,8 @@
 //! Host side of shaders/linear.wgsl: the fully connected classifier.
 
 use crate::gpu::{
-    Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Kernel, Tensor, Workgroup,
+    Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Kernel, Precision, Tensor,
+    Workgroup,
 };
 use crate::shapes::LinearShape;
 
@@ -50,6 +51,7 @@ impl Linear {
         &self,
         ctx: &GpuContext,
         entry: &'static str,
+        precision: Precision,
         bindings: Vec<Binding<'_>>,
         invocations: usize,
     ) -> Result<Dispatch, GpuError> {
@@ -67,6 +69,7 @@ impl Linear {
             shader: "linear",
             kernel: Kernel::find(KERNELS, "linear", entry)?,
             variant: None,
+            precision,
             constants: &[("WG", WG)],
             params: &params,
             bindings,
@@ -75,11 +78,15 @@ impl Linear {
         .build(ctx)
     }
 
-    fn check(&self, x: &Tensor, w: &Tensor, y: &Tensor) -> Result<(), GpuError> {
+    /// The precision of the activation `x` and weight `w` (they must agree);
+    /// the logits `y` (or their gradient) are f32 at either precision.
+    fn check(&self, x: &Tensor, w: &Tensor, y: &Tensor) -> Result<Precision, GpuError> {
         let s = &self.shape;
-        x.expect(&self.label, &[s.batch, s.in_f], DType::F32)?;
-        w.expect(&self.label, &[s.out_f, s.in_f], DType::F32)?;
-        y.expect(&self.label, &[s.batch, s.out_f], DType::F32)
+        let precision = Precision::of(&self.label, &[x, w])?;
+        x.expect(&self.label, &[s.batch, s.in_f], precision.dtype())?;
+        w.expect(&self.label, &[s.out_f, s.in_f], precision.dtype())?;
+        y.expect(&self.label, &[s.batch, s.out_f], DType::F32)?;
+        Ok(precision)
     }
 
     /// y = x W^T + bias
@@ -91,12 +98,13 @@ impl Linear {
         bias: &Tensor,
         y: &Tensor,
     ) -> Result<Dispatch, GpuError> {
-        self.check(x, w, y)?;
+        let precision = self.check(x, w, y)?;
         bias.expect(&self.label, &[self.shape.out_f], DType::F32)?;
         let b = Binding::tensor;
         self.build(
             ctx,
             "forward",
+            precision,
             vec![
                 b("input", x),
                 b("weight", w),
@@ -118,26 +126,30 @@ impl Linear {
         dw: &Tensor,
         dbias: &Tensor,
     ) -> Result<Vec<Dispatch>, GpuError> {
-        self.check(x, w, dy)?;
-        self.check(dx, dw, dy)?;
+        let precision = self.check(x, w, dy)?;
+        self.check(dx, w, dy)?;
+        dw.expect(&self.label, &[self.shape.out_f, self.shape.in_f], DType::F32)?;
         dbias.expect(&self.label, &[self.shape.out_f], DType::F32)?;
         let b = Binding::tensor;
         Ok(vec![
             self.build(
                 ctx,
                 "backward_input",
+                precision,
                 vec![b("weight", w), b("grad_output", dy), b("grad_input", dx)],
                 dx.numel(),
             )?,
             self.build(
                 ctx,
                 "backward_weight",
+                precision,
                 vec![b("input", x), b("grad_output", dy), b("grad_weight", dw)],
                 dw.numel(),
             )?,
             self.build(
                 ctx,
                 "backward_bias",
+                precision,
                 vec![b("grad_output", dy), b("grad_bias", dbias)],
                 dbias.numel(),
             )?,

@@ -2,8 +2,8 @@
 //! GPU-side metric accumulation.
 
 use crate::gpu::{
-    Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Kernel, ShaderConstant, Tensor,
-    Workgroup,
+    Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Kernel, Precision, ShaderConstant,
+    Tensor, Workgroup,
 };
 
 use super::Reduction;
@@ -31,6 +31,7 @@ pub const KERNELS: &[Kernel] = &[
             "grad_logits",
             "sample_loss",
             "sample_correct",
+            "loss_scale",
         ],
         workgroup: Workgroup::Overrides(&["WG_SAMPLES"]),
     },
@@ -50,7 +51,11 @@ pub const METRIC_SAMPLES: usize = 2;
 pub const METRIC_BATCH_LOSS: usize = 3;
 /// Samples whose label is among the five largest logits.
 pub const METRIC_TOP5: usize = 4;
-pub const METRICS_LEN: usize = 5;
+/// Mixed precision only (shaders/scaler.wgsl): the loss scale after the
+/// latest step, and the steps skipped for an overflow.
+pub const METRIC_LOSS_SCALE: usize = 5;
+pub const METRIC_SKIPPED: usize = 6;
+pub const METRICS_LEN: usize = 7;
 
 const fn slot(name: &'static str, value: usize) -> ShaderConstant {
     ShaderConstant {
@@ -79,6 +84,9 @@ pub struct CrossEntropyTensors<'a> {
     pub sample_correct: &'a Tensor,
     /// [METRICS_LEN] accumulator.
     pub metrics: &'a Tensor,
+    /// The loss scaler (`optim::LossScaler`): the gradient is multiplied by
+    /// its scale (1 unless mixed precision scales it).
+    pub loss_scale: &'a Tensor,
 }
 
 /// Two dispatches: per-sample loss and gradient, then the batch sums added to
@@ -107,6 +115,8 @@ pub fn softmax_cross_entropy(
     t.sample_loss.expect(label, &[batch], DType::F32)?;
     t.sample_correct.expect(label, &[2, batch], DType::F32)?;
     t.metrics.expect(label, &[METRICS_LEN], DType::F32)?;
+    t.loss_scale
+        .expect(label, &[super::scaler::SCALER_WORDS], DType::U32)?;
     if valid == 0 || valid > batch {
         return Err(GpuError::shape(
             label,
@@ -131,6 +141,7 @@ pub fn softmax_cross_entropy(
             shader,
             kernel: Kernel::find(KERNELS, shader, entry)?,
             variant: None,
+            precision: Precision::F32,
             constants,
             params: &params,
             bindings,
@@ -148,6 +159,7 @@ pub fn softmax_cross_entropy(
                 b("grad_logits", t.grad_logits),
                 b("sample_loss", t.sample_loss),
                 b("sample_correct", t.sample_correct),
+                b("loss_scale", t.loss_scale),
             ],
             [batch.div_ceil(WG_SAMPLES as usize) as u32, 1, 1],
         )?,

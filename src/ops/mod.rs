@@ -13,6 +13,7 @@ pub mod linear;
 pub mod loss;
 pub mod optim;
 pub mod pool;
+pub mod scaler;
 pub mod shortcut;
 pub mod tune;
 
@@ -33,6 +34,7 @@ pub const KERNEL_FAMILIES: &[&[Kernel]] = &[
     loss::KERNELS,
     optim::KERNELS,
     pool::KERNELS,
+    scaler::KERNELS,
     shortcut::KERNELS,
 ];
 
@@ -41,6 +43,7 @@ pub const SHADER_CONSTANTS: &[&[ShaderConstant]] = &[
     conv::SHADER_CONSTANTS,
     gemm::SHADER_CONSTANTS,
     loss::SHADER_CONSTANTS,
+    scaler::SHADER_CONSTANTS,
 ];
 
 /// Every uniform struct the host writes.
@@ -57,6 +60,7 @@ pub const UNIFORM_STRUCTS: &[StructLayout] = &[
     optim::SgdParams::LAYOUT,
     optim::LearningRate::LAYOUT,
     pool::PoolParams::LAYOUT,
+    scaler::ScalerParams::LAYOUT,
     shortcut::ShortcutParams::LAYOUT,
 ];
 

@@ -1,7 +1,8 @@
 //! Host side of shaders/pool.wgsl: max pooling and global average pooling.
 
 use crate::gpu::{
-    Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Kernel, Tensor, Workgroup,
+    Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Kernel, Precision, Tensor,
+    Workgroup,
     elementwise_grid,
 };
 use crate::shapes::PoolShape;
@@ -92,6 +93,7 @@ impl Pool {
         &self,
         ctx: &GpuContext,
         entry: &'static str,
+        precision: Precision,
         bindings: Vec<Binding<'_>>,
         invocations: usize,
     ) -> Result<Dispatch, GpuError> {
@@ -114,6 +116,7 @@ impl Pool {
             shader: "pool",
             kernel: Kernel::find(KERNELS, "pool", entry)?,
             variant: None,
+            precision,
             constants: &[("WG", WG)],
             params: &params,
             bindings,
@@ -130,15 +133,16 @@ impl Pool {
         y: &Tensor,
         argmax: &Tensor,
     ) -> Result<Dispatch, GpuError> {
-        x.expect(&self.label, &self.input_shape(), DType::F32)?;
-        y.expect(&self.label, &self.max_output_shape(), DType::F32)?;
+        let precision = Precision::of(&self.label, &[x, y])?;
+        x.expect(&self.label, &self.input_shape(), precision.dtype())?;
+        y.expect(&self.label, &self.max_output_shape(), precision.dtype())?;
         argmax.expect(&self.label, &self.max_output_shape(), DType::U32)?;
         let b = vec![
             Binding::tensor("input", x),
             Binding::tensor("output", y),
             Binding::tensor("argmax", argmax),
         ];
-        self.build(ctx, "max_forward", b, y.numel())
+        self.build(ctx, "max_forward", precision, b, y.numel())
     }
 
     pub fn max_backward(
@@ -148,15 +152,16 @@ impl Pool {
         argmax: &Tensor,
         dx: &Tensor,
     ) -> Result<Dispatch, GpuError> {
-        dy.expect(&self.label, &self.max_output_shape(), DType::F32)?;
+        let precision = Precision::of(&self.label, &[dy, dx])?;
+        dy.expect(&self.label, &self.max_output_shape(), precision.dtype())?;
         argmax.expect(&self.label, &self.max_output_shape(), DType::U32)?;
-        dx.expect(&self.label, &self.input_shape(), DType::F32)?;
+        dx.expect(&self.label, &self.input_shape(), precision.dtype())?;
         let b = vec![
             Binding::tensor("input", dy),
             Binding::tensor("output", dx),
             Binding::tensor("saved_argmax", argmax),
         ];
-        self.build(ctx, "max_backward", b, dx.numel())
+        self.build(ctx, "max_backward", precision, b, dx.numel())
     }
 
     /// y [batch, channels] = mean of x over each plane.
@@ -166,11 +171,12 @@ impl Pool {
         x: &Tensor,
         y: &Tensor,
     ) -> Result<Dispatch, GpuError> {
+        let precision = Precision::of(&self.label, &[x, y])?;
         let s = &self.shape;
-        x.expect(&self.label, &self.input_shape(), DType::F32)?;
-        y.expect(&self.label, &[s.batch, s.channels], DType::F32)?;
+        x.expect(&self.label, &self.input_shape(), precision.dtype())?;
+        y.expect(&self.label, &[s.batch, s.channels], precision.dtype())?;
         let b = vec![Binding::tensor("input", x), Binding::tensor("output", y)];
-        self.build(ctx, "global_avg_forward", b, s.planes())
+        self.build(ctx, "global_avg_forward", precision, b, s.planes())
     }
 
     pub fn global_avg_backward(
@@ -179,10 +185,11 @@ impl Pool {
         dy: &Tensor,
         dx: &Tensor,
     ) -> Result<Dispatch, GpuError> {
+        let precision = Precision::of(&self.label, &[dy, dx])?;
         let s = &self.shape;
-        dy.expect(&self.label, &[s.batch, s.channels], DType::F32)?;
-        dx.expect(&self.label, &self.input_shape(), DType::F32)?;
+        dy.expect(&self.label, &[s.batch, s.channels], precision.dtype())?;
+        dx.expect(&self.label, &self.input_shape(), precision.dtype())?;
         let b = vec![Binding::tensor("input", dy), Binding::tensor("output", dx)];
-        self.build(ctx, "global_avg_backward", b, dx.numel())
+        self.build(ctx, "global_avg_backward", precision, b, dx.numel())
     }
 }

@@ -1,7 +1,7 @@
 //! Host side of shaders/shortcut.wgsl: the parameter-free option-A shortcut.
 
 use crate::gpu::{
-    Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Kernel, Tensor, Workgroup,
+    Binding, Dispatch, DispatchSpec, GpuContext, GpuError, Kernel, Precision, Tensor, Workgroup,
     elementwise_grid,
 };
 use crate::shapes::ShortcutShape;
@@ -86,11 +86,13 @@ impl Shortcut {
             Binding::tensor("output", output),
         ];
         let workgroups = elementwise_grid(ctx, output.numel(), WG);
+        let precision = Precision::of(&self.label, &[input, output])?;
         DispatchSpec {
             label: format!("{} {entry}", self.label),
             shader: "shortcut",
             kernel: Kernel::find(KERNELS, "shortcut", entry)?,
             variant: None,
+            precision,
             constants: &[("WG", WG)],
             params: &params,
             bindings,
@@ -100,8 +102,9 @@ impl Shortcut {
     }
 
     pub fn forward(&self, ctx: &GpuContext, x: &Tensor, y: &Tensor) -> Result<Dispatch, GpuError> {
-        x.expect(&self.label, &self.input_shape(), DType::F32)?;
-        y.expect(&self.label, &self.output_shape(), DType::F32)?;
+        let dtype = x.dtype();
+        x.expect(&self.label, &self.input_shape(), dtype)?;
+        y.expect(&self.label, &self.output_shape(), dtype)?;
         self.build(ctx, "forward", x, y)
     }
 
@@ -111,8 +114,9 @@ impl Shortcut {
         dy: &Tensor,
         dx: &Tensor,
     ) -> Result<Dispatch, GpuError> {
-        dy.expect(&self.label, &self.output_shape(), DType::F32)?;
-        dx.expect(&self.label, &self.input_shape(), DType::F32)?;
+        let dtype = dy.dtype();
+        dy.expect(&self.label, &self.output_shape(), dtype)?;
+        dx.expect(&self.label, &self.input_shape(), dtype)?;
         self.build(ctx, "backward", dy, dx)
     }
 }

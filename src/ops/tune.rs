@@ -208,6 +208,7 @@ fn time_loss_sum(ctx: &GpuContext, batch: usize, reduction: Reduction) -> Option
         t("tune correct", &[2, batch], f)?,
     );
     let metrics = t("tune metrics", &[super::loss::METRICS_LEN], f)?;
+    let scaler = t("tune scaler", &[super::scaler::SCALER_WORDS], DType::U32)?;
     let tensors = super::loss::CrossEntropyTensors {
         logits: &logits,
         labels: &labels,
@@ -215,6 +216,7 @@ fn time_loss_sum(ctx: &GpuContext, batch: usize, reduction: Reduction) -> Option
         sample_loss: &loss,
         sample_correct: &correct,
         metrics: &metrics,
+        loss_scale: &scaler,
     };
     let dispatches =
         super::loss::softmax_cross_entropy(ctx, "tune loss", &tensors, batch, reduction).ok()?;

@@ -8,7 +8,8 @@ use std::collections::VecDeque;
 
 use crate::gpu::{GpuContext, GpuError, MapState, Mapping, Tensor};
 use crate::ops::loss::{
-    METRIC_BATCH_LOSS, METRIC_CORRECT, METRIC_LOSS_SUM, METRIC_SAMPLES, METRIC_TOP5, METRICS_LEN,
+    METRIC_BATCH_LOSS, METRIC_CORRECT, METRIC_LOSS_SCALE, METRIC_LOSS_SUM, METRIC_SAMPLES,
+    METRIC_SKIPPED, METRIC_TOP5, METRICS_LEN,
 };
 
 const SLOT_BYTES: u64 = (METRICS_LEN * 4) as u64;
@@ -21,6 +22,10 @@ pub struct MetricsSnapshot {
     pub samples: f32,
     pub batch_loss: f32,
     pub top5: f32,
+    /// Mixed precision: the loss scale after the step (0 at f32, which does
+    /// not scale), and steps skipped for an overflow since the epoch began.
+    pub loss_scale: f32,
+    pub skipped: f32,
 }
 
 impl MetricsSnapshot {
@@ -31,6 +36,8 @@ impl MetricsSnapshot {
             samples: v[METRIC_SAMPLES],
             batch_loss: v[METRIC_BATCH_LOSS],
             top5: v[METRIC_TOP5],
+            loss_scale: v[METRIC_LOSS_SCALE],
+            skipped: v[METRIC_SKIPPED],
         }
     }
 
@@ -41,6 +48,8 @@ impl MetricsSnapshot {
         v[METRIC_SAMPLES] = self.samples;
         v[METRIC_BATCH_LOSS] = self.batch_loss;
         v[METRIC_TOP5] = self.top5;
+        v[METRIC_LOSS_SCALE] = self.loss_scale;
+        v[METRIC_SKIPPED] = self.skipped;
         v
     }
 

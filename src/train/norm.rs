@@ -3,7 +3,7 @@
 //! backward dispatches, built in one place. A new norm kind is a variant here
 //! plus its op (shader, oracle, host code); the unit around it does not change.
 
-use crate::gpu::{GpuError, Tensor};
+use crate::gpu::{DType, GpuError, Tensor};
 use crate::model::{ConvBnSpec, Norm};
 use crate::ops::batchnorm::{BatchNorm, BnGradTensors, BnTensors};
 use crate::ops::groupnorm::{GnGradTensors, GnTensors, GroupNorm};
@@ -166,7 +166,7 @@ impl NormLayer {
                 b.push_all(List::Backward, d);
             }
             NormLayer::Group(l) => {
-                let scratch = b.acquire(&[2, l.op.shape.stats_len()])?;
+                let scratch = b.acquire_typed(&[2, l.op.shape.stats_len()], DType::F32)?;
                 let t = &b.tensors;
                 let grads = GnGradTensors {
                     dy: &t[dy],

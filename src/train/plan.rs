@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use crate::gpu::{ChoiceSource, DType, Dispatch, GpuContext, GpuError, Tensor};
+use crate::gpu::{ChoiceSource, DType, Dispatch, GpuContext, GpuError, Precision, Tensor};
 use crate::model::{BlockSpec, ConvBnSpec, Network, Shortcut, StateEntry, TensorRole};
 use crate::ops::Reduction;
 use crate::ops::bias::Bias;
@@ -13,8 +13,9 @@ use crate::ops::conv::{Conv2d, ConvKernels, ConvTuning};
 use crate::ops::elementwise;
 use crate::ops::linear::Linear;
 use crate::ops::loss::{self, CrossEntropyTensors, METRICS_LEN};
-use crate::ops::optim::{LearningRateBuffer, sgd_step};
+use crate::ops::optim::{self, LearningRateBuffer, sgd_step};
 use crate::ops::pool::Pool;
+use crate::ops::scaler::{self, LossScaling, SCALER_WORDS};
 use crate::ops::shortcut::Shortcut as PadShortcut;
 use crate::ops::tune::{choose_conv_kernels, choose_loss_reduction};
 use crate::shapes::{
@@ -25,12 +26,15 @@ use super::norm::{NormIo, NormLayer, NormState};
 
 pub type TensorId = usize;
 
-/// A trainable tensor with its gradient and SGD momentum buffer.
+/// A trainable tensor with its gradient and SGD momentum buffer (all f32),
+/// and what the conv and fc kernels read: the value itself, or under mixed
+/// precision its f16 copy.
 #[derive(Clone, Copy, Debug)]
 pub struct ParamSlot {
     pub value: TensorId,
     pub grad: TensorId,
     pub momentum: TensorId,
+    pub read: TensorId,
 }
 
 /// Which kernels one conv of the plan runs, and how each was chosen
@@ -63,6 +67,7 @@ pub struct PlanRequest<'a> {
     pub image: ImageShape,
     pub sgd: &'a SgdConfig,
     pub tuning: ConvTuning,
+    pub precision: Precision,
 }
 
 pub struct Plan {
@@ -85,6 +90,9 @@ pub struct Plan {
     loss: LossTensors,
     pub train_metrics: TensorId,
     pub eval_metrics: TensorId,
+    /// The loss scaler's words (`ops::scaler`): scale 1 at f32.
+    pub scaler: TensorId,
+    pub precision: Precision,
     pub learning_rate: LearningRateBuffer,
     /// The kernels of every conv, in network order.
     pub conv_choices: Vec<ConvChoice>,
@@ -134,6 +142,7 @@ struct LossTensors {
     grad_logits: TensorId,
     sample_loss: TensorId,
     sample_correct: TensorId,
+    scaler: TensorId,
 }
 
 impl LossTensors {
@@ -154,6 +163,7 @@ impl LossTensors {
             sample_loss: &t[self.sample_loss],
             sample_correct: &t[self.sample_correct],
             metrics: &t[metrics],
+            loss_scale: &t[self.scaler],
         };
         loss::softmax_cross_entropy(ctx, label, &ce, valid, self.reduction)
     }
@@ -178,6 +188,8 @@ pub(super) enum List {
 pub(super) struct Builder<'c> {
     pub(super) ctx: &'c GpuContext,
     batch: usize,
+    /// What activations and their gradients are stored as.
+    act: DType,
     pub(super) tensors: Vec<Tensor>,
     dispatches: Vec<Dispatch>,
     /// Dispatch ids of Train, Eval, Backward and Optimizer, in recording order.
@@ -201,6 +213,9 @@ pub struct ParamArena {
     slots: HashMap<String, (usize, u64)>,
     /// Tensor ids of each chunk's values, gradients and momenta.
     chunks: Vec<[TensorId; 3]>,
+    /// Under mixed precision, each chunk's f16 copy of the values, at half
+    /// the byte offsets (the f32 layout is aligned twice as coarsely).
+    copies: Vec<TensorId>,
 }
 
 /// Parameter name -> (chunk, byte offset), and each chunk's size in bytes.
@@ -299,10 +314,12 @@ impl Plan {
             image,
             sgd,
             tuning,
+            precision,
         } = req;
         let mut b = Builder {
             ctx,
             batch,
+            act: precision.dtype(),
             tensors: vec![],
             dispatches: vec![],
             lists: Default::default(),
@@ -314,10 +331,12 @@ impl Plan {
             arena: ParamArena {
                 slots: HashMap::new(),
                 chunks: vec![],
+                copies: vec![],
             },
         };
         b.allocate_arena(network)?;
-        let input = b.tensor("input", &[batch, image.channels, image.height, image.width])?;
+        b.record_weight_copies()?;
+        let input = b.activation("input", &[batch, image.channels, image.height, image.width])?;
         let labels = b.typed_tensor("labels", &[batch], DType::U32)?;
         let (hw, mut x) = (image.height, input);
         let stem = b.unit(
@@ -344,7 +363,19 @@ impl Plan {
         let (head, logits) = b.head(network, x)?;
         let (reduction, source) = choose_loss_reduction(ctx, batch);
         b.reductions.push(("loss".into(), reduction, source));
+        let scale = match precision {
+            Precision::F32 => 1.0,
+            Precision::F16 => LossScaling::default().init_scale,
+        };
+        let scaler = b.tensors.len();
+        b.tensors.push(Tensor::from_u32(
+            ctx,
+            "loss scaler",
+            &[SCALER_WORDS],
+            &scaler::initial_words(scale),
+        )?);
         let loss_tensors = LossTensors {
+            scaler,
             reduction,
             logits,
             labels,
@@ -369,20 +400,7 @@ impl Plan {
         b.unit_backward(&stem, dy, false)?;
 
         let learning_rate = LearningRateBuffer::new(ctx, 0.0);
-        for (i, [value, grad, momentum]) in b.arena.chunks.clone().into_iter().enumerate() {
-            let t = &b.tensors;
-            let label = format!("parameters {i}");
-            let d = sgd_step(
-                ctx,
-                &label,
-                sgd,
-                &learning_rate,
-                &t[value],
-                &t[grad],
-                &t[momentum],
-            )?;
-            b.push(List::Optimizer, d);
-        }
+        b.record_optimizer(sgd, &learning_rate, scaler, train_metrics)?;
         let [forward_train, forward_eval, backward, optimizer] = b.lists;
         #[cfg(not(target_arch = "wasm32"))]
         let choice_cache_error = ctx.save_kernel_choices().err().map(|e| {
@@ -410,6 +428,8 @@ impl Plan {
             loss: loss_tensors,
             train_metrics,
             eval_metrics,
+            scaler,
+            precision,
             learning_rate,
             conv_choices: b.conv_choices,
             reductions: b.reductions,
@@ -712,8 +732,14 @@ impl Builder<'_> {
         Ok(self.tensors.len() - 1)
     }
 
+    /// An f32 tensor (statistics, logits, metrics).
     pub(super) fn tensor(&mut self, label: &str, shape: &[usize]) -> Result<TensorId, GpuError> {
         self.typed_tensor(label, shape, DType::F32)
+    }
+
+    /// An activation, stored at the plan's precision.
+    pub(super) fn activation(&mut self, label: &str, shape: &[usize]) -> Result<TensorId, GpuError> {
+        self.typed_tensor(label, shape, self.act)
     }
 
     fn add_dispatch(&mut self, d: Dispatch) -> usize {
@@ -737,17 +763,24 @@ impl Builder<'_> {
         }
     }
 
-    /// Gradient scratch of `shape`: a released buffer of that shape, else a new one.
+    /// Gradient scratch of an activation of `shape` (at the plan's precision).
     pub(super) fn acquire(&mut self, shape: &[usize]) -> Result<TensorId, GpuError> {
-        if let Some(pos) = self
-            .free
-            .iter()
-            .position(|&id| self.tensors[id].shape() == shape)
-        {
+        self.acquire_typed(shape, self.act)
+    }
+
+    /// Scratch of `shape` and `dtype`: a released buffer of that kind, else a new one.
+    pub(super) fn acquire_typed(
+        &mut self,
+        shape: &[usize],
+        dtype: DType,
+    ) -> Result<TensorId, GpuError> {
+        if let Some(pos) = self.free.iter().position(|&id| {
+            self.tensors[id].shape() == shape && self.tensors[id].dtype() == dtype
+        }) {
             return Ok(self.free.swap_remove(pos));
         }
         let label = format!("grad scratch {shape:?} #{}", self.tensors.len());
-        self.tensor(&label, shape)
+        self.typed_tensor(&label, shape, dtype)
     }
 
     /// Returns scratch to the pool once every dispatch that reads it is built;
@@ -762,9 +795,15 @@ impl Builder<'_> {
         Ok(id)
     }
 
-    /// The value, gradient and momentum chunks of the parameter arena.
+    /// The value, gradient and momentum chunks of the parameter arena, and
+    /// under mixed precision the f16 copies of the values.
     fn allocate_arena(&mut self, network: &Network) -> Result<(), GpuError> {
-        let align = u64::from(self.ctx.limits.min_storage_buffer_offset_alignment).max(4);
+        let mut align = u64::from(self.ctx.limits.min_storage_buffer_offset_alignment).max(4);
+        let half = self.act == DType::F16;
+        if half {
+            // A copy sits at half its value's offset, which must stay aligned.
+            align *= 2;
+        }
         let (slots, sizes) = ParamArena::layout(network, align, self.ctx.max_binding_bytes());
         for (i, bytes) in sizes.into_iter().enumerate() {
             let len = (bytes / 4) as usize;
@@ -773,12 +812,74 @@ impl Builder<'_> {
                 chunk[k] = self.tensor(&format!("parameter {kind} {i}"), &[len])?;
             }
             self.arena.chunks.push(chunk);
+            if half {
+                let copy = self.typed_tensor(&format!("parameter copies {i}"), &[len], DType::F16)?;
+                self.arena.copies.push(copy);
+            }
         }
         self.arena.slots = slots;
         Ok(())
     }
 
-    /// A view of `which` (0 values, 1 gradients, 2 momenta) of the arena.
+    /// Mixed precision: the f16 weight copies made from the f32 masters at
+    /// the start of every forward pass, training and evaluation alike.
+    fn record_weight_copies(&mut self) -> Result<(), GpuError> {
+        for (i, &copy) in self.arena.copies.clone().iter().enumerate() {
+            let value = self.arena.chunks[i][0];
+            let t = &self.tensors;
+            let label = format!("parameters {i}");
+            let d = optim::copy_weights(self.ctx, &label, &t[value], &t[copy])?;
+            self.push(List::Both, d);
+        }
+        Ok(())
+    }
+
+    /// SGD over each chunk; under mixed precision (f16 copies) first the
+    /// overflow check of every gradient, SGD that unscales and skips a step
+    /// that overflowed, then the next loss scale.
+    fn record_optimizer(
+        &mut self,
+        sgd: &SgdConfig,
+        learning_rate: &LearningRateBuffer,
+        scaler: TensorId,
+        train_metrics: TensorId,
+    ) -> Result<(), GpuError> {
+        let mixed = !self.arena.copies.is_empty();
+        if mixed {
+            for (i, [_, grad, _]) in self.arena.chunks.clone().into_iter().enumerate() {
+                let t = &self.tensors;
+                let label = format!("parameters {i}");
+                let d = scaler::check_finite(self.ctx, &label, &t[grad], &t[scaler])?;
+                self.push(List::Optimizer, d);
+            }
+        }
+        for (i, [value, grad, momentum]) in self.arena.chunks.clone().into_iter().enumerate() {
+            let t = &self.tensors;
+            let label = format!("parameters {i}");
+            let scaled = mixed.then(|| &t[scaler]);
+            let d = sgd_step(
+                self.ctx,
+                &label,
+                sgd,
+                learning_rate,
+                &t[value],
+                &t[grad],
+                &t[momentum],
+                scaled,
+            )?;
+            self.push(List::Optimizer, d);
+        }
+        if mixed {
+            let t = &self.tensors;
+            let scaling = LossScaling::default();
+            let d = scaler::update_scale(self.ctx, &scaling, &t[scaler], &t[train_metrics])?;
+            self.push(List::Optimizer, d);
+        }
+        Ok(())
+    }
+
+    /// A view of `which` (0 values, 1 gradients, 2 momenta, 3 the f16
+    /// copies) of the arena.
     fn arena_view(
         &mut self,
         name: &str,
@@ -792,17 +893,29 @@ impl Builder<'_> {
                 "not a parameter of the network the plan was laid out for",
             )
         })?;
-        let base = &self.tensors[self.arena.chunks[chunk][which]];
-        let view = Tensor::view(self.ctx, base, offset, label, shape)?;
+        let (base, offset) = match which {
+            3 => (self.arena.copies[chunk], offset / 2),
+            _ => (self.arena.chunks[chunk][which], offset),
+        };
+        let view = Tensor::view(self.ctx, &self.tensors[base], offset, label, shape)?;
         self.tensors.push(view);
         Ok(self.tensors.len() - 1)
     }
 
-    fn param(&mut self, name: &str, shape: &[usize]) -> Result<ParamSlot, GpuError> {
+    /// A parameter's views; `matrix` parameters (conv and fc weights) are
+    /// read by their kernels at the plan's precision, the others in f32.
+    fn param(&mut self, name: &str, shape: &[usize], matrix: bool) -> Result<ParamSlot, GpuError> {
+        let value = self.arena_view(name, 0, name, shape)?;
+        let read = if matrix && !self.arena.copies.is_empty() {
+            self.arena_view(name, 3, &format!("{name} f16"), shape)?
+        } else {
+            value
+        };
         let slot = ParamSlot {
-            value: self.arena_view(name, 0, name, shape)?,
+            value,
             grad: self.arena_view(name, 1, &format!("{name} grad"), shape)?,
             momentum: self.arena_view(name, 2, &format!("{name} momentum"), shape)?,
+            read,
         };
         self.state.insert(name.to_string(), slot.value);
         self.params.push((name.to_string(), slot));
@@ -833,10 +946,10 @@ impl Builder<'_> {
         let (mut running_mean, mut running_var) = (None, None);
         for e in spec.state_entries() {
             match e.role {
-                TensorRole::ConvWeight => weight = Some(self.param(&e.name, &e.shape)?),
-                TensorRole::ConvBias => bias = Some(self.param(&e.name, &e.shape)?),
-                TensorRole::NormWeight => gamma = Some(self.param(&e.name, &e.shape)?),
-                TensorRole::NormBias => beta = Some(self.param(&e.name, &e.shape)?),
+                TensorRole::ConvWeight => weight = Some(self.param(&e.name, &e.shape, true)?),
+                TensorRole::ConvBias => bias = Some(self.param(&e.name, &e.shape, false)?),
+                TensorRole::NormWeight => gamma = Some(self.param(&e.name, &e.shape, false)?),
+                TensorRole::NormBias => beta = Some(self.param(&e.name, &e.shape, false)?),
                 TensorRole::RunningMean => {
                     running_mean = Some(self.state_tensor(&e.name, &e.shape)?)
                 }
@@ -849,10 +962,10 @@ impl Builder<'_> {
         let missing = |what| GpuError::shape(&spec.conv, format!("the unit has no {what}"));
         let weight = weight.ok_or_else(|| missing("conv weight"))?;
         let out = shape.output_shape();
-        let c = self.tensor(&format!("{} output", spec.conv), &out)?;
-        let y = self.tensor(&format!("{} output", spec.bn), &out)?;
+        let c = self.activation(&format!("{} output", spec.conv), &out)?;
+        let y = self.activation(&format!("{} output", spec.bn), &out)?;
         let t = &self.tensors;
-        let fwd = conv.forward(self.ctx, &t[x], &t[weight.value], &t[c])?;
+        let fwd = conv.forward(self.ctx, &t[x], &t[weight.read], &t[c])?;
         self.push(List::Both, fwd);
         let bias = match bias {
             Some(slot) => {
@@ -911,7 +1024,7 @@ impl Builder<'_> {
                     &format!("{} shortcut", spec.name),
                     shapes_shortcut(self.batch, *in_c, hw, *out_c, *stride),
                 )?;
-                let r = self.tensor(
+                let r = self.activation(
                     &format!("{} shortcut output", spec.name),
                     &sc.output_shape(),
                 )?;
@@ -961,7 +1074,7 @@ impl Builder<'_> {
             },
         )?;
         let out = pool.max_output_shape();
-        let y = self.tensor("maxpool output", &out)?;
+        let y = self.activation("maxpool output", &out)?;
         let argmax = self.typed_tensor("maxpool argmax", &out, DType::U32)?;
         let t = &self.tensors;
         let d = pool.max_forward(self.ctx, &t[x], &t[y], &t[argmax])?;
@@ -988,7 +1101,7 @@ impl Builder<'_> {
     fn head(&mut self, network: &Network, x: TensorId) -> Result<(Head, TensorId), GpuError> {
         let s = self.tensors[x].shape().to_vec();
         let gap = Pool::global_average("avgpool", s[0], s[1], s[2], s[3])?;
-        let pooled = self.tensor("avgpool output", &[s[0], s[1]])?;
+        let pooled = self.activation("avgpool output", &[s[0], s[1]])?;
         let fc = Linear::new(
             "fc",
             LinearShape {
@@ -997,15 +1110,15 @@ impl Builder<'_> {
                 out_f: network.num_classes,
             },
         );
-        let w = self.param("fc.weight", &[network.num_classes, network.features])?;
-        let bias = self.param("fc.bias", &[network.num_classes])?;
+        let w = self.param("fc.weight", &[network.num_classes, network.features], true)?;
+        let bias = self.param("fc.bias", &[network.num_classes], false)?;
         let logits = self.tensor("logits", &[self.batch, network.num_classes])?;
         let t = &self.tensors;
         let d1 = gap.global_avg_forward(self.ctx, &t[x], &t[pooled])?;
         let d2 = fc.forward(
             self.ctx,
             &t[pooled],
-            &t[w.value],
+            &t[w.read],
             &t[bias.value],
             &t[logits],
         )?;
@@ -1039,7 +1152,7 @@ impl Builder<'_> {
         let ds = fc.backward(
             self.ctx,
             &t[*pooled],
-            &t[w.value],
+            &t[w.read],
             &t[grad_logits],
             &t[dpooled],
             &t[w.grad],
@@ -1091,7 +1204,7 @@ impl Builder<'_> {
             let t = &self.tensors;
             let d = unit
                 .conv
-                .backward_input(self.ctx, &t[dc], &t[unit.weight.value], &t[dx])?;
+                .backward_input(self.ctx, &t[dc], &t[unit.weight.read], &t[dx])?;
             self.push(List::Backward, d);
             Some(dx)
         } else {

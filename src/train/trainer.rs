@@ -13,7 +13,7 @@ use super::metrics::{MetricsRing, MetricsSnapshot, ReportKind};
 use super::plan::{Plan, PlanRequest};
 use super::schedule::Schedule;
 use crate::data::{DataIdentity, DataSource, DataSplit, Dataset, epoch_order, step_seed};
-use crate::gpu::{self, Dispatch, GpuContext, GpuError, MapState, Mapping};
+use crate::gpu::{self, Dispatch, GpuContext, GpuError, MapState, Mapping, Precision};
 use crate::model::{ModelSpec, initial_parameters};
 use crate::ops::conv::ConvTuning;
 use crate::ops::loss::METRICS_LEN;
@@ -51,6 +51,10 @@ pub struct TrainConfig {
     /// checkpoint loads them again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init: Option<String>,
+    /// What activations are stored as (`--precision`; runs from before it
+    /// was recorded trained in f32).
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 /// Upper bounds that keep a typo from allocating the machine away.
@@ -198,6 +202,7 @@ impl TrainConfig {
             report_every: 1,
             max_steps: None,
             stream_data: false,
+            precision: Precision::F32,
             data: None,
             source: None,
             init: None,
@@ -219,6 +224,10 @@ pub struct StepReport {
     /// Over the epoch so far, with more than 10 classes.
     pub train_top5: Option<f32>,
     pub lr: f32,
+    /// Mixed precision only: the loss scale after this step and the steps
+    /// skipped for an overflow over the epoch so far.
+    pub loss_scale: Option<f32>,
+    pub skipped_steps: Option<u64>,
 }
 
 /// One line of metrics.jsonl: an evaluation after an epoch (or at the last step).
@@ -238,6 +247,12 @@ pub struct EpochReport {
     pub lr: f32,
     pub images_per_sec: f64,
     pub elapsed_s: f64,
+    /// Mixed precision only: the loss scale at the epoch's last step and the
+    /// steps of the epoch skipped because a gradient overflowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped_steps: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -314,7 +329,7 @@ pub struct Progress {
     pub step_in_epoch: usize,
     pub global_step: u64,
     /// The train metrics accumulator (partial-epoch sums; checkpoints from
-    /// before top-5 was counted hold four values).
+    /// before top-5 was counted hold four values, from before loss scaling five).
     #[serde(deserialize_with = "metrics_from_disk")]
     pub train_metrics: [f32; METRICS_LEN],
     /// BN `num_batches_tracked` before this run's first step (from --init).
@@ -325,9 +340,9 @@ fn metrics_from_disk<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<[f32; METRICS_LEN], D::Error> {
     let v: Vec<f32> = Deserialize::deserialize(d)?;
-    if v.len() != 4 && v.len() != METRICS_LEN {
+    if !(4..=METRICS_LEN).contains(&v.len()) {
         return Err(serde::de::Error::custom(format!(
-            "train_metrics: expected {METRICS_LEN} values, got {}",
+            "train_metrics: expected 4 to {METRICS_LEN} values, got {}",
             v.len()
         )));
     }
@@ -391,6 +406,13 @@ impl Trainer {
                 network.num_classes
             )));
         }
+        if config.precision == Precision::F16 && !ctx.supports_f16() {
+            return Err(GpuError::Setup(format!(
+                "--precision f16 needs the adapter's shader-f16 feature, which {} does not have \
+                 (use --precision f32)",
+                ctx.adapter_info.name
+            )));
+        }
         let steps_per_epoch = data.train.len() / batch;
         if steps_per_epoch == 0 {
             return Err(GpuError::Setup(format!(
@@ -406,6 +428,7 @@ impl Trainer {
                 image: data.train.shape,
                 sgd: &config.sgd,
                 tuning: ConvTuning::default(),
+                precision: config.precision,
             },
         )?;
         let stream = config.stream_data;
@@ -794,9 +817,16 @@ impl Trainer {
             train_acc: snap.accuracy(),
             train_top5: self.top5(snap),
             lr: t.lr,
+            loss_scale: self.mixed().then_some(snap.loss_scale),
+            skipped_steps: self.mixed().then_some(snap.skipped as u64),
         };
         self.last_step = Some(report.clone());
         events.push(TrainEvent::Step(report));
+    }
+
+    /// Whether the plan trains in mixed precision (and so scales the loss).
+    fn mixed(&self) -> bool {
+        self.plan.precision == Precision::F16
     }
 
     /// Top-5 accuracy, reported where it says more than top-1: over 10 classes.
@@ -815,6 +845,10 @@ impl Trainer {
             .map_or((f32::NAN, f32::NAN, None), |s| {
                 (s.train_loss, s.train_acc, s.train_top5)
             });
+        let (loss_scale, skipped_steps) = self
+            .last_step
+            .as_ref()
+            .map_or((None, None), |s| (s.loss_scale, s.skipped_steps));
         TrainEvent::Epoch(EpochReport {
             epoch: t.step as f64 / t.steps_per_epoch as f64,
             step: t.step,
@@ -827,6 +861,8 @@ impl Trainer {
             lr: t.lr,
             images_per_sec: images / (now - since).as_secs_f64().max(1e-9),
             elapsed_s: (now - self.started).as_secs_f64(),
+            loss_scale,
+            skipped_steps,
         })
     }
 

@@ -4,6 +4,7 @@ use eframe::egui;
 
 use super::session::RunState;
 use crate::cli::{DatasetKind, NormArg, TrainArgs};
+use crate::gpu::Precision;
 use crate::model::ShortcutKind;
 
 /// The models offered in the window (the CLI takes any 6n+2 and ImageNet sizes).
@@ -87,6 +88,17 @@ pub fn settings(
                             .labelled_by(label.id)
                             .on_hover_text("must divide every layer's channels");
                     }
+                });
+                ui.end_row();
+
+                ui.label("Precision");
+                ui.horizontal(|ui| {
+                    ui.radio_value(&mut args.precision, Precision::F32, "f32");
+                    ui.radio_value(&mut args.precision, Precision::F16, "f16 (mixed)")
+                        .on_hover_text(
+                            "f16 activations, f32 master weights and dynamic loss scaling \
+                             (needs the adapter's shader-f16)",
+                        );
                 });
                 ui.end_row();
 

@@ -51,6 +51,34 @@ pub fn zeros(label: &str, shape: &[usize]) -> Tensor {
     Tensor::zeros(ctx(), label, shape, DType::F32).unwrap()
 }
 
+/// `values` as `dtype` stores them (f16 rounds to nearest), so an oracle
+/// can start from exactly what the GPU reads.
+pub fn stored_as(values: &[f32], dtype: DType) -> Vec<f32> {
+    match dtype {
+        DType::F16 => values
+            .iter()
+            .map(|&v| half::f16::from_f32(v).to_f32())
+            .collect(),
+        _ => values.to_vec(),
+    }
+}
+
+/// A seeded tensor of `dtype` (F32 or F16) and the values it holds.
+pub fn random_tensor_as(
+    label: &str,
+    seed: u64,
+    shape: &[usize],
+    dtype: DType,
+) -> (Tensor, Vec<f32>) {
+    let data = stored_as(&random(seed, shape.iter().product()), dtype);
+    let t = Tensor::from_f32_as(ctx(), label, shape, &data, dtype).unwrap();
+    (t, data)
+}
+
+pub fn zeros_as(label: &str, shape: &[usize], dtype: DType) -> Tensor {
+    Tensor::zeros(ctx(), label, shape, dtype).unwrap()
+}
+
 pub fn read(t: &Tensor) -> Vec<f32> {
     t.read_f32(ctx()).unwrap()
 }
