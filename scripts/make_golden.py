@@ -7,7 +7,9 @@ whose convs have biases, with seeded weights and one seeded batch, it records on
 resnet-wgpu runs it (SGD lr 0.1, momentum 0.9, weight decay 1e-4; input =
 uint8 / 255, no augmentation): the logits and loss, the gradient of every
 parameter, and every parameter and batch-norm buffer after the step. It also
-records the state-dict names and shapes of torchvision's ResNet-18/34/50/101/152,
+records the ResNet-20 step once more as resnet-wgpu's mixed precision takes it
+(f16 storage emulated, see cifar_resnet.Precision), and the state-dict names
+and shapes of torchvision's ResNet-18/34/50/101/152,
 which the Rust model must reproduce exactly.
 
 Run from the repository root (needs torch, torchvision, safetensors, numpy):
@@ -23,12 +25,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from cifar_resnet import CifarResNet
+from cifar_resnet import CifarResNet, Precision
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures")
 
 
-def golden(name, n, shortcut, batch, side, seed, file=None, groups=None, bias=False):
+def golden(name, n, shortcut, batch, side, seed, file=None, groups=None, bias=False, half=False):
+    """`half`: the step as resnet-wgpu's --precision f16 takes it (emulated,
+    see cifar_resnet.Precision); its file leaves out the initial weights,
+    which are those of the same call without `half`."""
     torch.manual_seed(seed)
     model = CifarResNet(n, shortcut, groups=groups, bias=bias)
     # Non-trivial norm parameters and running stats, so every term is exercised.
@@ -48,7 +53,7 @@ def golden(name, n, shortcut, batch, side, seed, file=None, groups=None, bias=Fa
 
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     model.train()
-    logits = model(images.float() / 255.0)
+    logits = model(images.float() / 255.0, Precision(half))
     loss = F.cross_entropy(logits, labels)
     opt.zero_grad()
     loss.backward()
@@ -59,10 +64,14 @@ def golden(name, n, shortcut, batch, side, seed, file=None, groups=None, bias=Fa
     opt.step()
     for k, v in model.state_dict().items():
         tensors[f"after.{k}"] = v.clone()
+    if half:
+        tensors = {k: v for k, v in tensors.items() if not k.startswith("init.")}
     tensors = {k: v.contiguous() for k, v in tensors.items()}
     path = os.path.join(OUT, f"golden_{file or name}.safetensors")
     metadata = {"model": name, "shortcut": shortcut, "batch": str(batch)}
     metadata.update({"groups": str(groups or 0), "conv_bias": str(bias)})
+    if half:
+        metadata["precision"] = "f16"
     save_file(tensors, path, metadata=metadata)
     print(f"wrote {path}: loss {loss.item():.6f}")
 
@@ -85,6 +94,7 @@ if __name__ == "__main__":
     torch.use_deterministic_algorithms(True)
     golden("resnet8", 1, "A", batch=8, side=32, seed=1)
     golden("resnet20", 3, "B", batch=4, side=16, seed=2)
+    golden("resnet20", 3, "B", batch=4, side=16, seed=2, file="resnet20_f16", half=True)
     golden("resnet8", 1, "B", batch=4, side=16, seed=3, file="resnet8_groupnorm", groups=4)
     golden("resnet8", 1, "A", batch=4, side=16, seed=4, file="resnet8_conv_bias", bias=True)
     torchvision_names()

@@ -10,9 +10,12 @@ the GPU). Warm-up steps first (cuDNN picks its algorithms there), then timed
 steps between device synchronizations.
 
 With --ours name=images_per_sec,... it also prints resnet-wgpu's figure from
-the same machine beside PyTorch's, as a ratio.
+the same machine beside PyTorch's, as a ratio. With --amp PyTorch trains in
+automatic mixed precision (autocast to float16 and a GradScaler, on CUDA
+only), the yardstick of resnet-wgpu's --precision f16.
 
     python3 scripts/torch_bench.py --models resnet20,resnet56 --batch-size 128
+    python3 scripts/torch_bench.py --amp --ours resnet20=1234
 """
 
 import argparse
@@ -50,18 +53,21 @@ def sync(dev):
         torch.mps.synchronize()
 
 
-def images_per_sec(name, batch, steps, warmup, dev):
+def images_per_sec(name, batch, steps, warmup, dev, amp=False):
     torch.manual_seed(0)
     model = CifarResNet(depth_of(name), "A").to(dev).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     x = torch.rand(batch, 3, 32, 32, device=dev)
     y = torch.randint(0, 10, (batch,), device=dev)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
+        with torch.autocast(dev.type, dtype=torch.float16, enabled=amp):
+            loss = F.cross_entropy(model(x), y)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
 
     for _ in range(warmup):
         step()
@@ -80,15 +86,19 @@ def main():
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--ours", default="", help="resnet-wgpu's images/s: name=value,...")
+    ap.add_argument("--amp", action="store_true", help="autocast to float16 with a GradScaler")
     args = ap.parse_args()
     ours = dict(kv.split("=") for kv in args.ours.split(",") if "=" in kv)
     dev, name = device()
+    if args.amp and dev.type != "cuda":
+        raise SystemExit(f"--amp needs CUDA; this machine has {name}")
     torch.backends.cudnn.benchmark = True
-    print(f"pytorch {torch.__version__} eager on {name}, batch {args.batch_size}, "
+    mode = "AMP (float16 autocast, GradScaler)" if args.amp else "float32"
+    print(f"pytorch {torch.__version__} eager {mode} on {name}, batch {args.batch_size}, "
           f"{args.steps} timed steps after {args.warmup}")
     print(f"{'model':<10} {'pytorch img/s':>14} {'resnet-wgpu img/s':>18} {'ours / pytorch':>15}")
     for model in args.models.split(","):
-        theirs = images_per_sec(model, args.batch_size, args.steps, args.warmup, dev)
+        theirs = images_per_sec(model, args.batch_size, args.steps, args.warmup, dev, args.amp)
         mine = float(ours[model]) if model in ours else None
         ratio = f"{mine / theirs:.3f}" if mine else "-"
         mine_cell = f"{mine:.1f}" if mine else "-"

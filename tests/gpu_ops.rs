@@ -69,7 +69,10 @@ fn check_conv_as(conv: &Conv2d, seed: u64, dtype: DType) {
         atol,
     );
     assert_close(
-        &format!("{shape:?} {dtype:?} backward_input {:?}", conv.kernels.backward_input),
+        &format!(
+            "{shape:?} {dtype:?} backward_input {:?}",
+            conv.kernels.backward_input
+        ),
         &read(&dx),
         &oracle::conv::backward_input(&shape, &dyv, &wv),
         rtol,
@@ -208,8 +211,12 @@ fn conv_every_candidate_matches_oracle_at_f16() {
     // Stride 2 on an odd input (the strided backward_input kernel), and a
     // split weight-gradient reduction.
     check_conv_as(
-        &Conv2d::new("s2", Conv2dShape::square(2, 5, (9, 9), 6, 3, 2, 1), ConvTuning::default())
-            .unwrap(),
+        &Conv2d::new(
+            "s2",
+            Conv2dShape::square(2, 5, (9, 9), 6, 3, 2, 1),
+            ConvTuning::default(),
+        )
+        .unwrap(),
         790,
         DType::F16,
     );
@@ -231,7 +238,10 @@ fn conv_refuses_mixed_precisions() {
     let w = zeros("w", &shape.weight_shape());
     let y = zeros_as("y", &shape.output_shape(), DType::F16);
     let err = conv.forward(ctx(), &x, &w, &y).err().unwrap().to_string();
-    assert!(err.contains("conv1") && err.contains("all f32 or all f16"), "{err}");
+    assert!(
+        err.contains("conv1") && err.contains("all f32 or all f16"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -392,7 +402,11 @@ fn bn_case_as(case: BnCase, dtype: DType) {
     let (x, xv) = random_tensor_as("x", case.seed, &act, dtype);
     let (res, resv) = random_tensor_as("residual", case.seed + 1, &act, dtype);
     let (dy, dyv) = random_tensor_as("dy", case.seed + 2, &act, dtype);
-    let (rtol, atol) = if dtype == DType::F16 { (2e-3, 1e-3) } else { (1e-4, 1e-5) };
+    let (rtol, atol) = if dtype == DType::F16 {
+        (2e-3, 1e-3)
+    } else {
+        (1e-4, 1e-5)
+    };
     let (gamma, gv) = random_tensor("gamma", case.seed + 3, &c);
     let (beta, bv) = random_tensor("beta", case.seed + 4, &c);
     let rm0: Vec<f32> = random(case.seed + 5, s.channels);
@@ -471,7 +485,13 @@ fn bn_case_as(case: BnCase, dtype: DType) {
     let y_gpu = widen(&read(&y));
     let grads =
         oracle::batchnorm::backward(&s, &xv, &stats, &gv, &y_gpu, &widen(&dyv), case.fusion);
-    assert_close(&format!("{what} dx"), &read(&dx), &grads.dx, rtol.max(1e-3), atol);
+    assert_close(
+        &format!("{what} dx"),
+        &read(&dx),
+        &grads.dx,
+        rtol.max(1e-3),
+        atol,
+    );
     assert_close(
         &format!("{what} dgamma"),
         &read(&dg),
@@ -556,10 +576,21 @@ fn norms_match_oracle_at_f16() {
         groups: 3,
         hw: 45,
     };
-    for (j, fusion) in [Fusion::None, Fusion::Relu, Fusion::AddRelu].into_iter().enumerate() {
+    for (j, fusion) in [Fusion::None, Fusion::Relu, Fusion::AddRelu]
+        .into_iter()
+        .enumerate()
+    {
         let seed = 4000 + 10 * j as u64;
         let reduction = Reduction::Tree;
-        bn_case_as(BnCase { shape, fusion, seed, reduction }, DType::F16);
+        bn_case_as(
+            BnCase {
+                shape,
+                fusion,
+                seed,
+                reduction,
+            },
+            DType::F16,
+        );
         gn_case_as(gn, fusion, seed + 5, DType::F16);
     }
 }
@@ -647,7 +678,11 @@ fn gn_case_as(s: GroupNormShape, fusion: Fusion, seed: u64, dtype: DType) {
     let (x, xv) = random_tensor_as("x", seed, &act, dtype);
     let (res, resv) = random_tensor_as("residual", seed + 1, &act, dtype);
     let (dy, dyv) = random_tensor_as("dy", seed + 2, &act, dtype);
-    let (rtol, atol) = if dtype == DType::F16 { (2e-3, 1e-3) } else { (1e-4, 1e-5) };
+    let (rtol, atol) = if dtype == DType::F16 {
+        (2e-3, 1e-3)
+    } else {
+        (1e-4, 1e-5)
+    };
     let (gamma, gv) = random_tensor("gamma", seed + 3, &c);
     let (beta, bv) = random_tensor("beta", seed + 4, &c);
     let (sm, si) = (zeros("save_mean", &k), zeros("save_invstd", &k));
@@ -705,7 +740,13 @@ fn gn_case_as(s: GroupNormShape, fusion: Fusion, seed: u64, dtype: DType) {
         &widen(&dyv),
         fusion,
     );
-    assert_close(&format!("{what} dx"), &read(&dx), &grads.dx, rtol.max(1e-3), atol);
+    assert_close(
+        &format!("{what} dx"),
+        &read(&dx),
+        &grads.dx,
+        rtol.max(1e-3),
+        atol,
+    );
     assert_close(
         &format!("{what} dgamma"),
         &read(&dg),
@@ -1476,7 +1517,10 @@ fn small_ops_match_oracle_at_f16() {
         "shortcut f16",
         4110,
         &[(&inp, h), (&outp, h)],
-        &[(&Output("forward", &outp, 0.0, 0.0), h), (&Output("backward", &inp, 0.0, 0.0), h)],
+        &[
+            (&Output("forward", &outp, 0.0, 0.0), h),
+            (&Output("backward", &inp, 0.0, 0.0), h),
+        ],
         |t, out| {
             vec![
                 op.forward(ctx(), &t[0], &out[0]).unwrap(),
@@ -1497,7 +1541,10 @@ fn small_ops_match_oracle_at_f16() {
         "gap f16",
         4120,
         &[(&input, h), (&[3, 5], h)],
-        &[(&Output("forward", &[3, 5], round, 1e-6), h), (&Output("backward", &input, round, 1e-7), h)],
+        &[
+            (&Output("forward", &[3, 5], round, 1e-6), h),
+            (&Output("backward", &input, round, 1e-7), h),
+        ],
         |t, out| {
             vec![
                 gap.global_avg_forward(ctx(), &t[0], &out[0]).unwrap(),
@@ -1636,7 +1683,10 @@ fn loss_scaler_skips_overflowed_steps_and_adapts_the_scale() {
     // A second clean step grows the scale (interval 2).
     run(&[&check, &step, &update]);
     oracle::optim::sgd_step(&cfg, 0.1, &mut wr, &widen(&gv), &mut mr);
-    assert_eq!(f32::from_bits(words(&sc)[scaler::SCALER_SCALE]), 2.0 * scale);
+    assert_eq!(
+        f32::from_bits(words(&sc)[scaler::SCALER_SCALE]),
+        2.0 * scale
+    );
     assert_eq!(words(&sc)[scaler::SCALER_GROWTH], 0);
 
     // Overflow in one element: nothing moves, the scale halves, one skip.

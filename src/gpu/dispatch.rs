@@ -113,7 +113,12 @@ impl<P: bytemuck::Pod> DispatchSpec<'_, P> {
                 message: format!("module '{}' declares no binding '{role}'", self.shader),
             })
         };
-        let pipeline = ctx.pipeline(self.shader, self.precision, self.kernel.entry, self.constants)?;
+        let pipeline = ctx.pipeline(
+            self.shader,
+            self.precision,
+            self.kernel.entry,
+            self.constants,
+        )?;
         let uniform = ctx
             .device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {

@@ -147,13 +147,16 @@ impl GpuContext {
             });
         }
         let shader = super::contract::shader(name)?;
-        let module = self.checked(&format!("shaders/{name}.wgsl ({})", precision.name()), || {
-            self.device
-                .create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(name),
-                    source: wgpu::ShaderSource::Wgsl(shader.source_at(precision).into()),
-                })
-        })?;
+        let module = self.checked(
+            &format!("shaders/{name}.wgsl ({})", precision.name()),
+            || {
+                self.device
+                    .create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(name),
+                        source: wgpu::ShaderSource::Wgsl(shader.source_at(precision).into()),
+                    })
+            },
+        )?;
         self.kernels
             .modules
             .lock()

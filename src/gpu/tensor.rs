@@ -27,7 +27,9 @@ impl DType {
 /// What activations, their gradients and the conv/fc weight copies the
 /// kernels read are stored as. Master weights, momenta, weight gradients,
 /// norm statistics and every accumulation stay f32 at both precisions.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     #[default]

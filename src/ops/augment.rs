@@ -2,8 +2,7 @@
 
 use crate::gpu::{
     Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Kernel, Precision, Tensor,
-    Workgroup,
-    elementwise_grid,
+    Workgroup, elementwise_grid,
 };
 use crate::shapes::{AugmentConfig, ImageShape};
 

@@ -1,9 +1,8 @@
 //! Host side of shaders/conv.wgsl.
 
 use crate::gpu::{
-    Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Kernel, Precision, ShaderConstant,
-    Tensor,
-    Workgroup,
+    Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Kernel, Precision,
+    ShaderConstant, Tensor, Workgroup,
 };
 use crate::shapes::Conv2dShape;
 
@@ -580,8 +579,16 @@ impl Conv2d {
             "backward_input"
         };
         let constants = self.constants(true);
-        self.spec(pass, precision, ("conv", entry), &params, &constants, bindings, grid)?
-            .build(ctx)
+        self.spec(
+            pass,
+            precision,
+            ("conv", entry),
+            &params,
+            &constants,
+            bindings,
+            grid,
+        )?
+        .build(ctx)
     }
 
     /// Whether backward_weight can use `conv3x3_s1_weight`. Its lanes are
@@ -688,7 +695,15 @@ impl Conv2d {
             DType::F32,
         )?;
         let gemm = self
-            .spec(pass, precision, entry, &params, constants, bind(&partials), grid)?
+            .spec(
+                pass,
+                precision,
+                entry,
+                &params,
+                constants,
+                bind(&partials),
+                grid,
+            )?
             .build(ctx)?;
         let reduce_grid = [(s.out_c * n).div_ceil(SPLITS_WG as usize) as u32, 1, 1];
         let mut reduce = self.spec(

@@ -4,8 +4,7 @@
 
 use crate::gpu::{
     Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Kernel, Precision, Tensor,
-    Workgroup,
-    elementwise_grid,
+    Workgroup, elementwise_grid,
 };
 use crate::shapes::{Fusion, GroupNormShape};
 
@@ -363,8 +362,20 @@ impl GroupNorm {
             }
         }
         Ok(vec![
-            self.build(ctx, entries[0], precision, params, [s.channels as u32, 1, 1])?,
-            self.build(ctx, entries[1], precision, group, [s.stats_len() as u32, 1, 1])?,
+            self.build(
+                ctx,
+                entries[0],
+                precision,
+                params,
+                [s.channels as u32, 1, 1],
+            )?,
+            self.build(
+                ctx,
+                entries[1],
+                precision,
+                group,
+                [s.stats_len() as u32, 1, 1],
+            )?,
             self.build(ctx, entries[2], precision, apply, self.elementwise(ctx))?,
         ])
     }

@@ -128,7 +128,11 @@ impl Linear {
     ) -> Result<Vec<Dispatch>, GpuError> {
         let precision = self.check(x, w, dy)?;
         self.check(dx, w, dy)?;
-        dw.expect(&self.label, &[self.shape.out_f, self.shape.in_f], DType::F32)?;
+        dw.expect(
+            &self.label,
+            &[self.shape.out_f, self.shape.in_f],
+            DType::F32,
+        )?;
         dbias.expect(&self.label, &[self.shape.out_f], DType::F32)?;
         let b = Binding::tensor;
         Ok(vec![

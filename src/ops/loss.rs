@@ -2,8 +2,8 @@
 //! GPU-side metric accumulation.
 
 use crate::gpu::{
-    Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Kernel, Precision, ShaderConstant,
-    Tensor, Workgroup,
+    Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Kernel, Precision,
+    ShaderConstant, Tensor, Workgroup,
 };
 
 use super::Reduction;

@@ -2,8 +2,7 @@
 
 use crate::gpu::{
     Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Kernel, Precision, Tensor,
-    Workgroup,
-    elementwise_grid,
+    Workgroup, elementwise_grid,
 };
 use crate::shapes::SgdConfig;
 
@@ -36,7 +35,10 @@ const fn kernel(entry: &'static str, roles: &'static [&'static str]) -> Kernel {
 
 /// The entry points of shaders/optim.wgsl and what each binds.
 pub const KERNELS: &[Kernel] = &[
-    kernel("sgd_step", &["schedule", "weight", "grad", "momentum_buffer"]),
+    kernel(
+        "sgd_step",
+        &["schedule", "weight", "grad", "momentum_buffer"],
+    ),
     kernel(
         "sgd_step_scaled",
         &["schedule", "weight", "grad", "momentum_buffer", "scaler"],

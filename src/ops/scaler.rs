@@ -85,7 +85,11 @@ pub const SHADER_CONSTANTS: &[ShaderConstant] = &[
     word("scaler", "SCALER_SKIPPED", SCALER_SKIPPED),
     word("optim", "SCALER_SCALE", SCALER_SCALE),
     word("optim", "SCALER_FOUND_INF", SCALER_FOUND_INF),
-    word("scaler", "METRIC_LOSS_SCALE", super::loss::METRIC_LOSS_SCALE),
+    word(
+        "scaler",
+        "METRIC_LOSS_SCALE",
+        super::loss::METRIC_LOSS_SCALE,
+    ),
     word("scaler", "METRIC_SKIPPED", super::loss::METRIC_SKIPPED),
 ];
 
@@ -131,7 +135,14 @@ pub fn check_finite(
         Binding::tensor("found_inf", scaler),
     ];
     let grid = elementwise_grid(ctx, grad.numel(), WG);
-    build(ctx, format!("{label} check_finite"), "check_finite", &params, bindings, grid)
+    build(
+        ctx,
+        format!("{label} check_finite"),
+        "check_finite",
+        &params,
+        bindings,
+        grid,
+    )
 }
 
 /// The next step's scale from this step's overflow flag (which it clears),
@@ -155,5 +166,12 @@ pub fn update_scale(
         Binding::tensor("scaler", scaler),
         Binding::tensor("metrics", metrics),
     ];
-    build(ctx, format!("{label} update_scale"), "update_scale", &params, bindings, [1, 1, 1])
+    build(
+        ctx,
+        format!("{label} update_scale"),
+        "update_scale",
+        &params,
+        bindings,
+        [1, 1, 1],
+    )
 }

@@ -738,7 +738,11 @@ impl Builder<'_> {
     }
 
     /// An activation, stored at the plan's precision.
-    pub(super) fn activation(&mut self, label: &str, shape: &[usize]) -> Result<TensorId, GpuError> {
+    pub(super) fn activation(
+        &mut self,
+        label: &str,
+        shape: &[usize],
+    ) -> Result<TensorId, GpuError> {
         self.typed_tensor(label, shape, self.act)
     }
 
@@ -774,9 +778,11 @@ impl Builder<'_> {
         shape: &[usize],
         dtype: DType,
     ) -> Result<TensorId, GpuError> {
-        if let Some(pos) = self.free.iter().position(|&id| {
-            self.tensors[id].shape() == shape && self.tensors[id].dtype() == dtype
-        }) {
+        if let Some(pos) = self
+            .free
+            .iter()
+            .position(|&id| self.tensors[id].shape() == shape && self.tensors[id].dtype() == dtype)
+        {
             return Ok(self.free.swap_remove(pos));
         }
         let label = format!("grad scratch {shape:?} #{}", self.tensors.len());
@@ -813,7 +819,8 @@ impl Builder<'_> {
             }
             self.arena.chunks.push(chunk);
             if half {
-                let copy = self.typed_tensor(&format!("parameter copies {i}"), &[len], DType::F16)?;
+                let copy =
+                    self.typed_tensor(&format!("parameter copies {i}"), &[len], DType::F16)?;
                 self.arena.copies.push(copy);
             }
         }
@@ -1115,13 +1122,7 @@ impl Builder<'_> {
         let logits = self.tensor("logits", &[self.batch, network.num_classes])?;
         let t = &self.tensors;
         let d1 = gap.global_avg_forward(self.ctx, &t[x], &t[pooled])?;
-        let d2 = fc.forward(
-            self.ctx,
-            &t[pooled],
-            &t[w.read],
-            &t[bias.value],
-            &t[logits],
-        )?;
+        let d2 = fc.forward(self.ctx, &t[pooled], &t[w.read], &t[bias.value], &t[logits])?;
         self.push(List::Both, d1);
         self.push(List::Both, d2);
         let head = Head {
