@@ -286,7 +286,8 @@ fn restart_from_config(
 /// A saved run's config as this resume runs it, and its data: the saved
 /// data source (moved to `--data` if given), checked by content; flags that
 /// contradict the saved recipe or data are refused, naming each; `--epochs`
-/// (to extend) and `--max-steps` apply. `file` names where the config came from.
+/// (to extend), `--max-steps` and a given `--precision` apply. `file` names
+/// where the config came from.
 fn resumed_config(
     args: &TrainArgs,
     mut config: TrainConfig,
@@ -297,7 +298,7 @@ fn resumed_config(
         bail!(
             "--resume {}: {} contradict{} the run's saved config; a resumed run keeps its model, \
              data and recipe (may change: --epochs to extend, --max-steps, --report-every, \
-             --stream-data, --data for the same data elsewhere)",
+             --stream-data, --precision, --data for the same data elsewhere)",
             file.display(),
             contradictions.join(", "),
             if contradictions.len() == 1 { "s" } else { "" }
@@ -322,6 +323,11 @@ fn resumed_config(
     config.max_steps = args.max_steps;
     config.report_every = args.report_every;
     config.stream_data = args.stream_data;
+    // Checkpoints are f32 at either precision, so a resume may switch; the
+    // loss scale starts again (it is not checkpointed).
+    if args.given.contains("--precision") || args.precision != TrainArgs::defaults().precision {
+        config.precision = args.precision;
+    }
     config
         .validate(data.train.shape)
         .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;

@@ -205,22 +205,38 @@ fn bench_train_prints_images_per_second() {
         "1",
         "--gemm-size",
         "64",
+        "--precision",
+        "f32,f16",
     ]);
     assert!(ok, "bench failed: {err}");
     assert!(
         out.contains("yardstick: this project's best GEMM at 64x64x64"),
         "{out}"
     );
-    let line = out.lines().find(|l| l.starts_with("resnet8")).unwrap();
-    let cells: Vec<&str> = line.split_whitespace().collect();
-    let images_per_sec: f64 = cells[4].parse().unwrap();
-    let encode_ms: f64 = cells[6].parse().unwrap();
-    let conv_gflops: f64 = cells[7].parse().unwrap();
-    assert!(
-        images_per_sec > 0.0 && encode_ms > 0.0 && conv_gflops > 0.0,
-        "{line}"
-    );
-    assert!(cells[8].ends_with('%'), "{line}");
+    // One row per precision, f32 then f16: model, precision, then the figures.
+    let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("resnet8")).collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    for (line, precision) in rows.iter().zip(["f32", "f16"]) {
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(cells[1], precision, "{line}");
+        let images_per_sec: f64 = cells[5].parse().unwrap();
+        let encode_ms: f64 = cells[7].parse().unwrap();
+        let conv_gflops: f64 = cells[8].parse().unwrap();
+        assert!(
+            images_per_sec > 0.0 && encode_ms > 0.0 && conv_gflops > 0.0,
+            "{line}"
+        );
+        assert!(cells[9].ends_with('%'), "{line}");
+    }
+    // The f16 plan holds half-size activations.
+    let mib = |row: &str| {
+        row.split_whitespace()
+            .nth(2)
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+    };
+    assert!(mib(rows[1]) < mib(rows[0]), "{out}");
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 use resnet_wgpu::cli::TrainArgs;
 use resnet_wgpu::data::{DataSplit, Dataset, SyntheticOptions, synthetic};
-use resnet_wgpu::gpu::GpuError;
+use resnet_wgpu::gpu::{GpuError, Precision};
 use resnet_wgpu::model::{ModelSpec, ShortcutKind};
 use resnet_wgpu::shapes::{ImageShape, SgdConfig};
 use resnet_wgpu::train::checkpoint::{StateDict, Values, read_model, write_safetensors};
@@ -176,6 +176,39 @@ fn resume_continues_the_same_curve() {
         assert!(worst <= 1e-6, "{name} differs by {worst}");
     }
     assert_eq!(ma.tensors["bn1.num_batches_tracked"].1, [9.0]);
+}
+
+/// Checkpoints are f32 at either precision, so a run may resume at the other
+/// one when `--precision` is given (and keeps its own when it is not).
+#[test]
+fn resume_may_switch_precision() {
+    let recipe = format!("{TINY} --synthetic-train 64 --batch-size 32 --epochs 2 --seed 6");
+    let dir = out_dir("switch");
+    train(&dir, &format!("{recipe} --max-steps 2")).unwrap();
+    let run = dir.join("run");
+    let resume = |extra: &str| {
+        let line = format!(
+            "{TINY} --synthetic-train 64 --resume {} {extra}",
+            run.display()
+        );
+        let (trainer, _) = runs::prepare(shared_ctx(), &train_args(&dir, &line)).unwrap();
+        trainer.config.precision
+    };
+    assert_eq!(resume(""), Precision::F32);
+    let args = train_args(
+        &dir,
+        &format!(
+            "{TINY} --synthetic-train 64 --resume {} --precision f16",
+            run.display()
+        ),
+    );
+    let (mut trainer, run_dir) = runs::prepare(shared_ctx(), &args).unwrap();
+    assert_eq!(trainer.config.precision, Precision::F16);
+    headless::run(&mut trainer, &run_dir, true).unwrap();
+    let last = metrics(&run).pop().unwrap();
+    assert_eq!(last.step, 4);
+    assert_eq!(last.loss_scale, Some(65536.0), "{last:?}");
+    assert_eq!(resume(""), Precision::F16, "config.json follows the switch");
 }
 
 #[test]

@@ -128,7 +128,8 @@ async function trainsInTheTab(url) {
     const losses = progress.losses.split(",").map(Number);
     const before = mean(losses.slice(0, 5));
     const after = mean(losses.slice(-5));
-    console.log(`  adapter: ${progress.adapter}; ${progress.steps} steps in ${seconds.toFixed(0)} s; ` +
+    check(["f32", "f16"].includes(progress.precision), `precision published: ${progress.precision}`);
+    console.log(`  adapter: ${progress.adapter} (${progress.precision}); ${progress.steps} steps in ${seconds.toFixed(0)} s; ` +
       `loss ${before.toFixed(3)} (first 5 steps) -> ${after.toFixed(3)} (last 5)`);
     check(losses.length >= STEPS, `${losses.length} losses published for ${progress.steps} steps`);
     check(losses.every(Number.isFinite), "a loss is not a number");
