@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use resnet_wgpu::gpu::SHADERS;
+use resnet_wgpu::gpu::{Precision, SHADERS};
 
 #[test]
 fn every_shader_validates_with_naga() {
@@ -41,6 +41,8 @@ fn every_shader_validates_with_naga() {
             "module {} differs from its files {:?}",
             shader.name, shader.files
         );
+        // As compiled at f32 (tests/contract.rs validates the f16 build).
+        let source = shader.source_at(Precision::F32);
         let shown = format!("module {} ({:?})", shader.name, shader.files);
         let module = naga::front::wgsl::parse_str(&source)
             .unwrap_or_else(|e| panic!("{}", e.emit_to_string_with_path(&source, &shown)));

@@ -205,6 +205,7 @@ fn resume_may_switch_precision() {
     let (mut trainer, run_dir) = runs::prepare(shared_ctx(), &args).unwrap();
     assert_eq!(trainer.config.precision, Precision::F16);
     headless::run(&mut trainer, &run_dir, true).unwrap();
+    drop((trainer, run_dir)); // the run folder's lock
     let last = metrics(&run).pop().unwrap();
     assert_eq!(last.step, 4);
     assert_eq!(last.loss_scale, Some(65536.0), "{last:?}");
