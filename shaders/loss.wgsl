@@ -6,7 +6,7 @@
 // five largest (sample_correct[batch + b]; ties count in its favour), and
 // d(mean loss)/d(logits) = (softmax - onehot) / valid, times the loss scale
 // (loss_scale[0]: 1 at f32; the dynamic scale of mixed precision, see
-// shaders/optim.wgsl, so that small f16 activation gradients do not flush to
+// shaders/scaler.wgsl, so that small f16 activation gradients do not flush to
 // zero).
 // Only the first `valid` samples count: an evaluation pass pads its last batch
 // and the padding must add nothing to the loss, the accuracy or the gradient.
