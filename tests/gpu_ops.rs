@@ -770,25 +770,11 @@ fn gn_case_as(s: GroupNormShape, fusion: Fusion, seed: u64, dtype: DType) {
 struct Output<'a>(&'a str, &'a [usize], f64, f64);
 
 /// Checks an op against its oracle in the spirit of tinygrad's
-/// `helper_test_op`: random f32 inputs of `inputs` shapes (seeded from
-/// `seed`), zeroed `outputs`; `gpu` builds the dispatches that write the
-/// outputs, `oracle` computes them in f64 from the same inputs.
+/// `helper_test_op`: seeded random inputs of `inputs` shapes and types (F32
+/// or F16; seeds from `seed`), zeroed `outputs` of their types; `gpu` builds
+/// the dispatches that write the outputs, `oracle` computes them in f64 from
+/// the inputs as stored (f16-rounded).
 fn check_op(
-    what: &str,
-    seed: u64,
-    inputs: &[&[usize]],
-    outputs: &[Output<'_>],
-    gpu: impl FnOnce(&[Tensor], &[Tensor]) -> Vec<Dispatch>,
-    oracle: impl FnOnce(&[Vec<f64>]) -> Vec<Vec<f64>>,
-) {
-    let inputs: Vec<_> = inputs.iter().map(|&shape| (shape, DType::F32)).collect();
-    let outputs: Vec<_> = outputs.iter().map(|o| (o, DType::F32)).collect();
-    check_op_typed(what, seed, &inputs, &outputs, gpu, oracle);
-}
-
-/// `check_op` with each input and output stored as its own type (F32 or
-/// F16); the oracle sees the inputs as stored (f16-rounded).
-fn check_op_typed(
     what: &str,
     seed: u64,
     inputs: &[(&[usize], DType)],
@@ -832,21 +818,32 @@ fn conv_bias_matches_oracle() {
             channels,
             hw,
         };
-        let act = [batch, channels, hw];
-        let seed = 3000 + 10 * i as u64;
-        let (y, yv) = random_tensor("y", seed, &act);
-        let (b, bv) = random_tensor("bias", seed + 1, &[channels]);
-        let (dy, dyv) = random_tensor("dy", seed + 2, &act);
-        let db = zeros("dbias", &[channels]);
-        let op = resnet_wgpu::ops::bias::Bias::new("conv1", s);
-        let fwd = op.forward(ctx(), &b, &y).unwrap();
-        let bwd = op.backward(ctx(), &dy, &db).unwrap();
-        run(&[&fwd, &bwd]);
-        let expect = oracle::bias::forward(&s, &widen(&yv), &widen(&bv));
-        assert_close(&format!("{s:?} y + bias"), &read(&y), &expect, 1e-6, 1e-7);
-        let expect = oracle::bias::backward(&s, &widen(&dyv));
-        assert_close(&format!("{s:?} dbias"), &read(&db), &expect, 1e-5, 1e-5);
+        bias_case(s, 3000 + 10 * i as u64, DType::F32);
     }
+}
+
+/// The bias added in place to an activation of type `act` (an f16 sum within
+/// its rounding), and its f32 gradient.
+fn bias_case(s: BatchNormShape, seed: u64, act: DType) {
+    let shape = [s.batch, s.channels, s.hw];
+    let (y, yv) = random_tensor_as("y", seed, &shape, act);
+    let (b, bv) = random_tensor("bias", seed + 1, &[s.channels]);
+    let (dy, dyv) = random_tensor_as("dy", seed + 2, &shape, act);
+    let db = zeros("dbias", &[s.channels]);
+    let op = resnet_wgpu::ops::bias::Bias::new("conv1", s);
+    let fwd = op.forward(ctx(), &b, &y).unwrap();
+    let bwd = op.backward(ctx(), &dy, &db).unwrap();
+    run(&[&fwd, &bwd]);
+    let rtol = if act == DType::F16 {
+        F16_ROUNDING
+    } else {
+        1e-6
+    };
+    let expect = oracle::bias::forward(&s, &widen(&yv), &widen(&bv));
+    let what = format!("{s:?} {act:?}");
+    assert_close(&format!("{what} y + bias"), &read(&y), &expect, rtol, 1e-7);
+    let expect = oracle::bias::backward(&s, &widen(&dyv));
+    assert_close(&format!("{what} dbias"), &read(&db), &expect, 1e-5, 1e-5);
 }
 
 #[test]
@@ -882,15 +879,25 @@ fn batchnorm_refuses_one_value_per_channel() {
 
 #[test]
 fn relu_and_add_match_oracle() {
+    relu_and_add_case(1, DType::F32);
+}
+
+/// ReLU forward and backward (exact) and add (one rounding) on `act`.
+fn relu_and_add_case(seed: u64, act: DType) {
     let shape: &[usize] = &[3, 5, 7];
+    let (rtol, atol) = if act == DType::F16 {
+        (F16_ROUNDING, 1e-7)
+    } else {
+        (1e-7, 0.0)
+    };
     check_op(
-        "elementwise",
-        1,
-        &[shape, shape],
+        &format!("elementwise {act:?}"),
+        seed,
+        &[(shape, act), (shape, act)],
         &[
-            Output("relu", shape, 0.0, 0.0),
-            Output("relu backward", shape, 0.0, 0.0),
-            Output("add", shape, 1e-7, 0.0),
+            (&Output("relu", shape, 0.0, 0.0), act),
+            (&Output("relu backward", shape, 0.0, 0.0), act),
+            (&Output("add", shape, rtol, atol), act),
         ],
         |t, out| {
             vec![
@@ -938,30 +945,35 @@ fn shortcut_a_matches_oracle() {
     .into_iter()
     .enumerate()
     {
-        let sc = Shortcut::new("shortcut", s).unwrap();
-        let (input, output) = (sc.input_shape(), sc.output_shape());
-        check_op(
-            &format!("{s:?}"),
-            10 + 2 * i as u64,
-            &[&input, &output],
-            &[
-                Output("forward", &output, 0.0, 0.0),
-                Output("backward", &input, 0.0, 0.0),
-            ],
-            |t, out| {
-                vec![
-                    sc.forward(ctx(), &t[0], &out[0]).unwrap(),
-                    sc.backward(ctx(), &t[1], &out[1]).unwrap(),
-                ]
-            },
-            |v| {
-                vec![
-                    oracle::shortcut::forward(&s, &v[0]),
-                    oracle::shortcut::backward(&s, &v[1]),
-                ]
-            },
-        );
+        shortcut_case(s, 10 + 2 * i as u64, DType::F32);
     }
+}
+
+/// The pad shortcut on `act`: copies, so exact at either precision.
+fn shortcut_case(s: ShortcutShape, seed: u64, act: DType) {
+    let sc = Shortcut::new("shortcut", s).unwrap();
+    let (input, output) = (sc.input_shape(), sc.output_shape());
+    check_op(
+        &format!("{s:?} {act:?}"),
+        seed,
+        &[(&input, act), (&output, act)],
+        &[
+            (&Output("forward", &output, 0.0, 0.0), act),
+            (&Output("backward", &input, 0.0, 0.0), act),
+        ],
+        |t, out| {
+            vec![
+                sc.forward(ctx(), &t[0], &out[0]).unwrap(),
+                sc.backward(ctx(), &t[1], &out[1]).unwrap(),
+            ]
+        },
+        |v| {
+            vec![
+                oracle::shortcut::forward(&s, &v[0]),
+                oracle::shortcut::backward(&s, &v[1]),
+            ]
+        },
+    );
 }
 
 #[test]
@@ -998,27 +1010,39 @@ fn max_pool_matches_oracle() {
     .into_iter()
     .enumerate()
     {
-        let pool = Pool::new("maxpool", s).unwrap();
-        let (x, xv) = random_tensor("x", 30 + i as u64, &pool.input_shape());
-        let (dy, dyv) = random_tensor("dy", 40 + i as u64, &pool.max_output_shape());
-        let y = zeros("y", &pool.max_output_shape());
-        let argmax = Tensor::zeros(ctx(), "argmax", &pool.max_output_shape(), DType::U32).unwrap();
-        let dx = zeros("dx", &pool.input_shape());
-        run(&[
-            &pool.max_forward(ctx(), &x, &y, &argmax).unwrap(),
-            &pool.max_backward(ctx(), &dy, &argmax, &dx).unwrap(),
-        ]);
-        let (yv, av) = oracle::pool::max_forward(&s, &widen(&xv));
-        assert_close(&format!("{s:?} forward"), &read(&y), &yv, 0.0, 0.0);
-        assert_eq!(argmax.read_u32(ctx()).unwrap(), av, "{s:?} argmax");
-        assert_close(
-            &format!("{s:?} backward"),
-            &read(&dx),
-            &oracle::pool::max_backward(&s, &widen(&dyv), &av),
-            1e-6,
-            1e-7,
-        );
+        max_pool_case(s, (30 + i as u64, 40 + i as u64), DType::F32);
     }
+}
+
+/// Max pool forward (exact: a maximum and its index) and backward (sums of
+/// the chosen gradients, one rounding) on `act`, with inputs from `seeds`.
+fn max_pool_case(s: PoolShape, seeds: (u64, u64), act: DType) {
+    let pool = Pool::new("maxpool", s).unwrap();
+    let (x, xv) = random_tensor_as("x", seeds.0, &pool.input_shape(), act);
+    let (dy, dyv) = random_tensor_as("dy", seeds.1, &pool.max_output_shape(), act);
+    let y = zeros_as("y", &pool.max_output_shape(), act);
+    let argmax = Tensor::zeros(ctx(), "argmax", &pool.max_output_shape(), DType::U32).unwrap();
+    let dx = zeros_as("dx", &pool.input_shape(), act);
+    run(&[
+        &pool.max_forward(ctx(), &x, &y, &argmax).unwrap(),
+        &pool.max_backward(ctx(), &dy, &argmax, &dx).unwrap(),
+    ]);
+    let what = format!("{s:?} {act:?}");
+    let (yv, av) = oracle::pool::max_forward(&s, &widen(&xv));
+    assert_close(&format!("{what} forward"), &read(&y), &yv, 0.0, 0.0);
+    assert_eq!(argmax.read_u32(ctx()).unwrap(), av, "{what} argmax");
+    let rtol = if act == DType::F16 {
+        F16_ROUNDING
+    } else {
+        1e-6
+    };
+    assert_close(
+        &format!("{what} backward"),
+        &read(&dx),
+        &oracle::pool::max_backward(&s, &widen(&dyv), &av),
+        rtol,
+        1e-7,
+    );
 }
 
 #[test]
@@ -1045,15 +1069,25 @@ fn max_pool_ties_keep_the_first_maximum() {
 
 #[test]
 fn global_average_pool_matches_oracle() {
+    global_average_pool_case(50, DType::F32);
+}
+
+/// Global average pool forward and backward on `act` (one rounding at f16).
+fn global_average_pool_case(seed: u64, act: DType) {
     let pool = Pool::global_average("gap", 3, 5, 7, 3).unwrap();
     let input = pool.input_shape();
+    let ((rtol, atol_forward), atol_backward) = if act == DType::F16 {
+        ((F16_ROUNDING, 1e-6), 1e-7)
+    } else {
+        ((1e-6, 1e-7), 0.0)
+    };
     check_op(
-        "gap",
-        50,
-        &[&input, &[3, 5]],
+        &format!("gap {act:?}"),
+        seed,
+        &[(&input, act), (&[3, 5], act)],
         &[
-            Output("forward", &[3, 5], 1e-6, 1e-7),
-            Output("backward", &input, 1e-6, 0.0),
+            (&Output("forward", &[3, 5], rtol, atol_forward), act),
+            (&Output("backward", &input, rtol, atol_backward), act),
         ],
         |t, out| {
             vec![
@@ -1072,22 +1106,35 @@ fn global_average_pool_matches_oracle() {
 
 #[test]
 fn linear_matches_oracle() {
+    linear_case(60, DType::F32);
+}
+
+/// fc with its input, weight and input gradient as `act` (the gradient one
+/// f16 rounding at f16); the bias, logits and the weight and bias gradients
+/// are f32 at either precision.
+fn linear_case(seed: u64, act: DType) {
     let s = LinearShape {
         batch: 3,
         in_f: 17,
         out_f: 10,
     };
     let fc = Linear::new("fc", s);
+    let f = DType::F32;
     let tol = |name, shape| Output(name, shape, 1e-5, 1e-6);
+    let dx_rtol = if act == DType::F16 {
+        F16_ROUNDING
+    } else {
+        1e-5
+    };
     check_op(
-        "fc",
-        60,
-        &[&[3, 17], &[10, 17], &[10], &[3, 10]],
+        &format!("fc {act:?}"),
+        seed,
+        &[(&[3, 17], act), (&[10, 17], act), (&[10], f), (&[3, 10], f)],
         &[
-            tol("forward", &[3, 10]),
-            tol("dx", &[3, 17]),
-            tol("dw", &[10, 17]),
-            tol("db", &[10]),
+            (&tol("forward", &[3, 10]), f),
+            (&Output("dx", &[3, 17], dx_rtol, 1e-6), act),
+            (&tol("dw", &[10, 17]), f),
+            (&tol("db", &[10]), f),
         ],
         |t, out| {
             let mut d = vec![fc.forward(ctx(), &t[0], &t[1], &t[2], &out[0]).unwrap()];
@@ -1470,39 +1517,19 @@ fn oversized_tensor_names_the_limit() {
     );
 }
 
+/// Relative tolerance of an f16 result: its own rounding is 2^-11 = 4.9e-4
+/// relative, plus the f32 arithmetic before it.
+const F16_ROUNDING: f64 = 1e-3;
+
 /// Mixed precision: the elementwise ops, the pad shortcut, both pools, the
-/// conv bias and fc with f16 activations. An f16 result is within its own
-/// rounding (2^-11 relative) of the oracle on the same rounded inputs; copies
-/// and maxima are exact; fc's logits, weight and bias gradients are f32.
+/// conv bias and fc with f16 activations, each case once on one odd shape.
+/// An f16 result is within its own rounding of the oracle on the same
+/// rounded inputs; copies and maxima are exact; fc's logits, weight and bias
+/// gradients are f32.
 #[test]
 fn small_ops_match_oracle_at_f16() {
     let h = DType::F16;
-    let f = DType::F32;
-    let round = 1e-3;
-    let shape: &[usize] = &[3, 5, 7];
-    check_op_typed(
-        "elementwise f16",
-        4100,
-        &[(shape, h), (shape, h)],
-        &[
-            (&Output("relu", shape, 0.0, 0.0), h),
-            (&Output("relu backward", shape, 0.0, 0.0), h),
-            (&Output("add", shape, round, 1e-7), h),
-        ],
-        |t, out| {
-            vec![
-                elementwise::relu_forward(ctx(), "relu", &t[0], &out[0]).unwrap(),
-                elementwise::relu_backward(ctx(), "relu", &t[1], &out[0], &out[1]).unwrap(),
-                elementwise::add(ctx(), "add", &t[0], &t[1], &out[2]).unwrap(),
-            ]
-        },
-        |v| {
-            let y = oracle::elementwise::relu(&v[0]);
-            let dx = oracle::elementwise::relu_backward(&v[1], &y);
-            vec![y, dx, oracle::elementwise::add(&v[0], &v[1])]
-        },
-    );
-
+    relu_and_add_case(4100, h);
     let sc = ShortcutShape {
         batch: 2,
         in_c: 3,
@@ -1511,54 +1538,8 @@ fn small_ops_match_oracle_at_f16() {
         out_c: 8,
         stride: 2,
     };
-    let op = Shortcut::new("shortcut", sc).unwrap();
-    let (inp, outp) = (op.input_shape(), op.output_shape());
-    check_op_typed(
-        "shortcut f16",
-        4110,
-        &[(&inp, h), (&outp, h)],
-        &[
-            (&Output("forward", &outp, 0.0, 0.0), h),
-            (&Output("backward", &inp, 0.0, 0.0), h),
-        ],
-        |t, out| {
-            vec![
-                op.forward(ctx(), &t[0], &out[0]).unwrap(),
-                op.backward(ctx(), &t[1], &out[1]).unwrap(),
-            ]
-        },
-        |v| {
-            vec![
-                oracle::shortcut::forward(&sc, &v[0]),
-                oracle::shortcut::backward(&sc, &v[1]),
-            ]
-        },
-    );
-
-    let gap = Pool::global_average("gap", 3, 5, 7, 3).unwrap();
-    let input = gap.input_shape();
-    check_op_typed(
-        "gap f16",
-        4120,
-        &[(&input, h), (&[3, 5], h)],
-        &[
-            (&Output("forward", &[3, 5], round, 1e-6), h),
-            (&Output("backward", &input, round, 1e-7), h),
-        ],
-        |t, out| {
-            vec![
-                gap.global_avg_forward(ctx(), &t[0], &out[0]).unwrap(),
-                gap.global_avg_backward(ctx(), &t[1], &out[1]).unwrap(),
-            ]
-        },
-        |v| {
-            vec![
-                oracle::pool::global_avg_forward(15, 21, &v[0]),
-                oracle::pool::global_avg_backward(15, 21, &v[1]),
-            ]
-        },
-    );
-
+    shortcut_case(sc, 4110, h);
+    global_average_pool_case(4120, h);
     let ps = PoolShape {
         batch: 2,
         channels: 3,
@@ -1568,76 +1549,14 @@ fn small_ops_match_oracle_at_f16() {
         stride: 2,
         pad: 1,
     };
-    let pool = Pool::new("maxpool", ps).unwrap();
-    let (x, xv) = random_tensor_as("x", 4130, &pool.input_shape(), h);
-    let (dy, dyv) = random_tensor_as("dy", 4131, &pool.max_output_shape(), h);
-    let y = zeros_as("y", &pool.max_output_shape(), h);
-    let argmax = Tensor::zeros(ctx(), "argmax", &pool.max_output_shape(), DType::U32).unwrap();
-    let dx = zeros_as("dx", &pool.input_shape(), h);
-    run(&[
-        &pool.max_forward(ctx(), &x, &y, &argmax).unwrap(),
-        &pool.max_backward(ctx(), &dy, &argmax, &dx).unwrap(),
-    ]);
-    let (yv, av) = oracle::pool::max_forward(&ps, &widen(&xv));
-    assert_close("max pool f16 forward", &read(&y), &yv, 0.0, 0.0);
-    assert_eq!(argmax.read_u32(ctx()).unwrap(), av, "max pool f16 argmax");
-    let expect = oracle::pool::max_backward(&ps, &widen(&dyv), &av);
-    assert_close("max pool f16 backward", &read(&dx), &expect, round, 1e-7);
-
+    max_pool_case(ps, (4130, 4131), h);
     let bs = BatchNormShape {
         batch: 2,
         channels: 7,
         hw: 300,
     };
-    let bias = resnet_wgpu::ops::bias::Bias::new("conv1", bs);
-    let act = [2, 7, 300];
-    check_op_typed(
-        "conv bias f16",
-        4140,
-        &[(&act, h), (&[7], f), (&act, h)],
-        &[(&Output("dbias", &[7], 1e-5, 1e-5), f)],
-        |t, out| {
-            vec![
-                bias.forward(ctx(), &t[1], &t[0]).unwrap(),
-                bias.backward(ctx(), &t[2], &out[0]).unwrap(),
-            ]
-        },
-        |v| vec![oracle::bias::backward(&bs, &v[2])],
-    );
-
-    let ls = LinearShape {
-        batch: 3,
-        in_f: 17,
-        out_f: 10,
-    };
-    let fc = Linear::new("fc", ls);
-    check_op_typed(
-        "fc f16",
-        4150,
-        &[(&[3, 17], h), (&[10, 17], h), (&[10], f), (&[3, 10], f)],
-        &[
-            (&Output("forward", &[3, 10], 1e-5, 1e-6), f),
-            (&Output("dx", &[3, 17], round, 1e-6), h),
-            (&Output("dw", &[10, 17], 1e-5, 1e-6), f),
-            (&Output("db", &[10], 1e-5, 1e-6), f),
-        ],
-        |t, out| {
-            let mut d = vec![fc.forward(ctx(), &t[0], &t[1], &t[2], &out[0]).unwrap()];
-            d.extend(
-                fc.backward(ctx(), &t[0], &t[1], &t[3], &out[1], &out[2], &out[3])
-                    .unwrap(),
-            );
-            d
-        },
-        |v| {
-            vec![
-                oracle::linear::forward(&ls, &v[0], &v[1], &v[2]),
-                oracle::linear::backward_input(&ls, &v[3], &v[1]),
-                oracle::linear::backward_weight(&ls, &v[0], &v[3]),
-                oracle::linear::backward_bias(&ls, &v[3]),
-            ]
-        },
-    );
+    bias_case(bs, 4140, h);
+    linear_case(4150, h);
 }
 
 /// The loss scaler as GradScaler runs it: a clean step unscales the
