@@ -173,11 +173,7 @@ impl Tensor {
     ) -> Result<Self, GpuError> {
         match dtype {
             DType::F16 => {
-                let bytes: Vec<u8> = data
-                    .iter()
-                    .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
-                    .collect();
-                Self::from_bytes(ctx, label, shape, DType::F16, &bytes, data.len())
+                Self::from_bytes(ctx, label, shape, DType::F16, &f16_bytes(data), data.len())
             }
             _ => Self::from_f32(ctx, label, shape, data),
         }
@@ -345,10 +341,7 @@ impl Tensor {
             ));
         }
         let mut bytes: Vec<u8> = match self.dtype {
-            DType::F16 => data
-                .iter()
-                .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
-                .collect(),
+            DType::F16 => f16_bytes(data),
             _ => bytemuck::cast_slice(data).to_vec(),
         };
         // Queue writes go in whole words; an odd f16 count leaves the pad.
@@ -393,6 +386,14 @@ impl Tensor {
         ctx.queue.submit([encoder.finish()]);
         super::readback::read_blocking(ctx, staging, &self.label, |b| b.to_vec())
     }
+}
+
+/// `values` rounded to nearest f16, little-endian.
+fn f16_bytes(values: &[f32]) -> Vec<u8> {
+    values
+        .iter()
+        .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+        .collect()
 }
 
 /// Buffer size for the tensor, or a clear error when one binding of it would

@@ -732,6 +732,11 @@ impl Builder<'_> {
         Ok(self.tensors.len() - 1)
     }
 
+    /// Whether the plan trains in mixed precision (f16 activations).
+    fn mixed(&self) -> bool {
+        self.act == DType::F16
+    }
+
     /// An f32 tensor (statistics, logits, metrics).
     pub(super) fn tensor(&mut self, label: &str, shape: &[usize]) -> Result<TensorId, GpuError> {
         self.typed_tensor(label, shape, DType::F32)
@@ -805,7 +810,7 @@ impl Builder<'_> {
     /// under mixed precision the f16 copies of the values.
     fn allocate_arena(&mut self, network: &Network) -> Result<(), GpuError> {
         let mut align = u64::from(self.ctx.limits.min_storage_buffer_offset_alignment).max(4);
-        let half = self.act == DType::F16;
+        let half = self.mixed();
         if half {
             // A copy sits at half its value's offset, which must stay aligned.
             align *= 2;
@@ -851,7 +856,7 @@ impl Builder<'_> {
         scaler: TensorId,
         train_metrics: TensorId,
     ) -> Result<(), GpuError> {
-        let mixed = !self.arena.copies.is_empty();
+        let mixed = self.mixed();
         if mixed {
             for (i, [_, grad, _]) in self.arena.chunks.clone().into_iter().enumerate() {
                 let t = &self.tensors;
@@ -913,7 +918,7 @@ impl Builder<'_> {
     /// read by their kernels at the plan's precision, the others in f32.
     fn param(&mut self, name: &str, shape: &[usize], matrix: bool) -> Result<ParamSlot, GpuError> {
         let value = self.arena_view(name, 0, name, shape)?;
-        let read = if matrix && !self.arena.copies.is_empty() {
+        let read = if matrix && self.mixed() {
             self.arena_view(name, 3, &format!("{name} f16"), shape)?
         } else {
             value
