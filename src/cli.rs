@@ -351,7 +351,7 @@ pub struct TrainArgs {
     /// Continue a run: its folder (or a checkpoint folder). Model, data,
     /// recipe and seed come from its saved config; a flag that contradicts
     /// them is refused. May change on resume: --epochs (a larger value extends
-    /// the run), --max-steps, --report-every, --stream-data, and --data (the
+    /// the run), --max-steps, --report-every, --stream-data, --workers, and --data (the
     /// same data in another place; checked by content).
     #[arg(long, value_name = "DIR", help_heading = "Run")]
     pub resume: Option<PathBuf>,
@@ -370,6 +370,10 @@ pub struct TrainArgs {
     /// memory (automatic when it exceeds one storage binding).
     #[arg(long, help_heading = "Run")]
     pub stream_data: bool,
+    /// Image folders: threads that decode and augment pictures ahead of the
+    /// GPU [default: one per core].
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true, help_heading = "Run")]
+    pub workers: usize,
     /// Store activations and conv/fc weight copies as f32, or as f16 with
     /// f32 master weights, f32 accumulation and dynamic loss scaling (needs
     /// the adapter's shader-f16). Checkpoints are f32 either way.
@@ -648,13 +652,15 @@ impl TrainArgs {
             },
             seed: self.seed,
             augment: AugmentConfig {
-                pad: self.crop_pad,
+                // An image folder's recipe is RandomResizedCrop, not padding.
+                pad: if source.kind == DatasetKind::Folder { 0 } else { self.crop_pad },
                 flip: !self.no_flip,
                 ..AugmentConfig::normalize_only(mean, std)
             },
             report_every: self.report_every,
             max_steps: self.max_steps,
             stream_data: self.stream_data,
+            workers: self.workers,
             precision: self.precision,
             data: Some(data.identity()),
             source: Some(source),

@@ -131,8 +131,11 @@ impl Progress {
         } else {
             "- img/s".into()
         };
+        let waited = s
+            .data_wait
+            .map_or(String::new(), |w| format!(" data wait {:.0}%", 100.0 * w));
         let text = format!(
-            "epoch {:.2}  loss {:.3} acc {:.1}% lr {:.4} {rate}",
+            "epoch {:.2}  loss {:.3} acc {:.1}% lr {:.4} {rate}{waited}",
             s.epoch,
             s.train_loss,
             100.0 * s.train_acc,
@@ -224,6 +227,13 @@ pub fn run_with(trainer: &mut Trainer, run_dir: &Path, options: RunOptions) -> R
                     summary.last = Some(e);
                 }
                 TrainEvent::Predictions { .. } => {}
+                TrainEvent::SkippedFile(bad) => progress().suspend(|| {
+                    eprintln!(
+                        "warning: skipped {}: {} (another picture takes its place)",
+                        bad.path.display(),
+                        bad.reason
+                    )
+                }),
                 TrainEvent::Diverged {
                     step,
                     loss,
@@ -324,8 +334,15 @@ fn epoch_line(e: &EpochReport, eval_name: &str) -> String {
         (Some(scale), Some(skipped)) => format!("  loss scale {scale} ({skipped} skipped)"),
         _ => String::new(),
     };
+    // Pictures decoded from files: the share of the epoch spent waiting for
+    // them, and the unreadable files skipped.
+    let input = match (e.data_wait_share, e.skipped_files) {
+        (Some(w), Some(0) | None) => format!("  data wait {:.0}%", 100.0 * w),
+        (Some(w), Some(n)) => format!("  data wait {:.0}%, {n} bad files skipped", 100.0 * w),
+        _ => String::new(),
+    };
     format!(
-        "epoch {:>6.2}  train loss {:.4} acc {:.2}%{}  {eval_name} loss {:.4} acc {:.2}%{}  lr {:.4}  {:.1} img/s{scaling}",
+        "epoch {:>6.2}  train loss {:.4} acc {:.2}%{}  {eval_name} loss {:.4} acc {:.2}%{}  lr {:.4}  {:.1} img/s{scaling}{input}",
         e.epoch,
         e.train_loss,
         100.0 * e.train_acc,

@@ -6,14 +6,16 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::builder::TypedValueParser;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use resnet_wgpu::bench::{self, BenchOpsOptions, BenchTrainOptions, BenchTuneOptions};
+use resnet_wgpu::bench::{
+    self, BenchDataOptions, BenchOpsOptions, BenchTrainOptions, BenchTuneOptions,
+};
 use resnet_wgpu::cli::{DataArgs, DatasetKind, ModelArgs, Normalize, TrainArgs};
 use resnet_wgpu::data::DataSplit;
 use resnet_wgpu::gpu::{BackendChoice, GpuContext, GpuError, Precision, TunePolicy};
 use resnet_wgpu::model::ModelSpec;
 use resnet_wgpu::shapes::{AugmentConfig, ImageShape, SgdConfig};
 use resnet_wgpu::train::checkpoint::{self, LoadMode, StateDict};
-use resnet_wgpu::train::{Plan, PlanRequest, TrainConfig, TrainEvent, Trainer};
+use resnet_wgpu::train::{FeedMode, Plan, PlanRequest, TrainConfig, TrainEvent, Trainer};
 use resnet_wgpu::{headless, runs};
 
 #[derive(Parser)]
@@ -54,6 +56,9 @@ enum Command {
     Download(DownloadArgs),
     /// The adapter, its limits, and the memory plan of a model.
     Info(InfoArgs),
+    /// Decode every picture of an image folder once and list those that
+    /// cannot be read (training skips them, with a warning each).
+    Check(CheckArgs),
     /// Measure GPU time per op, or images/s of whole training steps.
     Bench {
         #[command(subcommand)]
@@ -70,6 +75,20 @@ enum BenchWhat {
     /// Time every kernel candidate of every conv of the models on this adapter
     /// and cache the fastest (what training then runs).
     Tune(BenchTuneOptions),
+    /// Images/s of the input pipeline alone (read, decode, augment, batch; no
+    /// GPU) on an image folder, per worker count.
+    Data(BenchDataOptions),
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// An image folder (train/ and val/ with a folder per class, or class
+    /// folders directly).
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// Decode threads [default: one per core].
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
 }
 
 #[derive(Args)]
@@ -188,6 +207,10 @@ fn run(cli: Cli) -> Result<Option<i32>> {
     let command = match cli.command {
         // No GPU needed.
         Some(Command::Download(args)) => return download(&args).map(|()| None),
+        Some(Command::Check(args)) => return check(&args).map(|()| None),
+        Some(Command::Bench {
+            what: BenchWhat::Data(options),
+        }) => return bench::bench_data(&options).map(|_| None),
         None => return window(cli.backend, cli.tune, TrainArgs::defaults(), true),
         Some(Command::Train(args)) if !args.no_gui => {
             return window(cli.backend, cli.tune, *args, false);
@@ -203,6 +226,10 @@ fn run(cli: Cli) -> Result<Option<i32>> {
         Command::Predict(args) => done(predict(ctx, &args)),
         Command::Info(args) => done(info(&ctx, &args)),
         Command::Download(args) => done(download(&args)),
+        Command::Check(args) => done(check(&args)),
+        Command::Bench {
+            what: BenchWhat::Data(options),
+        } => done(bench::bench_data(&options).map(|_| ())),
         Command::Bench {
             what: BenchWhat::Ops(options),
         } => done(Ok(bench::bench_ops(&ctx, &options)?)),
@@ -272,18 +299,7 @@ fn train(ctx: Arc<GpuContext>, args: &TrainArgs) -> Result<Option<i32>> {
         run_dir.display()
     );
     print_kernel_choices(trainer.plan(), false);
-    let (train_streamed, test_streamed) = trainer.streams_data();
-    if train_streamed || test_streamed {
-        println!(
-            "data: {} uploaded per batch (larger than one storage binding of {} MiB, or --stream-data)",
-            match (train_streamed, test_streamed) {
-                (true, true) => "training and evaluation images",
-                (true, false) => "training images",
-                _ => "evaluation images",
-            },
-            ctx.limits.max_storage_buffer_binding_size >> 20
-        );
-    }
+    print_feed(&trainer, &ctx);
     let options = headless::RunOptions {
         quiet: false,
         checkpoint_every: args.checkpoint_every,
@@ -303,6 +319,10 @@ fn train(ctx: Arc<GpuContext>, args: &TrainArgs) -> Result<Option<i32>> {
             100.0 * last.test_acc,
             last.step
         );
+    }
+    let skipped = trainer.skipped_files();
+    if skipped > 0 {
+        println!("skipped {skipped} unreadable pictures (each named in a warning above; `check --data` lists them)");
     }
     Ok(None)
 }
@@ -396,6 +416,42 @@ fn eval(ctx: Arc<GpuContext>, args: &EvalArgs) -> Result<()> {
     Ok(())
 }
 
+/// `check`: every picture of both splits decoded once; the unreadable ones
+/// listed (an error when there are any).
+fn check(args: &CheckArgs) -> Result<()> {
+    use resnet_wgpu::data::{FolderOptions, default_workers, load_folder};
+    use resnet_wgpu::data::pipeline::{BatchOrder, Pipeline, PipelineSpec};
+    use resnet_wgpu::data::transform::{EVAL_CROP, Transform};
+    let split = load_folder(&args.data, FolderOptions::new(32))?;
+    let mut bad = 0;
+    for (name, set) in [("training", &split.train), ("evaluation", &split.test)] {
+        let files = set.files.clone().expect("an image folder is file-backed");
+        const BATCH: usize = 64;
+        let batches = set.len().div_ceil(BATCH) as u64;
+        let spec = PipelineSpec {
+            files: files.clone(),
+            labels: Arc::new(set.labels.clone()),
+            transform: Transform::Eval { crop: EVAL_CROP },
+            side: 32,
+            batch: BATCH,
+            workers: args.workers.unwrap_or_else(default_workers).max(1),
+            order: BatchOrder::Sequential,
+        };
+        let mut decoding = Pipeline::start(spec, 0, batches);
+        for _ in 0..batches {
+            for file in decoding.next_batch(|_, _| {})? {
+                println!("{}: {}", file.path.display(), file.reason);
+            }
+        }
+        println!("{name} set: {} pictures, {} unreadable", set.len(), files.bad_count());
+        bad += files.bad_count();
+    }
+    if bad > 0 {
+        bail!("{}: {bad} pictures cannot be read (listed above)", args.data.display());
+    }
+    Ok(())
+}
+
 fn download(args: &DownloadArgs) -> Result<()> {
     let (_, known) = resnet_wgpu::download::ARCHIVES
         .iter()
@@ -430,6 +486,32 @@ fn predict(ctx: Arc<GpuContext>, args: &PredictArgs) -> Result<()> {
         println!("{}: {}", p.image.display(), classes.join(", "));
     }
     Ok(())
+}
+
+/// How the batches reach the GPU, when not the default (resident).
+fn print_feed(trainer: &Trainer, ctx: &GpuContext) {
+    let (train, test) = trainer.feed_modes();
+    if train == FeedMode::Pipelined {
+        println!(
+            "data: pictures decoded by {} worker threads ahead of the GPU (RandomResizedCrop + \
+             flip for training, resize to {:.0}% and center crop for evaluation)",
+            match trainer.config.workers {
+                0 => resnet_wgpu::data::default_workers(),
+                n => n,
+            },
+            100.0 / resnet_wgpu::data::transform::EVAL_CROP,
+        );
+    } else if train == FeedMode::Streamed || test == FeedMode::Streamed {
+        println!(
+            "data: {} uploaded per batch (larger than one storage binding of {} MiB, or --stream-data)",
+            match (train, test) {
+                (FeedMode::Streamed, FeedMode::Streamed) => "training and evaluation images",
+                (FeedMode::Streamed, _) => "training images",
+                _ => "evaluation images",
+            },
+            ctx.limits.max_storage_buffer_binding_size >> 20
+        );
+    }
 }
 
 /// The data `eval` runs on: the run's own (moved to `--data` if given) unless

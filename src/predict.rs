@@ -35,6 +35,8 @@ pub struct ClassProbability {
 struct ModelCard {
     spec: ModelSpec,
     side: usize,
+    /// The evaluation center crop's share of the resized shorter side.
+    eval_crop: f64,
     mean: [f32; 3],
     std: [f32; 3],
     class_names: Vec<String>,
@@ -66,6 +68,11 @@ impl ModelCard {
             .get(checkpoint::META_IMAGE)
             .and_then(|v| serde_json::from_str::<[usize; 2]>(v).ok())
             .map_or(if spec.is_cifar() { 32 } else { 224 }, |[h, _]| h);
+        let eval_crop = meta
+            .get(checkpoint::META_EVAL_CROP)
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|c| *c > 0.0 && *c <= 1.0)
+            .unwrap_or(1.0);
         let class_names = meta
             .get(checkpoint::META_CLASSES)
             .and_then(|v| serde_json::from_str::<Vec<String>>(v).ok())
@@ -78,6 +85,7 @@ impl ModelCard {
         Ok(ModelCard {
             spec,
             side,
+            eval_crop,
             mean,
             std,
             class_names,
@@ -127,13 +135,14 @@ fn logits(
     };
     let mut images = Vec::with_capacity(paths.len() * shape.numel());
     for path in paths {
-        images.extend(load_image(path, card.side)?);
+        images.extend(load_image(path, card.side, card.eval_crop)?);
     }
     let set = Dataset {
         images,
         labels: vec![0; paths.len()],
         shape,
         class_names: card.class_names.clone(),
+        files: None,
     };
     let data = DataSplit {
         name: "images to predict".into(),

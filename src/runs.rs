@@ -298,7 +298,7 @@ fn resumed_config(
         bail!(
             "--resume {}: {} contradict{} the run's saved config; a resumed run keeps its model, \
              data and recipe (may change: --epochs to extend, --max-steps, --report-every, \
-             --stream-data, --precision, --data for the same data elsewhere)",
+             --stream-data, --workers, --precision, --data for the same data elsewhere)",
             file.display(),
             contradictions.join(", "),
             if contradictions.len() == 1 { "s" } else { "" }
@@ -323,6 +323,7 @@ fn resumed_config(
     config.max_steps = args.max_steps;
     config.report_every = args.report_every;
     config.stream_data = args.stream_data;
+    config.workers = args.workers;
     // Checkpoints are f32 at either precision, so a resume may switch; the
     // loss scale starts again (it is not checkpointed).
     if args.given.contains("--precision") || args.precision != TrainArgs::defaults().precision {

@@ -3,6 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
+use resnet_wgpu::data::pipeline::{BatchOrder, Pipeline, PipelineSpec};
+use resnet_wgpu::data::transform::{self, CropBox, Transform};
 use resnet_wgpu::data::{self, Cifar100Labels, DataError, FolderOptions, SyntheticOptions};
 use resnet_wgpu::model::{ModelSpec, ShortcutKind};
 use resnet_wgpu::train::{DecayKind, Schedule};
@@ -160,7 +164,7 @@ fn image_folder_resizes_center_crops_and_labels_by_sorted_folder() {
             std::fs::write(d.join("notes.txt"), "not an image").unwrap();
         }
     }
-    let split = data::load_folder(&dir, FolderOptions { image_size: 16 }).unwrap();
+    let split = data::load_folder(&dir, FolderOptions::new(16)).unwrap();
     assert_eq!(split.train.class_names, ["ant", "cat"]);
     assert_eq!(split.train.len(), 8);
     assert_eq!(split.test.len(), 4);
@@ -171,24 +175,26 @@ fn image_folder_resizes_center_crops_and_labels_by_sorted_folder() {
     assert!(cat[..256].iter().all(|&v| v.abs_diff(200) <= 4));
     assert!(cat[256..512].iter().all(|&v| v.abs_diff(10) <= 4));
 
-    std::fs::write(dir.join("train/cat/broken.png"), b"\x89PNG not really").unwrap();
-    let e = data::load_folder(&dir, FolderOptions { image_size: 16 }).unwrap_err();
-    assert!(e.to_string().contains("broken.png"), "{e}");
-    std::fs::remove_file(dir.join("train/cat/broken.png")).unwrap();
+    // Pictures in nested folders of a class count (as ImageFolder takes them).
+    std::fs::create_dir_all(dir.join("train/cat/more")).unwrap();
+    write_picture(&dir.join("train/cat/more/9.png"), 20, 20, [200, 10, 10]);
+    let nested = data::load_folder(&dir, FolderOptions::new(16)).unwrap();
+    assert_eq!(nested.train.labels, [0, 0, 0, 0, 1, 1, 1, 1, 1]);
+    std::fs::remove_dir_all(dir.join("train/cat/more")).unwrap();
 
     std::fs::create_dir_all(dir.join("val/bee")).unwrap();
     write_picture(&dir.join("val/bee/0.png"), 8, 8, [0, 0, 0]);
-    let e = data::load_folder(&dir, FolderOptions { image_size: 16 }).unwrap_err();
+    let e = data::load_folder(&dir, FolderOptions::new(16)).unwrap_err();
     assert!(e.to_string().contains("class folders"), "{e}");
 
-    let e = data::load_folder(&dir.join("nowhere"), FolderOptions { image_size: 16 }).unwrap_err();
+    let e = data::load_folder(&dir.join("nowhere"), FolderOptions::new(16)).unwrap_err();
     assert!(e.to_string().contains("nowhere"), "{e}");
 
     // A training class without images is refused, naming it.
     std::fs::remove_dir_all(dir.join("val/bee")).unwrap();
     std::fs::create_dir_all(dir.join("train/bee")).unwrap();
     std::fs::create_dir_all(dir.join("val/bee")).unwrap();
-    let e = data::load_folder(&dir, FolderOptions { image_size: 16 }).unwrap_err();
+    let e = data::load_folder(&dir, FolderOptions::new(16)).unwrap_err();
     assert!(e.to_string().contains("class 'bee' has no"), "{e}");
 }
 
@@ -380,3 +386,255 @@ fn shuffles_stay_the_same_across_dependency_upgrades() {
 }
 
 const PINNED_ORDER: [u32; 12] = [5, 2, 9, 3, 4, 11, 10, 0, 7, 6, 8, 1];
+
+// --- The input pipeline of image folders -------------------------------------
+
+/// torchvision's RandomResizedCrop: every box inside the picture, its area
+/// 8% to 100% of the picture's and its aspect ratio 3/4 to 4/3 (up to the
+/// rounding of its sides), positions spread over the picture, and the same
+/// box for the same (seed, epoch, sample).
+#[test]
+fn random_resized_crops_follow_torchvision() {
+    let train = Transform::Train { seed: 7, flip: true };
+    let (w, h) = (500u32, 375u32);
+    let boxes: Vec<CropBox> = (0..20_000)
+        .map(|i| train.crop_box(i / 1000, (i % 1000) as u32, w, h, 224))
+        .collect();
+    let mut log_ratios = vec![];
+    for b in &boxes {
+        assert!(b.left >= 0.0 && b.top >= 0.0, "{b:?}");
+        assert!(b.left + b.width <= f64::from(w) && b.top + b.height <= f64::from(h), "{b:?}");
+        let area = b.width * b.height / f64::from(w * h);
+        assert!((0.075..=1.0).contains(&area), "area {area} of {b:?}");
+        let ratio = b.width / b.height;
+        let slack = 1.0 / b.height.min(b.width); // one pixel of rounding
+        assert!(ratio >= 0.75 * (1.0 - slack) && ratio <= 4.0 / 3.0 * (1.0 + slack), "{b:?}");
+        log_ratios.push(ratio.ln());
+    }
+    // log(aspect) is drawn uniformly; accepted boxes are spread across the range.
+    let (lo, hi) = ((0.75f64).ln(), (4.0f64 / 3.0).ln());
+    for quarter in 0..4 {
+        let from = lo + (hi - lo) * f64::from(quarter) / 4.0;
+        let to = from + (hi - lo) / 4.0;
+        let share = log_ratios.iter().filter(|r| (from..to).contains(*r)).count() as f64
+            / log_ratios.len() as f64;
+        assert!((0.15..0.35).contains(&share), "quarter {quarter} of log-ratios: {share}");
+    }
+    // Flips: about half.
+    let flips = boxes.iter().filter(|b| b.flip).count() as f64 / boxes.len() as f64;
+    assert!((0.47..0.53).contains(&flips), "{flips}");
+    // Box centres spread over the picture (mean near its centre).
+    let cx = boxes.iter().map(|b| b.left + b.width / 2.0).sum::<f64>() / boxes.len() as f64;
+    assert!((cx - f64::from(w) / 2.0).abs() < 5.0, "{cx}");
+    // Deterministic per (seed, epoch, sample); another epoch or seed differs.
+    assert_eq!(train.crop_box(3, 11, w, h, 224), train.crop_box(3, 11, w, h, 224));
+    assert_ne!(train.crop_box(3, 11, w, h, 224), train.crop_box(4, 11, w, h, 224));
+    let other = Transform::Train { seed: 8, flip: true };
+    assert_ne!(train.crop_box(3, 11, w, h, 224), other.crop_box(3, 11, w, h, 224));
+}
+
+/// Pictures too thin for any allowed aspect ratio: ten tries fail and
+/// torchvision's fallback takes the central box of the nearest ratio.
+#[test]
+fn random_resized_crop_falls_back_to_the_center_box() {
+    let train = Transform::Train { seed: 1, flip: false };
+    let wide = train.crop_box(0, 0, 1000, 10, 8);
+    assert_eq!((wide.left, wide.top, wide.width, wide.height), (493.0, 0.0, 13.0, 10.0));
+    let tall = train.crop_box(0, 0, 10, 1000, 8);
+    assert_eq!((tall.left, tall.top, tall.width, tall.height), (0.0, 493.0, 10.0, 13.0));
+}
+
+/// Resize(256) + CenterCrop(224) as torchvision computes it: the shorter side
+/// to 256, the longer truncated in proportion, the crop's offset rounded half
+/// to even.
+#[test]
+fn eval_box_is_resize_then_center_crop() {
+    // 500x375 -> 341x256; the crop starts at round(58.5) = 58 and 16.
+    let b = transform::center_crop_box(500, 375, 224, transform::EVAL_CROP);
+    let (sx, sy) = (500.0 / 341.0, 375.0 / 256.0);
+    assert!((b.left - 58.0 * sx).abs() < 1e-9 && (b.top - 16.0 * sy).abs() < 1e-9, "{b:?}");
+    assert!((b.width - 224.0 * sx).abs() < 1e-9 && (b.height - 224.0 * sy).abs() < 1e-9);
+    // Crop 1.0: the whole shorter side.
+    let whole = transform::center_crop_box(40, 20, 16, 1.0);
+    assert_eq!((whole.left, whole.top, whole.width, whole.height), (10.0, 0.0, 20.0, 20.0));
+}
+
+/// A smooth picture with detail in both directions (JPEG keeps it well).
+fn gradient_picture(path: &Path, w: u32, h: u32, seed: u32) {
+    image::RgbImage::from_fn(w, h, |x, y| {
+        let v = |k: u32| ((x * (3 + k) + y * (5 + 2 * k) + 40 * seed) % 256) as u8;
+        image::Rgb([v(0), v(1), ((x + y) / 4 % 256) as u8])
+    })
+    .save(path)
+    .unwrap();
+}
+
+/// The eval transform against an independent reference: the image crate's
+/// resize of the whole picture to 341x256 (bilinear, antialiased), then the
+/// 224 crop at (58, 16); pixels agree within a few levels.
+#[test]
+fn eval_transform_matches_resize_then_crop_within_a_few_levels() {
+    let dir = temp_dir("eval-transform");
+    let path = dir.join("p.png");
+    image::RgbImage::from_fn(500, 375, |x, y| {
+        let fx = f64::from(x) / 500.0;
+        let fy = f64::from(y) / 375.0;
+        let v = |a: f64| (127.5 + 127.5 * a.sin()) as u8;
+        image::Rgb([v(9.0 * fx), v(7.0 * fy), v(5.0 * (fx + fy))])
+    })
+    .save(&path)
+    .unwrap();
+    let ours = data::load_image(&path, 224, transform::EVAL_CROP).unwrap();
+    let picture = image::open(&path).unwrap().to_rgb8();
+    let resized = image::imageops::resize(&picture, 341, 256, image::imageops::FilterType::Triangle);
+    let (mut worst, mut total) = (0u8, 0u64);
+    for c in 0..3 {
+        for y in 0..224 {
+            for x in 0..224 {
+                let reference = resized.get_pixel(58 + x as u32, 16 + y as u32)[c];
+                let d = ours[c * 224 * 224 + y * 224 + x].abs_diff(reference);
+                worst = worst.max(d);
+                total += u64::from(d);
+            }
+        }
+    }
+    let mean = total as f64 / (3.0 * 224.0 * 224.0);
+    assert!(mean < 1.0 && worst <= 8, "mean {mean}, worst {worst}");
+}
+
+/// A folder of `per_class` gradient pictures of varied sizes in 3 classes.
+fn picture_folder(name: &str, per_class: u32) -> PathBuf {
+    let dir = temp_dir(name);
+    for (split, n) in [("train", per_class), ("val", 2)] {
+        for class in ["a", "b", "c"] {
+            let d = dir.join(split).join(class);
+            std::fs::create_dir_all(&d).unwrap();
+            for i in 0..n {
+                let ext = if i % 2 == 0 { "jpg" } else { "png" };
+                gradient_picture(&d.join(format!("{i}.{ext}")), 30 + 7 * i, 24 + 5 * (i % 3), i);
+            }
+        }
+    }
+    dir
+}
+
+fn spec(set: &data::Dataset, transform: Transform, batch: usize, workers: usize) -> PipelineSpec {
+    PipelineSpec {
+        files: set.files.clone().unwrap(),
+        labels: Arc::new(set.labels.clone()),
+        transform,
+        side: set.shape.height as u32,
+        batch,
+        workers,
+        order: BatchOrder::Train {
+            seed: 5,
+            steps_per_epoch: (set.len() / batch) as u64,
+        },
+    }
+}
+
+/// Batches `first..end` of a pipeline: (images, labels) each.
+fn batches(spec: PipelineSpec, first: u64, end: u64) -> Vec<(Vec<u8>, Vec<u32>)> {
+    let mut pipeline = Pipeline::start(spec, first, end);
+    (first..end)
+        .map(|_| {
+            let mut got = (vec![], vec![]);
+            let bad = pipeline
+                .next_batch(|images, labels| got = (images.to_vec(), labels.to_vec()))
+                .unwrap();
+            assert!(bad.is_empty(), "{bad:?}");
+            got
+        })
+        .collect()
+}
+
+/// The same batches whatever the worker count, and a pipeline started mid-run
+/// (a resume) continues with the batches an uninterrupted one makes; a new
+/// epoch reshuffles.
+#[test]
+fn pipelined_batches_are_deterministic_and_resume_mid_epoch() {
+    let dir = picture_folder("pipeline-order", 8);
+    let split = data::load_folder(&dir, FolderOptions::new(16)).unwrap();
+    let train = Transform::Train { seed: 5, flip: true };
+    let one = batches(spec(&split.train, train, 4, 1), 0, 12);
+    let three = batches(spec(&split.train, train, 4, 3), 0, 12);
+    assert_eq!(one, three);
+    let resumed = batches(spec(&split.train, train, 4, 2), 4, 12);
+    assert_eq!(&one[4..], &resumed[..]);
+    // Epoch 0 is batches 0-5 (24 pictures, batch 4): each label 8 times.
+    let mut counts = [0; 3];
+    for (_, labels) in &one[..6] {
+        for &l in labels {
+            counts[l as usize] += 1;
+        }
+    }
+    assert_eq!(counts, [8, 8, 8]);
+    assert_ne!(one[..6], one[6..12], "epoch 1 has other batches than epoch 0");
+}
+
+/// With augmentation off (the eval transform, in order), the pipeline's
+/// batches are the pictures as the one-file reader prepares them.
+#[test]
+fn streamed_batches_equal_the_pictures_read_one_by_one() {
+    let dir = picture_folder("pipeline-plain", 3);
+    let split = data::load_folder(&dir, FolderOptions::new(16)).unwrap();
+    let set = &split.train;
+    let eval = Transform::Eval { crop: 1.0 };
+    let plain = PipelineSpec {
+        order: BatchOrder::Sequential,
+        ..spec(set, eval, 4, 2)
+    };
+    let got = batches(plain, 0, 3);
+    let files = set.files.clone().unwrap();
+    for i in 0..set.len() {
+        let (images, labels) = &got[i / 4];
+        let one = data::load_image(&files.path(i), 16, 1.0).unwrap();
+        assert_eq!(images[(i % 4) * 768..(i % 4 + 1) * 768], one[..], "picture {i}");
+        assert_eq!(labels[i % 4], set.labels[i]);
+    }
+    // The padded last batch repeats the last picture.
+    assert_eq!(got[2].0[768..1536], got[2].0[..768]);
+}
+
+/// An unreadable picture is reported once, counted, and replaced by the next
+/// readable one: batches stay full and the run goes on.
+#[test]
+fn a_corrupt_picture_is_skipped_reported_once_and_counted() {
+    let dir = picture_folder("pipeline-corrupt", 4);
+    std::fs::write(dir.join("train/b/0.jpg"), b"\xff\xd8\xff not a JPEG").unwrap();
+    // Grayscale and RGBA pictures are converted, not bad.
+    image::GrayImage::from_pixel(20, 20, image::Luma([90])).save(dir.join("train/a/1.png")).unwrap();
+    image::RgbaImage::from_pixel(20, 20, image::Rgba([1, 2, 3, 4]))
+        .save(dir.join("train/c/1.png"))
+        .unwrap();
+    let split = data::load_folder(&dir, FolderOptions::new(16)).unwrap();
+    let mut pipeline = Pipeline::start(
+        spec(&split.train, Transform::Train { seed: 5, flip: true }, 4, 2),
+        0,
+        9,
+    );
+    let mut reported = vec![];
+    for _ in 0..9 {
+        reported.extend(pipeline.next_batch(|images, _| assert_eq!(images.len(), 4 * 768)).unwrap());
+    }
+    assert_eq!(reported.len(), 1, "{reported:?}");
+    assert!(reported[0].path.ends_with("train/b/0.jpg"), "{reported:?}");
+    assert!(reported[0].reason.contains("JPEG"), "{reported:?}");
+    assert_eq!(split.train.files.as_ref().unwrap().bad_count(), 1);
+}
+
+/// The identity of a folder follows its files' names and sizes (no pass over
+/// the bytes) and not where the folder is.
+#[test]
+fn folder_identity_follows_names_and_sizes_not_the_place() {
+    let dir = picture_folder("identity-a", 2);
+    let a = data::load_folder(&dir, FolderOptions::new(16)).unwrap().identity();
+    let moved = temp_dir("identity-b");
+    std::fs::remove_dir_all(&moved).unwrap();
+    std::fs::rename(&dir, &moved).unwrap();
+    let b = data::load_folder(&moved, FolderOptions::new(16)).unwrap().identity();
+    assert_eq!(a.difference(&b), None);
+    gradient_picture(&moved.join("train/a/0.jpg"), 90, 90, 3);
+    let c = data::load_folder(&moved, FolderOptions::new(16)).unwrap().identity();
+    assert!(a.difference(&c).is_some());
+}

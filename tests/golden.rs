@@ -145,6 +145,7 @@ fn golden_step_at(file: &str, init: &str, model: ModelSpec, precision: Precision
             width: w,
         },
         class_names: (0..10).map(|i| i.to_string()).collect(),
+        files: None,
     };
     let data = DataSplit {
         name: name.into(),

@@ -78,6 +78,7 @@ fn half_size(d: &Dataset) -> Dataset {
             width: w,
         },
         class_names: d.class_names.clone(),
+        files: None,
     }
 }
 
@@ -483,7 +484,7 @@ fn classes_of(d: &Dataset, keep: &[u32]) -> Dataset {
     };
     for i in 0..d.len() {
         if let Some(new) = keep.iter().position(|&k| k == d.labels[i]) {
-            out.images.extend_from_slice(d.image(i));
+            out.images.extend_from_slice(&d.image(i));
             out.labels.push(new as u32);
         }
     }

@@ -1,12 +1,14 @@
 //! An image folder as torchvision's ImageFolder reads it: one subfolder per
-//! class (sorted names are the class indices), JPEG or PNG files inside. Each
-//! picture is resized so its shorter side is `image_size`, center-cropped to a
-//! square and kept as u8 RGB; random crops and flips happen on the GPU.
+//! class (sorted names are the class indices), JPEG or PNG files inside (in
+//! nested subfolders too). The folder is indexed, not decoded: the input
+//! pipeline (`pipeline.rs`) decodes and augments batches as training runs.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use image::imageops::FilterType;
-
+use super::decode::Decoder;
+use super::index::{ImageFiles, index_classes};
+use super::transform::Transform;
 use super::{DataError, DataSplit, Dataset, io_error};
 use crate::shapes::ImageShape;
 
@@ -14,6 +16,17 @@ use crate::shapes::ImageShape;
 pub struct FolderOptions {
     /// Side of the square images the model sees.
     pub image_size: usize,
+    /// Threads of the directory walk.
+    pub threads: usize,
+}
+
+impl FolderOptions {
+    pub fn new(image_size: usize) -> Self {
+        FolderOptions {
+            image_size,
+            threads: super::default_workers().max(4),
+        }
+    }
 }
 
 /// `dir/train/<class>/*` and `dir/val/<class>/*` (or `dir/test`), or, without
@@ -63,6 +76,8 @@ pub fn load_folder(dir: &Path, options: FolderOptions) -> Result<DataSplit, Data
     })
 }
 
+/// Indexes one split: its class folders (checked against the training
+/// set's), and every picture's path, size and label.
 fn read_split(
     dir: &Path,
     classes: Option<&[String]>,
@@ -90,21 +105,17 @@ fn read_split(
             detail: format!("needs at least 2 class subfolders, found {}", names.len()),
         });
     }
+    let class_paths: Vec<PathBuf> = found.iter().map(|(_, p)| p.clone()).collect();
+    let per_class = index_classes(dir, &class_paths, options.threads)?;
     let side = options.image_size;
-    let mut out = Dataset {
-        images: vec![],
-        labels: vec![],
-        shape: ImageShape {
-            channels: 3,
-            height: side,
-            width: side,
-        },
-        class_names: names,
+    let mut files = ImageFiles {
+        root: dir.to_path_buf(),
+        ..ImageFiles::default()
     };
-    for (label, (name, class_dir)) in found.iter().enumerate() {
-        let files = image_files(class_dir)?;
+    let mut labels = vec![];
+    for (label, ((name, class_dir), class_files)) in found.iter().zip(per_class).enumerate() {
         // A class the model cannot see in training would still get an output.
-        if files.is_empty() && classes.is_none() {
+        if class_files.is_empty() && classes.is_none() {
             return Err(DataError::Invalid {
                 path: class_dir.clone(),
                 detail: format!(
@@ -113,18 +124,35 @@ fn read_split(
                 ),
             });
         }
-        for file in files {
-            out.images.extend(load_image(&file, side)?);
-            out.labels.push(label as u32);
+        labels.extend(std::iter::repeat_n(label as u32, class_files.len()));
+        for (path, size) in class_files {
+            files.paths.push(path);
+            files.sizes.push(size);
         }
     }
-    if out.is_empty() {
+    if labels.is_empty() {
         return Err(DataError::Invalid {
             path: dir.to_path_buf(),
             detail: "no .jpg, .jpeg or .png files in the class folders".into(),
         });
     }
-    Ok(out)
+    if u32::try_from(labels.len()).is_err() {
+        return Err(DataError::Invalid {
+            path: dir.to_path_buf(),
+            detail: format!("{} pictures: more than this reader indexes", labels.len()),
+        });
+    }
+    Ok(Dataset {
+        images: vec![],
+        labels,
+        shape: ImageShape {
+            channels: 3,
+            height: side,
+            width: side,
+        },
+        class_names: names,
+        files: Some(Arc::new(files)),
+    })
 }
 
 fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
@@ -145,46 +173,24 @@ fn class_dirs(dir: &Path) -> Result<Vec<(String, PathBuf)>, DataError> {
         .collect())
 }
 
-fn image_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
-    Ok(sorted_entries(dir)?
-        .into_iter()
-        .filter(|p| {
-            p.extension()
-                .map(|e| e.to_string_lossy().to_lowercase())
-                .is_some_and(|e| matches!(e.as_str(), "jpg" | "jpeg" | "png"))
-        })
-        .collect())
-}
-
-/// Decodes, resizes the shorter side to `side`, center-crops, and returns CHW u8.
-/// A JPEG or PNG as `side` x `side` CHW bytes: the shorter side resized to
-/// `side`, then center-cropped (an image already that size is taken as is).
-pub fn load_image(path: &Path, side: usize) -> Result<Vec<u8>, DataError> {
-    let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
-    let picture = image::load_from_memory(&bytes).map_err(|e| DataError::Invalid {
+/// A JPEG or PNG as `side` x `side` CHW bytes, prepared as evaluation
+/// prepares it: the shorter side resized to `side / crop`, the center square
+/// taken (`crop` 1.0: the whole shorter side; 0.875: torchvision's
+/// Resize(256) + CenterCrop(224) at 224).
+pub fn load_image(path: &Path, side: usize, crop: f64) -> Result<Vec<u8>, DataError> {
+    let mut out = vec![0; 3 * side * side];
+    let side32 = u32::try_from(side).map_err(|_| DataError::Invalid {
         path: path.to_path_buf(),
-        detail: format!("not a readable JPEG or PNG image: {e}"),
+        detail: format!("image side {side} is too large"),
     })?;
-    let (w, h) = (picture.width() as usize, picture.height() as usize);
-    let scale = side as f64 / w.min(h) as f64;
-    let (nw, nh) = (
-        ((w as f64 * scale).round() as u32).max(side as u32),
-        ((h as f64 * scale).round() as u32).max(side as u32),
-    );
-    let rgb = if (w, h) == (nw as usize, nh as usize) {
-        picture.to_rgb8()
-    } else {
-        picture.resize_exact(nw, nh, FilterType::Triangle).to_rgb8()
-    };
-    let (x0, y0) = ((nw as usize - side) / 2, (nh as usize - side) / 2);
-    let mut chw = vec![0u8; 3 * side * side];
-    for y in 0..side {
-        for x in 0..side {
-            let p = rgb.get_pixel((x0 + x) as u32, (y0 + y) as u32);
-            for c in 0..3 {
-                chw[c * side * side + y * side + x] = p[c];
-            }
-        }
-    }
-    Ok(chw)
+    Decoder::new()
+        .sample(path, &Transform::Eval { crop }, 0, 0, side32, &mut out)
+        .map_err(|detail| match std::fs::metadata(path) {
+            Err(e) => io_error(path, e),
+            Ok(_) => DataError::Invalid {
+                path: path.to_path_buf(),
+                detail,
+            },
+        })?;
+    Ok(out)
 }

@@ -2,18 +2,26 @@
 //! labels: CIFAR-10/100 binary, an image folder, and the built-in synthetic set.
 
 mod cifar;
+mod decode;
 mod folder;
+mod index;
 mod order;
+pub mod pipeline;
 mod source;
 mod synthetic;
+pub mod transform;
 
 pub use cifar::{Cifar100Labels, cifar10_from_files, load_cifar10, load_cifar100};
+pub use decode::Decoder;
 pub use folder::{FolderOptions, load_folder, load_image};
+pub use index::ImageFiles;
 pub use order::{epoch_order, step_seed};
 pub use source::{DataSource, DatasetKind, IMAGE_SIDES, MAX_SYNTHETIC};
 pub use synthetic::{SyntheticOptions, synthetic};
 
+use std::borrow::Cow;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::seeded::SeededRng;
 use rand::{SeedableRng, seq::SliceRandom};
@@ -53,13 +61,16 @@ pub enum DataError {
     Invalid { path: PathBuf, detail: String },
 }
 
-/// Images and labels of one split, in memory.
+/// Images and labels of one split: decoded in memory (`images`), or, for an
+/// image folder, indexed files (`files`) that the input pipeline decodes
+/// batch by batch (`images` is then empty).
 #[derive(Clone, Debug)]
 pub struct Dataset {
     pub images: Vec<u8>,
     pub labels: Vec<u32>,
     pub shape: ImageShape,
     pub class_names: Vec<String>,
+    pub files: Option<Arc<ImageFiles>>,
 }
 
 impl Dataset {
@@ -69,7 +80,13 @@ impl Dataset {
             labels: vec![],
             shape,
             class_names: class_names.to_vec(),
+            files: None,
         }
+    }
+
+    /// Whether the pixels are decoded from files as they are needed.
+    pub fn is_file_backed(&self) -> bool {
+        self.files.is_some()
     }
 
     pub fn len(&self) -> usize {
@@ -84,22 +101,42 @@ impl Dataset {
         self.class_names.len()
     }
 
-    pub fn image(&self, i: usize) -> &[u8] {
+    /// Sample `i` as CHW bytes; a file-backed set decodes it with the
+    /// evaluation transform (an unreadable file shows as black).
+    pub fn image(&self, i: usize) -> Cow<'_, [u8]> {
         let n = self.shape.numel();
-        &self.images[i * n..(i + 1) * n]
+        match &self.files {
+            None => Cow::Borrowed(&self.images[i * n..(i + 1) * n]),
+            Some(files) => {
+                let mut out = vec![0; n];
+                let eval = transform::Transform::Eval {
+                    crop: transform::EVAL_CROP,
+                };
+                let side = self.shape.height as u32;
+                let _ = Decoder::new().sample(&files.path(i), &eval, 0, i as u32, side, &mut out);
+                Cow::Owned(out)
+            }
+        }
     }
 
     /// The samples at `indices`, in that order.
     pub fn select(&self, indices: &[usize]) -> Dataset {
-        let mut images = Vec::with_capacity(indices.len() * self.shape.numel());
-        for &i in indices {
-            images.extend_from_slice(self.image(i));
-        }
+        let images = match &self.files {
+            Some(_) => vec![],
+            None => {
+                let mut images = Vec::with_capacity(indices.len() * self.shape.numel());
+                for &i in indices {
+                    images.extend_from_slice(&self.image(i));
+                }
+                images
+            }
+        };
         Dataset {
             images,
             labels: indices.iter().map(|&i| self.labels[i]).collect(),
             shape: self.shape,
             class_names: self.class_names.clone(),
+            files: self.files.as_ref().map(|f| Arc::new(f.select(indices))),
         }
     }
 
@@ -190,12 +227,23 @@ pub struct DataSplit {
 }
 
 impl DataSplit {
-    /// The identity of this data (hashes every byte once: ~0.1 s for CIFAR-10).
+    /// The identity of this data: every byte hashed once for data in
+    /// memory (~0.1 s for CIFAR-10); for files, their relative paths and
+    /// sizes (no pass over the bytes, so a moved folder is the same data).
     pub fn identity(&self) -> DataIdentity {
         let mut hash = xxhash_rust::xxh3::Xxh3::new();
         for set in [&self.train, &self.test] {
             hash.update(&(set.len() as u64).to_le_bytes());
-            hash.update(&set.images);
+            match &set.files {
+                None => hash.update(&set.images),
+                Some(files) => {
+                    for (path, size) in files.paths.iter().zip(&files.sizes) {
+                        hash.update(path.to_string_lossy().as_bytes());
+                        hash.update(&[0]);
+                        hash.update(&size.to_le_bytes());
+                    }
+                }
+            }
             hash.update(bytemuck::cast_slice(&set.labels));
         }
         let s = self.train.shape;
@@ -236,12 +284,26 @@ fn io_error(path: &std::path::Path, source: std::io::Error) -> DataError {
     }
 }
 
-/// Per-channel mean and std of a training set in [0, 1], for normalization.
+/// File-backed sets estimate their channel statistics from this many
+/// pictures (evenly spaced, so the estimate is the same in every run).
+const STATISTICS_SAMPLE: usize = 256;
+
+/// Per-channel mean and std of a training set in [0, 1], for normalization
+/// (of a file-backed set: of up to 256 of its pictures, eval-transformed).
 pub fn channel_statistics(data: &Dataset) -> ([f32; 4], [f32; 4]) {
+    let sampled;
+    let (data, images) = match &data.files {
+        None => (data, &data.images),
+        Some(_) => {
+            sampled = decoded_sample(data, STATISTICS_SAMPLE);
+            (data, &sampled)
+        }
+    };
     let (c, hw) = (data.shape.channels, data.shape.height * data.shape.width);
+    let count = images.len() / (c * hw).max(1);
     let mut sum = [0f64; 4];
     let mut sq = [0f64; 4];
-    for image in data.images.chunks_exact(c * hw) {
+    for image in images.chunks_exact(c * hw) {
         for ch in 0..c.min(4) {
             for &v in &image[ch * hw..(ch + 1) * hw] {
                 let v = f64::from(v) / 255.0;
@@ -250,7 +312,7 @@ pub fn channel_statistics(data: &Dataset) -> ([f32; 4], [f32; 4]) {
             }
         }
     }
-    let n = (data.len() * hw).max(1) as f64;
+    let n = (count * hw).max(1) as f64;
     let mut mean = [0.0; 4];
     let mut std = [1.0; 4];
     for ch in 0..c.min(4) {
@@ -259,4 +321,34 @@ pub fn channel_statistics(data: &Dataset) -> ([f32; 4], [f32; 4]) {
         std[ch] = ((sq[ch] / n - m * m).max(1e-12).sqrt() as f32).max(1e-3);
     }
     (mean, std)
+}
+
+/// Up to `count` evenly spaced pictures of a file-backed set, decoded with
+/// the evaluation transform on every core (CHW, one after another).
+fn decoded_sample(data: &Dataset, count: usize) -> Vec<u8> {
+    let Some(files) = &data.files else {
+        return vec![];
+    };
+    let count = count.min(data.len()).max(1);
+    let picks: Vec<usize> = (0..count).map(|i| i * data.len() / count).collect();
+    let spec = pipeline::PipelineSpec {
+        files: Arc::new(files.select(&picks)),
+        labels: Arc::new(vec![0; count]),
+        transform: transform::Transform::Eval {
+            crop: transform::EVAL_CROP,
+        },
+        side: data.shape.height as u32,
+        batch: count,
+        workers: default_workers(),
+        order: pipeline::BatchOrder::Sequential,
+    };
+    let mut images = vec![];
+    let mut decoding = pipeline::Pipeline::start(spec, 0, 1);
+    let _ = decoding.next_batch(|batch, _| images = batch.to_vec());
+    images
+}
+
+/// Decode threads when `--workers` is not given: one per core.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }

@@ -90,12 +90,7 @@ impl DataSource {
             }),
             DatasetKind::Cifar10 => load_cifar10(dir())?,
             DatasetKind::Cifar100 => load_cifar100(dir(), self.cifar100_labels)?,
-            DatasetKind::Folder => load_folder(
-                dir(),
-                FolderOptions {
-                    image_size: self.image_size,
-                },
-            )?,
+            DatasetKind::Folder => load_folder(dir(), FolderOptions::new(self.image_size))?,
         };
         if let Some(count) = self.val_split {
             let (train, val) = split

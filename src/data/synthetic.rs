@@ -77,6 +77,7 @@ fn generate(count: usize, stream: u64) -> Dataset {
             width: SIDE,
         },
         class_names: CLASSES.iter().map(|s| s.to_string()).collect(),
+        files: None,
     }
 }
 

@@ -258,7 +258,19 @@ pub fn model_metadata(trainer: &Trainer) -> HashMap<String, String> {
             json(serde_json::json!(data.class_names)),
         ),
         ("dataset".into(), c.dataset.clone()),
+        // How evaluation prepared a picture: the center crop's share of the
+        // resized shorter side (1: the whole side, CIFAR-like data).
+        (META_EVAL_CROP.into(), eval_crop(trainer).to_string()),
     ])
+}
+
+/// An image folder is evaluated with torchvision's Resize(side / 0.875) +
+/// CenterCrop(side); data in memory is evaluated whole.
+fn eval_crop(trainer: &Trainer) -> f64 {
+    match trainer.feed_modes().1 {
+        super::FeedMode::Pipelined => crate::data::transform::EVAL_CROP,
+        _ => 1.0,
+    }
 }
 
 /// Metadata keys of the model file (`model_metadata`: the model spec, the
@@ -271,6 +283,7 @@ pub const META_MEAN: &str = "mean";
 pub const META_STD: &str = "std";
 pub const META_IMAGE: &str = "image_size";
 pub const META_CLASSES: &str = "class_names";
+pub const META_EVAL_CROP: &str = "eval_crop";
 
 /// The normalization a model file of this tool was trained with, from its
 /// metadata. None for other files.

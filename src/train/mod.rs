@@ -11,5 +11,6 @@ pub mod trainer;
 
 pub use plan::{ConvChoice, ParamArena, Plan, PlanRequest, PlanSummary, conv_layers};
 pub use schedule::{DecayKind, Schedule};
+pub use feed::FeedMode;
 pub use throughput::Throughput;
 pub use trainer::{EpochReport, Progress, StepReport, TrainConfig, TrainEvent, Trainer};

@@ -8,10 +8,11 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use web_time::Instant;
 
-use super::feed::Feed;
+use super::feed::{Delivery, Feed, FeedMode, FeedSource};
 use super::metrics::{MetricsRing, MetricsSnapshot, ReportKind};
 use super::plan::{Plan, PlanRequest};
 use super::schedule::Schedule;
+use crate::data::pipeline::{BadFile, BatchOrder};
 use crate::data::{DataIdentity, DataSource, DataSplit, Dataset, epoch_order, step_seed};
 use crate::gpu::{self, Dispatch, GpuContext, GpuError, MapState, Mapping, Precision};
 use crate::model::{ModelSpec, initial_parameters};
@@ -39,6 +40,9 @@ pub struct TrainConfig {
     /// GPU (automatic when it does not fit one storage binding).
     #[serde(default)]
     pub stream_data: bool,
+    /// Decode threads of an image folder's input pipeline (0: one per core).
+    #[serde(default)]
+    pub workers: usize,
     /// The data trained on, by content (absent in runs made before it was
     /// recorded, and in evaluation configs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -60,6 +64,7 @@ pub struct TrainConfig {
 /// Upper bounds that keep a typo from allocating the machine away.
 pub const MAX_BATCH: usize = 1 << 16;
 pub const MAX_REPORT_EVERY: usize = 10_000;
+pub const MAX_WORKERS: usize = 1024;
 
 impl TrainConfig {
     /// Checks every value, whether it came from a flag or from a file: the
@@ -69,7 +74,7 @@ impl TrainConfig {
         let non_negative = |v: f32| v.is_finite() && v >= 0.0;
         let s = &self.schedule;
         let side = image.height.min(image.width);
-        let checks: [(bool, String); 12] = [
+        let checks: [(bool, String); 13] = [
             (
                 (1..=MAX_BATCH).contains(&self.batch_size),
                 format!(
@@ -113,6 +118,10 @@ impl TrainConfig {
                     "--report-every must be 1 to {MAX_REPORT_EVERY}, got {}",
                     self.report_every
                 ),
+            ),
+            (
+                self.workers <= MAX_WORKERS,
+                format!("--workers must be 0 (one per core) to {MAX_WORKERS}, got {}", self.workers),
             ),
             (
                 self.max_steps != Some(0),
@@ -202,6 +211,7 @@ impl TrainConfig {
             report_every: 1,
             max_steps: None,
             stream_data: false,
+            workers: 0,
             precision: Precision::F32,
             data: None,
             source: None,
@@ -228,6 +238,9 @@ pub struct StepReport {
     /// skipped for an overflow over the epoch so far.
     pub loss_scale: Option<f32>,
     pub skipped_steps: Option<u64>,
+    /// Pictures decoded from files only: the share of this epoch's wall time
+    /// so far that steps waited for their batch (near 1: input-bound).
+    pub data_wait: Option<f32>,
 }
 
 /// One line of metrics.jsonl: an evaluation after an epoch (or at the last step).
@@ -253,6 +266,15 @@ pub struct EpochReport {
     pub loss_scale: Option<f32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skipped_steps: Option<u64>,
+    /// Pictures decoded from files only: seconds the epoch's steps waited
+    /// for their batches, that as a share of the epoch's wall time, and the
+    /// unreadable files skipped so far (training and evaluation sets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_wait_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_wait_share: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped_files: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -272,6 +294,9 @@ pub enum TrainEvent {
         step: u64,
         predicted: Vec<u32>,
     },
+    /// A picture could not be read or decoded; another took its place (each
+    /// file is reported once).
+    SkippedFile(BadFile),
 }
 
 /// The evaluation logits copied into one mappable buffer, batch by batch.
@@ -358,6 +383,10 @@ struct ReportTag {
     step: u64,
     steps_per_epoch: usize,
     lr: f32,
+    /// Seconds this epoch's steps waited for data, and the epoch's wall
+    /// time, when the step was submitted.
+    data_wait_s: f64,
+    epoch_elapsed_s: f64,
 }
 
 pub struct Trainer {
@@ -382,6 +411,14 @@ pub struct Trainer {
     predictions: Option<PredictionCapture>,
     /// CPU time the last step took to record (batch upload, uniforms, encoder).
     pub last_record_seconds: f64,
+    /// This epoch: when its first step was submitted and how long its steps
+    /// waited for data.
+    epoch_started: Instant,
+    epoch_wait_s: f64,
+    /// Events found while submitting (unreadable files), for the next poll.
+    pending: Vec<TrainEvent>,
+    /// The input pipeline failed (a damaged dataset): no more steps.
+    data_failure: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -431,15 +468,34 @@ impl Trainer {
                 precision: config.precision,
             },
         )?;
-        let stream = config.stream_data;
-        let train = Feed::new(&ctx, &plan, data.train, config.augment, "train", stream)?;
+        let workers = match config.workers {
+            0 => crate::data::default_workers(),
+            n => n,
+        };
+        let source = |data, augment, order, train| FeedSource {
+            data,
+            augment,
+            order,
+            train,
+            seed: config.seed,
+            workers,
+            force_stream: config.stream_data,
+        };
+        let train_order = BatchOrder::Train {
+            seed: config.seed,
+            steps_per_epoch: steps_per_epoch as u64,
+        };
+        let train = Feed::new(
+            &ctx,
+            &plan,
+            source(data.train, config.augment, train_order, true),
+            "train",
+        )?;
         let test = Feed::new(
             &ctx,
             &plan,
-            data.test,
-            config.augment.eval(),
+            source(data.test, config.augment.eval(), BatchOrder::Sequential, false),
             "eval",
-            stream,
         )?;
         let eval_loss_full = plan.eval_loss(&ctx, batch)?;
         let remainder = test.data.len() % batch;
@@ -475,6 +531,10 @@ impl Trainer {
             last_submission: None,
             predictions: None,
             last_record_seconds: 0.0,
+            epoch_started: now,
+            epoch_wait_s: 0.0,
+            pending: vec![],
+            data_failure: None,
             config,
         };
         let init = initial_parameters(&trainer.plan.network, trainer.config.seed);
@@ -508,9 +568,18 @@ impl Trainer {
         &self.test.data
     }
 
-    /// Whether the data had to be streamed (did not fit one storage binding).
-    pub fn streams_data(&self) -> (bool, bool) {
-        (self.train.streamed, self.test.streamed)
+    /// How the training and evaluation batches reach the GPU.
+    pub fn feed_modes(&self) -> (FeedMode, FeedMode) {
+        (self.train.mode, self.test.mode)
+    }
+
+    /// Unreadable files skipped so far (training and evaluation sets).
+    pub fn skipped_files(&self) -> u64 {
+        [&self.train.data, &self.test.data]
+            .iter()
+            .filter_map(|d| d.files.as_ref())
+            .map(|f| f.bad_count() as u64)
+            .sum()
     }
 
     /// BN `num_batches_tracked` before this run's first step (from a loaded
@@ -560,9 +629,11 @@ impl Trainer {
         self.config.max_steps.map_or(all, |m| m.min(all))
     }
 
-    /// Every step submitted (or the run diverged).
+    /// Every step submitted (or the run diverged, or its data failed).
     pub fn is_finished(&self) -> bool {
-        self.diverged || self.progress.global_step >= self.total_steps()
+        self.diverged
+            || self.data_failure.is_some()
+            || self.progress.global_step >= self.total_steps()
     }
 
     /// Every submitted step's metrics have come back.
@@ -612,10 +683,22 @@ impl Trainer {
         let p = self.progress;
         let batch = self.config.batch_size;
         if p.step_in_epoch == 0 {
-            self.order = epoch_order(self.config.seed, p.epoch, self.train.data.len());
+            self.epoch_started = recording;
+            self.epoch_wait_s = 0.0;
         }
-        let samples = &self.order[p.step_in_epoch * batch..(p.step_in_epoch + 1) * batch];
-        self.train.load(&ctx, samples);
+        if self.train.mode == FeedMode::Pipelined {
+            let end = self.total_steps();
+            let delivery = self.train.load_pipelined(&ctx, p.global_step, end);
+            if !self.delivered(delivery) {
+                return false;
+            }
+        } else {
+            if p.step_in_epoch == 0 || self.order.is_empty() {
+                self.order = epoch_order(self.config.seed, p.epoch, self.train.data.len());
+            }
+            let samples = &self.order[p.step_in_epoch * batch..(p.step_in_epoch + 1) * batch];
+            self.train.load(&ctx, samples);
+        }
         self.train
             .augment
             .set_seed(&ctx, step_seed(self.config.seed, p.global_step));
@@ -635,6 +718,8 @@ impl Trainer {
             step: p.global_step + 1,
             steps_per_epoch: self.steps_per_epoch,
             lr,
+            data_wait_s: self.epoch_wait_s,
+            epoch_elapsed_s: self.epoch_started.elapsed().as_secs_f64(),
         });
         let full = self.metrics.record_step(&ctx, &mut encoder, metrics, tag);
         let commands = encoder.finish();
@@ -656,6 +741,23 @@ impl Trainer {
         epoch_end
     }
 
+    /// Takes a pipelined batch's wait and bad files into account; false
+    /// (and the run ends) when the pipeline failed.
+    fn delivered(&mut self, delivery: Result<Delivery, crate::data::DataError>) -> bool {
+        match delivery {
+            Ok(d) => {
+                self.epoch_wait_s += d.waited_s;
+                self.pending
+                    .extend(d.bad.into_iter().map(TrainEvent::SkippedFile));
+                true
+            }
+            Err(e) => {
+                self.data_failure = Some(e.to_string());
+                false
+            }
+        }
+    }
+
     /// Sends the metrics of the steps submitted so far back now, instead of
     /// when `report_every` steps are together: call when no more steps will
     /// be submitted for a while (stop, pause), so that `is_idle` can come.
@@ -675,15 +777,23 @@ impl Trainer {
         let ctx = self.ctx.clone();
         let batch = self.config.batch_size;
         let n = self.test.data.len();
-        let eval_metrics = self.plan.tensor(self.plan.eval_metrics);
         let batches = n.div_ceil(batch);
         for i in 0..batches {
             let start = i * batch;
             let valid = (n - start).min(batch);
-            let samples: Vec<u32> = (0..batch)
-                .map(|j| (start + j.min(valid - 1)) as u32)
-                .collect();
-            self.test.load(&ctx, &samples);
+            if self.test.mode == FeedMode::Pipelined {
+                let delivery = self.test.load_pipelined(&ctx, i as u64, batches as u64);
+                if !self.delivered(delivery) {
+                    self.test.stop_pipeline();
+                    return;
+                }
+            } else {
+                let samples: Vec<u32> = (0..batch)
+                    .map(|j| (start + j.min(valid - 1)) as u32)
+                    .collect();
+                self.test.load(&ctx, &samples);
+            }
+            let eval_metrics = self.plan.tensor(self.plan.eval_metrics);
             let mut encoder = gpu::encoder(&ctx, "eval batch");
             if i == 0 {
                 encoder.clear_buffer(eval_metrics.buffer(), 0, None);
@@ -714,6 +824,8 @@ impl Trainer {
                         step,
                         steps_per_epoch: self.steps_per_epoch,
                         lr: self.lr_for_step(step.saturating_sub(1)),
+                        data_wait_s: self.epoch_wait_s,
+                        epoch_elapsed_s: self.epoch_started.elapsed().as_secs_f64(),
                     }),
                     index,
                 );
@@ -721,6 +833,7 @@ impl Trainer {
                 ctx.queue.submit([encoder.finish()]);
             }
         }
+        self.test.stop_pipeline();
     }
 
     /// Metrics that have come back since the last call; never blocks.
@@ -728,7 +841,10 @@ impl Trainer {
         #[cfg(not(target_arch = "wasm32"))]
         let _ = self.ctx.device.poll(wgpu::PollType::Poll);
         self.ctx.check_uncaptured()?;
-        let mut events = vec![];
+        if let Some(failure) = &self.data_failure {
+            return Err(GpuError::Setup(failure.clone()));
+        }
+        let mut events = std::mem::take(&mut self.pending);
         for report in self.metrics.take_ready()? {
             match report {
                 ReportKind::Steps(steps) => {
@@ -819,9 +935,17 @@ impl Trainer {
             lr: t.lr,
             loss_scale: self.mixed().then_some(snap.loss_scale),
             skipped_steps: self.mixed().then_some(snap.skipped as u64),
+            data_wait: self
+                .pipelined()
+                .then(|| (t.data_wait_s / t.epoch_elapsed_s.max(1e-9)) as f32),
         };
         self.last_step = Some(report.clone());
         events.push(TrainEvent::Step(report));
+    }
+
+    /// Whether the training batches come from the input pipeline.
+    fn pipelined(&self) -> bool {
+        self.train.mode == FeedMode::Pipelined
     }
 
     /// Whether the plan trains in mixed precision (and so scales the loss).
@@ -863,6 +987,11 @@ impl Trainer {
             elapsed_s: (now - self.started).as_secs_f64(),
             loss_scale,
             skipped_steps,
+            data_wait_s: self.pipelined().then_some(t.data_wait_s),
+            data_wait_share: self
+                .pipelined()
+                .then(|| (t.data_wait_s / t.epoch_elapsed_s.max(1e-9)) as f32),
+            skipped_files: self.pipelined().then(|| self.skipped_files()),
         })
     }
 

@@ -184,6 +184,9 @@ impl Session {
                 self.confusion = Some(confusion_counts(&data.labels, &predicted, data.classes()));
                 self.predictions = Some(predicted);
             }
+            TrainEvent::SkippedFile(bad) => {
+                log::warn!("skipped {}: {}", bad.path.display(), bad.reason);
+            }
             TrainEvent::Diverged {
                 step,
                 loss,
