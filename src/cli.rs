@@ -372,7 +372,13 @@ pub struct TrainArgs {
     pub stream_data: bool,
     /// Image folders: threads that decode and augment pictures ahead of the
     /// GPU [default: one per core].
-    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true, help_heading = "Run")]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        hide_default_value = true,
+        help_heading = "Run"
+    )]
     pub workers: usize,
     /// Store activations and conv/fc weight copies as f32, or as f16 with
     /// f32 master weights, f32 accumulation and dynamic loss scaling (needs
@@ -653,7 +659,11 @@ impl TrainArgs {
             seed: self.seed,
             augment: AugmentConfig {
                 // An image folder's recipe is RandomResizedCrop, not padding.
-                pad: if source.kind == DatasetKind::Folder { 0 } else { self.crop_pad },
+                pad: if source.kind == DatasetKind::Folder {
+                    0
+                } else {
+                    self.crop_pad
+                },
                 flip: !self.no_flip,
                 ..AugmentConfig::normalize_only(mean, std)
             },

@@ -322,7 +322,9 @@ fn train(ctx: Arc<GpuContext>, args: &TrainArgs) -> Result<Option<i32>> {
     }
     let skipped = trainer.skipped_files();
     if skipped > 0 {
-        println!("skipped {skipped} unreadable pictures (each named in a warning above; `check --data` lists them)");
+        println!(
+            "skipped {skipped} unreadable pictures (each named in a warning above; `check --data` lists them)"
+        );
     }
     Ok(None)
 }
@@ -419,9 +421,9 @@ fn eval(ctx: Arc<GpuContext>, args: &EvalArgs) -> Result<()> {
 /// `check`: every picture of both splits decoded once; the unreadable ones
 /// listed (an error when there are any).
 fn check(args: &CheckArgs) -> Result<()> {
-    use resnet_wgpu::data::{FolderOptions, default_workers, load_folder};
     use resnet_wgpu::data::pipeline::{BatchOrder, Pipeline, PipelineSpec};
     use resnet_wgpu::data::transform::{EVAL_CROP, Transform};
+    use resnet_wgpu::data::{FolderOptions, default_workers, load_folder};
     let split = load_folder(&args.data, FolderOptions::new(32))?;
     let mut bad = 0;
     for (name, set) in [("training", &split.train), ("evaluation", &split.test)] {
@@ -443,11 +445,18 @@ fn check(args: &CheckArgs) -> Result<()> {
                 println!("{}: {}", file.path.display(), file.reason);
             }
         }
-        println!("{name} set: {} pictures, {} unreadable", set.len(), files.bad_count());
+        println!(
+            "{name} set: {} pictures, {} unreadable",
+            set.len(),
+            files.bad_count()
+        );
         bad += files.bad_count();
     }
     if bad > 0 {
-        bail!("{}: {bad} pictures cannot be read (listed above)", args.data.display());
+        bail!(
+            "{}: {bad} pictures cannot be read (listed above)",
+            args.data.display()
+        );
     }
     Ok(())
 }

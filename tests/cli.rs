@@ -682,9 +682,11 @@ fn jpeg_folder(name: &str, per_class: usize) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("resnet-wgpu-cli-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut jpeg = std::io::Cursor::new(vec![]);
-    image::RgbImage::from_fn(48, 40, |x, y| image::Rgb([(x * 5) as u8, (y * 6) as u8, 90]))
-        .write_to(&mut jpeg, image::ImageFormat::Jpeg)
-        .unwrap();
+    image::RgbImage::from_fn(48, 40, |x, y| {
+        image::Rgb([(x * 5) as u8, (y * 6) as u8, 90])
+    })
+    .write_to(&mut jpeg, image::ImageFormat::Jpeg)
+    .unwrap();
     for (split, n) in [("train", per_class), ("val", 4)] {
         for class in ["x", "y"] {
             let d = dir.join(split).join(class);
@@ -713,8 +715,18 @@ fn bench_data_rows_and_memory_independent_of_the_folder_size() {
     let large = jpeg_folder("bench-large", 10_000);
     let bench = |dir: &std::path::Path| {
         let (ok, out, err) = run(&[
-            "bench", "data", "--data", dir.to_str().unwrap(), "--workers", "1,2",
-            "--image-size", "32", "--batch-size", "16", "--images", "128",
+            "bench",
+            "data",
+            "--data",
+            dir.to_str().unwrap(),
+            "--workers",
+            "1,2",
+            "--image-size",
+            "32",
+            "--batch-size",
+            "16",
+            "--images",
+            "128",
         ]);
         assert!(ok, "{err}");
         out
@@ -728,12 +740,25 @@ fn bench_data_rows_and_memory_independent_of_the_folder_size() {
         .take(2)
         .map(|l| l.split_whitespace().collect())
         .collect();
-    assert_eq!(rows.iter().map(|r| r[0]).collect::<Vec<_>>(), ["1", "2"], "{out}");
-    assert!(rows.iter().all(|r| r[1].parse::<f64>().unwrap() > 0.0), "{out}");
+    assert_eq!(
+        rows.iter().map(|r| r[0]).collect::<Vec<_>>(),
+        ["1", "2"],
+        "{out}"
+    );
+    assert!(
+        rows.iter().all(|r| r[1].parse::<f64>().unwrap() > 0.0),
+        "{out}"
+    );
     let large_out = bench(&large);
-    assert!(large_out.contains("20000 training pictures indexed"), "{large_out}");
+    assert!(
+        large_out.contains("20000 training pictures indexed"),
+        "{large_out}"
+    );
     let (a, b) = (peak_rss_mib(&out), peak_rss_mib(&large_out));
-    assert!(b - a < 100.0, "peak RSS {a} MiB for 2,000 pictures, {b} MiB for 20,000");
+    assert!(
+        b - a < 100.0,
+        "peak RSS {a} MiB for 2,000 pictures, {b} MiB for 20,000"
+    );
     for dir in [small, large] {
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -745,12 +770,18 @@ fn check_lists_unreadable_pictures() {
     let dir = jpeg_folder("check", 6);
     let (ok, out, err) = run(&["check", "--data", dir.to_str().unwrap()]);
     assert!(ok, "{out}{err}");
-    assert!(out.contains("training set: 12 pictures, 0 unreadable"), "{out}");
+    assert!(
+        out.contains("training set: 12 pictures, 0 unreadable"),
+        "{out}"
+    );
     std::fs::write(dir.join("val/y/000002.jpg"), b"truncated").unwrap();
     let (ok, out, err) = run(&["check", "--data", dir.to_str().unwrap()]);
     assert!(!ok, "{out}");
     assert!(out.contains("val/y/000002.jpg: "), "{out}");
-    assert!(out.contains("evaluation set: 8 pictures, 1 unreadable"), "{out}");
+    assert!(
+        out.contains("evaluation set: 8 pictures, 1 unreadable"),
+        "{out}"
+    );
     assert!(err.contains("1 pictures cannot be read"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -762,16 +793,40 @@ fn check_lists_unreadable_pictures() {
 fn a_folder_trains_through_the_pipeline_and_skips_a_bad_file() {
     let dir = jpeg_folder("train-folder", 12);
     std::fs::write(dir.join("train/x/000003.jpg"), b"\xff\xd8 broken").unwrap();
-    let out_dir = std::env::temp_dir().join(format!("resnet-wgpu-cli-folder-runs-{}", std::process::id()));
+    let out_dir = std::env::temp_dir().join(format!(
+        "resnet-wgpu-cli-folder-runs-{}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&out_dir);
     let (ok, out, err) = run(&[
-        "train", "--no-gui", "--data", dir.to_str().unwrap(), "--model", "resnet8",
-        "--image-size", "16", "--batch-size", "4", "--epochs", "2", "--workers", "2",
-        "--out", out_dir.to_str().unwrap(), "--name", "run",
+        "train",
+        "--no-gui",
+        "--data",
+        dir.to_str().unwrap(),
+        "--model",
+        "resnet8",
+        "--image-size",
+        "16",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "2",
+        "--workers",
+        "2",
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--name",
+        "run",
     ]);
     assert!(ok, "{out}\n{err}");
-    assert!(out.contains("pictures decoded by 2 worker threads"), "{out}");
-    assert!(err.contains("skipped ") && err.contains("000003.jpg"), "{err}");
+    assert!(
+        out.contains("pictures decoded by 2 worker threads"),
+        "{out}"
+    );
+    assert!(
+        err.contains("skipped ") && err.contains("000003.jpg"),
+        "{err}"
+    );
     assert_eq!(err.matches("000003.jpg").count(), 1, "reported once: {err}");
     assert!(out.contains("skipped 1 unreadable pictures"), "{out}");
     let metrics = std::fs::read_to_string(out_dir.join("run/metrics.jsonl")).unwrap();
@@ -779,8 +834,16 @@ fn a_folder_trains_through_the_pipeline_and_skips_a_bad_file() {
     assert!(last["data_wait_s"].as_f64().is_some(), "{last}");
     assert_eq!(last["skipped_files"], 1, "{last}");
     let config = std::fs::read_to_string(out_dir.join("run/config.json")).unwrap();
-    assert!(config.contains("\"pad\": 0"), "an image folder's recipe has no crop padding: {config}");
-    let (ok, out, err) = run(&["eval", "--checkpoint", out_dir.join("run").to_str().unwrap(), "--json"]);
+    assert!(
+        config.contains("\"pad\": 0"),
+        "an image folder's recipe has no crop padding: {config}"
+    );
+    let (ok, out, err) = run(&[
+        "eval",
+        "--checkpoint",
+        out_dir.join("run").to_str().unwrap(),
+        "--json",
+    ]);
     assert!(ok, "{err}");
     let eval: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(eval["samples"], 8, "{eval}");

@@ -395,7 +395,10 @@ const PINNED_ORDER: [u32; 12] = [5, 2, 9, 3, 4, 11, 10, 0, 7, 6, 8, 1];
 /// box for the same (seed, epoch, sample).
 #[test]
 fn random_resized_crops_follow_torchvision() {
-    let train = Transform::Train { seed: 7, flip: true };
+    let train = Transform::Train {
+        seed: 7,
+        flip: true,
+    };
     let (w, h) = (500u32, 375u32);
     let boxes: Vec<CropBox> = (0..20_000)
         .map(|i| train.crop_box(i / 1000, (i % 1000) as u32, w, h, 224))
@@ -403,12 +406,18 @@ fn random_resized_crops_follow_torchvision() {
     let mut log_ratios = vec![];
     for b in &boxes {
         assert!(b.left >= 0.0 && b.top >= 0.0, "{b:?}");
-        assert!(b.left + b.width <= f64::from(w) && b.top + b.height <= f64::from(h), "{b:?}");
+        assert!(
+            b.left + b.width <= f64::from(w) && b.top + b.height <= f64::from(h),
+            "{b:?}"
+        );
         let area = b.width * b.height / f64::from(w * h);
         assert!((0.075..=1.0).contains(&area), "area {area} of {b:?}");
         let ratio = b.width / b.height;
         let slack = 1.0 / b.height.min(b.width); // one pixel of rounding
-        assert!(ratio >= 0.75 * (1.0 - slack) && ratio <= 4.0 / 3.0 * (1.0 + slack), "{b:?}");
+        assert!(
+            ratio >= 0.75 * (1.0 - slack) && ratio <= 4.0 / 3.0 * (1.0 + slack),
+            "{b:?}"
+        );
         log_ratios.push(ratio.ln());
     }
     // log(aspect) is drawn uniformly; accepted boxes are spread across the range.
@@ -416,9 +425,15 @@ fn random_resized_crops_follow_torchvision() {
     for quarter in 0..4 {
         let from = lo + (hi - lo) * f64::from(quarter) / 4.0;
         let to = from + (hi - lo) / 4.0;
-        let share = log_ratios.iter().filter(|r| (from..to).contains(*r)).count() as f64
+        let share = log_ratios
+            .iter()
+            .filter(|r| (from..to).contains(*r))
+            .count() as f64
             / log_ratios.len() as f64;
-        assert!((0.15..0.35).contains(&share), "quarter {quarter} of log-ratios: {share}");
+        assert!(
+            (0.15..0.35).contains(&share),
+            "quarter {quarter} of log-ratios: {share}"
+        );
     }
     // Flips: about half.
     let flips = boxes.iter().filter(|b| b.flip).count() as f64 / boxes.len() as f64;
@@ -427,21 +442,42 @@ fn random_resized_crops_follow_torchvision() {
     let cx = boxes.iter().map(|b| b.left + b.width / 2.0).sum::<f64>() / boxes.len() as f64;
     assert!((cx - f64::from(w) / 2.0).abs() < 5.0, "{cx}");
     // Deterministic per (seed, epoch, sample); another epoch or seed differs.
-    assert_eq!(train.crop_box(3, 11, w, h, 224), train.crop_box(3, 11, w, h, 224));
-    assert_ne!(train.crop_box(3, 11, w, h, 224), train.crop_box(4, 11, w, h, 224));
-    let other = Transform::Train { seed: 8, flip: true };
-    assert_ne!(train.crop_box(3, 11, w, h, 224), other.crop_box(3, 11, w, h, 224));
+    assert_eq!(
+        train.crop_box(3, 11, w, h, 224),
+        train.crop_box(3, 11, w, h, 224)
+    );
+    assert_ne!(
+        train.crop_box(3, 11, w, h, 224),
+        train.crop_box(4, 11, w, h, 224)
+    );
+    let other = Transform::Train {
+        seed: 8,
+        flip: true,
+    };
+    assert_ne!(
+        train.crop_box(3, 11, w, h, 224),
+        other.crop_box(3, 11, w, h, 224)
+    );
 }
 
 /// Pictures too thin for any allowed aspect ratio: ten tries fail and
 /// torchvision's fallback takes the central box of the nearest ratio.
 #[test]
 fn random_resized_crop_falls_back_to_the_center_box() {
-    let train = Transform::Train { seed: 1, flip: false };
+    let train = Transform::Train {
+        seed: 1,
+        flip: false,
+    };
     let wide = train.crop_box(0, 0, 1000, 10, 8);
-    assert_eq!((wide.left, wide.top, wide.width, wide.height), (493.0, 0.0, 13.0, 10.0));
+    assert_eq!(
+        (wide.left, wide.top, wide.width, wide.height),
+        (493.0, 0.0, 13.0, 10.0)
+    );
     let tall = train.crop_box(0, 0, 10, 1000, 8);
-    assert_eq!((tall.left, tall.top, tall.width, tall.height), (0.0, 493.0, 10.0, 13.0));
+    assert_eq!(
+        (tall.left, tall.top, tall.width, tall.height),
+        (0.0, 493.0, 10.0, 13.0)
+    );
 }
 
 /// Resize(256) + CenterCrop(224) as torchvision computes it: the shorter side
@@ -452,11 +488,17 @@ fn eval_box_is_resize_then_center_crop() {
     // 500x375 -> 341x256; the crop starts at round(58.5) = 58 and 16.
     let b = transform::center_crop_box(500, 375, 224, transform::EVAL_CROP);
     let (sx, sy) = (500.0 / 341.0, 375.0 / 256.0);
-    assert!((b.left - 58.0 * sx).abs() < 1e-9 && (b.top - 16.0 * sy).abs() < 1e-9, "{b:?}");
+    assert!(
+        (b.left - 58.0 * sx).abs() < 1e-9 && (b.top - 16.0 * sy).abs() < 1e-9,
+        "{b:?}"
+    );
     assert!((b.width - 224.0 * sx).abs() < 1e-9 && (b.height - 224.0 * sy).abs() < 1e-9);
     // Crop 1.0: the whole shorter side.
     let whole = transform::center_crop_box(40, 20, 16, 1.0);
-    assert_eq!((whole.left, whole.top, whole.width, whole.height), (10.0, 0.0, 20.0, 20.0));
+    assert_eq!(
+        (whole.left, whole.top, whole.width, whole.height),
+        (10.0, 0.0, 20.0, 20.0)
+    );
 }
 
 /// A smooth picture with detail in both directions (JPEG keeps it well).
@@ -486,7 +528,8 @@ fn eval_transform_matches_resize_then_crop_within_a_few_levels() {
     .unwrap();
     let ours = data::load_image(&path, 224, transform::EVAL_CROP).unwrap();
     let picture = image::open(&path).unwrap().to_rgb8();
-    let resized = image::imageops::resize(&picture, 341, 256, image::imageops::FilterType::Triangle);
+    let resized =
+        image::imageops::resize(&picture, 341, 256, image::imageops::FilterType::Triangle);
     let (mut worst, mut total) = (0u8, 0u64);
     for c in 0..3 {
         for y in 0..224 {
@@ -511,7 +554,12 @@ fn picture_folder(name: &str, per_class: u32) -> PathBuf {
             std::fs::create_dir_all(&d).unwrap();
             for i in 0..n {
                 let ext = if i % 2 == 0 { "jpg" } else { "png" };
-                gradient_picture(&d.join(format!("{i}.{ext}")), 30 + 7 * i, 24 + 5 * (i % 3), i);
+                gradient_picture(
+                    &d.join(format!("{i}.{ext}")),
+                    30 + 7 * i,
+                    24 + 5 * (i % 3),
+                    i,
+                );
             }
         }
     }
@@ -555,7 +603,10 @@ fn batches(spec: PipelineSpec, first: u64, end: u64) -> Vec<(Vec<u8>, Vec<u32>)>
 fn pipelined_batches_are_deterministic_and_resume_mid_epoch() {
     let dir = picture_folder("pipeline-order", 8);
     let split = data::load_folder(&dir, FolderOptions::new(16)).unwrap();
-    let train = Transform::Train { seed: 5, flip: true };
+    let train = Transform::Train {
+        seed: 5,
+        flip: true,
+    };
     let one = batches(spec(&split.train, train, 4, 1), 0, 12);
     let three = batches(spec(&split.train, train, 4, 3), 0, 12);
     assert_eq!(one, three);
@@ -569,7 +620,11 @@ fn pipelined_batches_are_deterministic_and_resume_mid_epoch() {
         }
     }
     assert_eq!(counts, [8, 8, 8]);
-    assert_ne!(one[..6], one[6..12], "epoch 1 has other batches than epoch 0");
+    assert_ne!(
+        one[..6],
+        one[6..12],
+        "epoch 1 has other batches than epoch 0"
+    );
 }
 
 /// With augmentation off (the eval transform, in order), the pipeline's
@@ -589,7 +644,11 @@ fn streamed_batches_equal_the_pictures_read_one_by_one() {
     for i in 0..set.len() {
         let (images, labels) = &got[i / 4];
         let one = data::load_image(&files.path(i), 16, 1.0).unwrap();
-        assert_eq!(images[(i % 4) * 768..(i % 4 + 1) * 768], one[..], "picture {i}");
+        assert_eq!(
+            images[(i % 4) * 768..(i % 4 + 1) * 768],
+            one[..],
+            "picture {i}"
+        );
         assert_eq!(labels[i % 4], set.labels[i]);
     }
     // The padded last batch repeats the last picture.
@@ -603,19 +662,33 @@ fn a_corrupt_picture_is_skipped_reported_once_and_counted() {
     let dir = picture_folder("pipeline-corrupt", 4);
     std::fs::write(dir.join("train/b/0.jpg"), b"\xff\xd8\xff not a JPEG").unwrap();
     // Grayscale and RGBA pictures are converted, not bad.
-    image::GrayImage::from_pixel(20, 20, image::Luma([90])).save(dir.join("train/a/1.png")).unwrap();
+    image::GrayImage::from_pixel(20, 20, image::Luma([90]))
+        .save(dir.join("train/a/1.png"))
+        .unwrap();
     image::RgbaImage::from_pixel(20, 20, image::Rgba([1, 2, 3, 4]))
         .save(dir.join("train/c/1.png"))
         .unwrap();
     let split = data::load_folder(&dir, FolderOptions::new(16)).unwrap();
     let mut pipeline = Pipeline::start(
-        spec(&split.train, Transform::Train { seed: 5, flip: true }, 4, 2),
+        spec(
+            &split.train,
+            Transform::Train {
+                seed: 5,
+                flip: true,
+            },
+            4,
+            2,
+        ),
         0,
         9,
     );
     let mut reported = vec![];
     for _ in 0..9 {
-        reported.extend(pipeline.next_batch(|images, _| assert_eq!(images.len(), 4 * 768)).unwrap());
+        reported.extend(
+            pipeline
+                .next_batch(|images, _| assert_eq!(images.len(), 4 * 768))
+                .unwrap(),
+        );
     }
     assert_eq!(reported.len(), 1, "{reported:?}");
     assert!(reported[0].path.ends_with("train/b/0.jpg"), "{reported:?}");
@@ -628,13 +701,19 @@ fn a_corrupt_picture_is_skipped_reported_once_and_counted() {
 #[test]
 fn folder_identity_follows_names_and_sizes_not_the_place() {
     let dir = picture_folder("identity-a", 2);
-    let a = data::load_folder(&dir, FolderOptions::new(16)).unwrap().identity();
+    let a = data::load_folder(&dir, FolderOptions::new(16))
+        .unwrap()
+        .identity();
     let moved = temp_dir("identity-b");
     std::fs::remove_dir_all(&moved).unwrap();
     std::fs::rename(&dir, &moved).unwrap();
-    let b = data::load_folder(&moved, FolderOptions::new(16)).unwrap().identity();
+    let b = data::load_folder(&moved, FolderOptions::new(16))
+        .unwrap()
+        .identity();
     assert_eq!(a.difference(&b), None);
     gradient_picture(&moved.join("train/a/0.jpg"), 90, 90, 3);
-    let c = data::load_folder(&moved, FolderOptions::new(16)).unwrap().identity();
+    let c = data::load_folder(&moved, FolderOptions::new(16))
+        .unwrap()
+        .identity();
     assert!(a.difference(&c).is_some());
 }

@@ -72,7 +72,10 @@ pub fn bench_data(options: &BenchDataOptions) -> Result<Vec<DataBenchRow>> {
         transform: if options.eval {
             Transform::Eval { crop: EVAL_CROP }
         } else {
-            Transform::Train { seed: 0, flip: true }
+            Transform::Train {
+                seed: 0,
+                flip: true,
+            }
         },
         side: options.image_size as u32,
         batch,

@@ -97,7 +97,11 @@ impl Decoder {
             ColorType::L8 => expand(&self.pixels, 1, &mut self.rgb),
             ColorType::La8 => expand(&self.pixels, 2, &mut self.rgb),
             ColorType::Rgba8 => {
-                for (o, i) in self.rgb.chunks_exact_mut(3).zip(self.pixels.chunks_exact(4)) {
+                for (o, i) in self
+                    .rgb
+                    .chunks_exact_mut(3)
+                    .zip(self.pixels.chunks_exact(4))
+                {
                     o.copy_from_slice(&i[..3]);
                 }
             }
@@ -111,8 +115,15 @@ impl Decoder {
     }
 
     /// The crop box of `self.rgb`, resized to `side` x `side` into `self.resized`.
-    fn resize(&mut self, width: u32, height: u32, crop: CropBox, side: u32) -> Result<(), DecodeError> {
-        let source = ImageRef::new(width, height, &self.rgb, PixelType::U8x3).map_err(|e| e.to_string())?;
+    fn resize(
+        &mut self,
+        width: u32,
+        height: u32,
+        crop: CropBox,
+        side: u32,
+    ) -> Result<(), DecodeError> {
+        let source =
+            ImageRef::new(width, height, &self.rgb, PixelType::U8x3).map_err(|e| e.to_string())?;
         self.resized.resize(3 * side as usize * side as usize, 0);
         let mut target = Image::from_slice_u8(side, side, &mut self.resized, PixelType::U8x3)
             .map_err(|e| e.to_string())?;

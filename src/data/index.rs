@@ -82,7 +82,11 @@ pub fn index_classes(
     });
     found
         .into_iter()
-        .map(|m| m.into_inner().expect("no panics").expect("every class walked"))
+        .map(|m| {
+            m.into_inner()
+                .expect("no panics")
+                .expect("every class walked")
+        })
         .collect()
 }
 

@@ -36,10 +36,7 @@ pub struct BadFile {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BatchOrder {
     /// Training: batch k is step k, the epoch's seeded shuffle (drop-last).
-    Train {
-        seed: u64,
-        steps_per_epoch: u64,
-    },
+    Train { seed: u64, steps_per_epoch: u64 },
     /// Evaluation: the dataset in order, the last batch padded by repeating
     /// its last sample (as the trainer masks it).
     Sequential,
@@ -146,7 +143,10 @@ impl Pipeline {
         let slot = &self.shared.slots[(k % DEPTH as u64) as usize];
         let mut state = lock(&slot.state);
         while state.filled < self.shared.spec.batch && state.failure.is_none() {
-            state = slot.changed.wait(state).expect("no panics under the slot lock");
+            state = slot
+                .changed
+                .wait(state)
+                .expect("no panics under the slot lock");
         }
         if let Some(detail) = state.failure.take() {
             return Err(DataError::Invalid {
@@ -195,7 +195,10 @@ fn work(shared: &Shared) {
         if position >= shared.end {
             return;
         }
-        let (k, i) = (position / spec.batch as u64, (position % spec.batch as u64) as usize);
+        let (k, i) = (
+            position / spec.batch as u64,
+            (position % spec.batch as u64) as usize,
+        );
         let (epoch, index) = shared.sample_at(k, i);
         let made = make_sample(spec, &mut decoder, epoch, index, &mut sample);
         let slot = &shared.slots[(k % DEPTH as u64) as usize];
@@ -204,7 +207,10 @@ fn work(shared: &Shared) {
             if shared.stop.load(Ordering::SeqCst) {
                 return;
             }
-            state = slot.changed.wait(state).expect("no panics under the slot lock");
+            state = slot
+                .changed
+                .wait(state)
+                .expect("no panics under the slot lock");
         }
         match made {
             Ok((used, bad)) => {
@@ -278,7 +284,10 @@ fn make_sample(
             match result {
                 Ok(()) => return Ok((candidate, newly_bad)),
                 Err(reason) => {
-                    if lock(&spec.files.bad).insert(candidate, reason.clone()).is_none() {
+                    if lock(&spec.files.bad)
+                        .insert(candidate, reason.clone())
+                        .is_none()
+                    {
                         newly_bad.push(BadFile { path, reason });
                     }
                 }

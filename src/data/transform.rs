@@ -88,9 +88,15 @@ pub fn random_resized_crop(rng: &mut impl Rng, width: u32, height: u32) -> (u32,
     // Fallback: the whole picture, cut to the nearest allowed aspect ratio.
     let in_ratio = f64::from(width) / f64::from(height);
     let (w, h) = if in_ratio < RATIO.0 {
-        (width, ((f64::from(width) / RATIO.0).round_ties_even() as u32).clamp(1, height))
+        (
+            width,
+            ((f64::from(width) / RATIO.0).round_ties_even() as u32).clamp(1, height),
+        )
     } else if in_ratio > RATIO.1 {
-        (((f64::from(height) * RATIO.1).round_ties_even() as u32).clamp(1, width), height)
+        (
+            ((f64::from(height) * RATIO.1).round_ties_even() as u32).clamp(1, width),
+            height,
+        )
     } else {
         (width, height)
     };
@@ -115,7 +121,10 @@ pub fn center_crop_box(width: u32, height: u32, side: u32, crop: f64) -> CropBox
     let (rw, rh) = (resized(width), resized(height));
     // Scale of each axis as the resize applies it (the truncated long side
     // makes the two differ by less than a pixel's worth).
-    let (sx, sy) = (f64::from(width) / f64::from(rw), f64::from(height) / f64::from(rh));
+    let (sx, sy) = (
+        f64::from(width) / f64::from(rw),
+        f64::from(height) / f64::from(rh),
+    );
     let left = (f64::from(rw - side) / 2.0).round_ties_even();
     let top = (f64::from(rh - side) / 2.0).round_ties_even();
     CropBox {

@@ -68,7 +68,9 @@ impl Feed {
         source: FeedSource,
         label: &str,
     ) -> Result<Self, GpuError> {
-        let FeedSource { data, mut augment, .. } = source;
+        let FeedSource {
+            data, mut augment, ..
+        } = source;
         let batch = plan.batch;
         let shape = data.shape;
         let limit = ctx.max_binding_bytes();
@@ -178,7 +180,10 @@ impl Feed {
         k: u64,
         end: u64,
     ) -> Result<Delivery, DataError> {
-        let spec = self.spec.as_ref().expect("a pipelined feed has a pipeline spec");
+        let spec = self
+            .spec
+            .as_ref()
+            .expect("a pipelined feed has a pipeline spec");
         if self.pipeline.as_ref().is_none_or(|p| p.position() != k) {
             self.pipeline = None; // its threads stop before the new ones start
             self.pipeline = Some(Pipeline::start(spec.clone(), k, end));

@@ -9,8 +9,8 @@ pub mod schedule;
 pub mod throughput;
 pub mod trainer;
 
+pub use feed::FeedMode;
 pub use plan::{ConvChoice, ParamArena, Plan, PlanRequest, PlanSummary, conv_layers};
 pub use schedule::{DecayKind, Schedule};
-pub use feed::FeedMode;
 pub use throughput::Throughput;
 pub use trainer::{EpochReport, Progress, StepReport, TrainConfig, TrainEvent, Trainer};

@@ -121,7 +121,10 @@ impl TrainConfig {
             ),
             (
                 self.workers <= MAX_WORKERS,
-                format!("--workers must be 0 (one per core) to {MAX_WORKERS}, got {}", self.workers),
+                format!(
+                    "--workers must be 0 (one per core) to {MAX_WORKERS}, got {}",
+                    self.workers
+                ),
             ),
             (
                 self.max_steps != Some(0),
@@ -494,7 +497,12 @@ impl Trainer {
         let test = Feed::new(
             &ctx,
             &plan,
-            source(data.test, config.augment.eval(), BatchOrder::Sequential, false),
+            source(
+                data.test,
+                config.augment.eval(),
+                BatchOrder::Sequential,
+                false,
+            ),
             "eval",
         )?;
         let eval_loss_full = plan.eval_loss(&ctx, batch)?;

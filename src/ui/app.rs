@@ -281,10 +281,11 @@ impl App {
             ui.separator();
             ui.label(format!("{:.1} images/s", h.images_per_sec()));
             if let Some(wait) = h.last_step.as_ref().and_then(|r| r.data_wait) {
-                ui.label(format!("data wait {:.0}%", 100.0 * wait)).on_hover_text(
-                    "share of this epoch's time the steps waited for decoded pictures \
+                ui.label(format!("data wait {:.0}%", 100.0 * wait))
+                    .on_hover_text(
+                        "share of this epoch's time the steps waited for decoded pictures \
                      (near 100%: input-bound; more --workers or packed pictures help)",
-                );
+                    );
             }
             if let (Some(eta), false) = (h.eta(), s.state.is_over()) {
                 ui.label(format!("ETA {}", format_duration(eta)));
