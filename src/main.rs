@@ -427,18 +427,13 @@ fn check(args: &CheckArgs) -> Result<()> {
     let split = load_folder(&args.data, FolderOptions::new(32))?;
     let mut bad = 0;
     for (name, set) in [("training", &split.train), ("evaluation", &split.test)] {
-        let files = set.files.clone().expect("an image folder is file-backed");
         const BATCH: usize = 64;
         let batches = set.len().div_ceil(BATCH) as u64;
-        let spec = PipelineSpec {
-            files: files.clone(),
-            labels: Arc::new(set.labels.clone()),
-            transform: Transform::Eval { crop: EVAL_CROP },
-            side: 32,
-            batch: BATCH,
-            workers: args.workers.unwrap_or_else(default_workers).max(1),
-            order: BatchOrder::Sequential,
-        };
+        let workers = args.workers.unwrap_or_else(default_workers).max(1);
+        let eval = Transform::Eval { crop: EVAL_CROP };
+        let spec = PipelineSpec::new(set, eval, BATCH, workers, BatchOrder::Sequential)
+            .expect("an image folder is file-backed");
+        let files = spec.files.clone();
         let mut decoding = Pipeline::start(spec, 0, batches);
         for _ in 0..batches {
             for file in decoding.next_batch(|_, _| {})? {

@@ -3,8 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use std::sync::Arc;
-
 use resnet_wgpu::data::pipeline::{BatchOrder, Pipeline, PipelineSpec};
 use resnet_wgpu::data::transform::{self, CropBox, Transform};
 use resnet_wgpu::data::{self, Cifar100Labels, DataError, FolderOptions, SyntheticOptions};
@@ -567,18 +565,11 @@ fn picture_folder(name: &str, per_class: u32) -> PathBuf {
 }
 
 fn spec(set: &data::Dataset, transform: Transform, batch: usize, workers: usize) -> PipelineSpec {
-    PipelineSpec {
-        files: set.files.clone().unwrap(),
-        labels: Arc::new(set.labels.clone()),
-        transform,
-        side: set.shape.height as u32,
-        batch,
-        workers,
-        order: BatchOrder::Train {
-            seed: 5,
-            steps_per_epoch: (set.len() / batch) as u64,
-        },
-    }
+    let order = BatchOrder::Train {
+        seed: 5,
+        steps_per_epoch: (set.len() / batch) as u64,
+    };
+    PipelineSpec::new(set, transform, batch, workers, order).unwrap()
 }
 
 /// Batches `first..end` of a pipeline: (images, labels) each.

@@ -3,7 +3,6 @@
 //! count, one table row as each is measured.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{Result, bail};
 use web_time::Instant;
@@ -57,7 +56,6 @@ pub fn bench_data(options: &BenchDataOptions) -> Result<Vec<DataBenchRow>> {
     let indexing = Instant::now();
     let split = load_folder(&options.data, FolderOptions::new(options.image_size))?;
     let train = split.train;
-    let files = train.files.clone().expect("an image folder is file-backed");
     println!(
         "{}: {} training pictures indexed in {:.2} s",
         options.data.display(),
@@ -66,25 +64,20 @@ pub fn bench_data(options: &BenchDataOptions) -> Result<Vec<DataBenchRow>> {
     );
     let batch = options.batch_size.min(train.len());
     let batches = (options.images / batch).clamp(1, (train.len() / batch).max(2) - 1);
-    let spec = PipelineSpec {
-        files,
-        labels: Arc::new(train.labels.clone()),
-        transform: if options.eval {
-            Transform::Eval { crop: EVAL_CROP }
-        } else {
-            Transform::Train {
-                seed: 0,
-                flip: true,
-            }
-        },
-        side: options.image_size as u32,
-        batch,
-        workers: 1,
-        order: BatchOrder::Train {
+    let transform = if options.eval {
+        Transform::Eval { crop: EVAL_CROP }
+    } else {
+        Transform::Train {
             seed: 0,
-            steps_per_epoch: (train.len() / batch) as u64,
-        },
+            flip: true,
+        }
     };
+    let order = BatchOrder::Train {
+        seed: 0,
+        steps_per_epoch: (train.len() / batch) as u64,
+    };
+    let spec = PipelineSpec::new(&train, transform, batch, 1, order)
+        .expect("an image folder is file-backed");
     println!("{:>8} {:>10} {:>10}", "workers", "images/s", "batches");
     let mut rows = vec![];
     for &workers in &options.workers {

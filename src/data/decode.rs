@@ -91,7 +91,9 @@ impl Decoder {
             .read_image(&mut self.pixels)
             .map_err(|e| format!("not a readable JPEG or PNG image: {e}"))?;
         let count = width as usize * height as usize;
-        self.rgb.resize(3 * count, 0);
+        if color != ColorType::Rgb8 {
+            self.rgb.resize(3 * count, 0);
+        }
         match color {
             ColorType::Rgb8 => std::mem::swap(&mut self.rgb, &mut self.pixels),
             ColorType::L8 => expand(&self.pixels, 1, &mut self.rgb),

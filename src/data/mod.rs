@@ -107,15 +107,10 @@ impl Dataset {
         let n = self.shape.numel();
         match &self.files {
             None => Cow::Borrowed(&self.images[i * n..(i + 1) * n]),
-            Some(files) => {
-                let mut out = vec![0; n];
-                let eval = transform::Transform::Eval {
-                    crop: transform::EVAL_CROP,
-                };
-                let side = self.shape.height as u32;
-                let _ = Decoder::new().sample(&files.path(i), &eval, 0, i as u32, side, &mut out);
-                Cow::Owned(out)
-            }
+            Some(files) => Cow::Owned(
+                load_image(&files.path(i), self.shape.height, transform::EVAL_CROP)
+                    .unwrap_or_else(|_| vec![0; n]),
+            ),
         }
     }
 
@@ -326,21 +321,19 @@ pub fn channel_statistics(data: &Dataset) -> ([f32; 4], [f32; 4]) {
 /// Up to `count` evenly spaced pictures of a file-backed set, decoded with
 /// the evaluation transform on every core (CHW, one after another).
 fn decoded_sample(data: &Dataset, count: usize) -> Vec<u8> {
-    let Some(files) = &data.files else {
-        return vec![];
-    };
     let count = count.min(data.len()).max(1);
     let picks: Vec<usize> = (0..count).map(|i| i * data.len() / count).collect();
-    let spec = pipeline::PipelineSpec {
-        files: Arc::new(files.select(&picks)),
-        labels: Arc::new(vec![0; count]),
-        transform: transform::Transform::Eval {
-            crop: transform::EVAL_CROP,
-        },
-        side: data.shape.height as u32,
-        batch: count,
-        workers: default_workers(),
-        order: pipeline::BatchOrder::Sequential,
+    let eval = transform::Transform::Eval {
+        crop: transform::EVAL_CROP,
+    };
+    let Some(spec) = pipeline::PipelineSpec::new(
+        &data.select(&picks),
+        eval,
+        count,
+        default_workers(),
+        pipeline::BatchOrder::Sequential,
+    ) else {
+        return vec![];
     };
     let mut images = vec![];
     let mut decoding = pipeline::Pipeline::start(spec, 0, 1);

@@ -54,6 +54,28 @@ pub struct PipelineSpec {
     pub order: BatchOrder,
 }
 
+impl PipelineSpec {
+    /// The pipeline of a file-backed set's pictures as `side` x `side`
+    /// samples (`set.shape`); None for a set in memory.
+    pub fn new(
+        set: &super::Dataset,
+        transform: Transform,
+        batch: usize,
+        workers: usize,
+        order: BatchOrder,
+    ) -> Option<PipelineSpec> {
+        Some(PipelineSpec {
+            files: set.files.clone()?,
+            labels: Arc::new(set.labels.clone()),
+            transform,
+            side: set.shape.height as u32,
+            batch,
+            workers,
+            order,
+        })
+    }
+}
+
 struct Slot {
     state: Mutex<SlotState>,
     changed: Condvar,

@@ -1,7 +1,5 @@
 //! A dataset on the GPU for the augment kernel, and how each batch reaches it.
 
-use std::sync::Arc;
-
 use web_time::Instant;
 
 use crate::data::pipeline::{BadFile, BatchOrder, Pipeline, PipelineSpec};
@@ -82,22 +80,15 @@ impl Feed {
         } else {
             FeedMode::Resident
         };
-        let spec = data.files.as_ref().map(|files| PipelineSpec {
-            files: files.clone(),
-            labels: Arc::new(data.labels.clone()),
-            transform: if source.train {
-                Transform::Train {
-                    seed: source.seed,
-                    flip: augment.flip,
-                }
-            } else {
-                Transform::Eval { crop: EVAL_CROP }
-            },
-            side: shape.height as u32,
-            batch,
-            workers: source.workers,
-            order: source.order,
-        });
+        let transform = if source.train {
+            Transform::Train {
+                seed: source.seed,
+                flip: augment.flip,
+            }
+        } else {
+            Transform::Eval { crop: EVAL_CROP }
+        };
+        let spec = PipelineSpec::new(&data, transform, batch, source.workers, source.order);
         if mode == FeedMode::Pipelined {
             // The pipeline crops and flips; the kernel only normalizes.
             augment = AugmentConfig {
@@ -165,7 +156,7 @@ impl Feed {
                 .iter()
                 .map(|&s| self.data.labels[s as usize])
                 .collect();
-            self.write_batch(ctx, &bytes, &labels);
+            upload(ctx, (&self.images, &self.labels), &bytes, &labels);
         } else {
             ctx.queue
                 .write_buffer(self.indices.buffer(), 0, bytemuck::cast_slice(samples));
@@ -194,9 +185,7 @@ impl Feed {
         let mut waited_s = 0.0;
         let bad = pipeline.next_batch(|bytes, batch_labels| {
             waited_s = waiting.elapsed().as_secs_f64();
-            ctx.queue.write_buffer(images.buffer(), 0, bytes);
-            ctx.queue
-                .write_buffer(labels.buffer(), 0, bytemuck::cast_slice(batch_labels));
+            upload(ctx, (images, labels), bytes, batch_labels);
         })?;
         Ok(Delivery { waited_s, bad })
     }
@@ -206,10 +195,11 @@ impl Feed {
     pub fn stop_pipeline(&mut self) {
         self.pipeline = None;
     }
+}
 
-    fn write_batch(&self, ctx: &GpuContext, bytes: &[u8], labels: &[u32]) {
-        ctx.queue.write_buffer(self.images.buffer(), 0, bytes);
-        ctx.queue
-            .write_buffer(self.labels.buffer(), 0, bytemuck::cast_slice(labels));
-    }
+/// A gathered batch's bytes and labels into the feed's batch tensors.
+fn upload(ctx: &GpuContext, (images, labels): (&Tensor, &Tensor), bytes: &[u8], values: &[u32]) {
+    ctx.queue.write_buffer(images.buffer(), 0, bytes);
+    ctx.queue
+        .write_buffer(labels.buffer(), 0, bytemuck::cast_slice(values));
 }

@@ -701,7 +701,7 @@ impl Trainer {
                 return false;
             }
         } else {
-            if p.step_in_epoch == 0 || self.order.is_empty() {
+            if p.step_in_epoch == 0 {
                 self.order = epoch_order(self.config.seed, p.epoch, self.train.data.len());
             }
             let samples = &self.order[p.step_in_epoch * batch..(p.step_in_epoch + 1) * batch];
