@@ -66,6 +66,7 @@ value_enum!(DatasetKind {
     Cifar10 => "cifar10": "CIFAR-10 binary version (data_batch_1..5.bin, test_batch.bin)",
     Cifar100 => "cifar100": "CIFAR-100 binary version (train.bin, test.bin)",
     Folder => "folder": "one subfolder per class of JPEG/PNG files (train/ and val/ inside)",
+    Shards => "shards": "an image folder packed as WebDataset tar shards by `pack` (train/*.tar, val/*.tar)",
 });
 
 /// The normalization after every conv.
@@ -659,7 +660,7 @@ impl TrainArgs {
             seed: self.seed,
             augment: AugmentConfig {
                 // An image folder's recipe is RandomResizedCrop, not padding.
-                pad: if source.kind == DatasetKind::Folder {
+                pad: if matches!(source.kind, DatasetKind::Folder | DatasetKind::Shards) {
                     0
                 } else {
                     self.crop_pad

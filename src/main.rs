@@ -56,9 +56,12 @@ enum Command {
     Download(DownloadArgs),
     /// The adapter, its limits, and the memory plan of a model.
     Info(InfoArgs),
-    /// Decode every picture of an image folder once and list those that
-    /// cannot be read (training skips them, with a warning each).
+    /// Decode every picture of an image folder (or packed shards) once and
+    /// list those that cannot be read (training skips them, with a warning each).
     Check(CheckArgs),
+    /// Write an image folder once as WebDataset tar shards with the pictures'
+    /// longer side capped, for faster epochs (`--data SHARDS` trains on them).
+    Pack(PackArgs),
     /// Measure GPU time per op, or images/s of whole training steps.
     Bench {
         #[command(subcommand)]
@@ -78,6 +81,28 @@ enum BenchWhat {
     /// Images/s of the input pipeline alone (read, decode, augment, batch; no
     /// GPU) on an image folder, per worker count.
     Data(BenchDataOptions),
+}
+
+#[derive(Args)]
+struct PackArgs {
+    /// The image folder (train/ and val/ with a folder per class).
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// The new folder of shards (train/, val/, classes.txt).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Longer side of the re-encoded pictures (smaller ones keep their size).
+    #[arg(long, value_name = "PIXELS", default_value_t = 512)]
+    max_side: u32,
+    /// Bytes per shard before the next one starts, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 1024)]
+    shard_mib: u64,
+    /// JPEG quality of the re-encoded pictures.
+    #[arg(long, default_value_t = 90)]
+    quality: u8,
+    /// Encoding threads [default: one per core].
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
 }
 
 #[derive(Args)]
@@ -208,6 +233,7 @@ fn run(cli: Cli) -> Result<Option<i32>> {
         // No GPU needed.
         Some(Command::Download(args)) => return download(&args).map(|()| None),
         Some(Command::Check(args)) => return check(&args).map(|()| None),
+        Some(Command::Pack(args)) => return pack(&args).map(|()| None),
         Some(Command::Bench {
             what: BenchWhat::Data(options),
         }) => return bench::bench_data(&options).map(|_| None),
@@ -227,6 +253,7 @@ fn run(cli: Cli) -> Result<Option<i32>> {
         Command::Info(args) => done(info(&ctx, &args)),
         Command::Download(args) => done(download(&args)),
         Command::Check(args) => done(check(&args)),
+        Command::Pack(args) => done(pack(&args)),
         Command::Bench {
             what: BenchWhat::Data(options),
         } => done(bench::bench_data(&options).map(|_| ())),
@@ -423,8 +450,8 @@ fn eval(ctx: Arc<GpuContext>, args: &EvalArgs) -> Result<()> {
 fn check(args: &CheckArgs) -> Result<()> {
     use resnet_wgpu::data::pipeline::{BatchOrder, Pipeline, PipelineSpec};
     use resnet_wgpu::data::transform::{EVAL_CROP, Transform};
-    use resnet_wgpu::data::{FolderOptions, default_workers, load_folder};
-    let split = load_folder(&args.data, FolderOptions::new(32))?;
+    use resnet_wgpu::data::{default_workers, load_pictures};
+    let split = load_pictures(&args.data, 32)?;
     let mut bad = 0;
     for (name, set) in [("training", &split.train), ("evaluation", &split.test)] {
         const BATCH: usize = 64;
@@ -453,6 +480,39 @@ fn check(args: &CheckArgs) -> Result<()> {
             args.data.display()
         );
     }
+    Ok(())
+}
+
+/// `pack`: the folder as shards, with what was written and skipped.
+fn pack(args: &PackArgs) -> Result<()> {
+    use resnet_wgpu::data::shards::{PackOptions, pack};
+    if !(8..=65_535).contains(&args.max_side) {
+        bail!("--max-side must be 8 to 65535, got {}", args.max_side);
+    }
+    if !(1..=100).contains(&args.quality) || args.shard_mib == 0 || args.workers == Some(0) {
+        bail!("--quality must be 1 to 100, and --shard-mib and --workers at least 1");
+    }
+    let options = PackOptions {
+        max_side: args.max_side,
+        shard_bytes: args.shard_mib.saturating_mul(1 << 20),
+        quality: args.quality,
+        workers: args
+            .workers
+            .unwrap_or_else(resnet_wgpu::data::default_workers),
+    };
+    let summary = pack(&args.data, &args.out, options)?;
+    for (path, reason) in &summary.bad {
+        eprintln!("warning: skipped {}: {reason}", path.display());
+    }
+    println!(
+        "{}: {} pictures in {} shards, {:.1} MiB ({} unreadable skipped); train with --data {}",
+        args.out.display(),
+        summary.samples,
+        summary.shards,
+        summary.bytes as f64 / f64::from(1 << 20),
+        summary.bad.len(),
+        args.out.display()
+    );
     Ok(())
 }
 

@@ -741,12 +741,12 @@ fn bench_data_rows_and_memory_independent_of_the_folder_size() {
         .map(|l| l.split_whitespace().collect())
         .collect();
     assert_eq!(
-        rows.iter().map(|r| r[0]).collect::<Vec<_>>(),
-        ["1", "2"],
+        rows.iter().map(|r| (r[0], r[1])).collect::<Vec<_>>(),
+        [("folder", "1"), ("folder", "2")],
         "{out}"
     );
     assert!(
-        rows.iter().all(|r| r[1].parse::<f64>().unwrap() > 0.0),
+        rows.iter().all(|r| r[2].parse::<f64>().unwrap() > 0.0),
         "{out}"
     );
     let large_out = bench(&large);
@@ -848,6 +848,80 @@ fn a_folder_trains_through_the_pipeline_and_skips_a_bad_file() {
     let eval: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(eval["samples"], 8, "{eval}");
     for d in [dir, out_dir] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// `pack` writes a folder as shards that `check`, `bench data` and `train`
+/// read as they read the folder (recognised without --dataset).
+#[test]
+fn packed_shards_check_bench_and_train() {
+    let dir = jpeg_folder("pack", 10);
+    let shards = dir.with_extension("shards");
+    let _ = std::fs::remove_dir_all(&shards);
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let (ok, out, err) = run(&[
+        "pack",
+        "--data",
+        &s(&dir),
+        "--out",
+        &s(&shards),
+        "--max-side",
+        "32",
+        "--shard-mib",
+        "1",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("28 pictures in 2 shards"), "{out}");
+    let (ok, out, err) = run(&["check", "--data", &s(&shards)]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("training set: 20 pictures, 0 unreadable"),
+        "{out}"
+    );
+    let (ok, out, err) = run(&[
+        "bench",
+        "data",
+        "--data",
+        &s(&shards),
+        "--workers",
+        "1",
+        "--image-size",
+        "16",
+        "--batch-size",
+        "4",
+        "--images",
+        "8",
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.lines().any(|l| l.trim_start().starts_with("shards")),
+        "{out}"
+    );
+    let runs = dir.with_extension("runs");
+    let (ok, out, err) = run(&[
+        "train",
+        "--no-gui",
+        "--data",
+        &s(&shards),
+        "--model",
+        "resnet8",
+        "--image-size",
+        "16",
+        "--batch-size",
+        "4",
+        "--max-steps",
+        "3",
+        "--out",
+        &s(&runs),
+        "--name",
+        "r",
+    ]);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("dataset: shards ("), "{out}");
+    let config = std::fs::read_to_string(runs.join("r/config.json")).unwrap();
+    assert!(config.contains("\"kind\": \"shards\""), "{config}");
+    for d in [dir, shards, runs] {
         let _ = std::fs::remove_dir_all(d);
     }
 }

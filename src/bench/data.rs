@@ -9,7 +9,7 @@ use web_time::Instant;
 
 use crate::data::pipeline::{BatchOrder, Pipeline, PipelineSpec};
 use crate::data::transform::{EVAL_CROP, Transform};
-use crate::data::{FolderOptions, IMAGE_SIDES, load_folder};
+use crate::data::{IMAGE_SIDES, load_pictures};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct BenchDataOptions {
@@ -54,7 +54,7 @@ pub fn bench_data(options: &BenchDataOptions) -> Result<Vec<DataBenchRow>> {
         bail!("--batch-size, --workers and --images must be at least 1");
     }
     let indexing = Instant::now();
-    let split = load_folder(&options.data, FolderOptions::new(options.image_size))?;
+    let split = load_pictures(&options.data, options.image_size)?;
     let train = split.train;
     println!(
         "{}: {} training pictures indexed in {:.2} s",
@@ -78,7 +78,16 @@ pub fn bench_data(options: &BenchDataOptions) -> Result<Vec<DataBenchRow>> {
     };
     let spec = PipelineSpec::new(&train, transform, batch, 1, order)
         .expect("an image folder is file-backed");
-    println!("{:>8} {:>10} {:>10}", "workers", "images/s", "batches");
+    let files = spec.files.clone();
+    let source = if files.is_packed() {
+        "shards"
+    } else {
+        "folder"
+    };
+    println!(
+        "{:>8} {:>8} {:>10} {:>10}",
+        "source", "workers", "images/s", "batches"
+    );
     let mut rows = vec![];
     for &workers in &options.workers {
         let spec = PipelineSpec {
@@ -93,7 +102,7 @@ pub fn bench_data(options: &BenchDataOptions) -> Result<Vec<DataBenchRow>> {
             pipeline.next_batch(|_, _| {})?;
         }
         let images_per_sec = (batches * batch) as f64 / timing.elapsed().as_secs_f64();
-        println!("{workers:>8} {images_per_sec:>10.1} {batches:>10}");
+        println!("{source:>8} {workers:>8} {images_per_sec:>10.1} {batches:>10}");
         rows.push(DataBenchRow {
             workers,
             images_per_sec,
@@ -102,7 +111,7 @@ pub fn bench_data(options: &BenchDataOptions) -> Result<Vec<DataBenchRow>> {
     if let Some(mib) = peak_rss_mib() {
         println!("peak RSS: {mib:.0} MiB");
     }
-    let bad = train.files.as_ref().map_or(0, |f| f.bad_count());
+    let bad = files.bad_count();
     if bad > 0 {
         println!("{bad} unreadable pictures were skipped (`check --data` lists them)");
     }

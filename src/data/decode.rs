@@ -11,6 +11,7 @@ use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::{ColorType, ImageDecoder, ImageReader};
 
+use super::index::ImageFiles;
 use super::transform::{CropBox, Transform};
 
 /// Why a picture could not be made into a sample (the path is added by the caller).
@@ -60,6 +61,35 @@ impl Decoder {
         std::fs::File::open(path)
             .and_then(|mut f| f.read_to_end(&mut self.file))
             .map_err(|e| e.to_string())?;
+        self.sample_read(transform, epoch, sample, side, out)
+    }
+
+    /// Picture `sample` of `files` (a file or a shard member) as `sample`
+    /// does it for a path.
+    pub fn sample_indexed(
+        &mut self,
+        files: &ImageFiles,
+        transform: &Transform,
+        epoch: u64,
+        sample: u32,
+        side: u32,
+        out: &mut [u8],
+    ) -> Result<(), DecodeError> {
+        files
+            .read(sample as usize, &mut self.file)
+            .map_err(|e| e.to_string())?;
+        self.sample_read(transform, epoch, sample, side, out)
+    }
+
+    /// The picture in `self.file` to its sample.
+    fn sample_read(
+        &mut self,
+        transform: &Transform,
+        epoch: u64,
+        sample: u32,
+        side: u32,
+        out: &mut [u8],
+    ) -> Result<(), DecodeError> {
         let (width, height) = self.decode_rgb()?;
         let crop = transform.crop_box(epoch, sample, width, height, side);
         self.resize(width, height, crop, side)?;

@@ -9,30 +9,85 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::{DataError, io_error};
 
-/// The picture files of one split (no pixels): `paths` relative to `root`,
-/// in ImageFolder's order (class, then path).
+/// The pictures of one split (no pixels): files of an image folder, or
+/// members of packed tar shards. `paths` are relative to `root` (for shards:
+/// the member names), in the dataset's order.
 #[derive(Debug, Default)]
 pub struct ImageFiles {
     pub root: PathBuf,
     pub paths: Vec<PathBuf>,
-    /// Bytes of each file: with the paths, the data's identity (no pass
+    /// Bytes of each picture: with the paths, the data's identity (no pass
     /// over the bytes).
     pub sizes: Vec<u64>,
-    /// Files found unreadable so far (index -> reason); later epochs skip them.
+    /// Packed shards only: the shard files (relative to `root`) and where
+    /// each picture lies in them; empty for an image folder.
+    pub shards: Vec<PathBuf>,
+    pub members: Vec<Member>,
+    /// Pictures found unreadable so far (index -> reason); later epochs skip them.
     pub bad: Mutex<BTreeMap<u32, String>>,
 }
 
+/// A picture inside a shard: which shard, and its byte range there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub shard: u32,
+    pub offset: u64,
+    pub len: u64,
+}
+
 impl ImageFiles {
+    /// Where picture `i` is, for messages (a shard member as `shard.tar/name`).
     pub fn path(&self, i: usize) -> PathBuf {
-        self.root.join(&self.paths[i])
+        match self.members.get(i) {
+            None => self.root.join(&self.paths[i]),
+            Some(m) => self
+                .root
+                .join(&self.shards[m.shard as usize])
+                .join(&self.paths[i]),
+        }
     }
 
-    /// The files at `indices`, in that order (a held-out validation set).
+    /// Picture `i`'s bytes into `buf` (replacing what it held).
+    pub fn read(&self, i: usize, buf: &mut Vec<u8>) -> std::io::Result<()> {
+        use std::io::{Read, Seek, SeekFrom};
+        buf.clear();
+        match self.members.get(i) {
+            None => std::fs::File::open(self.path(i))?
+                .read_to_end(buf)
+                .map(|_| ()),
+            Some(m) => {
+                let mut shard =
+                    std::fs::File::open(self.root.join(&self.shards[m.shard as usize]))?;
+                shard.seek(SeekFrom::Start(m.offset))?;
+                shard.take(m.len).read_to_end(buf)?;
+                if (buf.len() as u64) < m.len {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the shard ends inside this picture",
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether the pictures are members of packed shards.
+    pub fn is_packed(&self) -> bool {
+        !self.members.is_empty()
+    }
+
+    /// The pictures at `indices`, in that order (a held-out validation set).
     pub fn select(&self, indices: &[usize]) -> ImageFiles {
         ImageFiles {
             root: self.root.clone(),
             paths: indices.iter().map(|&i| self.paths[i].clone()).collect(),
             sizes: indices.iter().map(|&i| self.sizes[i]).collect(),
+            shards: self.shards.clone(),
+            members: if self.is_packed() {
+                indices.iter().map(|&i| self.members[i]).collect()
+            } else {
+                vec![]
+            },
             bad: Mutex::default(),
         }
     }

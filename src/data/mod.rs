@@ -7,6 +7,8 @@ mod folder;
 mod index;
 mod order;
 pub mod pipeline;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod shards;
 mod source;
 mod synthetic;
 pub mod transform;
@@ -14,8 +16,8 @@ pub mod transform;
 pub use cifar::{Cifar100Labels, cifar10_from_files, load_cifar10, load_cifar100};
 pub use decode::Decoder;
 pub use folder::{FolderOptions, load_folder, load_image};
-pub use index::ImageFiles;
-pub use order::{epoch_order, step_seed};
+pub use index::{ImageFiles, Member};
+pub use order::{epoch_order, shard_order, step_seed};
 pub use source::{DataSource, DatasetKind, IMAGE_SIDES, MAX_SYNTHETIC};
 pub use synthetic::{SyntheticOptions, synthetic};
 
@@ -107,10 +109,15 @@ impl Dataset {
         let n = self.shape.numel();
         match &self.files {
             None => Cow::Borrowed(&self.images[i * n..(i + 1) * n]),
-            Some(files) => Cow::Owned(
-                load_image(&files.path(i), self.shape.height, transform::EVAL_CROP)
-                    .unwrap_or_else(|_| vec![0; n]),
-            ),
+            Some(files) => {
+                let mut out = vec![0; n];
+                let eval = transform::Transform::Eval {
+                    crop: transform::EVAL_CROP,
+                };
+                let side = self.shape.height as u32;
+                let _ = Decoder::new().sample_indexed(files, &eval, 0, i as u32, side, &mut out);
+                Cow::Owned(out)
+            }
         }
     }
 
@@ -339,6 +346,16 @@ fn decoded_sample(data: &Dataset, count: usize) -> Vec<u8> {
     let mut decoding = pipeline::Pipeline::start(spec, 0, 1);
     let _ = decoding.next_batch(|batch, _| images = batch.to_vec());
     images
+}
+
+/// An image folder or packed shards of one (recognised by `train/*.tar`),
+/// indexed, with samples `image_size` square.
+pub fn load_pictures(dir: &std::path::Path, image_size: usize) -> Result<DataSplit, DataError> {
+    #[cfg(not(target_arch = "wasm32"))]
+    if shards::is_packed(dir) {
+        return shards::load_shards(dir, image_size);
+    }
+    load_folder(dir, FolderOptions::new(image_size))
 }
 
 /// Decode threads when `--workers` is not given: one per core.

@@ -18,10 +18,12 @@ use std::thread::JoinHandle;
 use super::decode::Decoder;
 use super::index::ImageFiles;
 use super::transform::Transform;
-use super::{DataError, epoch_order};
+use super::{DataError, epoch_order, shard_order};
 
 /// Batches decoded ahead of the one the consumer waits for, at most.
 pub const DEPTH: usize = 4;
+/// Packed shards: samples in the shuffle buffer across shards.
+pub const SHUFFLE_BUFFER: usize = 2048;
 /// A failure of this many files in a row is a broken dataset, not a bad file.
 const MAX_SUBSTITUTES: usize = 64;
 
@@ -272,7 +274,13 @@ impl Shared {
         if let Some((_, order)) = orders.iter().find(|(e, _)| *e == epoch) {
             return order.clone();
         }
-        let order = Arc::new(epoch_order(seed, epoch as usize, self.spec.labels.len()));
+        let files = &self.spec.files;
+        let order = Arc::new(if files.is_packed() {
+            let shard_of: Vec<u32> = files.members.iter().map(|m| m.shard).collect();
+            shard_order(seed, epoch as usize, &shard_of, SHUFFLE_BUFFER)
+        } else {
+            epoch_order(seed, epoch as usize, self.spec.labels.len())
+        });
         orders.push((epoch, order.clone()));
         if orders.len() > 2 {
             orders.remove(0);
@@ -300,7 +308,14 @@ fn make_sample(
             let path = spec.files.path(candidate as usize);
             // A decoder bug on a hostile file is a bad file, not a dead worker.
             let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                decoder.sample(&path, &spec.transform, epoch, candidate, spec.side, out)
+                decoder.sample_indexed(
+                    &spec.files,
+                    &spec.transform,
+                    epoch,
+                    candidate,
+                    spec.side,
+                    out,
+                )
             }))
             .unwrap_or_else(|_| Err("the decoder panicked on this file".into()));
             match result {

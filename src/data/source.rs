@@ -22,6 +22,9 @@ pub enum DatasetKind {
     Cifar100,
     /// One subfolder per class of JPEG/PNG files (train/ and val/ inside).
     Folder,
+    /// An image folder packed as WebDataset tar shards (`resnet-wgpu pack`;
+    /// train/*.tar and val/*.tar inside).
+    Shards,
 }
 
 /// The most images the built-in dataset makes per set (3 KiB each).
@@ -58,7 +61,8 @@ impl DataSource {
                 self.synthetic_train, self.synthetic_test
             ));
         }
-        if self.kind == DatasetKind::Folder && !IMAGE_SIDES.contains(&self.image_size) {
+        let pictures = matches!(self.kind, DatasetKind::Folder | DatasetKind::Shards);
+        if pictures && !IMAGE_SIDES.contains(&self.image_size) {
             return Err(format!(
                 "--image-size must be {} to {}, got {}",
                 IMAGE_SIDES.start(),
@@ -91,6 +95,15 @@ impl DataSource {
             DatasetKind::Cifar10 => load_cifar10(dir())?,
             DatasetKind::Cifar100 => load_cifar100(dir(), self.cifar100_labels)?,
             DatasetKind::Folder => load_folder(dir(), FolderOptions::new(self.image_size))?,
+            #[cfg(not(target_arch = "wasm32"))]
+            DatasetKind::Shards => super::shards::load_shards(dir(), self.image_size)?,
+            #[cfg(target_arch = "wasm32")]
+            DatasetKind::Shards => {
+                return Err(DataError::Invalid {
+                    path: dir().to_path_buf(),
+                    detail: "packed shards are read by the desktop build only".into(),
+                });
+            }
         };
         if let Some(count) = self.val_split {
             let (train, val) = split
@@ -117,6 +130,10 @@ impl DataSource {
         }
         if has("train.bin") && has("test.bin") {
             return Ok(DatasetKind::Cifar100);
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        if super::shards::is_packed(dir) {
+            return Ok(DatasetKind::Shards);
         }
         if dir.join("train").is_dir() && dir.join("val").is_dir() {
             return Ok(DatasetKind::Folder);

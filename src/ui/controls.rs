@@ -36,6 +36,7 @@ fn dataset_label(kind: DatasetKind) -> &'static str {
         DatasetKind::Cifar10 => "CIFAR-10 folder",
         DatasetKind::Cifar100 => "CIFAR-100 folder",
         DatasetKind::Folder => "image folder",
+        DatasetKind::Shards => "packed shards",
     }
 }
 
