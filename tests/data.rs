@@ -853,3 +853,66 @@ fn packed_shards_round_trip_a_folder() {
     let again = pack(&dir, &out, options).unwrap_err();
     assert!(again.to_string().contains("is not empty"), "{again}");
 }
+
+/// Our RandomResizedCrop against torchvision's own: quantiles of the area
+/// share, log aspect ratio and centre of 200,000 boxes per picture shape
+/// (tests/fixtures/random_resized_crop.json, written by
+/// scripts/make_crop_fixture.py from `RandomResizedCrop.get_params`), and
+/// how often the whole picture is taken (the fallback, on a thin picture).
+#[test]
+fn random_resized_crops_match_torchvisions_distribution() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/random_resized_crop.json"),
+    )
+    .unwrap();
+    let fixture: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let levels: Vec<f64> = serde_json::from_value(fixture["quantiles"].clone()).unwrap();
+    let draws = fixture["draws"].as_u64().unwrap();
+    let train = Transform::Train {
+        seed: 11,
+        flip: false,
+    };
+    for shape in fixture["shapes"].as_array().unwrap() {
+        let (w, h) = (
+            shape["width"].as_u64().unwrap() as u32,
+            shape["height"].as_u64().unwrap() as u32,
+        );
+        let boxes: Vec<CropBox> = (0..draws)
+            .map(|i| train.crop_box(i / 100_000, (i % 100_000) as u32, w, h, 224))
+            .collect();
+        let measure = |f: &dyn Fn(&CropBox) -> f64| {
+            let mut v: Vec<f64> = boxes.iter().map(f).collect();
+            v.sort_by(f64::total_cmp);
+            levels
+                .iter()
+                .map(|q| v[(q * (v.len() - 1) as f64) as usize])
+                .collect::<Vec<f64>>()
+        };
+        let (wf, hf) = (f64::from(w), f64::from(h));
+        let ours = [
+            ("area", measure(&|b| b.width * b.height / (wf * hf))),
+            ("log_ratio", measure(&|b| (b.width / b.height).ln())),
+            ("centre_x", measure(&|b| (b.left + b.width / 2.0) / wf)),
+            ("centre_y", measure(&|b| (b.top + b.height / 2.0) / hf)),
+        ];
+        for (name, values) in ours {
+            let theirs: Vec<f64> = serde_json::from_value(shape[name].clone()).unwrap();
+            for (q, (a, b)) in levels.iter().zip(values.iter().zip(&theirs)) {
+                assert!(
+                    (a - b).abs() < 0.01,
+                    "{w}x{h} {name} quantile {q}: ours {a}, torchvision's {b}"
+                );
+            }
+        }
+        let whole = boxes
+            .iter()
+            .filter(|b| (b.width, b.height) == (wf, hf))
+            .count() as f64
+            / boxes.len() as f64;
+        let theirs = shape["whole_share"].as_f64().unwrap();
+        assert!(
+            (whole - theirs).abs() < 0.005,
+            "{w}x{h} whole-picture share: ours {whole}, torchvision's {theirs}"
+        );
+    }
+}
