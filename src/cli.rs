@@ -143,7 +143,7 @@ impl DataArgs {
     }
 
     pub fn load(&self, seed: u64) -> Result<DataSplit> {
-        Ok(self.source()?.load(seed)?)
+        load_source(&self.source()?, seed)
     }
 
     /// A saved run's data source, moved to `--data` when that is given.
@@ -464,6 +464,27 @@ impl Normalize {
             }
         }
     }
+}
+
+/// Loads `source`; an image folder or shards (indexed, not decoded) says on
+/// stderr what it indexes and how long that took.
+pub fn load_source(source: &DataSource, seed: u64) -> Result<DataSplit> {
+    let pictures = matches!(source.kind, DatasetKind::Folder | DatasetKind::Shards);
+    let dir = source.path.as_deref().unwrap_or(std::path::Path::new("."));
+    if pictures {
+        eprintln!("indexing {} ...", dir.display());
+    }
+    let started = web_time::Instant::now();
+    let data = source.load(seed)?;
+    if pictures {
+        eprintln!(
+            "indexed {} training and {} evaluation pictures in {:.2} s",
+            data.train.len(),
+            data.test.len(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(data)
 }
 
 /// `train` as a command of its own, to parse or default its options outside

@@ -593,10 +593,7 @@ fn eval_data(args: &EvalArgs, saved: Option<&TrainConfig>) -> Result<DataSplit> 
         );
         return args.data.load(seed);
     }
-    let data = args
-        .data
-        .relocate(source)
-        .load(seed)
+    let data = resnet_wgpu::cli::load_source(&args.data.relocate(source), seed)
         .context("loading the run's data (pass --data if it moved)")?;
     let differs = saved
         .and_then(|c| c.data.as_ref())

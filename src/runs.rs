@@ -308,7 +308,7 @@ fn resumed_config(
         Some(saved) => args.data.relocate(saved),
         None => args.data.source()?,
     };
-    let data = source.load(config.seed).with_context(|| {
+    let data = crate::cli::load_source(&source, config.seed).with_context(|| {
         format!(
             "loading the data of the run in {} (pass --data if it moved)",
             file.display()

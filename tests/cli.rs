@@ -824,6 +824,10 @@ fn a_folder_trains_through_the_pipeline_and_skips_a_bad_file() {
         "{out}"
     );
     assert!(
+        err.contains("indexed 24 training and 8 evaluation pictures in "),
+        "{err}"
+    );
+    assert!(
         err.contains("skipped ") && err.contains("000003.jpg"),
         "{err}"
     );
