@@ -144,14 +144,14 @@ impl Progress {
         self.bar.set_position(s.step);
         if self.lines && s.step >= self.last_line + self.every {
             self.last_line = s.step;
-            println!("step {}/{}  {text}", s.step, trainer.total_steps());
+            out!("step {}/{}  {text}", s.step, trainer.total_steps());
         }
         self.bar.set_message(text);
     }
 
     /// Lines that must survive any terminal: stdout, above the bar.
     fn println(&self, line: &str) {
-        progress().suspend(|| println!("{line}"));
+        progress().suspend(|| out!("{line}"));
     }
 }
 

@@ -9,6 +9,10 @@
 //! (datasets), [`train`] (memory plan, trainer, checkpoints), and the front ends
 //! [`cli`] and `headless`, with [`bench`] (GPU timings).
 
+// First: the `out!` macro every later module prints with.
+#[macro_use]
+pub mod output;
+
 // Native front ends and tools (they block on the GPU); the core builds for wasm32.
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;

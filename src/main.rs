@@ -16,7 +16,7 @@ use resnet_wgpu::model::ModelSpec;
 use resnet_wgpu::shapes::{AugmentConfig, ImageShape, SgdConfig};
 use resnet_wgpu::train::checkpoint::{self, LoadMode, StateDict};
 use resnet_wgpu::train::{FeedMode, Plan, PlanRequest, TrainConfig, TrainEvent, Trainer};
-use resnet_wgpu::{headless, runs};
+use resnet_wgpu::{headless, out, runs};
 
 #[derive(Parser)]
 #[command(
@@ -310,8 +310,8 @@ fn train(ctx: Arc<GpuContext>, args: &TrainArgs) -> Result<Option<i32>> {
         eprintln!("warning: {warning}");
     }
     let summary = trainer.plan().summary();
-    println!("adapter: {}", ctx.describe());
-    println!(
+    out!("adapter: {}", ctx.describe());
+    out!(
         "model: {} ({} parameters), dataset: {}, batch {}, {} steps per epoch",
         trainer.config.model,
         trainer.plan().network.parameter_count(),
@@ -319,7 +319,7 @@ fn train(ctx: Arc<GpuContext>, args: &TrainArgs) -> Result<Option<i32>> {
         trainer.config.batch_size,
         trainer.steps_per_epoch
     );
-    println!(
+    out!(
         "memory plan: {:.1} MiB in {} tensors; run folder: {}",
         summary.total_bytes as f64 / (1 << 20) as f64,
         summary.tensors,
@@ -333,13 +333,13 @@ fn train(ctx: Arc<GpuContext>, args: &TrainArgs) -> Result<Option<i32>> {
     };
     let result = headless::run_with(&mut trainer, &run_dir, options)?;
     if let Some(c) = &result.checkpoint {
-        println!("checkpoint: {}", c.display());
+        out!("checkpoint: {}", c.display());
     }
     if result.interrupted_by.is_some() {
         return Ok(result.interrupted_by);
     }
     if let Some(last) = &result.last {
-        println!(
+        out!(
             "done: {} loss {:.4}, accuracy {:.2}% after {} steps",
             trainer.eval_name(),
             last.test_loss,
@@ -349,7 +349,7 @@ fn train(ctx: Arc<GpuContext>, args: &TrainArgs) -> Result<Option<i32>> {
     }
     let skipped = trainer.skipped_files();
     if skipped > 0 {
-        println!(
+        out!(
             "skipped {skipped} unreadable pictures (each named in a warning above; `check --data` lists them)"
         );
     }
@@ -432,9 +432,9 @@ fn eval(ctx: Arc<GpuContext>, args: &EvalArgs) -> Result<()> {
             "checkpoint": model_path.display().to_string(),
             "model": trainer.config.model.name,
         });
-        println!("{out}");
+        out!("{out}");
     } else {
-        println!(
+        out!(
             "{}: {} loss {:.4}, accuracy {:.2}% on {samples} images",
             model_path.display(),
             trainer.eval_name(),
@@ -464,10 +464,10 @@ fn check(args: &CheckArgs) -> Result<()> {
         let mut decoding = Pipeline::start(spec, 0, batches);
         for _ in 0..batches {
             for file in decoding.next_batch(|_, _| {})? {
-                println!("{}: {}", file.path.display(), file.reason);
+                out!("{}: {}", file.path.display(), file.reason);
             }
         }
-        println!(
+        out!(
             "{name} set: {} pictures, {} unreadable",
             set.len(),
             files.bad_count()
@@ -504,7 +504,7 @@ fn pack(args: &PackArgs) -> Result<()> {
     for (path, reason) in &summary.bad {
         eprintln!("warning: skipped {}: {reason}", path.display());
     }
-    println!(
+    out!(
         "{}: {} pictures in {} shards, {:.1} MiB ({} unreadable skipped); train with --data {}",
         args.out.display(),
         summary.samples,
@@ -527,7 +527,7 @@ fn download(args: &DownloadArgs) -> Result<()> {
         _ => *known,
     };
     let folder = resnet_wgpu::download::download(&archive, &args.to)?;
-    println!("{}", folder.display());
+    out!("{}", folder.display());
     eprintln!(
         "train on it: resnet-wgpu train --no-gui --data {}",
         folder.display()
@@ -538,7 +538,7 @@ fn download(args: &DownloadArgs) -> Result<()> {
 fn predict(ctx: Arc<GpuContext>, args: &PredictArgs) -> Result<()> {
     let predictions = resnet_wgpu::predict::predict(ctx, &args.checkpoint, &args.images, args.top)?;
     if args.json {
-        println!("{}", serde_json::to_string(&predictions)?);
+        out!("{}", serde_json::to_string(&predictions)?);
         return Ok(());
     }
     for p in predictions {
@@ -547,7 +547,7 @@ fn predict(ctx: Arc<GpuContext>, args: &PredictArgs) -> Result<()> {
             .iter()
             .map(|c| format!("{} {:.1}%", c.class, 100.0 * c.probability))
             .collect();
-        println!("{}: {}", p.image.display(), classes.join(", "));
+        out!("{}: {}", p.image.display(), classes.join(", "));
     }
     Ok(())
 }
@@ -556,7 +556,7 @@ fn predict(ctx: Arc<GpuContext>, args: &PredictArgs) -> Result<()> {
 fn print_feed(trainer: &Trainer, ctx: &GpuContext) {
     let (train, test) = trainer.feed_modes();
     if train == FeedMode::Pipelined {
-        println!(
+        out!(
             "data: pictures decoded by {} worker threads ahead of the GPU (RandomResizedCrop + \
              flip for training, resize to {:.0}% and center crop for evaluation)",
             match trainer.config.workers {
@@ -566,7 +566,7 @@ fn print_feed(trainer: &Trainer, ctx: &GpuContext) {
             100.0 / resnet_wgpu::data::transform::EVAL_CROP,
         );
     } else if train == FeedMode::Streamed || test == FeedMode::Streamed {
-        println!(
+        out!(
             "data: {} uploaded per batch (larger than one storage binding of {} MiB, or --stream-data)",
             match (train, test) {
                 (FeedMode::Streamed, FeedMode::Streamed) => "training and evaluation images",
@@ -606,7 +606,7 @@ fn eval_data(args: &EvalArgs, saved: Option<&TrainConfig>) -> Result<DataSplit> 
 
 fn info(ctx: &GpuContext, args: &InfoArgs) -> Result<()> {
     let l = &ctx.limits;
-    println!("adapter: {}", ctx.describe());
+    out!("adapter: {}", ctx.describe());
     let has = |f| {
         if ctx.adapter_features.contains(f) {
             "yes"
@@ -614,30 +614,30 @@ fn info(ctx: &GpuContext, args: &InfoArgs) -> Result<()> {
             "no"
         }
     };
-    println!(
+    out!(
         "adapter features: timestamp queries {}, subgroups {}, shader-f16 {}",
         has(wgpu::Features::TIMESTAMP_QUERY),
         has(wgpu::Features::SUBGROUP),
         has(wgpu::Features::SHADER_F16)
     );
-    println!(
+    out!(
         "max storage buffer binding: {} MiB",
         l.max_storage_buffer_binding_size >> 20
     );
-    println!("max buffer size: {} MiB", l.max_buffer_size >> 20);
-    println!(
+    out!("max buffer size: {} MiB", l.max_buffer_size >> 20);
+    out!(
         "max storage buffers per stage: {}",
         l.max_storage_buffers_per_shader_stage
     );
-    println!(
+    out!(
         "max workgroups per dimension: {}",
         l.max_compute_workgroups_per_dimension
     );
-    println!(
+    out!(
         "max invocations per workgroup: {}",
         l.max_compute_invocations_per_workgroup
     );
-    println!(
+    out!(
         "max workgroup storage: {} KiB",
         l.max_compute_workgroup_storage_size >> 10
     );
@@ -669,7 +669,7 @@ fn info(ctx: &GpuContext, args: &InfoArgs) -> Result<()> {
         Ok(plan) => plan,
         // A query, not a failure: say what fits.
         Err(e @ (GpuError::BatchTooLarge { .. } | GpuError::OutOfMemory { .. })) => {
-            println!(
+            out!(
                 "memory plan of {spec} at batch {}: does not fit: {e}",
                 args.batch_size
             );
@@ -678,7 +678,7 @@ fn info(ctx: &GpuContext, args: &InfoArgs) -> Result<()> {
         Err(e) => return Err(e.into()),
     };
     let s = plan.summary();
-    println!(
+    out!(
         "memory plan of {spec} at batch {} on {side}x{side} images: {:.1} MiB in {} tensors, \
          largest '{}' {:.1} MiB; {} parameters, {} dispatches per step",
         args.batch_size,
@@ -697,15 +697,15 @@ fn info(ctx: &GpuContext, args: &InfoArgs) -> Result<()> {
 /// one line per distinct conv.
 fn print_kernel_choices(plan: &Plan, detail: bool) {
     let [measured, cached, built_in] = plan.conv_choice_counts();
-    println!(
+    out!(
         "conv kernels: {measured} passes measured now, {cached} from the cache, {built_in} built-in{}",
         if detail { ":" } else { " (`info` lists them)" }
     );
     if detail {
         for line in plan.conv_choice_lines() {
-            println!("  {line}");
+            out!("  {line}");
         }
-        println!("{}", plan.reduction_line());
+        out!("{}", plan.reduction_line());
     }
     if let Some(e) = &plan.choice_cache_error {
         eprintln!("warning: {e}");

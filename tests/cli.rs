@@ -929,3 +929,61 @@ fn packed_shards_check_bench_and_train() {
         let _ = std::fs::remove_dir_all(d);
     }
 }
+
+/// Output into a closed pipe is dropped, never a panic: `info | head -c 10`
+/// and a training run whose reader left both end normally, and the run
+/// still writes its checkpoint.
+#[test]
+fn a_closed_stdout_neither_panics_nor_stops_a_run() {
+    use std::process::Stdio;
+    // The reader closes its end before the program writes.
+    let closed = |args: &[&str]| {
+        let mut child = binary()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        child.wait_with_output().unwrap()
+    };
+    let o = closed(&["info"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success(),
+        "info into a closed pipe: {:?} {err}",
+        o.status
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    let out = std::env::temp_dir().join(format!("resnet-wgpu-cli-pipe-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let o = closed(&[
+        "train",
+        "--no-gui",
+        "--model",
+        "resnet8",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "1",
+        "--synthetic-train",
+        "32",
+        "--synthetic-test",
+        "8",
+        "--out",
+        out.to_str().unwrap(),
+        "--name",
+        "r",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success(),
+        "train into a closed pipe: {:?} {err}",
+        o.status
+    );
+    assert!(
+        out.join("r/checkpoints/last").exists(),
+        "no checkpoint: {err}"
+    );
+    let _ = std::fs::remove_dir_all(out);
+}

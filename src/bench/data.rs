@@ -56,7 +56,7 @@ pub fn bench_data(options: &BenchDataOptions) -> Result<Vec<DataBenchRow>> {
     let indexing = Instant::now();
     let split = load_pictures(&options.data, options.image_size)?;
     let train = split.train;
-    println!(
+    out!(
         "{}: {} training pictures indexed in {:.2} s",
         options.data.display(),
         train.len(),
@@ -84,9 +84,12 @@ pub fn bench_data(options: &BenchDataOptions) -> Result<Vec<DataBenchRow>> {
     } else {
         "folder"
     };
-    println!(
+    out!(
         "{:>8} {:>8} {:>10} {:>10}",
-        "source", "workers", "images/s", "batches"
+        "source",
+        "workers",
+        "images/s",
+        "batches"
     );
     let mut rows = vec![];
     for &workers in &options.workers {
@@ -102,18 +105,18 @@ pub fn bench_data(options: &BenchDataOptions) -> Result<Vec<DataBenchRow>> {
             pipeline.next_batch(|_, _| {})?;
         }
         let images_per_sec = (batches * batch) as f64 / timing.elapsed().as_secs_f64();
-        println!("{source:>8} {workers:>8} {images_per_sec:>10.1} {batches:>10}");
+        out!("{source:>8} {workers:>8} {images_per_sec:>10.1} {batches:>10}");
         rows.push(DataBenchRow {
             workers,
             images_per_sec,
         });
     }
     if let Some(mib) = peak_rss_mib() {
-        println!("peak RSS: {mib:.0} MiB");
+        out!("peak RSS: {mib:.0} MiB");
     }
     let bad = files.bad_count();
     if bad > 0 {
-        println!("{bad} unreadable pictures were skipped (`check --data` lists them)");
+        out!("{bad} unreadable pictures were skipped (`check --data` lists them)");
     }
     Ok(rows)
 }

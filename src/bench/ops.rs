@@ -286,11 +286,13 @@ fn bench_batchnorm(
 
 /// Runs the benchmark and prints the table.
 pub fn bench_ops(ctx: &GpuContext, opt: &BenchOpsOptions) -> Result<(), GpuError> {
-    println!("adapter: {}", ctx.describe());
+    out!("adapter: {}", ctx.describe());
     let tuning = opt.tuning();
-    println!(
+    out!(
         "conv tiles: 4x4 per invocation, workgroup {}x{} (N x M); batch {}",
-        tuning.wg_n, tuning.wg_m, opt.batch
+        tuning.wg_n,
+        tuning.wg_m,
+        opt.batch
     );
     let mut rows = Vec::new();
     if opt.gemm_size > 0 {
@@ -329,16 +331,21 @@ pub fn bench_ops(ctx: &GpuContext, opt: &BenchOpsOptions) -> Result<(), GpuError
     } else {
         "wall clock around submit+wait (no usable timestamps)"
     };
-    println!(
+    out!(
         "times from {source}; '% gemm' compares with this project's best GEMM (the faster of v2, where K and N allow, and v3) at the same M x N x K (N capped at {GEMM_MAX_N}); conv kernels as training would choose them (--tune)"
     );
     Ok(())
 }
 
 fn print_table(rows: &[Row]) {
-    println!(
+    out!(
         "{:<36} {:<20} {:>10} {:>9} {:>10} {:>7}",
-        "op", "shape", "ms", "GFLOP/s", "gemm GF/s", "% gemm"
+        "op",
+        "shape",
+        "ms",
+        "GFLOP/s",
+        "gemm GF/s",
+        "% gemm"
     );
     for r in rows {
         let ms = r.timing.seconds * 1e3;
@@ -347,7 +354,7 @@ fn print_table(rows: &[Row]) {
         let pct = rate
             .zip(r.gemm_gflops)
             .map_or("-".to_string(), |(a, b)| format!("{:.0}%", 100.0 * a / b));
-        println!(
+        out!(
             "{:<36} {:<20} {:>10.3} {:>9} {:>10} {:>7}",
             r.op,
             r.shape,

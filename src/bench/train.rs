@@ -59,7 +59,7 @@ pub struct TrainBenchResult {
 }
 
 pub fn bench_train(ctx: Arc<GpuContext>, opt: &BenchTrainOptions) -> Result<Vec<TrainBenchResult>> {
-    println!("adapter: {}", ctx.describe());
+    out!("adapter: {}", ctx.describe());
     let n = opt.gemm_size;
     let yardstick = || -> Result<Option<f64>> {
         let rate = (n > 0).then(|| {
@@ -87,12 +87,12 @@ pub fn bench_train(ctx: Arc<GpuContext>, opt: &BenchTrainOptions) -> Result<Vec<
         _ => None,
     };
     if let Some(rate) = gemm {
-        println!(
+        out!(
             "yardstick: this project's best GEMM at {n}x{n}x{n}: {rate:.2} GFLOP/s \
              (the better of a run before and one after the models)"
         );
     }
-    println!(
+    out!(
         "{:<10} {:>4} {:>9} {:>8} {:>12} {:>10} {:>10} {:>10} {:>10} {:>7}",
         "model",
         "prec",
@@ -109,7 +109,7 @@ pub fn bench_train(ctx: Arc<GpuContext>, opt: &BenchTrainOptions) -> Result<Vec<
         let share = gemm.map_or("-".to_string(), |g| {
             format!("{:.0}%", 100.0 * r.conv_gflops / g)
         });
-        println!(
+        out!(
             "{:<10} {:>4} {:>9.1} {:>8.2} {:>12.2} {:>10.2} {:>10.3} {:>10.3} {:>10.2} {:>7}",
             r.model,
             r.precision.name(),
@@ -123,12 +123,12 @@ pub fn bench_train(ctx: Arc<GpuContext>, opt: &BenchTrainOptions) -> Result<Vec<
             share
         );
     }
-    println!(
+    out!(
         "record ms: CPU wall time from a step's uploads to its submit inside the timed loop (it \
          shares the cores with a CPU adapter's work); encode ms: recording and finishing one \
          step's command buffer with the GPU idle"
     );
-    println!(
+    out!(
         "conv GF/s: the convs' FLOPs per step (forward, input and weight gradients) over the \
          whole step's time; % gemm: that against the yardstick GEMM above"
     );
@@ -182,7 +182,7 @@ fn bench_model(
     trainer.poll()?;
     if opt.profile {
         for line in trainer.plan().conv_choice_lines() {
-            println!("  {line}");
+            out!("  {line}");
         }
         profile_step(&ctx, &trainer)?;
     }
@@ -233,17 +233,20 @@ fn profile_step(ctx: &GpuContext, trainer: &Trainer) -> Result<()> {
         }
     }
     totals.sort_by(|a, b| b.1.total_cmp(&a.1));
-    println!(
+    out!(
         "  {:<40} {:>6} {:>10} {:>7}",
-        "dispatch kind", "count", "ms", "share"
+        "dispatch kind",
+        "count",
+        "ms",
+        "share"
     );
     for (key, t, n) in totals {
-        println!(
+        out!(
             "  {key:<40} {n:>6} {:>10.2} {:>6.1}%",
             1e3 * t,
             100.0 * t / all
         );
     }
-    println!("  {:<40} {:>6} {:>10.2}", "sum", "", 1e3 * all);
+    out!("  {:<40} {:>6} {:>10.2}", "sum", "", 1e3 * all);
     Ok(())
 }

@@ -40,7 +40,7 @@ fn columns() -> Vec<ConvKernel> {
 }
 
 pub fn bench_tune(ctx: &GpuContext, opt: &BenchTuneOptions) -> Result<()> {
-    println!("adapter: {}", ctx.describe());
+    out!("adapter: {}", ctx.describe());
     let mut shapes: Vec<(String, Conv2dShape)> = vec![];
     for model in &opt.models {
         let spec = ModelSpec::new(model, ShortcutKind::A, 10).map_err(anyhow::Error::msg)?;
@@ -72,29 +72,29 @@ pub fn bench_tune(ctx: &GpuContext, opt: &BenchTuneOptions) -> Result<()> {
             all
         });
     let columns = columns();
-    print!("{:<30} {:<15}", "conv (first layer)", "pass");
+    out_text!("{:<30} {:<15}", "conv (first layer)", "pass");
     for k in &columns {
-        print!(" {:>11}", k.name());
+        out_text!(" {:>11}", k.name());
     }
-    println!("  chosen (ms per run)");
+    out!("  chosen (ms per run)");
     for (layer, shape) in shapes {
         let conv = Conv2d::new(&layer, shape, ConvTuning::default())?;
         for pass in ConvPass::ALL {
             let timed = measure_conv(ctx, &conv, pass)?;
-            print!("{layer:<30} {:<15}", pass.name());
+            out_text!("{layer:<30} {:<15}", pass.name());
             for k in &columns {
                 let cell = match timed.iter().find(|(c, _)| c == k) {
                     Some((_, Some(t))) => format!("{:.3}", 1e3 * t),
                     Some((_, None)) => "failed".into(),
                     None => "-".into(),
                 };
-                print!(" {cell:>11}");
+                out_text!(" {cell:>11}");
             }
             let mut choices = ctx.choices.lock().unwrap();
             let key = conv_key(pass, &shape);
             match keep_fastest(&mut choices, key, timed, ConvKernel::name) {
-                Some(kernel) => println!("  {}", kernel.name()),
-                None => println!("  (none ran)"),
+                Some(kernel) => out!("  {}", kernel.name()),
+                None => out!("  (none ran)"),
             }
         }
     }
@@ -103,12 +103,12 @@ pub fn bench_tune(ctx: &GpuContext, opt: &BenchTuneOptions) -> Result<()> {
         .context("writing the kernel-choice cache")?;
     let choices = ctx.choices.lock().unwrap();
     match &choices.path {
-        Some(path) => println!(
+        Some(path) => out!(
             "cached {} choices for this adapter in {}",
             choices.len(),
             path.display()
         ),
-        None => println!("no cache folder on this platform: choices not kept"),
+        None => out!("no cache folder on this platform: choices not kept"),
     }
     Ok(())
 }
@@ -119,11 +119,11 @@ fn tune_reductions(ctx: &GpuContext, bn_shapes: &[BatchNormShape], batch: usize)
     let policy = ctx.choices.lock().unwrap().policy;
     ctx.set_tune_policy(TunePolicy::All);
     let available: Vec<&str> = Reduction::available(ctx).iter().map(|r| r.name()).collect();
-    println!("reductions (candidates: {}):", available.join(", "));
+    out!("reductions (candidates: {}):", available.join(", "));
     for &shape in bn_shapes {
         if let Ok(bn) = BatchNorm::new("tune", shape, Fusion::None) {
             let (r, _) = choose_bn_reduction(ctx, &bn);
-            println!(
+            out!(
                 "  batch norm {}x{}x{}: {}",
                 shape.batch,
                 shape.channels,
@@ -133,6 +133,6 @@ fn tune_reductions(ctx: &GpuContext, bn_shapes: &[BatchNormShape], batch: usize)
         }
     }
     let (r, _) = choose_loss_reduction(ctx, batch);
-    println!("  loss sum of {batch}: {}", r.name());
+    out!("  loss sum of {batch}: {}", r.name());
     ctx.set_tune_policy(policy);
 }
