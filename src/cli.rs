@@ -16,6 +16,12 @@ use crate::train::{DecayKind, Schedule, TrainConfig};
 
 pub const DEFAULT_EPOCHS: usize = 10;
 
+/// A count flag's parser that refuses values outside `min..=max`, naming the
+/// flag (zero and huge values divided by zero or aborted an allocation).
+pub fn bounded(min: usize, max: usize) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(min as u64..=max as u64)
+}
+
 pub use crate::data::DatasetKind;
 
 /// clap's `ValueEnum` for an enum of the core, so that clap stays in the

@@ -176,17 +176,20 @@ struct DownloadArgs {
 struct InfoArgs {
     #[command(flatten)]
     model: ModelArgs,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = bounded(1, resnet_wgpu::train::trainer::MAX_BATCH))]
     batch_size: usize,
     /// Image side the plan is sized for [default: 32 for CIFAR models, 224 otherwise].
-    #[arg(long)]
+    #[arg(long, value_parser = bounded(*IMAGE_SIDES.start(), *IMAGE_SIDES.end()))]
     image_size: Option<usize>,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = bounded(2, 1 << 20))]
     classes: usize,
     /// Size the plan for f32 or mixed-precision (f16) activations.
     #[arg(long, value_enum, default_value = "f32")]
     precision: Precision,
 }
+
+use resnet_wgpu::cli::bounded;
+use resnet_wgpu::data::IMAGE_SIDES;
 
 fn main() {
     let matches = Cli::command().get_matches();

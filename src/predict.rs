@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 
-use crate::data::{DataSplit, Dataset, load_image};
+use crate::data::{DataSplit, Dataset, IMAGE_SIDES, load_image};
 use crate::gpu::GpuContext;
 use crate::model::ModelSpec;
 use crate::runs;
@@ -68,6 +68,16 @@ impl ModelCard {
             .get(checkpoint::META_IMAGE)
             .and_then(|v| serde_json::from_str::<[usize; 2]>(v).ok())
             .map_or(if spec.is_cifar() { 32 } else { 224 }, |[h, _]| h);
+        // Checked like --image-size: 0 divided by zero, 100000 aborted an allocation.
+        if !IMAGE_SIDES.contains(&side) {
+            bail!(
+                "{}: its metadata's {} is {side}, outside {} to {}",
+                path.display(),
+                checkpoint::META_IMAGE,
+                IMAGE_SIDES.start(),
+                IMAGE_SIDES.end()
+            );
+        }
         let eval_crop = meta
             .get(checkpoint::META_EVAL_CROP)
             .and_then(|v| v.parse::<f64>().ok())

@@ -135,7 +135,7 @@ fn bad_flags_and_files_are_clear_errors() {
     let pickled = std::path::Path::new("/tmp/resnet-wgpu-cli-pickled");
     std::fs::create_dir_all(pickled).unwrap();
     std::fs::write(pickled.join("data_batch_1"), b"pickle").unwrap();
-    let cases: [(&[&str], &str); 12] = [
+    let cases: [(&[&str], &str); 20] = [
         (
             &["train", "--no-gui", "--norm", "group", "--groups", "3"],
             "--norm: group norm with 3 groups: layer bn1 has 16 channels; --groups must divide every layer's channels (here: divisors of 16)",
@@ -168,6 +168,29 @@ fn bad_flags_and_files_are_clear_errors() {
             "/nonexistent/w.safetensors: no such file or folder",
         ),
         (&["eval", "--checkpoint", "/"], "is neither a run folder"),
+        // Zero and huge numbers are refused by name (they divided by zero,
+        // aborted an allocation or wrapped the step count).
+        (&["info", "--image-size", "0"], "--image-size"),
+        (&["info", "--batch-size", "0"], "--batch-size"),
+        (&["bench", "ops", "--wg-n", "0"], "--wg-n"),
+        (&["bench", "ops", "--gemm-size", "200000"], "--gemm-size"),
+        (&["bench", "ops", "--batch", "100000000"], "--batch"),
+        (&["bench", "train", "--batch-size", "0"], "--batch-size"),
+        (
+            &["bench", "train", "--batch-size", "10000000"],
+            "--batch-size",
+        ),
+        (
+            &[
+                "train",
+                "--no-gui",
+                "--epochs",
+                "2305843009213693952",
+                "--max-steps",
+                "2",
+            ],
+            "--epochs",
+        ),
         (
             &[
                 "train",
@@ -461,6 +484,41 @@ fn predict_agrees_with_eval_on_the_runs_own_test_images() {
         ok && stdout.contains("0.png: ") && stdout.contains('%'),
         "{stdout}"
     );
+    // An image size of 0 or 100000 in the file's metadata is refused, naming
+    // the file (it divided by zero or aborted an allocation).
+    let last = std::fs::read_to_string(run_dir.join("checkpoints/last")).unwrap();
+    let model = run_dir
+        .join("checkpoints")
+        .join(last.trim())
+        .join("model.safetensors");
+    for side in [0, 100_000] {
+        let edited = out.join(format!("side-{side}.safetensors"));
+        with_metadata(&model, &edited, "image_size", &format!("[{side},{side}]"));
+        let (ok, _, err) = run(&[
+            "predict",
+            "--checkpoint",
+            edited.to_str().unwrap(),
+            &files[0],
+        ]);
+        assert!(!ok, "predict accepted image_size {side}");
+        assert!(
+            err.contains("image_size") && err.contains(edited.to_str().unwrap()),
+            "{err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+/// A copy of the safetensors file `from` at `to` with metadata `key` set to `value`.
+fn with_metadata(from: &std::path::Path, to: &std::path::Path, key: &str, value: &str) {
+    use safetensors::SafeTensors;
+    let bytes = std::fs::read(from).unwrap();
+    let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+    let mut metadata = meta.metadata().clone().unwrap_or_default();
+    metadata.insert(key.to_string(), value.to_string());
+    let tensors = SafeTensors::deserialize(&bytes).unwrap();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors.tensors();
+    std::fs::write(to, safetensors::serialize(views, Some(metadata)).unwrap()).unwrap();
 }
 
 /// Serves `body` over HTTP on 127.0.0.1 to every request (for `download`);

@@ -12,21 +12,26 @@ use crate::shapes::{BatchNormShape, Conv2dShape, ShortcutShape};
 #[derive(clap::Args, Clone, Debug)]
 pub struct BenchOpsOptions {
     /// Batch size of the ResNet-20 shapes.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = crate::cli::bounded(1, MAX_OPS_BATCH))]
     pub batch: usize,
     /// Timed repetitions per op (after one warm-up run).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub reps: u32,
     /// Size of the square reference GEMM (0 skips it).
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, value_parser = crate::cli::bounded(0, MAX_GEMM_SIZE))]
     pub gemm_size: usize,
     /// Conv/GEMM workgroup width along N (output pixels); default: the built-in tuning.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub wg_n: Option<u32>,
     /// Conv/GEMM workgroup height along M (channels); default: the built-in tuning.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub wg_m: Option<u32>,
 }
+
+/// The largest batch of the op shapes (a ResNet-20 activation at 1024 is
+/// 64 MiB) and reference GEMM (three 8192-square f32 matrices are 768 MiB).
+pub const MAX_OPS_BATCH: usize = 1024;
+pub const MAX_GEMM_SIZE: usize = 8192;
 
 impl BenchOpsOptions {
     fn tuning(&self) -> ConvTuning {

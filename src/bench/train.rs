@@ -23,10 +23,10 @@ pub struct BenchTrainOptions {
     /// Models to time.
     #[arg(long, value_delimiter = ',', default_value = "resnet20,resnet56")]
     pub models: Vec<String>,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = crate::cli::bounded(1, crate::train::trainer::MAX_BATCH))]
     pub batch_size: usize,
     /// Timed steps per model (after the first, which compiles the pipelines).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = crate::cli::bounded(1, 100_000))]
     pub steps: usize,
     /// Also time every dispatch of a step on its own and print the totals per
     /// kind of dispatch (slow: each is submitted separately).
@@ -34,7 +34,7 @@ pub struct BenchTrainOptions {
     pub profile: bool,
     /// Size of the square GEMM the models' rates are compared with (its best
     /// kernel, timed in the same run; 0 skips it).
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, value_parser = crate::cli::bounded(0, super::ops::MAX_GEMM_SIZE))]
     pub gemm_size: usize,
     /// Precisions to time each model at, alternated model by model
     /// ("f32,f16" puts mixed precision next to f32 in one run).

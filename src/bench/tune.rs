@@ -21,10 +21,10 @@ pub struct BenchTuneOptions {
     /// Models whose convs to tune.
     #[arg(long, value_delimiter = ',', default_value = "resnet20,resnet56")]
     pub models: Vec<String>,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = crate::cli::bounded(1, crate::train::trainer::MAX_BATCH))]
     pub batch_size: usize,
     /// Image side [default: 32 for CIFAR models, 224 otherwise].
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::bounded(*crate::data::IMAGE_SIDES.start(), *crate::data::IMAGE_SIDES.end()))]
     pub image_size: Option<usize>,
 }
 

@@ -65,6 +65,8 @@ pub struct TrainConfig {
 pub const MAX_BATCH: usize = 1 << 16;
 pub const MAX_REPORT_EVERY: usize = 10_000;
 pub const MAX_WORKERS: usize = 1024;
+/// Epochs times steps per epoch must count in a u64 with room to spare.
+pub const MAX_EPOCHS: usize = 1_000_000;
 
 impl TrainConfig {
     /// Checks every value, whether it came from a flag or from a file: the
@@ -83,8 +85,8 @@ impl TrainConfig {
                 ),
             ),
             (
-                self.epochs >= 1 && s.epochs == self.epochs,
-                format!("--epochs must be at least 1, got {}", self.epochs),
+                (1..=MAX_EPOCHS).contains(&self.epochs) && s.epochs == self.epochs,
+                format!("--epochs must be 1 to {MAX_EPOCHS}, got {}", self.epochs),
             ),
             (
                 positive(s.base_lr),
@@ -633,7 +635,7 @@ impl Trainer {
     }
 
     pub fn total_steps(&self) -> u64 {
-        let all = (self.steps_per_epoch * self.config.epochs) as u64;
+        let all = (self.steps_per_epoch as u64).saturating_mul(self.config.epochs as u64);
         self.config.max_steps.map_or(all, |m| m.min(all))
     }
 
