@@ -916,3 +916,23 @@ fn random_resized_crops_match_torchvisions_distribution() {
         );
     }
 }
+
+/// An image folder with `train/` and `test/` (no `val/`) is an image folder,
+/// not "CIFAR's Python (pickle) version" (issue 25).
+#[test]
+fn an_image_folder_with_test_instead_of_val_is_recognised() {
+    let dir = picture_folder("train-test", 2);
+    std::fs::rename(dir.join("val"), dir.join("test")).unwrap();
+    assert_eq!(
+        data::DataSource::detect(&dir).unwrap(),
+        data::DatasetKind::Folder
+    );
+    assert_eq!(data::load_pictures(&dir, 16).unwrap().test.len(), 6);
+    // With train/ alone, the message is about the folder, not a pickle.
+    std::fs::remove_dir_all(dir.join("test")).unwrap();
+    let e = data::DataSource::detect(&dir).unwrap_err().to_string();
+    assert!(
+        !e.contains("pickle") && e.contains("image folder (train/ and val/"),
+        "{e}"
+    );
+}

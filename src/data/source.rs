@@ -135,18 +135,19 @@ impl DataSource {
         if super::shards::is_packed(dir) {
             return Ok(DatasetKind::Shards);
         }
-        if dir.join("train").is_dir() && dir.join("val").is_dir() {
+        // Folders, not the pickled CIFAR-100's `train` and `test` files.
+        let folder = |name: &str| dir.join(name).is_dir();
+        if folder("train") && (folder("val") || folder("test")) {
             return Ok(DatasetKind::Folder);
         }
-        let pickled = [
-            "data_batch_1",
-            "train",
-            "cifar-10-batches-py",
-            "cifar-100-python",
-        ];
-        if let Some(found) = pickled
+        // The pickled downloads' files, and the folders they unpack to (a
+        // `train` folder is an image folder's, not a pickle).
+        let pickled_files = ["data_batch_1", "train"];
+        let pickled_folders = ["cifar-10-batches-py", "cifar-100-python"];
+        if let Some(found) = pickled_files
             .iter()
-            .find(|n| dir.join(n).is_file() || dir.join(n).is_dir())
+            .find(|n| dir.join(n).is_file())
+            .or_else(|| pickled_folders.iter().find(|n| dir.join(n).is_dir()))
         {
             return Err(DataError::Invalid {
                 path: dir.join(found),
