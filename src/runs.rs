@@ -364,9 +364,16 @@ fn check_same_data(config: &TrainConfig, data: &DataSplit, dir: &Path) -> Result
 /// resume starts from, e.g. before a kill), so the resumed run does not
 /// record them twice. Rewritten atomically; a missing file is fine.
 fn drop_records_after(run_dir: &Path, step: u64) -> Result<()> {
-    let records = read_metrics(run_dir)?;
+    let read = read_metrics_log(run_dir)?;
+    let records = read.records;
     let kept: Vec<&EpochReport> = records.iter().filter(|r| r.step <= step).collect();
-    if kept.len() == records.len() {
+    if read.torn {
+        eprintln!(
+            "metrics.jsonl: dropped a torn last line (an append cut short by a crash or a full \
+             disk)"
+        );
+    }
+    if kept.len() == records.len() && !read.unterminated {
         return Ok(());
     }
     let mut text = String::new();
@@ -375,10 +382,12 @@ fn drop_records_after(run_dir: &Path, step: u64) -> Result<()> {
         text.push('\n');
     }
     checkpoint::write_atomically(&run_dir.join("metrics.jsonl"), text.as_bytes())?;
-    eprintln!(
-        "metrics.jsonl: dropped {} record(s) past step {step}, where this run resumes",
-        records.len() - kept.len()
-    );
+    if kept.len() < records.len() {
+        eprintln!(
+            "metrics.jsonl: dropped {} record(s) past step {step}, where this run resumes",
+            records.len() - kept.len()
+        );
+    }
     Ok(())
 }
 
@@ -423,18 +432,48 @@ impl BestSoFar {
 
 /// The evaluations a run folder has recorded (none for a new run).
 pub fn read_metrics(run_dir: &Path) -> Result<Vec<EpochReport>> {
+    Ok(read_metrics_log(run_dir)?.records)
+}
+
+/// metrics.jsonl as read: its records, and whether its end needs repair.
+struct MetricsLogRead {
+    records: Vec<EpochReport>,
+    /// The last line was cut short (the disk filled, or the process died,
+    /// during an append): not newline-terminated and not a record.
+    torn: bool,
+    /// The file does not end with a newline (the next append would join it).
+    unterminated: bool,
+}
+
+/// Reads metrics.jsonl: a torn last line is the crash it is and is left
+/// out; an unreadable line anywhere else is damage and refused, naming it.
+fn read_metrics_log(run_dir: &Path) -> Result<MetricsLogRead> {
     let path = run_dir.join("metrics.jsonl");
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    text.lines()
-        .enumerate()
-        .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(i, line)| {
-            serde_json::from_str(line)
-                .with_context(|| format!("{} line {}: not a metrics record", path.display(), i + 1))
-        })
-        .collect()
+    let unterminated = !text.is_empty() && !text.ends_with('\n');
+    let lines: Vec<&str> = text.lines().collect();
+    let mut read = MetricsLogRead {
+        records: vec![],
+        torn: false,
+        unterminated,
+    };
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str(line) {
+            Ok(record) => read.records.push(record),
+            Err(_) if unterminated && i + 1 == lines.len() => read.torn = true,
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("{} line {}: not a metrics record", path.display(), i + 1)
+                });
+            }
+        }
+    }
+    Ok(read)
 }

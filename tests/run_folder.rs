@@ -643,3 +643,28 @@ fn checkpoints_between_epochs_and_the_best_one_is_kept() {
     let o = eval(&run.join("checkpoints/best"));
     assert_ok(&o);
 }
+
+/// A metrics record cut short by a full disk (a last line without its
+/// newline) is the crash it is: a resume drops it, says so, and goes on;
+/// garbage in the middle of the log is still refused, naming the line
+/// (issue 25).
+#[test]
+fn a_torn_last_metrics_line_is_dropped_and_damage_in_the_middle_refused() {
+    let out = temp("torn-metrics");
+    assert_ok(&train(&out, &["--epochs", "1"], &[]));
+    let run = out.join("run");
+    let log = run.join("metrics.jsonl");
+    let whole = std::fs::read_to_string(&log).unwrap();
+    std::fs::write(&log, format!("{whole}{{\"epoch\": 2.0, \"st")).unwrap();
+    let o = resume(&out, &run, &["--epochs", "2"], &[]);
+    assert_ok(&o);
+    assert!(stderr(&o).contains("torn"), "{}", stderr(&o));
+    assert_eq!(metric_steps(&run), [2, 4]);
+    let two = std::fs::read_to_string(&log).unwrap();
+    std::fs::write(&log, format!("not json\n{two}")).unwrap();
+    assert_clear_failure(
+        &resume(&out, &run, &["--epochs", "3"], &[]),
+        "metrics.jsonl line 1: not a metrics record",
+    );
+    let _ = std::fs::remove_dir_all(out);
+}
