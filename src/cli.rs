@@ -16,6 +16,20 @@ use crate::train::{DecayKind, Schedule, TrainConfig};
 
 pub const DEFAULT_EPOCHS: usize = 10;
 
+/// A run name is one folder inside `--out`: not empty, `.` or `..`, and
+/// without a path separator (`''` used --out itself, `../..` wrote outside it).
+fn run_name(text: &str) -> Result<String, String> {
+    let one_component = std::path::Path::new(text)
+        .components()
+        .map(|c| matches!(c, std::path::Component::Normal(_)))
+        .eq([true]);
+    if one_component && !text.contains(['/', '\\']) {
+        Ok(text.to_string())
+    } else {
+        Err(format!("'{text}' is not a folder name (no '/', '..' or empty name)"))
+    }
+}
+
 /// A count flag's parser that refuses values outside `min..=max`, naming the
 /// flag (zero and huge values divided by zero or aborted an allocation).
 pub fn bounded(min: usize, max: usize) -> clap::builder::RangedU64ValueParser<usize> {
@@ -352,8 +366,9 @@ pub struct TrainArgs {
     /// Folder that holds one folder per run.
     #[arg(long, value_name = "DIR", default_value = "runs", help_heading = "Run")]
     pub out: PathBuf,
-    /// Run name [default: <model>-<dataset>-<seconds since 1970>].
-    #[arg(long, value_name = "NAME", help_heading = "Run")]
+    /// Run name: one folder name inside --out [default:
+    /// <model>-<dataset>-<seconds since 1970>].
+    #[arg(long, value_name = "NAME", value_parser = run_name, help_heading = "Run")]
     pub name: Option<String>,
     /// Continue a run: its folder (or a checkpoint folder). Model, data,
     /// recipe and seed come from its saved config; a flag that contradicts

@@ -135,7 +135,7 @@ fn bad_flags_and_files_are_clear_errors() {
     let pickled = std::path::Path::new("/tmp/resnet-wgpu-cli-pickled");
     std::fs::create_dir_all(pickled).unwrap();
     std::fs::write(pickled.join("data_batch_1"), b"pickle").unwrap();
-    let cases: [(&[&str], &str); 20] = [
+    let cases: [(&[&str], &str); 23] = [
         (
             &["train", "--no-gui", "--norm", "group", "--groups", "3"],
             "--norm: group norm with 3 groups: layer bn1 has 16 channels; --groups must divide every layer's channels (here: divisors of 16)",
@@ -170,6 +170,9 @@ fn bad_flags_and_files_are_clear_errors() {
         (&["eval", "--checkpoint", "/"], "is neither a run folder"),
         // Zero and huge numbers are refused by name (they divided by zero,
         // aborted an allocation or wrapped the step count).
+        (&["train", "--no-gui", "--name", ""], "--name"),
+        (&["train", "--no-gui", "--name", "../.."], "--name"),
+        (&["train", "--no-gui", "--name", "a/b"], "--name"),
         (&["info", "--image-size", "0"], "--image-size"),
         (&["info", "--batch-size", "0"], "--batch-size"),
         (&["bench", "ops", "--wg-n", "0"], "--wg-n"),
