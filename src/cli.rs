@@ -26,7 +26,9 @@ fn run_name(text: &str) -> Result<String, String> {
     if one_component && !text.contains(['/', '\\']) {
         Ok(text.to_string())
     } else {
-        Err(format!("'{text}' is not a folder name (no '/', '..' or empty name)"))
+        Err(format!(
+            "'{text}' is not a folder name (no '/', '..' or empty name)"
+        ))
     }
 }
 
@@ -37,6 +39,7 @@ pub fn bounded(min: usize, max: usize) -> clap::builder::RangedU64ValueParser<us
 }
 
 pub use crate::data::DatasetKind;
+pub use crate::train::CheckpointEvery;
 
 /// clap's `ValueEnum` for an enum of the core, so that clap stays in the
 /// command-line front end: each variant's name on the command line and its
@@ -373,8 +376,9 @@ pub struct TrainArgs {
     /// Continue a run: its folder (or a checkpoint folder). Model, data,
     /// recipe and seed come from its saved config; a flag that contradicts
     /// them is refused. May change on resume: --epochs (a larger value extends
-    /// the run), --max-steps, --report-every, --stream-data, --workers, and --data (the
-    /// same data in another place; checked by content).
+    /// the run), --max-steps, --report-every, --stream-data, --workers,
+    /// --checkpoint-every (kept when not given), and --data (the same data
+    /// in another place; checked by content).
     #[arg(long, value_name = "DIR", help_heading = "Run")]
     pub resume: Option<PathBuf>,
     /// Stop after this many steps in all.
@@ -414,28 +418,6 @@ pub struct TrainArgs {
     /// whose value differs from its default counts as given too).
     #[arg(skip)]
     pub given: std::collections::BTreeSet<String>,
-}
-
-/// `--checkpoint-every`: a step count or minutes.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum CheckpointEvery {
-    Steps(u64),
-    Minutes(f64),
-}
-
-impl CheckpointEvery {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let bad = || format!("'{text}': expected a step count (500) or minutes (10m)");
-        let every = match text.strip_suffix('m') {
-            Some(minutes) => CheckpointEvery::Minutes(minutes.trim().parse().map_err(|_| bad())?),
-            None => CheckpointEvery::Steps(text.trim().parse().map_err(|_| bad())?),
-        };
-        match every {
-            CheckpointEvery::Steps(0) => Err(bad()),
-            CheckpointEvery::Minutes(m) if !(m.is_finite() && m > 0.0) => Err(bad()),
-            ok => Ok(ok),
-        }
-    }
 }
 
 /// How images are normalized before the network.
@@ -714,6 +696,7 @@ impl TrainArgs {
             max_steps: self.max_steps,
             stream_data: self.stream_data,
             workers: self.workers,
+            checkpoint_every: self.checkpoint_every,
             precision: self.precision,
             data: Some(data.identity()),
             source: Some(source),

@@ -332,7 +332,7 @@ fn train(ctx: Arc<GpuContext>, args: &TrainArgs) -> Result<Option<i32>> {
     print_feed(&trainer, &ctx);
     let options = headless::RunOptions {
         quiet: false,
-        checkpoint_every: args.checkpoint_every,
+        checkpoint_every: trainer.config.checkpoint_every,
     };
     let result = headless::run_with(&mut trainer, &run_dir, options)?;
     if let Some(c) = &result.checkpoint {

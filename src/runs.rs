@@ -298,7 +298,8 @@ fn resumed_config(
         bail!(
             "--resume {}: {} contradict{} the run's saved config; a resumed run keeps its model, \
              data and recipe (may change: --epochs to extend, --max-steps, --report-every, \
-             --stream-data, --workers, --precision, --data for the same data elsewhere)",
+             --stream-data, --workers, --checkpoint-every, --precision, --data for the same data \
+             elsewhere)",
             file.display(),
             contradictions.join(", "),
             if contradictions.len() == 1 { "s" } else { "" }
@@ -324,6 +325,9 @@ fn resumed_config(
     config.report_every = args.report_every;
     config.stream_data = args.stream_data;
     config.workers = args.workers;
+    if args.checkpoint_every.is_some() {
+        config.checkpoint_every = args.checkpoint_every;
+    }
     // Checkpoints are f32 at either precision, so a resume may switch; the
     // loss scale starts again (it is not checkpointed).
     if args.given.contains("--precision") || args.precision != TrainArgs::defaults().precision {

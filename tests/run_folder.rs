@@ -668,3 +668,34 @@ fn a_torn_last_metrics_line_is_dropped_and_damage_in_the_middle_refused() {
     );
     let _ = std::fs::remove_dir_all(out);
 }
+
+/// `--checkpoint-every` is a run option saved with the run: a resume without
+/// the flag keeps the cadence (it checkpointed only at epoch ends, issue 25).
+#[test]
+fn a_resume_keeps_the_checkpoint_cadence() {
+    let out = temp("cadence");
+    let first = [
+        "--epochs",
+        "2",
+        "--checkpoint-every",
+        "1",
+        "--max-steps",
+        "1",
+    ];
+    assert_ok(&train(&out, &first, &[]));
+    let run = out.join("run");
+    let config = std::fs::read_to_string(run.join("config.json")).unwrap();
+    assert!(config.contains("checkpoint_every"), "{config}");
+    assert_ok(&resume(&out, &run, &["--epochs", "2"], &[]));
+    // Steps 2, 3 and 4 checkpointed (the newest two kept): step 3 is the
+    // cadence's; epoch ends alone would have kept steps 2 and 4.
+    assert!(
+        run.join("checkpoints/step-00000003").is_dir(),
+        "{:?}",
+        std::fs::read_dir(run.join("checkpoints"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect::<Vec<_>>()
+    );
+    let _ = std::fs::remove_dir_all(out);
+}

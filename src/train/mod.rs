@@ -13,4 +13,6 @@ pub use feed::FeedMode;
 pub use plan::{ConvChoice, ParamArena, Plan, PlanRequest, PlanSummary, conv_layers};
 pub use schedule::{DecayKind, Schedule};
 pub use throughput::Throughput;
-pub use trainer::{EpochReport, Progress, StepReport, TrainConfig, TrainEvent, Trainer};
+pub use trainer::{
+    CheckpointEvery, EpochReport, Progress, StepReport, TrainConfig, TrainEvent, Trainer,
+};

@@ -43,6 +43,9 @@ pub struct TrainConfig {
     /// Decode threads of an image folder's input pipeline (0: one per core).
     #[serde(default)]
     pub workers: usize,
+    /// Checkpoints between epoch ends too (`--checkpoint-every`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_every: Option<CheckpointEvery>,
     /// The data trained on, by content (absent in runs made before it was
     /// recorded, and in evaluation configs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -61,6 +64,38 @@ pub struct TrainConfig {
     pub precision: Precision,
 }
 
+/// `--checkpoint-every`: a step count or minutes (a run option, saved
+/// with the run so that a resume keeps it).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckpointEvery {
+    Steps(u64),
+    Minutes(f64),
+}
+
+impl CheckpointEvery {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || format!("'{text}': expected a step count (500) or minutes (10m)");
+        let every = match text.strip_suffix('m') {
+            Some(minutes) => CheckpointEvery::Minutes(minutes.trim().parse().map_err(|_| bad())?),
+            None => CheckpointEvery::Steps(text.trim().parse().map_err(|_| bad())?),
+        };
+        if every.is_valid() {
+            Ok(every)
+        } else {
+            Err(bad())
+        }
+    }
+
+    /// At least one step, or a finite positive number of minutes.
+    pub fn is_valid(&self) -> bool {
+        match *self {
+            CheckpointEvery::Steps(n) => n > 0,
+            CheckpointEvery::Minutes(m) => m.is_finite() && m > 0.0,
+        }
+    }
+}
+
 /// Upper bounds that keep a typo from allocating the machine away.
 pub const MAX_BATCH: usize = 1 << 16;
 pub const MAX_REPORT_EVERY: usize = 10_000;
@@ -76,7 +111,7 @@ impl TrainConfig {
         let non_negative = |v: f32| v.is_finite() && v >= 0.0;
         let s = &self.schedule;
         let side = image.height.min(image.width);
-        let checks: [(bool, String); 13] = [
+        let checks: [(bool, String); 14] = [
             (
                 (1..=MAX_BATCH).contains(&self.batch_size),
                 format!(
@@ -126,6 +161,13 @@ impl TrainConfig {
                 format!(
                     "--workers must be 0 (one per core) to {MAX_WORKERS}, got {}",
                     self.workers
+                ),
+            ),
+            (
+                self.checkpoint_every.is_none_or(|c| c.is_valid()),
+                format!(
+                    "--checkpoint-every must be a positive step count or minutes, got {:?}",
+                    self.checkpoint_every
                 ),
             ),
             (
@@ -217,6 +259,7 @@ impl TrainConfig {
             max_steps: None,
             stream_data: false,
             workers: 0,
+            checkpoint_every: None,
             precision: Precision::F32,
             data: None,
             source: None,
