@@ -79,7 +79,11 @@ fn forward_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var k = 0u; k < p.classes; k++) {
         above += select(0u, 1u, logits[row + k] > label_logit);
     }
-    sample_loss[b] = log(sum_exp) + best - label_logit;
+    // log(sum exp(x - max)) - (x_label - max): adding the maximum back
+    // (log(sum) + max - x_label) rounds the loss away when every logit is
+    // large (2.0 instead of ln 10 at 1e7). Non-finite logits stay NaN: a
+    // divergence, not a zero loss.
+    sample_loss[b] = log(sum_exp) - (label_logit - best);
     sample_correct[b] = select(0.0, 1.0, best_class == label);
     sample_correct[p.batch + b] = select(0.0, 1.0, above < 5u);
     let scale = loss_scale[0] / f32(p.valid);

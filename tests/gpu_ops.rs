@@ -1635,3 +1635,35 @@ fn loss_scaler_skips_overflowed_steps_and_adapts_the_scale() {
     let expect = widen(&stored_as(&read(&w), DType::F16));
     assert_close("f16 weight copy", &read(&copy), &expect, 0.0, 0.0);
 }
+
+/// The loss keeps its precision when every logit is large: logits shifted by
+/// one constant give the same loss (all equal: ln(classes)), where adding the
+/// maximum back gave 2.3047 at 1e5, 2.0 at 1e7 and 0.0 at 1e8 (issue 25).
+#[test]
+fn cross_entropy_keeps_its_precision_at_large_logits() {
+    let classes = 10;
+    let offsets = [0.0f32, 1e5, 1e6, 1e7, 1e8];
+    let mut logits = vec![];
+    for &offset in &offsets {
+        logits.extend(std::iter::repeat_n(offset, classes));
+    }
+    // And small differences on a large offset (as the f32 logits hold them).
+    logits.extend(random(74, classes).iter().map(|v| v + 1e4));
+    let batch = offsets.len() + 1;
+    let labels: Vec<u32> = (0..batch as u32).map(|b| b % classes as u32).collect();
+    let case = LossCase::new(&logits, &labels, 0.0);
+    let d = loss::softmax_cross_entropy(ctx(), "loss", &case.tensors(), batch, Reduction::Tree)
+        .unwrap();
+    run(&d.iter().collect::<Vec<_>>());
+    let expect = oracle::loss::softmax_cross_entropy(&widen(&logits), &labels, classes);
+    let got = read(&case.sample_loss);
+    for (b, &offset) in offsets.iter().enumerate() {
+        let ln10 = (classes as f32).ln();
+        assert!(
+            (got[b] - ln10).abs() < 1e-5,
+            "offset {offset}: loss {} instead of {ln10}",
+            got[b]
+        );
+    }
+    assert_close("per-sample loss", &got, &expect.per_sample_loss, 1e-5, 1e-5);
+}

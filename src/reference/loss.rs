@@ -27,7 +27,8 @@ pub fn softmax_cross_entropy(logits: &[f64], labels: &[u32], classes: usize) -> 
         let argmax = (0..classes).fold(0, |best, k| if row[k] > row[best] { k } else { best });
         let max = row[argmax];
         let sum_exp: f64 = row.iter().map(|v| (v - max).exp()).sum();
-        let loss = sum_exp.ln() + max - row[label as usize];
+        // The kernel's form: nothing large is added back.
+        let loss = sum_exp.ln() - (row[label as usize] - max);
         out.per_sample_loss.push(loss);
         out.correct += usize::from(argmax == label as usize);
         let above = row.iter().filter(|&&v| v > row[label as usize]).count();
