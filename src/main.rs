@@ -10,7 +10,7 @@ use resnet_wgpu::bench::{
     self, BenchDataOptions, BenchOpsOptions, BenchTrainOptions, BenchTuneOptions,
 };
 use resnet_wgpu::cli::{DataArgs, DatasetKind, ModelArgs, Normalize, TrainArgs};
-use resnet_wgpu::data::DataSplit;
+use resnet_wgpu::data::{DataSource, DataSplit};
 use resnet_wgpu::gpu::{BackendChoice, GpuContext, GpuError, Precision, TunePolicy};
 use resnet_wgpu::model::ModelSpec;
 use resnet_wgpu::shapes::{AugmentConfig, ImageShape, SgdConfig};
@@ -588,7 +588,16 @@ fn eval_data(args: &EvalArgs, saved: Option<&TrainConfig>) -> Result<DataSplit> 
     let Some(source) = saved.and_then(|c| c.source.as_ref()) else {
         return args.data.load(seed);
     };
-    let other = args.data.contradictions(source, &args.given);
+    let mut other = args.data.contradictions(source, &args.given);
+    // --data names other data when it holds another format than the run's
+    // (or the run trained on the built-in set), or is not there at all.
+    if let Some(dir) = &args.data.data {
+        let same_format = source.kind != DatasetKind::Synthetic
+            && DataSource::detect(dir).is_ok_and(|kind| kind == source.kind);
+        if !same_format {
+            other.push(format!("--data {}", dir.display()));
+        }
+    }
     if !other.is_empty() {
         eprintln!(
             "note: evaluating on the data the flags pick ({}), not the run's own",

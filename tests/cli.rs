@@ -487,6 +487,30 @@ fn predict_agrees_with_eval_on_the_runs_own_test_images() {
         ok && stdout.contains("0.png: ") && stdout.contains('%'),
         "{stdout}"
     );
+    // --data picks other data for eval, even for a run on the built-in set
+    // (it was ignored: the run's own data was evaluated without a word).
+    let run_s = run_dir.to_str().unwrap();
+    let (ok, _, err) = run(&[
+        "eval",
+        "--checkpoint",
+        run_s,
+        "--data",
+        "/nonexistent/other",
+    ]);
+    assert!(!ok && err.contains("/nonexistent/other"), "{err}");
+    let folder = jpeg_folder("eval-other", 4);
+    let (ok, _, err) = run(&[
+        "eval",
+        "--checkpoint",
+        run_s,
+        "--data",
+        folder.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && err.contains("2 classes"),
+        "evaluated the run's own data: {err}"
+    );
+    let _ = std::fs::remove_dir_all(folder);
     // An image size of 0 or 100000 in the file's metadata is refused, naming
     // the file (it divided by zero or aborted an allocation).
     let last = std::fs::read_to_string(run_dir.join("checkpoints/last")).unwrap();
