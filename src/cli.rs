@@ -288,6 +288,7 @@ pub struct TrainArgs {
     pub batch_size: usize,
     /// SGD learning rate (the paper's 0.1 at batch 128).
     #[arg(
+        allow_negative_numbers = true,
         long,
         value_name = "RATE",
         default_value_t = 0.1,
@@ -295,10 +296,17 @@ pub struct TrainArgs {
     )]
     pub lr: f32,
     /// SGD momentum.
-    #[arg(long, value_name = "M", default_value_t = 0.9, help_heading = "Recipe")]
+    #[arg(
+        allow_negative_numbers = true,
+        long,
+        value_name = "M",
+        default_value_t = 0.9,
+        help_heading = "Recipe"
+    )]
     pub momentum: f32,
     /// L2 weight decay, applied by SGD to every parameter (as PyTorch's).
     #[arg(
+        allow_negative_numbers = true,
         long,
         value_name = "WD",
         default_value_t = 1e-4,
@@ -321,14 +329,27 @@ pub struct TrainArgs {
     )]
     pub milestones: Option<Vec<usize>>,
     /// Factor of each multi-step decay.
-    #[arg(long, value_name = "F", default_value_t = 0.1, help_heading = "Recipe")]
+    #[arg(
+        allow_negative_numbers = true,
+        long,
+        value_name = "F",
+        default_value_t = 0.1,
+        help_heading = "Recipe"
+    )]
     pub gamma: f32,
     /// Epochs of linear warm-up from --warmup-lr to --lr (the paper warms
     /// ResNet-110 up at 0.01).
-    #[arg(long, value_name = "E", default_value_t = 0.0, help_heading = "Recipe")]
+    #[arg(
+        allow_negative_numbers = true,
+        long,
+        value_name = "E",
+        default_value_t = 0.0,
+        help_heading = "Recipe"
+    )]
     pub warmup_epochs: f32,
     /// Learning rate at the start of the warm-up.
     #[arg(
+        allow_negative_numbers = true,
         long,
         value_name = "RATE",
         default_value_t = 0.01,

@@ -135,7 +135,7 @@ fn bad_flags_and_files_are_clear_errors() {
     let pickled = std::path::Path::new("/tmp/resnet-wgpu-cli-pickled");
     std::fs::create_dir_all(pickled).unwrap();
     std::fs::write(pickled.join("data_batch_1"), b"pickle").unwrap();
-    let cases: [(&[&str], &str); 23] = [
+    let cases: [(&[&str], &str); 25] = [
         (
             &["train", "--no-gui", "--norm", "group", "--groups", "3"],
             "--norm: group norm with 3 groups: layer bn1 has 16 channels; --groups must divide every layer's channels (here: divisors of 16)",
@@ -170,6 +170,16 @@ fn bad_flags_and_files_are_clear_errors() {
         (&["eval", "--checkpoint", "/"], "is neither a run folder"),
         // Zero and huge numbers are refused by name (they divided by zero,
         // aborted an allocation or wrapped the step count).
+        // A negative number reaches the bound check that names the flag
+        // (it was "unexpected argument '-0' found").
+        (
+            &["train", "--no-gui", "--lr", "-0.1"],
+            "--lr must be a positive number, got -0.1",
+        ),
+        (
+            &["train", "--no-gui", "--momentum", "-1"],
+            "--momentum must be in [0, 1), got -1",
+        ),
         (&["train", "--no-gui", "--name", ""], "--name"),
         (&["train", "--no-gui", "--name", "../.."], "--name"),
         (&["train", "--no-gui", "--name", "a/b"], "--name"),
