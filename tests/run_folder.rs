@@ -313,6 +313,23 @@ fn values_read_from_disk_are_checked_like_flags() {
     assert_clear_failure(&eval(&ckpt), "'conv1.weight' holds NaN");
     restore();
 
+    // NaN momenta are damage in the checkpoint, named as such (one step
+    // later the run blamed --lr and called this "the last good checkpoint").
+    doctor(&trainer, |d| {
+        d.tensors.get_mut("conv1.weight.momentum_buffer").unwrap().1[0] = f32::NAN
+    });
+    let o = resume(&out, &ckpt, &["--epochs", "2"], &[]);
+    assert_clear_failure(&o, "'conv1.weight.momentum_buffer' holds NaN");
+    assert!(stderr(&o).contains("trainer.safetensors"), "{}", stderr(&o));
+    restore();
+
+    // A running variance that cannot be one is refused.
+    doctor(&model, |d| {
+        d.tensors.get_mut("bn1.running_var").unwrap().1[0] = -1.0
+    });
+    assert_clear_failure(&eval(&ckpt), "'bn1.running_var' holds a negative variance");
+    restore();
+
     // Finite weights whose outputs are not: eval fails instead of printing null.
     doctor(&model, |d| {
         for v in d.tensors.get_mut("fc.weight").unwrap().1.iter_mut() {

@@ -701,6 +701,9 @@ pub fn load_model(
         if !values.iter().all(|v| v.is_finite()) {
             return Err(bad(format!("'{}' holds NaN or infinite values", e.name)));
         }
+        if e.role == TensorRole::RunningVar && values.iter().any(|&v| v < 0.0) {
+            return Err(bad(format!("'{}' holds a negative variance", e.name)));
+        }
         match e.role {
             TensorRole::BatchesTracked => tracked = tracked.max(values.first().map(|&v| v as u64)),
             _ => gpu_tensor(trainer.plan(), &e.name)?.write_f32(trainer.ctx(), values)?,
@@ -810,6 +813,14 @@ pub fn load_momenta(
             return Err(CheckpointError::Mismatch {
                 path: path.to_path_buf(),
                 detail: format!("'{key}' has shape {shape:?}, expected {:?}", value.shape()),
+            });
+        }
+        // Checked like the weights: a NaN momentum made the next step
+        // diverge and blame --lr.
+        if !values.iter().all(|v| v.is_finite()) {
+            return Err(CheckpointError::Mismatch {
+                path: path.to_path_buf(),
+                detail: format!("'{key}' holds NaN or infinite values"),
             });
         }
         momentum.write_f32(trainer.ctx(), values)?;
