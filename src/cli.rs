@@ -673,7 +673,7 @@ impl TrainArgs {
         let source = self.data.source()?;
         let normalize = match (&self.normalize, &self.init) {
             (Some(n), _) => n.clone(),
-            (None, Some(init)) => match crate::train::checkpoint::saved_normalization(init) {
+            (None, Some(init)) => match crate::train::checkpoint::saved_normalization(init)? {
                 Some((m, s)) => Normalize::Values(m, s),
                 None => Normalize::Imagenet,
             },

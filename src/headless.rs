@@ -80,7 +80,8 @@ pub fn handle_stop_signals() -> std::io::Result<()> {
     Ok(())
 }
 
-fn stop_requested() -> Option<i32> {
+/// The stop signal received, if any (its number).
+pub fn stop_requested() -> Option<i32> {
     match STOP_SIGNAL.load(Ordering::SeqCst) {
         0 => None,
         s => Some(s as i32),

@@ -170,6 +170,9 @@ struct DownloadArgs {
     /// The MD5 of the archive at --url.
     #[arg(long, value_name = "HEX", requires = "url")]
     md5: Option<String>,
+    /// Give up when under 1 KiB/s arrives for this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    stall_timeout: u32,
 }
 
 #[derive(Args)]
@@ -234,7 +237,7 @@ fn flags_given(matches: &clap::ArgMatches) -> std::collections::BTreeSet<String>
 fn run(cli: Cli) -> Result<Option<i32>> {
     let command = match cli.command {
         // No GPU needed.
-        Some(Command::Download(args)) => return download(&args).map(|()| None),
+        Some(Command::Download(args)) => return download(&args),
         Some(Command::Check(args)) => return check(&args).map(|()| None),
         Some(Command::Pack(args)) => return pack(&args).map(|()| None),
         Some(Command::Bench {
@@ -254,7 +257,7 @@ fn run(cli: Cli) -> Result<Option<i32>> {
         Command::Eval(args) => done(eval(ctx, &args)),
         Command::Predict(args) => done(predict(ctx, &args)),
         Command::Info(args) => done(info(&ctx, &args)),
-        Command::Download(args) => done(download(&args)),
+        Command::Download(args) => download(&args),
         Command::Check(args) => done(check(&args)),
         Command::Pack(args) => done(pack(&args)),
         Command::Bench {
@@ -373,15 +376,13 @@ fn eval(ctx: Arc<GpuContext>, args: &EvalArgs) -> Result<()> {
         .transpose()?;
     let saved_config = saved.as_ref().map(|(c, _, _)| c);
     let data = eval_data(args, saved_config)?;
-    let model = match dict.metadata.get(checkpoint::META_MODEL) {
-        Some(json) => serde_json::from_str::<ModelSpec>(json)
-            .with_context(|| format!("{}: unreadable model metadata", model_path.display()))?,
-        None => args.model.spec(data.train.classes())?,
-    };
+    let model = eval_model(args, &dict, &model_path, saved_config, data.train.classes())?;
+    let file_normalization = checkpoint::normalization_in(&dict.metadata)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", model_path.display()))?;
     // The run's own normalization, else the file's, else --normalize (by
     // default torchvision's for files of other tools, the CIFAR or dataset
     // rule otherwise).
-    let (mean, std) = match (saved_config, checkpoint::normalization_in(&dict.metadata)) {
+    let (mean, std) = match (saved_config, file_normalization) {
         (Some(c), _) => c.augment.rgb_normalization(),
         (None, Some(saved)) if args.normalize.is_none() => saved,
         _ => {
@@ -403,7 +404,10 @@ fn eval(ctx: Arc<GpuContext>, args: &EvalArgs) -> Result<()> {
         ..TrainConfig::one_epoch(
             model,
             &data.name,
-            args.batch_size.min(data.train.len()).max(1),
+            // At least 2: the plan also holds the training batch norm, which
+            // needs 2 values per channel (ImageNet models end in 1x1 maps at
+            // 32x32); evaluation's results do not depend on the batch.
+            args.batch_size.max(2).min(data.train.len()).max(1),
             0.0,
             augment,
         )
@@ -519,7 +523,8 @@ fn pack(args: &PackArgs) -> Result<()> {
     Ok(())
 }
 
-fn download(args: &DownloadArgs) -> Result<()> {
+/// Some(signal) when a stop signal ended it (for the exit code).
+fn download(args: &DownloadArgs) -> Result<Option<i32>> {
     let (_, known) = resnet_wgpu::download::ARCHIVES
         .iter()
         .find(|(name, _)| *name == args.dataset)
@@ -529,13 +534,27 @@ fn download(args: &DownloadArgs) -> Result<()> {
         (Some(url), Some(md5)) => resnet_wgpu::download::Archive { url, md5, ..*known },
         _ => *known,
     };
-    let folder = resnet_wgpu::download::download(&archive, &args.to)?;
+    headless::handle_stop_signals().context("installing the Ctrl-C/SIGTERM handler")?;
+    let transfer = resnet_wgpu::download::Transfer {
+        stall_seconds: args.stall_timeout,
+        stopped: &headless::stop_requested,
+    };
+    let folder = match resnet_wgpu::download::download(&archive, &args.to, &transfer) {
+        Err(e) => match e.downcast_ref::<resnet_wgpu::download::Interrupted>() {
+            Some(&resnet_wgpu::download::Interrupted(signal)) => {
+                eprintln!("download {e}");
+                return Ok(Some(signal));
+            }
+            None => return Err(e),
+        },
+        Ok(folder) => folder,
+    };
     out!("{}", folder.display());
     eprintln!(
         "train on it: resnet-wgpu train --no-gui --data {}",
         folder.display()
     );
-    Ok(())
+    Ok(None)
 }
 
 fn predict(ctx: Arc<GpuContext>, args: &PredictArgs) -> Result<()> {
@@ -579,6 +598,53 @@ fn print_feed(trainer: &Trainer, ctx: &GpuContext) {
             ctx.limits.max_storage_buffer_binding_size >> 20
         );
     }
+}
+
+/// The model `eval` builds for a file: its metadata's, else its run's (a
+/// trainer.safetensors beside it), else the model flags when given, else the
+/// known model whose tensors the file holds (it built the default model and
+/// blamed the file's layers).
+fn eval_model(
+    args: &EvalArgs,
+    dict: &StateDict,
+    path: &std::path::Path,
+    saved: Option<&TrainConfig>,
+    classes: usize,
+) -> Result<ModelSpec> {
+    if let Some(json) = dict.metadata.get(checkpoint::META_MODEL) {
+        return serde_json::from_str::<ModelSpec>(json)
+            .with_context(|| format!("{}: unreadable model metadata", path.display()));
+    }
+    if let Some(config) = saved {
+        return Ok(config.model.clone());
+    }
+    let model_flags = ["--model", "--shortcut", "--norm", "--groups", "--conv-bias"];
+    if model_flags.iter().any(|flag| args.given.contains(*flag)) {
+        return args.model.spec(classes);
+    }
+    let shapes = dict
+        .tensors
+        .iter()
+        .map(|(name, (shape, _))| (name.clone(), shape.clone()))
+        .collect();
+    let group_norm = resnet_wgpu::model::Norm::Group {
+        groups: args.model.groups,
+    };
+    let Some(model) = ModelSpec::matching(&shapes, group_norm) else {
+        bail!(
+            "{}: no model metadata (not written by this tool?), and its tensors are none of \
+             the models known here ({}); name its model with --model, --shortcut, --norm and \
+             --conv-bias",
+            path.display(),
+            resnet_wgpu::model::NAMED_MODELS
+        );
+    };
+    eprintln!(
+        "note: {} has no model metadata; its tensors are those of {model} (--model and its \
+         flags name another)",
+        path.display()
+    );
+    Ok(model)
 }
 
 /// The data `eval` runs on: the run's own (moved to `--data` if given) unless

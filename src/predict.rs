@@ -57,7 +57,9 @@ impl ModelCard {
                 serde_json::from_str(json)
                     .with_context(|| format!("{}: unreadable model metadata", path.display()))
             })?;
-        let (mean, std) = checkpoint::normalization_in(meta).with_context(|| {
+        let normalization = checkpoint::normalization_in(meta)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let (mean, std) = normalization.with_context(|| {
             format!(
                 "{}: no normalization in its metadata (written before predict existed); \
                  evaluate it with eval, or resume it for one step to rewrite it",
@@ -147,9 +149,14 @@ fn logits(
     for path in paths {
         images.extend(load_image(path, card.side, card.eval_crop)?);
     }
+    // A batch of at least 2 (the last picture again): the plan also holds the
+    // training batch norm, which needs 2 values per channel, and ImageNet
+    // models end in 1x1 maps at 32x32.
+    let batch = paths.len().max(2);
+    images.extend_from_within(images.len() - shape.numel() * (batch - paths.len())..);
     let set = Dataset {
         images,
-        labels: vec![0; paths.len()],
+        labels: vec![0; batch],
         shape,
         class_names: card.class_names.clone(),
         files: None,
@@ -163,7 +170,7 @@ fn logits(
     let augment = AugmentConfig::normalize_only(card.mean, card.std);
     let config = TrainConfig {
         max_steps: Some(0),
-        ..TrainConfig::one_epoch(card.spec.clone(), "predict", paths.len(), 0.0, augment)
+        ..TrainConfig::one_epoch(card.spec.clone(), "predict", batch, 0.0, augment)
     };
     let mut trainer = Trainer::new(ctx.clone(), config, data)?;
     checkpoint::load_model(&mut trainer, dict, model_path, LoadMode::Strict)?;
@@ -182,7 +189,9 @@ fn logits(
         }
     }
     let plan = trainer.plan();
-    Ok(plan.tensor(plan.logits).read_f32(ctx)?)
+    let mut logits = plan.tensor(plan.logits).read_f32(ctx)?;
+    logits.truncate(paths.len() * card.spec.num_classes);
+    Ok(logits)
 }
 
 /// Softmax of one row of logits (in f64), the `top` largest first.

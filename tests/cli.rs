@@ -135,7 +135,7 @@ fn bad_flags_and_files_are_clear_errors() {
     let pickled = std::path::Path::new("/tmp/resnet-wgpu-cli-pickled");
     std::fs::create_dir_all(pickled).unwrap();
     std::fs::write(pickled.join("data_batch_1"), b"pickle").unwrap();
-    let cases: [(&[&str], &str); 25] = [
+    let cases: [(&[&str], &str); 26] = [
         (
             &["train", "--no-gui", "--norm", "group", "--groups", "3"],
             "--norm: group norm with 3 groups: layer bn1 has 16 channels; --groups must divide every layer's channels (here: divisors of 16)",
@@ -189,6 +189,14 @@ fn bad_flags_and_files_are_clear_errors() {
         (&["bench", "ops", "--gemm-size", "200000"], "--gemm-size"),
         (&["bench", "ops", "--batch", "100000000"], "--batch"),
         (&["bench", "train", "--batch-size", "0"], "--batch-size"),
+        // More invocations than the adapter allows: named (it hung lavapipe,
+        // or gave a raw wgpu validation dump).
+        (
+            &[
+                "bench", "ops", "--wg-n", "256", "--wg-m", "256", "--batch", "2",
+            ],
+            "--wg-n 256 x --wg-m 256",
+        ),
         (
             &["bench", "train", "--batch-size", "10000000"],
             "--batch-size",
@@ -586,6 +594,142 @@ fn serve(body: Vec<u8>) -> String {
     address
 }
 
+/// Serves the first 10 KB of a 10 MB archive to every request, then stalls
+/// with the connection open (a server or network that hangs mid-transfer).
+fn serve_stalling() -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = format!(
+        "http://{}/cifar-10-binary.tar.gz",
+        listener.local_addr().unwrap()
+    );
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let head = "HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n";
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(&[7u8; 10_000]);
+                std::thread::sleep(std::time::Duration::from_secs(600));
+            });
+        }
+    });
+    address
+}
+
+/// What a failed or interrupted download left in `to` (nothing, it must be).
+fn leftovers(to: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(to)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits for `child` up to `seconds`; kills it and fails the test after.
+fn exit_within(child: &mut std::process::Child, seconds: u64) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("still running after {seconds} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// A transfer that stalls gives up (it waited forever) and a stop signal
+/// mid-transfer exits with the signal's code (Ctrl-C left the .part file);
+/// neither leaves anything in --to. A --to that cannot be written is named
+/// (it was curl's "(23)").
+#[test]
+fn a_stalled_or_interrupted_download_leaves_nothing_behind() {
+    let url = serve_stalling();
+    let to = temp("stall");
+    let to_s = to.to_str().unwrap();
+    let args = [
+        "download", "cifar10", "--to", to_s, "--url", &url, "--md5", "0",
+    ];
+    let mut stalled = binary()
+        .args(args)
+        .args(["--stall-timeout", "2"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = exit_within(&mut stalled, 60);
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut stalled.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "a stalled download succeeded");
+    assert!(err.contains(&url) && err.contains("stalled"), "{err}");
+    assert!(leftovers(&to).is_empty(), "left {:?}", leftovers(&to));
+
+    // Ctrl-C reaches the terminal's whole process group; SIGTERM one process.
+    use std::os::unix::process::CommandExt;
+    for (signal, number, group) in [("INT", 2, true), ("TERM", 15, false)] {
+        let mut child = binary()
+            .args(args)
+            .process_group(0)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let part = to.join("cifar-10-binary.tar.gz.part");
+        let started = std::time::Instant::now();
+        while std::fs::metadata(&part).map_or(true, |m| m.len() == 0) {
+            assert!(
+                started.elapsed().as_secs() < 30,
+                "the transfer never started"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let target = if group {
+            format!("-{}", child.id())
+        } else {
+            child.id().to_string()
+        };
+        let killed = Command::new("kill")
+            .args([&format!("-{signal}"), "--", &target])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let status = exit_within(&mut child, 30);
+        assert_eq!(status.code(), Some(128 + number), "SIG{signal}: {status:?}");
+        assert!(
+            leftovers(&to).is_empty(),
+            "SIG{signal} left {:?}",
+            leftovers(&to)
+        );
+    }
+
+    // A --to whose files cannot be created is named (curl said "(23)").
+    let (ok, _, err) = run(&[
+        "download",
+        "cifar10",
+        "--to",
+        "/proc/self",
+        "--url",
+        &url,
+        "--md5",
+        "0",
+    ]);
+    assert!(
+        !ok && err.contains("/proc/self/cifar-10-binary.tar.gz.part"),
+        "{err}"
+    );
+    assert!(!err.contains("(23)"), "{err}");
+    let _ = std::fs::remove_dir_all(&to);
+}
+
 #[test]
 fn download_checks_unpacks_and_trains_from_a_local_server() {
     // A CIFAR-10-shaped archive: a few records in each binary file.
@@ -647,11 +791,18 @@ fn download_checks_unpacks_and_trains_from_a_local_server() {
         "leftovers in {to:?}"
     );
 
+    // An empty data folder (a mkdir, an unpack cut short by hand) is not
+    // "downloaded": it was kept, and training on it failed.
+    let folder = to.join("cifar-10-batches-bin");
+    std::fs::create_dir_all(&folder).unwrap();
     let (ok, stdout, err) = run(&[
         "download", "cifar10", "--to", to_s, "--url", &url, "--md5", &md5,
     ]);
     assert!(ok, "download failed: {err}");
-    let folder = to.join("cifar-10-batches-bin");
+    assert!(
+        folder.join("data_batch_1.bin").is_file(),
+        "the empty folder was kept"
+    );
     assert_eq!(stdout.trim(), folder.to_str().unwrap());
     // Recognised as CIFAR-10 without --dataset; one step trains on it.
     let (ok, stdout, err) = run(&[
@@ -1080,5 +1231,86 @@ fn a_closed_stdout_neither_panics_nor_stops_a_run() {
         out.join("r/checkpoints/last").exists(),
         "no checkpoint: {err}"
     );
+    let _ = std::fs::remove_dir_all(out);
+}
+
+/// A path that is not a checkpoint is named itself: `--resume notes.txt`
+/// named `<folder>/trainer.safetensors`, and `--init`, `eval` and `predict`
+/// given a picture named `<folder>/model.safetensors`.
+#[test]
+fn a_file_that_is_not_a_checkpoint_is_named() {
+    let dir = temp("not-a-checkpoint");
+    std::fs::create_dir_all(&dir).unwrap();
+    let notes = dir.join("notes.txt");
+    std::fs::write(&notes, "not weights").unwrap();
+    let picture = dir.join("cat.jpg");
+    image::RgbImage::new(8, 8).save(&picture).unwrap();
+    let (notes, picture) = (notes.to_str().unwrap(), picture.to_str().unwrap());
+    let cases: [&[&str]; 5] = [
+        &["train", "--no-gui", "--resume", notes],
+        &["train", "--no-gui", "--init", picture],
+        &["eval", "--checkpoint", notes],
+        &["eval", "--checkpoint", picture],
+        &["predict", "--checkpoint", picture, picture],
+    ];
+    for args in cases {
+        let named = args[args.len() - 1];
+        let (ok, _, err) = run(args);
+        assert!(!ok, "{args:?} succeeded");
+        assert!(err.contains(named), "{args:?}: {err}");
+        assert!(
+            !err.contains(".safetensors"),
+            "{args:?} names another file: {err}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// An ImageNet ResNet at 32x32 ends in 1x1 maps, where one image gives batch
+/// norm a single value per channel: predicting one picture (or eval with
+/// --batch-size 1) failed with "batch norm in training needs more than 1
+/// value per channel".
+#[test]
+fn one_picture_is_predicted_by_a_model_with_one_by_one_maps() {
+    let folder = jpeg_folder("one-by-one", 2);
+    let out = temp("one-by-one-runs");
+    let (ok, _, err) = run(&[
+        "train",
+        "--no-gui",
+        "--model",
+        "resnet18",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "2",
+        "--max-steps",
+        "1",
+        "--data",
+        folder.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--name",
+        "r",
+    ]);
+    assert!(ok, "train failed: {err}");
+    let run_dir = out.join("r");
+    let picture = folder.join("val/x/000000.jpg");
+    let (ok, stdout, err) = run(&[
+        "predict",
+        "--checkpoint",
+        run_dir.to_str().unwrap(),
+        picture.to_str().unwrap(),
+    ]);
+    assert!(ok, "predict failed: {err}");
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    let (ok, _, err) = run(&[
+        "eval",
+        "--checkpoint",
+        run_dir.to_str().unwrap(),
+        "--batch-size",
+        "1",
+    ]);
+    assert!(ok, "eval failed: {err}");
+    let _ = std::fs::remove_dir_all(folder);
     let _ = std::fs::remove_dir_all(out);
 }

@@ -339,6 +339,39 @@ fn values_read_from_disk_are_checked_like_flags() {
     assert_clear_failure(&eval(&ckpt), "loss is");
     restore();
 
+    // A schedule that disagrees with the run's epochs is named as such (it
+    // said "--epochs must be 1 to 1000000, got 5" of a valid 5).
+    edit_json(&trainer, "config", "epochs", 5.into());
+    let o = resume(&out, &ckpt, &[], &[]);
+    assert_clear_failure(&o, "schedule");
+    assert!(!stderr(&o).contains("got 5"), "{}", stderr(&o));
+    restore();
+
+    // A model file without trainer.safetensors beside it is prepared by its
+    // own metadata: a std of 0 there is refused, naming the file (it was
+    // accepted).
+    let lone = out.join("lone.safetensors");
+    std::fs::copy(&model, &lone).unwrap();
+    doctor(&lone, |d| {
+        d.metadata.insert("std".into(), "[0.0,0.2,0.2]".into());
+    });
+    let o = eval(&lone);
+    assert_clear_failure(&o, "lone.safetensors");
+    assert!(stderr(&o).contains("std"), "{}", stderr(&o));
+
+    // Without model metadata, eval builds the run's model (it built the
+    // default ResNet-20 and suggested "--norm group"), and a lone file's
+    // model is recognised from its tensors' names and shapes.
+    doctor(&model, |d| {
+        d.metadata.remove("model");
+    });
+    assert_ok(&eval(&ckpt));
+    std::fs::copy(&model, &lone).unwrap();
+    let o = eval(&lone);
+    assert_ok(&o);
+    assert!(stderr(&o).contains("resnet8"), "{}", stderr(&o));
+    restore();
+
     // A transposed classifier is named as such, not as another class count.
     let init = out.join("transposed.safetensors");
     std::fs::copy(&model, &init).unwrap();

@@ -290,9 +290,34 @@ fn bench_batchnorm(
 }
 
 /// Runs the benchmark and prints the table.
+/// Refuses a --wg-n x --wg-m workgroup the adapter cannot run (lavapipe hung
+/// on one, other drivers gave a raw validation dump).
+fn check_workgroup(ctx: &GpuContext, tuning: &ConvTuning) -> Result<(), GpuError> {
+    let l = &ctx.limits;
+    let (n, m) = (tuning.wg_n, tuning.wg_m);
+    let fits = n <= l.max_compute_workgroup_size_x
+        && m <= l.max_compute_workgroup_size_y
+        && n * m <= l.max_compute_invocations_per_workgroup;
+    if fits {
+        return Ok(());
+    }
+    Err(GpuError::shape(
+        "bench ops",
+        format!(
+            "--wg-n {n} x --wg-m {m} = {} invocations per workgroup; this adapter allows {} \
+             in all, {} along N and {} along M",
+            n * m,
+            l.max_compute_invocations_per_workgroup,
+            l.max_compute_workgroup_size_x,
+            l.max_compute_workgroup_size_y
+        ),
+    ))
+}
+
 pub fn bench_ops(ctx: &GpuContext, opt: &BenchOpsOptions) -> Result<(), GpuError> {
-    out!("adapter: {}", ctx.describe());
     let tuning = opt.tuning();
+    check_workgroup(ctx, &tuning)?;
+    out!("adapter: {}", ctx.describe());
     out!(
         "conv tiles: 4x4 per invocation, workgroup {}x{} (N x M); batch {}",
         tuning.wg_n,

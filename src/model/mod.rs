@@ -7,6 +7,7 @@ mod init;
 
 pub use init::initial_parameters;
 
+use std::collections::HashMap;
 use std::fmt;
 
 /// How a block's input reaches its output when the shape changes.
@@ -250,6 +251,49 @@ impl ModelSpec {
                 layers,
             } => bottleneck_network(self.in_channels, layers, classes),
         }
+    }
+
+    /// The known model whose parameters have exactly `shapes`' names and
+    /// shapes, for a file without model metadata: every CIFAR depth its
+    /// `layer1` allows, the wide CIFAR and the ImageNet models, with either
+    /// shortcut and with or without conv biases. A file without running
+    /// statistics gets `group_norm` (its groups are not in the file).
+    pub fn matching(shapes: &HashMap<String, Vec<usize>>, group_norm: Norm) -> Option<ModelSpec> {
+        let classes = *shapes.get("fc.weight")?.first()?;
+        let norm = match shapes.contains_key("bn1.running_mean") {
+            true => Norm::Batch,
+            false => group_norm,
+        };
+        let blocks = (0..)
+            .take_while(|i| shapes.contains_key(&format!("layer1.{i}.conv1.weight")))
+            .count();
+        let cifar = format!("resnet{}", 6 * blocks + 2);
+        let names = [
+            cifar.as_str(),
+            "resnet18-cifar",
+            "resnet18",
+            "resnet34",
+            "resnet50",
+        ];
+        let names = names.into_iter().chain(["resnet101", "resnet152"]);
+        let candidates = names.flat_map(|name| {
+            [ShortcutKind::A, ShortcutKind::B]
+                .into_iter()
+                .flat_map(move |shortcut| [false, true].map(|bias| (name, shortcut, bias)))
+        });
+        candidates
+            .filter_map(|(name, shortcut, bias)| {
+                ModelSpec::new(name, shortcut, classes)
+                    .and_then(|spec| spec.with_layers(norm, bias))
+                    .ok()
+            })
+            .find(|spec| {
+                let entries = spec.network().state_entries();
+                entries.len() == shapes.len()
+                    && entries
+                        .iter()
+                        .all(|e| shapes.get(&e.name) == Some(&e.shape))
+            })
     }
 
     /// Whether the model is made for 32x32 images (CIFAR) rather than 224x224.

@@ -189,7 +189,10 @@ impl BatchNorm {
             return Err(GpuError::shape(
                 label,
                 format!(
-                    "batch norm in training needs more than 1 value per channel, got {shape:?}"
+                    "batch norm needs at least 2 values per channel to normalize a batch; \
+                     this layer sees {} image(s) of {} position(s) per channel: use a larger \
+                     batch or image size",
+                    shape.batch, shape.hw
                 ),
             ));
         }

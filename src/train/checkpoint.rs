@@ -286,21 +286,48 @@ pub const META_CLASSES: &str = "class_names";
 pub const META_EVAL_CROP: &str = "eval_crop";
 
 /// The normalization a model file of this tool was trained with, from its
-/// metadata. None for other files.
-pub fn normalization_in(meta: &HashMap<String, String>) -> Option<([f32; 3], [f32; 3])> {
-    let three = |key: &str| serde_json::from_str::<[f32; 3]>(meta.get(key)?).ok();
-    Some((three(META_MEAN)?, three(META_STD)?))
+/// metadata: None for files without one, an error for values that cannot
+/// normalize (checked like `--normalize`: finite means, positive finite stds).
+pub fn normalization_in(
+    meta: &HashMap<String, String>,
+) -> Result<Option<([f32; 3], [f32; 3])>, String> {
+    let three = |key: &str| -> Result<Option<[f32; 3]>, String> {
+        meta.get(key)
+            .map(|v| {
+                serde_json::from_str::<[f32; 3]>(v)
+                    .map_err(|_| format!("its metadata's {key} is {v}, not three numbers"))
+            })
+            .transpose()
+    };
+    let (Some(mean), Some(std)) = (three(META_MEAN)?, three(META_STD)?) else {
+        return Ok(None);
+    };
+    if !mean.iter().all(|m| m.is_finite()) {
+        return Err(format!("its metadata's {META_MEAN} {mean:?} is not finite"));
+    }
+    if !std.iter().all(|s| s.is_finite() && *s > 0.0) {
+        return Err(format!(
+            "its metadata's {META_STD} {std:?} must be finite and above 0"
+        ));
+    }
+    Ok(Some((mean, std)))
 }
 
 /// `normalization_in` of the model file at `path` (a file, or a run or
-/// checkpoint folder), reading its header only.
-pub fn saved_normalization(path: &Path) -> Option<([f32; 3], [f32; 3])> {
-    let file = if path.is_dir() {
-        resolve(path).ok()?.dir.join(MODEL_FILE)
-    } else {
-        path.to_path_buf()
+/// checkpoint folder), reading its header only. A file that cannot be read
+/// has none here (loading it names the problem).
+pub fn saved_normalization(path: &Path) -> Result<Option<([f32; 3], [f32; 3])>, CheckpointError> {
+    let file = match path.is_dir() {
+        true => match resolve(path) {
+            Ok(found) => found.dir.join(MODEL_FILE),
+            Err(_) => return Ok(None),
+        },
+        false => path.to_path_buf(),
     };
-    normalization_in(&read_metadata(&file).ok()?)
+    let Ok(meta) = read_metadata(&file) else {
+        return Ok(None);
+    };
+    normalization_in(&meta).map_err(|detail| CheckpointError::Mismatch { path: file, detail })
 }
 
 /// A safetensors file's metadata, without reading its tensors.
@@ -589,6 +616,13 @@ pub fn resolve(path: &Path) -> Result<Located, CheckpointError> {
         };
     }
     if path.is_file() {
+        // A picture or a text file is named itself, not the model file its
+        // folder lacks.
+        if path.extension().is_none_or(|e| e != "safetensors") {
+            return Err(missing(
+                "is not a checkpoint: give a run folder, a checkpoint folder or a safetensors file",
+            ));
+        }
         return path
             .parent()
             .map(|p| found(p.to_path_buf()))

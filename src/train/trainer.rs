@@ -111,7 +111,7 @@ impl TrainConfig {
         let non_negative = |v: f32| v.is_finite() && v >= 0.0;
         let s = &self.schedule;
         let side = image.height.min(image.width);
-        let checks: [(bool, String); 14] = [
+        let checks: [(bool, String); 15] = [
             (
                 (1..=MAX_BATCH).contains(&self.batch_size),
                 format!(
@@ -120,8 +120,16 @@ impl TrainConfig {
                 ),
             ),
             (
-                (1..=MAX_EPOCHS).contains(&self.epochs) && s.epochs == self.epochs,
+                (1..=MAX_EPOCHS).contains(&self.epochs),
                 format!("--epochs must be 1 to {MAX_EPOCHS}, got {}", self.epochs),
+            ),
+            (
+                s.epochs == self.epochs,
+                format!(
+                    "the learning-rate schedule spans {} epochs, the run {} (an edited \
+                     config?); they must agree",
+                    s.epochs, self.epochs
+                ),
             ),
             (
                 positive(s.base_lr),
