@@ -144,6 +144,8 @@ fn backward_reduce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
     store_param_grads(c, workgroup_sum(acc, lid.x), lid.x);
 }
 
+// Also keeps the masked gradient in grad_input for backward_apply_relu, which
+// then binds 7 storage buffers instead of 9 (WebGPU's default limit is 8).
 @compute @workgroup_size(WG, 1, 1)
 fn backward_reduce_relu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let c = wg.x;
@@ -151,12 +153,14 @@ fn backward_reduce_relu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_inv
     for (var k = lid.x; k < p.batch * p.hw; k += WG) {
         let i = channel_element(c, k);
         let g = masked_grad(i);
+        grad_input[i] = act(g);
         acc += vec2<f32>(g, g * xhat(i, c));
     }
     store_param_grads(c, workgroup_sum(acc, lid.x), lid.x);
 }
 
-// Also hands the masked gradient to the skip connection (grad_residual).
+// Also hands the masked gradient to the skip connection (grad_residual), where
+// backward_apply_add_relu reads it too.
 @compute @workgroup_size(WG, 1, 1)
 fn backward_reduce_add_relu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let c = wg.x;
@@ -185,11 +189,20 @@ fn backward_apply(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
     grad_input[i] = act(input_grad(i, f32(grad_output[i])));
 }
 
-// For both fused forms: the ReLU mask is the same, the skip branch was handled above.
+// The fused forms take the masked gradient their reduce pass stored: in place
+// in grad_input (ReLU), or from grad_residual (add + ReLU).
 @compute @workgroup_size(WG_ELEMENTWISE, 1, 1)
 fn backward_apply_relu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
                        @builtin(num_workgroups) groups: vec3<u32>) {
     let i = flat_index(wg, lid, groups, WG_ELEMENTWISE);
     if i >= p.batch * p.channels * p.hw { return; }
-    grad_input[i] = act(input_grad(i, masked_grad(i)));
+    grad_input[i] = act(input_grad(i, f32(grad_input[i])));
+}
+
+@compute @workgroup_size(WG_ELEMENTWISE, 1, 1)
+fn backward_apply_add_relu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+                           @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = flat_index(wg, lid, groups, WG_ELEMENTWISE);
+    if i >= p.batch * p.channels * p.hw { return; }
+    grad_input[i] = act(input_grad(i, f32(grad_residual[i])));
 }

@@ -32,7 +32,8 @@ struct Cli {
     /// auto = the cached choice for this adapter, measuring missing shapes on a
     /// GPU and using the built-in choice on a CPU adapter; cached = never
     /// measure; off = built-in choices only; all = measure every shape again
-    /// (see `bench tune`).
+    /// (see `bench tune`); gpu = the built-in choices of a hardware GPU on any
+    /// adapter (to test on a CPU driver the kernels a GPU runs).
     #[arg(long, global = true, default_value = "auto", value_parser = clap::builder::PossibleValuesParser::new(TunePolicy::NAMES).map(|s| s.parse::<TunePolicy>().expect("a listed name")))]
     tune: TunePolicy,
     /// Without a command: the desktop window, training on the built-in dataset.

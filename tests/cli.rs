@@ -23,20 +23,30 @@ fn run(args: &[&str]) -> (bool, String, String) {
 
 #[test]
 fn info_names_the_adapter_and_limits() {
-    let (ok, out, err) = run(&["info"]);
+    // --tune off: built-in choices on any adapter (auto measures on a GPU).
+    let (ok, out, err) = run(&["--tune", "off", "info"]);
     assert!(ok, "info failed: {err}");
     assert!(
         out.contains("adapter: ") && out.contains("max storage buffer binding"),
         "{out}"
     );
     assert!(out.contains("memory plan of resnet20"), "{out}");
-    // Which kernel each conv pass runs, and why: no cache here, and a CPU
-    // adapter never measures unasked, so every choice is built in.
+    // Which kernel each conv pass runs, and why: every choice built in, the
+    // CPU adapter's (rows8 for ResNet-20's 3x3/1 convs) or a GPU's (tiled).
     assert!(
         out.contains("conv kernels: 0 passes measured now, 0 from the cache"),
         "{out}"
     );
-    assert!(out.contains("forward rows8 (built-in)"), "{out}");
+    let builtin = match out.lines().next().is_some_and(|l| l.contains(", Cpu,")) {
+        true => "forward rows8 (built-in)",
+        false => "forward tiled",
+    };
+    assert!(out.contains(builtin), "{out}");
+    // --tune gpu: a GPU's built-in choices on any adapter.
+    let (ok, out, err) = run(&["--tune", "gpu", "info", "--model", "resnet8"]);
+    assert!(ok, "info failed: {err}");
+    assert!(!out.contains("rows8") && !out.contains("regtile"), "{out}");
+    assert!(out.contains("forward tiled16x128 (built-in)"), "{out}");
     let (ok, out, err) = run(&[
         "info",
         "--model",

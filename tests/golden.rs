@@ -7,10 +7,11 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use resnet_wgpu::data::epoch_order;
 use resnet_wgpu::data::{DataSplit, Dataset};
-use resnet_wgpu::gpu::Precision;
+use resnet_wgpu::gpu::{GpuContext, Precision};
 use resnet_wgpu::model::{ModelSpec, Norm, ShortcutKind};
 use resnet_wgpu::ops::scaler;
 use resnet_wgpu::shapes::{AugmentConfig, ImageShape};
@@ -18,7 +19,7 @@ use resnet_wgpu::train::checkpoint::{self, LoadMode, StateDict};
 use resnet_wgpu::train::{TrainConfig, TrainEvent, Trainer};
 use safetensors::{Dtype, SafeTensors};
 
-use common::shared_ctx;
+use common::{gpu_kernels_ctx, shared_ctx};
 
 struct Fixture {
     images: Vec<u8>,
@@ -128,10 +129,22 @@ fn golden_step_of(file: &str, model: ModelSpec) {
     golden_step_at(file, file, model, Precision::F32, &F32);
 }
 
-/// One step of `model` at `precision` from the initial weights of fixture
-/// golden_`init`.safetensors against fixture golden_`file`.safetensors,
-/// within `tol`.
+/// `golden_step_on` the test device with its kernel choices.
 fn golden_step_at(file: &str, init: &str, model: ModelSpec, precision: Precision, tol: &Tolerance) {
+    golden_step_on(shared_ctx(), file, init, model, precision, tol);
+}
+
+/// One step of `model` at `precision` on `ctx` from the initial weights of
+/// fixture golden_`init`.safetensors against fixture golden_`file`.safetensors,
+/// within `tol`. Returns the plan's kernel lines (convs, then reductions).
+fn golden_step_on(
+    ctx: Arc<GpuContext>,
+    file: &str,
+    init: &str,
+    model: ModelSpec,
+    precision: Precision,
+    tol: &Tolerance,
+) -> Vec<String> {
     let name = model.name.clone();
     let name = name.as_str();
     let fx = load_fixture(file);
@@ -166,13 +179,12 @@ fn golden_step_at(file: &str, init: &str, model: ModelSpec, precision: Precision
         precision,
         ..TrainConfig::one_epoch(model, name, batch, 0.1, augment)
     };
-    let mut trainer = Trainer::new(shared_ctx(), config, data).unwrap();
+    let mut trainer = Trainer::new(ctx.clone(), config, data).unwrap();
     let path = Path::new(name);
     let weights = load_fixture(init).state("init.");
     checkpoint::load_model(&mut trainer, &weights, path, LoadMode::Strict).unwrap();
     assert!(trainer.submit_train_step(), "one step is the whole epoch");
     trainer.wait_for_gpu().unwrap();
-    let ctx = shared_ctx();
     let plan = trainer.plan();
 
     // The trainer shuffles; row r of the GPU batch is fixture sample order[r].
@@ -272,6 +284,9 @@ fn golden_step_at(file: &str, init: &str, model: ModelSpec, precision: Precision
     }
     assert_eq!(trainer.batches_tracked(), 1);
     eprintln!("{name} {precision:?}: {worst}");
+    let mut kernels = trainer.plan().conv_choice_lines();
+    kernels.push(trainer.plan().reduction_line());
+    kernels
 }
 
 /// The worst error of each kind of tensor a golden step checks.
@@ -332,15 +347,23 @@ fn resnet20_shortcut_b_step_matches_pytorch() {
 #[test]
 fn resnet20_f16_step_matches_pytorch_f16_emulation() {
     let model = ModelSpec::new("resnet20", ShortcutKind::B, 10).unwrap();
-    let tol = Tolerance {
-        logits: 3e-3,
-        loss: 5e-4,
-        grad: 0.5,
-        after: 5e-2,
-        running: 2e-3,
-    };
-    golden_step_at("resnet20_f16", "resnet20", model, Precision::F16, &tol);
+    golden_step_at(
+        "resnet20_f16",
+        "resnet20",
+        model,
+        Precision::F16,
+        &F16_EMULATION,
+    );
 }
+
+/// The f16 step against PyTorch's emulation of it (see above).
+const F16_EMULATION: Tolerance = Tolerance {
+    logits: 3e-3,
+    loss: 5e-4,
+    grad: 0.5,
+    after: 5e-2,
+    running: 2e-3,
+};
 
 /// The f16 step against PyTorch's f32 step from the same weights and batch:
 /// f16's own gap, which PyTorch's emulated f16 step shows too (2.4e-3 in the
@@ -358,6 +381,53 @@ fn resnet20_f16_step_is_as_far_from_f32_as_pytorch_s_f16() {
         running: 2e-3,
     };
     golden_step_at("resnet20", "resnet20", model, Precision::F16, &tol);
+}
+
+/// The kernels a hardware GPU runs, forced on any adapter (`--tune gpu`):
+/// every conv pass on a workgroup-tiled kernel and every reduction on
+/// subgroups, where lavapipe's own choice is rows8, the register tile and
+/// trees. The same step as PyTorch's, within the f32 bounds.
+#[test]
+fn resnet20_step_on_gpu_kernels_matches_pytorch() {
+    let model = ModelSpec::new("resnet20", ShortcutKind::B, 10).unwrap();
+    let kernels = golden_step_on(
+        gpu_kernels_ctx(),
+        "resnet20",
+        "resnet20",
+        model,
+        Precision::F32,
+        &F32,
+    );
+    assert_gpu_kernels(&kernels);
+}
+
+/// The f16 step on the GPU's kernels (the f16 tiled and subgroup modules,
+/// which lavapipe's own choices never run), within the f16 emulation's bounds.
+#[test]
+fn resnet20_f16_step_on_gpu_kernels_matches_pytorch_f16_emulation() {
+    let model = ModelSpec::new("resnet20", ShortcutKind::B, 10).unwrap();
+    let kernels = golden_step_on(
+        gpu_kernels_ctx(),
+        "resnet20_f16",
+        "resnet20",
+        model,
+        Precision::F16,
+        &F16_EMULATION,
+    );
+    assert_gpu_kernels(&kernels);
+}
+
+/// Every conv pass tiled, every reduction on subgroups.
+fn assert_gpu_kernels(lines: &[String]) {
+    let (reductions, convs) = lines.split_last().unwrap();
+    for line in convs {
+        let passes = line.split(": ").nth(1).unwrap();
+        assert_eq!(passes.matches("tiled").count(), 3, "{line}");
+    }
+    assert!(
+        reductions.contains("subgroup") && !reductions.contains("tree"),
+        "{reductions}"
+    );
 }
 
 /// GroupNorm(4, C) after every conv, the projection shortcut's included.
@@ -395,5 +465,9 @@ fn imagenet_models_have_torchvision_state_dicts() {
             .map(|e| (e.name, e.shape))
             .collect();
         assert_eq!(&ours, torch, "{name}");
+        // A torchvision file without metadata is recognised by its tensors
+        // (what `eval` does with one).
+        let found = ModelSpec::matching(torch, Norm::Group { groups: 32 }).map(|m| m.name);
+        assert_eq!(found.as_deref(), Some(name.as_str()));
     }
 }

@@ -281,6 +281,40 @@ fn conv_tiled_kernels_match_oracle_on_odd_shapes() {
     check_conv(&split, 700);
 }
 
+/// The 64x64 and 32x64 tiles (what a GPU picks for wide layers) on a shape
+/// with several tiles along M (130 output channels; 70 input channels for the
+/// input gradient) and along N (198 output pixels; 630 weight columns),
+/// ragged at the far edge of both: the odd-shape test above has one tile
+/// along M.
+#[test]
+fn conv_large_tiles_match_oracle_across_several_ragged_tiles() {
+    for (i, &(tw_m, tw_n)) in TILED_SHAPES[..2].iter().enumerate() {
+        let conv = conv_with(SEVERAL_TILES, ConvKernel::Tiled { tw_m, tw_n });
+        assert!(4 * tw_m < 130 && 130 % (4 * tw_m) != 0, "ragged along M");
+        check_conv(&conv, 900 + 10 * i as u64);
+    }
+}
+
+/// The f16 tiled module on the same shape, with the 64x64 tile.
+#[test]
+fn conv_large_tiles_match_oracle_across_several_ragged_tiles_at_f16() {
+    let (tw_m, tw_n) = TILED_SHAPES[0];
+    let conv = conv_with(SEVERAL_TILES, ConvKernel::Tiled { tw_m, tw_n });
+    check_conv_as(&conv, 950, DType::F16);
+}
+
+const SEVERAL_TILES: Conv2dShape = Conv2dShape {
+    batch: 2,
+    in_c: 70,
+    in_h: 9,
+    in_w: 11,
+    out_c: 130,
+    kernel_h: 3,
+    kernel_w: 3,
+    stride: 1,
+    pad: 1,
+};
+
 #[test]
 fn tuning_measures_once_then_reuses_the_cached_choice() {
     use resnet_wgpu::gpu::{ChoiceSource, KernelChoices, TunePolicy};
@@ -312,17 +346,28 @@ fn tuning_measures_once_then_reuses_the_cached_choice() {
     assert_eq!(again.kernels, measured.kernels);
     check_conv(&again, 800);
 
-    // Off ignores the cache; Auto on a CPU adapter never measures.
+    // Off ignores the cache; Auto on a CPU adapter never measures (on a GPU
+    // it does); a policy that never measures takes the built-in choice of
+    // this adapter's kind, and Gpu a GPU's on any adapter.
     cached.policy = TunePolicy::Off;
     let (_, sources) = choose_conv_kernels_in(ctx(), &mut cached, conv()).unwrap();
     assert_eq!(sources, [ChoiceSource::BuiltIn; 3]);
     let mut fresh = KernelChoices::in_memory(info);
-    assert!(!fresh.should_measure(true));
+    assert!(!fresh.should_measure(true) && fresh.should_measure(false));
+    fresh.policy = TunePolicy::Cached;
     let (builtin, _) = choose_conv_kernels_in(ctx(), &mut fresh, conv()).unwrap();
     assert_eq!(
         builtin.kernels.forward,
         conv().builtin_kernel(ConvPass::Forward, ctx().is_software())
     );
+    fresh.policy = TunePolicy::Gpu;
+    let (gpu, sources) = choose_conv_kernels_in(ctx(), &mut fresh, conv()).unwrap();
+    assert_eq!(sources, [ChoiceSource::BuiltIn; 3]);
+    assert_eq!(
+        gpu.kernels.forward,
+        conv().builtin_kernel(ConvPass::Forward, false)
+    );
+    assert!(matches!(gpu.kernels.forward, ConvKernel::Tiled { .. }));
 
     // A damaged cache file is no cache, not an error; an unknown kernel name in
     // it is ignored.

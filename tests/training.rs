@@ -693,3 +693,64 @@ fn top5_accuracy_is_recorded_above_ten_classes() {
         assert!(test > 0.0, "{e:?}");
     }
 }
+
+/// A device with WebGPU's default limits (8 storage buffers per stage, 256
+/// invocations, 16 KiB of workgroup storage, 128 MiB per binding), what a
+/// browser may grant and no more, and the browser's features (no subgroups):
+/// every kernel of a ResNet-20 plan and of a ResNet-18 plan at 224 builds
+/// within them, with the CPU adapter's built-in kernels and with a GPU's.
+#[test]
+fn plans_build_within_webgpu_default_limits() {
+    use resnet_wgpu::gpu::{GpuContext, TunePolicy};
+    use resnet_wgpu::model::Norm;
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle().with_env());
+    let adapter = pollster::block_on(instance.request_adapter(&Default::default()))
+        .expect("GPU tests need an adapter");
+    let features = adapter.features() & wgpu::Features::SHADER_F16;
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        required_features: features,
+        required_limits: wgpu::Limits::default(),
+        ..Default::default()
+    }))
+    .unwrap();
+    let ctx = GpuContext::from_device(device, queue, adapter.get_info());
+    *ctx.choices.lock().unwrap() = resnet_wgpu::gpu::KernelChoices::in_memory(&ctx.adapter_info);
+    assert_eq!(ctx.limits.max_storage_buffers_per_shader_stage, 8);
+    let sgd = SgdConfig {
+        momentum: 0.9,
+        weight_decay: 1e-4,
+        nesterov: false,
+    };
+    for policy in [TunePolicy::Off, TunePolicy::Gpu] {
+        ctx.set_tune_policy(policy);
+        let group_norm = Norm::Group { groups: 8 };
+        for (model, norm, side, batch) in [
+            ("resnet20", Norm::Batch, 32, 128),
+            ("resnet20", group_norm, 32, 16),
+            ("resnet18", Norm::Batch, 224, 8),
+        ] {
+            let spec = ModelSpec::new(model, ShortcutKind::B, 10).unwrap();
+            let network = spec.with_layers(norm, false).unwrap().network();
+            let request = PlanRequest {
+                network: &network,
+                batch,
+                image: ImageShape {
+                    channels: 3,
+                    height: side,
+                    width: side,
+                },
+                sgd: &sgd,
+                tuning: Default::default(),
+                precision: Precision::F32,
+            };
+            let plan = Plan::new(&ctx, request);
+            assert!(
+                plan.is_ok(),
+                "{model} {norm} {policy:?}: {}",
+                plan.err().unwrap()
+            );
+        }
+    }
+    ctx.check_uncaptured().unwrap();
+}

@@ -24,10 +24,20 @@ pub enum TunePolicy {
     Off,
     /// Measures every shape again and rewrites the cache (what `bench tune` does).
     All,
+    /// The built-in choices a hardware GPU takes (workgroup-tiled convs,
+    /// subgroup reductions), on any adapter; ignores the cache, never
+    /// measures. For testing, on CPU drivers, the kernels a GPU runs.
+    Gpu,
 }
 
 impl TunePolicy {
-    pub const NAMES: [&'static str; 4] = ["auto", "cached", "off", "all"];
+    pub const NAMES: [&'static str; 5] = ["auto", "cached", "off", "all", "gpu"];
+
+    /// Whether the built-in choices are a CPU adapter's, on an adapter that
+    /// is (`cpu_adapter`) or is not one.
+    pub fn cpu_builtins(self, cpu_adapter: bool) -> bool {
+        cpu_adapter && self != TunePolicy::Gpu
+    }
 }
 
 impl std::str::FromStr for TunePolicy {
@@ -38,6 +48,7 @@ impl std::str::FromStr for TunePolicy {
             "cached" => Ok(TunePolicy::Cached),
             "off" => Ok(TunePolicy::Off),
             "all" => Ok(TunePolicy::All),
+            "gpu" => Ok(TunePolicy::Gpu),
             _ => Err(format!(
                 "unknown tune policy '{s}' (expected one of {})",
                 TunePolicy::NAMES.join(", ")
@@ -146,7 +157,7 @@ impl KernelChoices {
     /// renews it (`All`, until this process has measured it).
     pub fn cached(&self, key: &str) -> Option<&Choice> {
         match self.policy {
-            TunePolicy::Off => None,
+            TunePolicy::Off | TunePolicy::Gpu => None,
             TunePolicy::All if !self.measured.contains(key) => None,
             _ => self.entries.get(key),
         }
@@ -161,7 +172,7 @@ impl KernelChoices {
         match self.policy {
             TunePolicy::All => true,
             TunePolicy::Auto => !cpu_adapter,
-            TunePolicy::Cached | TunePolicy::Off => false,
+            TunePolicy::Cached | TunePolicy::Off | TunePolicy::Gpu => false,
         }
     }
 

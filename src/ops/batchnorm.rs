@@ -103,6 +103,7 @@ pub const KERNELS: &[Kernel] = &[
             "grad_gamma",
             "grad_beta",
             "forward_output",
+            "grad_input",
         ],
         Workgroup::PerItem,
     ),
@@ -141,11 +142,23 @@ pub const KERNELS: &[Kernel] = &[
             "gamma",
             "save_mean",
             "save_invstd",
-            "grad_output",
             "grad_input",
             "grad_gamma",
             "grad_beta",
-            "forward_output",
+        ],
+        ELEMENTWISE,
+    ),
+    kernel(
+        "backward_apply_add_relu",
+        &[
+            "input",
+            "gamma",
+            "save_mean",
+            "save_invstd",
+            "grad_residual",
+            "grad_input",
+            "grad_gamma",
+            "grad_beta",
         ],
         ELEMENTWISE,
     ),
@@ -403,18 +416,27 @@ impl BatchNorm {
             b("gamma", t.gamma),
             b("save_mean", t.save_mean),
             b("save_invstd", t.save_invstd),
-            b("grad_output", g.dy),
             b("grad_input", g.dx),
             b("grad_gamma", g.dgamma),
             b("grad_beta", g.dbeta),
         ];
+        // The fused forms' reduce pass stores the ReLU-masked gradient (in
+        // grad_input, or grad_residual for the skip) and apply reads it there,
+        // so no entry binds more than WebGPU's default 8 storage buffers.
         let (reduce_entry, apply_entry) = match (self.fusion, g.dresidual) {
-            (Fusion::None, None) => ("backward_reduce", "backward_apply"),
-            (Fusion::Relu, None) => ("backward_reduce_relu", "backward_apply_relu"),
+            (Fusion::None, None) => {
+                apply.push(b("grad_output", g.dy));
+                ("backward_reduce", "backward_apply")
+            }
+            (Fusion::Relu, None) => {
+                reduce.push(b("grad_input", g.dx));
+                ("backward_reduce_relu", "backward_apply_relu")
+            }
             (Fusion::AddRelu, Some(dr)) => {
                 dr.expect(&self.label, y.shape(), precision.dtype())?;
                 reduce.push(b("grad_residual", dr));
-                ("backward_reduce_add_relu", "backward_apply_relu")
+                apply.push(b("grad_residual", dr));
+                ("backward_reduce_add_relu", "backward_apply_add_relu")
             }
             _ => {
                 return Err(GpuError::shape(
@@ -425,7 +447,6 @@ impl BatchNorm {
         };
         if self.fusion != Fusion::None {
             reduce.push(b("forward_output", y));
-            apply.push(b("forward_output", y));
         }
         Ok(vec![
             self.build(

@@ -57,7 +57,7 @@ pub fn choose_conv_kernels_in(
 ) -> Result<(Conv2d, [ChoiceSource; 3]), GpuError> {
     let mut sources = [ChoiceSource::BuiltIn; 3];
     for (i, pass) in ConvPass::ALL.into_iter().enumerate() {
-        let builtin = conv.builtin_kernel(pass, ctx.is_software());
+        let builtin = conv.builtin_kernel(pass, choices.policy.cpu_builtins(ctx.is_software()));
         let (kernel, source) = choose_in(
             choices,
             ctx.is_software(),
@@ -129,9 +129,10 @@ fn choose_reduction(
     time: impl Fn(Reduction) -> Option<f64>,
 ) -> (Reduction, ChoiceSource) {
     let candidates = Reduction::available(ctx);
-    let builtin = builtin_reduction(ctx, &candidates);
-    let measure = || Ok(candidates.iter().map(|&r| (r, time(r))).collect());
     let mut choices = ctx.choices.lock().unwrap();
+    let cpu_builtins = choices.policy.cpu_builtins(ctx.is_software());
+    let builtin = builtin_reduction(cpu_builtins, &candidates);
+    let measure = || Ok(candidates.iter().map(|&r| (r, time(r))).collect());
     let name = |r: Reduction| r.name().to_string();
     // `measure` cannot fail: a candidate that cannot run times as None.
     choose_in(
@@ -161,8 +162,8 @@ pub fn choose_loss_reduction(ctx: &GpuContext, batch: usize) -> (Reduction, Choi
     choose_reduction(ctx, key, |r| time_loss_sum(ctx, batch, r))
 }
 
-fn builtin_reduction(ctx: &GpuContext, available: &[Reduction]) -> Reduction {
-    if !ctx.is_software() && available.contains(&Reduction::Subgroup) {
+fn builtin_reduction(cpu_builtins: bool, available: &[Reduction]) -> Reduction {
+    if !cpu_builtins && available.contains(&Reduction::Subgroup) {
         Reduction::Subgroup
     } else {
         Reduction::Tree

@@ -5,7 +5,7 @@
 use std::sync::{Arc, OnceLock};
 
 use rand::{Rng, SeedableRng};
-use resnet_wgpu::gpu::{BackendChoice, DType, GpuContext, KernelChoices, Tensor};
+use resnet_wgpu::gpu::{BackendChoice, DType, GpuContext, KernelChoices, Tensor, TunePolicy};
 use resnet_wgpu::seeded::SeededRng;
 
 /// The test device. No adapter is a failure, never a skip: CI must prove the
@@ -17,20 +17,41 @@ pub fn ctx() -> &'static GpuContext {
 
 /// A device whose kernel choices are the built-in ones, kept in memory:
 /// tests neither read nor write the user's kernel-choice cache.
+/// RESNET_WGPU_EXPECT_ADAPTER (part of the adapter's name) makes a run on
+/// another driver than the one asked for (.ci/run's SwiftShader step) fail
+/// instead of passing on the default one.
 fn new_context() -> GpuContext {
-    match GpuContext::new_blocking(BackendChoice::Auto) {
-        Ok(ctx) => {
-            *ctx.choices.lock().unwrap() = KernelChoices::in_memory(&ctx.adapter_info);
-            ctx
-        }
+    let ctx = match GpuContext::new_blocking(BackendChoice::Auto) {
+        Ok(ctx) => ctx,
         Err(e) => panic!("GPU tests need an adapter: {e}"),
+    };
+    if let Ok(expected) = std::env::var("RESNET_WGPU_EXPECT_ADAPTER") {
+        let name = &ctx.adapter_info.name;
+        assert!(
+            name.contains(&expected),
+            "expected adapter '{expected}', got '{name}'"
+        );
     }
+    *ctx.choices.lock().unwrap() = KernelChoices::in_memory(&ctx.adapter_info);
+    ctx
 }
 
 /// The test device as the trainer holds it (one per process, like `ctx`).
 pub fn shared_ctx() -> Arc<GpuContext> {
     static CTX: OnceLock<Arc<GpuContext>> = OnceLock::new();
     CTX.get_or_init(|| Arc::new(new_context())).clone()
+}
+
+/// A second test device whose kernel choices are a hardware GPU's built-in
+/// ones (`TunePolicy::Gpu`: tiled convs, subgroup reductions) on any adapter.
+pub fn gpu_kernels_ctx() -> Arc<GpuContext> {
+    static CTX: OnceLock<Arc<GpuContext>> = OnceLock::new();
+    CTX.get_or_init(|| {
+        let ctx = new_context();
+        ctx.set_tune_policy(TunePolicy::Gpu);
+        Arc::new(ctx)
+    })
+    .clone()
 }
 
 pub fn random(seed: u64, n: usize) -> Vec<f32> {
