@@ -9,13 +9,18 @@ time the step alone (resnet-wgpu's step also crops, flips and normalizes on
 the GPU). Warm-up steps first (cuDNN picks its algorithms there), then timed
 steps between device synchronizations.
 
-With --ours name=images_per_sec,... it also prints resnet-wgpu's figure from
-the same machine beside PyTorch's, as a ratio. With --amp PyTorch trains in
-automatic mixed precision (autocast to float16 and a GradScaler, on CUDA
-only), the yardstick of resnet-wgpu's --precision f16.
+Three rows per model, each labelled, on CUDA:
+  f32   strict float32: TF32 off in cuDNN and matmuls (PyTorch's cuDNN convs
+        use TF32 by default on Ampere and newer);
+  tf32  TF32 on (PyTorch's default);
+  amp   automatic mixed precision (float16 autocast + GradScaler), the faster
+        of NCHW and channels_last (the label says which).
+resnet-wgpu's f32 images/s (--ours-f32 name=value,...) is set beside the f32
+and tf32 rows, its f16 (--ours-f16) beside the amp row, as ratios. Without
+CUDA only the f32 row runs.
 
     python3 scripts/torch_bench.py --models resnet20,resnet56 --batch-size 128
-    python3 scripts/torch_bench.py --amp --ours resnet20=1234
+    python3 scripts/torch_bench.py --ours-f32 resnet20=1234 --ours-f16 resnet20=2345
 """
 
 import argparse
@@ -53,18 +58,39 @@ def sync(dev):
         torch.mps.synchronize()
 
 
-def images_per_sec(name, batch, steps, warmup, dev, amp=False):
+def grad_scaler(enabled):
+    """torch.amp.GradScaler("cuda") where it exists (torch 2.3+), else the
+    older torch.cuda.amp.GradScaler."""
+    if hasattr(torch, "amp") and hasattr(torch.amp, "GradScaler"):
+        try:
+            return torch.amp.GradScaler("cuda", enabled=enabled)
+        except TypeError:
+            pass
+    return torch.cuda.amp.GradScaler(enabled=enabled)
+
+
+def set_tf32(allowed):
+    torch.backends.cudnn.allow_tf32 = allowed
+    torch.backends.cuda.matmul.allow_tf32 = allowed
+
+
+def images_per_sec(name, batch, steps, warmup, dev, amp=False, channels_last=False):
     torch.manual_seed(0)
-    model = CifarResNet(depth_of(name), "A").to(dev).train()
+    memory = torch.channels_last if channels_last else torch.contiguous_format
+    model = CifarResNet(depth_of(name), "A").to(dev, memory_format=memory).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-    x = torch.rand(batch, 3, 32, 32, device=dev)
+    x = torch.rand(batch, 3, 32, 32, device=dev).contiguous(memory_format=memory)
     y = torch.randint(0, 10, (batch,), device=dev)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    scaler = grad_scaler(amp) if dev.type == "cuda" else None
 
     def step():
         opt.zero_grad(set_to_none=True)
         with torch.autocast(dev.type, dtype=torch.float16, enabled=amp):
             loss = F.cross_entropy(model(x), y)
+        if scaler is None:
+            loss.backward()
+            opt.step()
+            return
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
@@ -79,30 +105,59 @@ def images_per_sec(name, batch, steps, warmup, dev, amp=False):
     return steps * batch / (time.perf_counter() - start)
 
 
+def modes(dev):
+    """(label, our precision, run) for each row this device can run."""
+    def strict(model, a):
+        set_tf32(False)
+        return images_per_sec(model, a.batch_size, a.steps, a.warmup, dev)
+
+    def tf32(model, a):
+        set_tf32(True)
+        return images_per_sec(model, a.batch_size, a.steps, a.warmup, dev)
+
+    def amp(model, a):
+        set_tf32(True)
+        runs = {layout: images_per_sec(model, a.batch_size, a.steps, a.warmup, dev, True,
+                                       layout == "channels_last")
+                for layout in ("NCHW", "channels_last")}
+        layout = max(runs, key=runs.get)
+        return runs[layout], f"amp {layout}"
+
+    if dev.type != "cuda":
+        return [("f32", "f32", strict)]
+    return [("f32", "f32", strict), ("tf32", "f32", tf32), ("amp", "f16", amp)]
+
+
+def parse_rates(text):
+    return {k: float(v) for k, v in (kv.split("=") for kv in text.split(",") if "=" in kv)}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="resnet20,resnet56")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--warmup", type=int, default=10)
-    ap.add_argument("--ours", default="", help="resnet-wgpu's images/s: name=value,...")
-    ap.add_argument("--amp", action="store_true", help="autocast to float16 with a GradScaler")
+    ap.add_argument("--ours-f32", default="", help="resnet-wgpu's f32 images/s: name=value,...")
+    ap.add_argument("--ours-f16", default="", help="resnet-wgpu's f16 images/s: name=value,...")
     args = ap.parse_args()
-    ours = dict(kv.split("=") for kv in args.ours.split(",") if "=" in kv)
+    ours = {"f32": parse_rates(args.ours_f32), "f16": parse_rates(args.ours_f16)}
     dev, name = device()
-    if args.amp and dev.type != "cuda":
-        raise SystemExit(f"--amp needs CUDA; this machine has {name}")
     torch.backends.cudnn.benchmark = True
-    mode = "AMP (float16 autocast, GradScaler)" if args.amp else "float32"
-    print(f"pytorch {torch.__version__} eager {mode} on {name}, batch {args.batch_size}, "
-          f"{args.steps} timed steps after {args.warmup}")
-    print(f"{'model':<10} {'pytorch img/s':>14} {'resnet-wgpu img/s':>18} {'ours / pytorch':>15}")
+    print(f"pytorch {torch.__version__} eager on {name}, batch {args.batch_size}, "
+          f"{args.steps} timed steps after {args.warmup}; f32 = TF32 off, tf32 = PyTorch's "
+          f"default, amp = float16 autocast + GradScaler in the faster memory layout")
+    print(f"{'model':<10} {'pytorch mode':<20} {'pytorch img/s':>14} {'ours':>5} "
+          f"{'resnet-wgpu img/s':>18} {'ours / pytorch':>15}", flush=True)
     for model in args.models.split(","):
-        theirs = images_per_sec(model, args.batch_size, args.steps, args.warmup, dev, args.amp)
-        mine = float(ours[model]) if model in ours else None
-        ratio = f"{mine / theirs:.3f}" if mine else "-"
-        mine_cell = f"{mine:.1f}" if mine else "-"
-        print(f"{model:<10} {theirs:>14.1f} {mine_cell:>18} {ratio:>15}")
+        for label, precision, run in modes(dev):
+            result = run(model, args)
+            theirs, label = result if isinstance(result, tuple) else (result, label)
+            mine = ours[precision].get(model)
+            ratio = f"{mine / theirs:.3f}" if mine else "-"
+            mine_cell = f"{mine:.1f}" if mine else "-"
+            print(f"{model:<10} {label:<20} {theirs:>14.1f} {precision:>5} {mine_cell:>18} "
+                  f"{ratio:>15}", flush=True)
 
 
 if __name__ == "__main__":

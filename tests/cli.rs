@@ -291,6 +291,25 @@ fn bench_train_prints_images_per_second() {
             .unwrap()
     };
     assert!(mib(rows[1]) < mib(rows[0]), "{out}");
+    // A row that fails is printed in its place and the others still run (an
+    // f16 failure lost the f32 figures); the exit code says it failed.
+    let out = binary()
+        .args([
+            "bench",
+            "train",
+            "--models",
+            "resnet20,resnet8",
+            "--batch-size",
+            "8",
+        ])
+        .args(["--steps", "1", "--gemm-size", "0"])
+        .env("RESNET_WGPU_MEMORY_LIMIT_MIB", "12")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("resnet20    f32 failed: "), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("resnet8 ")), "{text}");
 }
 
 #[test]
@@ -1323,4 +1342,45 @@ fn one_picture_is_predicted_by_a_model_with_one_by_one_maps() {
     assert!(ok, "eval failed: {err}");
     let _ = std::fs::remove_dir_all(folder);
     let _ = std::fs::remove_dir_all(out);
+}
+
+/// scripts/gpu-check.sh refuses a CPU adapter within seconds when a GPU is
+/// expected (it benchmarked llvmpipe for an hour and printed ratios against
+/// CUDA), naming the adapter it got and the loader's driver files. Only the
+/// lavapipe driver is offered to the loader, so this holds on a GPU machine.
+#[test]
+fn gpu_check_refuses_a_cpu_adapter_when_a_gpu_is_expected() {
+    let icd = std::fs::read_dir("/usr/share/vulkan/icd.d")
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.to_string_lossy().contains("lvp_icd"))
+        .expect("mesa-vulkan-drivers' lavapipe ICD");
+    let report = temp("gpu-check").with_extension("txt");
+    let started = std::time::Instant::now();
+    let out = Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/gpu-check.sh"))
+        .arg("--expect-gpu")
+        .arg(env!("CARGO_BIN_EXE_resnet-wgpu"))
+        .arg(&report)
+        .env("VK_ICD_FILENAMES", &icd)
+        .env_remove("VK_DRIVER_FILES")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(
+        started.elapsed().as_secs() < 60,
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(text.contains("measured adapter: llvmpipe"), "{text}");
+    assert!(
+        text.contains("error: wgpu picked a CPU adapter (llvmpipe"),
+        "{text}"
+    );
+    assert!(text.contains("lvp_icd"), "{text}");
+    assert!(!text.contains("bench"), "it went on measuring: {text}");
+    let kept = std::fs::read_to_string(&report).unwrap();
+    assert!(kept.contains("error: wgpu picked a CPU adapter"), "{kept}");
+    let _ = std::fs::remove_file(report);
 }

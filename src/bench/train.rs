@@ -74,23 +74,8 @@ pub fn bench_train(ctx: Arc<GpuContext>, opt: &BenchTrainOptions) -> Result<Vec<
         Ok(rate.transpose()?)
     };
     let before = yardstick()?;
-    let mut results = vec![];
-    for model in &opt.models {
-        for &precision in &opt.precision {
-            results.push(bench_model(ctx.clone(), model, precision, opt)?);
-        }
-    }
-    // A CPU adapter's rate drifts with what else the cores do: the yardstick
-    // is the better of a run before and one after the models.
-    let gemm = match (before, yardstick()?) {
-        (Some(a), Some(b)) => Some(a.max(b)),
-        _ => None,
-    };
-    if let Some(rate) = gemm {
-        out!(
-            "yardstick: this project's best GEMM at {n}x{n}x{n}: {rate:.2} GFLOP/s \
-             (the better of a run before and one after the models)"
-        );
+    if let Some(rate) = before {
+        out!("yardstick: this project's best GEMM at {n}x{n}x{n}: {rate:.2} GFLOP/s");
     }
     out!(
         "{:<10} {:>4} {:>9} {:>8} {:>12} {:>10} {:>10} {:>10} {:>10} {:>7}",
@@ -105,22 +90,31 @@ pub fn bench_train(ctx: Arc<GpuContext>, opt: &BenchTrainOptions) -> Result<Vec<
         "conv GF/s",
         "% gemm"
     );
-    for r in &results {
-        let share = gemm.map_or("-".to_string(), |g| {
-            format!("{:.0}%", 100.0 * r.conv_gflops / g)
-        });
+    // Each row is printed as it is measured, and a failure (an f16 plan the
+    // adapter refuses, a lost device) is printed in its place: the rows
+    // measured before it are never lost.
+    let mut results = vec![];
+    let mut failures = vec![];
+    for model in &opt.models {
+        for &precision in &opt.precision {
+            match bench_model(ctx.clone(), model, precision, opt) {
+                Ok(r) => {
+                    print_row(&r, before);
+                    results.push(r);
+                }
+                Err(e) => {
+                    out!("{model:<10} {:>4} failed: {e:#}", precision.name());
+                    failures.push(format!("{model} {}", precision.name()));
+                }
+            }
+        }
+    }
+    // A CPU adapter's rate drifts with what else the cores do: the rows are
+    // against the run before the models; the run after says how much it moved.
+    if let (Some(a), Some(b)) = (before, yardstick()?) {
         out!(
-            "{:<10} {:>4} {:>9.1} {:>8.2} {:>12.2} {:>10.2} {:>10.3} {:>10.3} {:>10.2} {:>7}",
-            r.model,
-            r.precision.name(),
-            r.plan_mib,
-            r.plan_seconds,
-            r.first_step_seconds,
-            r.images_per_sec,
-            r.record_ms_per_step,
-            r.encode_ms_idle,
-            r.conv_gflops,
-            share
+            "yardstick after the models: {b:.2} GFLOP/s ({:+.0}% against before)",
+            100.0 * (b / a - 1.0)
         );
     }
     out!(
@@ -132,7 +126,29 @@ pub fn bench_train(ctx: Arc<GpuContext>, opt: &BenchTrainOptions) -> Result<Vec<
         "conv GF/s: the convs' FLOPs per step (forward, input and weight gradients) over the \
          whole step's time; % gemm: that against the yardstick GEMM above"
     );
+    if !failures.is_empty() {
+        anyhow::bail!("{} failed (see the table)", failures.join(", "));
+    }
     Ok(results)
+}
+
+fn print_row(r: &TrainBenchResult, gemm: Option<f64>) {
+    let share = gemm.map_or("-".to_string(), |g| {
+        format!("{:.0}%", 100.0 * r.conv_gflops / g)
+    });
+    out!(
+        "{:<10} {:>4} {:>9.1} {:>8.2} {:>12.2} {:>10.2} {:>10.3} {:>10.3} {:>10.2} {:>7}",
+        r.model,
+        r.precision.name(),
+        r.plan_mib,
+        r.plan_seconds,
+        r.first_step_seconds,
+        r.images_per_sec,
+        r.record_ms_per_step,
+        r.encode_ms_idle,
+        r.conv_gflops,
+        share
+    );
 }
 
 fn bench_model(
