@@ -16,7 +16,8 @@
 #
 # BINARY defaults to target/release/resnet-wgpu (built if missing), REPORT to
 # gpu-report.txt. Every step has a timeout and its exit code is noted; a step
-# that fails or times out is noted and the rest still run. The timeouts add up
+# that fails or times out is noted, the rest still run, and the script exits
+# 1 after the report (3 when the adapter is refused or missing). The timeouts add up
 # to 8 minutes (3 with --quick, which measures ResNet-20 only and skips
 # `bench ops`), so one call on a device with a 10-minute limit always returns
 # a report.
@@ -57,6 +58,8 @@ fi
 export RESNET_WGPU_CACHE_DIR=${RESNET_WGPU_CACHE_DIR:-$(mktemp -d)}
 
 section() { printf '\n== %s\n' "$*"; }
+# Steps that failed or timed out, one per line (steps may run in subshells).
+FAILED=$(mktemp)
 # step SECONDS COMMAND...: runs it with a timeout, says how it ended.
 step() {
     local limit=$1
@@ -66,8 +69,8 @@ step() {
     local code=$?
     case $code in
         0) ;;
-        124|137) echo "(timed out after $limit s)" ;;
-        *) echo "(failed with exit code $code)" ;;
+        124|137) echo "(timed out after $limit s)"; echo "$* (timed out)" >> "$FAILED" ;;
+        *) echo "(failed with exit code $code)"; echo "$* (exit $code)" >> "$FAILED" ;;
     esac
     return $code
 }
@@ -120,7 +123,8 @@ driver_files() {
     fi
 
     step "${LIMITS[0]}" "$BIN" info --model resnet20 --batch-size "$BATCH"
-    step "${LIMITS[1]}" "$BIN" bench tune --models "$MODELS" --batch-size "$BATCH"
+    step "${LIMITS[1]}" "$BIN" bench tune --models "$MODELS" --batch-size "$BATCH" \
+        --precision f32,f16
     if [ "${LIMITS[2]}" -gt 0 ]; then
         step "${LIMITS[2]}" "$BIN" bench ops --batch "$BATCH"
     fi
@@ -141,7 +145,13 @@ driver_files() {
         section "pytorch: not installed here (python3 -c 'import torch' failed); no ratio"
     fi
     section "done in $SECONDS s on $adapter"
+    if [ -s "$FAILED" ]; then
+        echo "steps that failed or timed out:"
+        sed 's/^/  /' "$FAILED"
+        exit 1
+    fi
 } 2>&1 | tee "$REPORT"
 status=${PIPESTATUS[0]}
+rm -f "$FAILED"
 echo "report: $REPORT"
 exit "$status"

@@ -775,9 +775,13 @@ fn info(ctx: &GpuContext, args: &InfoArgs) -> Result<()> {
 /// Which conv kernels the plan runs: one line of counts, and with `detail`
 /// one line per distinct conv.
 fn print_kernel_choices(plan: &Plan, detail: bool) {
-    let [measured, cached, built_in] = plan.conv_choice_counts();
+    let [measured, cached, built_in, run] = plan.conv_choice_counts();
+    let resumed = match run {
+        0 => String::new(),
+        n => format!(", {n} as the run ran them before"),
+    };
     out!(
-        "conv kernels: {measured} passes measured now, {cached} from the cache, {built_in} built-in{}",
+        "conv kernels: {measured} passes measured now, {cached} from the cache, {built_in} built-in{resumed}{}",
         if detail { ":" } else { " (`info` lists them)" }
     );
     if detail {

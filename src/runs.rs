@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::cli::TrainArgs;
 use crate::data::DataSplit;
-use crate::gpu::GpuContext;
+use crate::gpu::{GpuContext, RunKernels};
 use crate::train::checkpoint::{self, LoadMode, StateDict};
 use crate::train::{EpochReport, TrainConfig, Trainer};
 
@@ -150,7 +150,7 @@ pub fn prepare(ctx: Arc<GpuContext>, args: &TrainArgs) -> Result<(Trainer, RunFo
         if holds_run(&run_dir) {
             return Err(taken());
         }
-        write_config(&run_dir, &trainer.config)
+        write_config(&run_dir, &trainer)
     })();
     if let Err(e) = started {
         if created && !holds_run(&run_dir) {
@@ -243,6 +243,7 @@ fn resume_run(
     let (config, progress, momenta) = checkpoint::read_trainer_state(&dir)?;
     let trainer_path = dir.join(checkpoint::TRAINER_FILE);
     let (config, data) = resumed_config(args, config, &trainer_path)?;
+    pin_kernels(&folder, &ctx);
     let mut trainer = Trainer::new(ctx, config, data)?;
     let model_path = dir.join(checkpoint::MODEL_FILE);
     let dict = StateDict::read(&model_path)?;
@@ -252,7 +253,7 @@ fn resume_run(
         .set_progress(progress)
         .map_err(|e| anyhow::anyhow!("{}: {e}", trainer_path.display()))?;
     drop_records_after(&folder, progress.global_step)?;
-    write_config(&folder, &trainer.config)?;
+    write_config(&folder, &trainer)?;
     Ok((trainer, folder))
 }
 
@@ -270,6 +271,7 @@ fn restart_from_config(
         .with_context(|| format!("{}: not a run config", path.display()))?;
     let (config, data) = resumed_config(args, config, &path)?;
     let init = config.init.clone();
+    pin_kernels(&folder, &ctx);
     let mut trainer = Trainer::new(ctx, config, data)?;
     if let Some(init) = init {
         load_init(&mut trainer, Path::new(&init))?;
@@ -279,7 +281,7 @@ fn restart_from_config(
         folder.display()
     );
     drop_records_after(&folder, 0)?;
-    write_config(&folder, &trainer.config)?;
+    write_config(&folder, &trainer)?;
     Ok((trainer, folder))
 }
 
@@ -340,10 +342,36 @@ fn resumed_config(
 }
 
 /// config.json as the run now stands (a resume may extend or move it).
-fn write_config(run_dir: &Path, config: &TrainConfig) -> Result<()> {
-    let json = serde_json::to_string_pretty(config)?;
+/// Writes the run's config.json and the kernels its plan runs
+/// (kernel-choices.json, which a resume on the same adapter runs again).
+fn write_config(run_dir: &Path, trainer: &Trainer) -> Result<()> {
+    let json = serde_json::to_string_pretty(&trainer.config)?;
     checkpoint::write_atomically(&run_dir.join("config.json"), json.as_bytes())?;
+    let kernels = trainer.ctx().choices.lock().unwrap().used();
+    let json = serde_json::to_string_pretty(&kernels)?;
+    checkpoint::write_atomically(&run_dir.join(KERNELS_FILE), json.as_bytes())?;
     Ok(())
+}
+
+/// The kernels a run ran, by cache key, on its adapter.
+const KERNELS_FILE: &str = "kernel-choices.json";
+
+/// Before a resumed run builds its plan: the kernels it ran, where it ran on
+/// this adapter (a damaged or missing file only means choosing again).
+fn pin_kernels(run_dir: &Path, ctx: &GpuContext) {
+    let path = run_dir.join(KERNELS_FILE);
+    let Some(run) = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|text| serde_json::from_str::<RunKernels>(&text).ok())
+    else {
+        return;
+    };
+    if !ctx.choices.lock().unwrap().pin(run) {
+        eprintln!(
+            "note: {} records the kernels of another adapter; choosing them for this one",
+            path.display()
+        );
+    }
 }
 
 /// The data given for a resume is the data the run trained on: by content

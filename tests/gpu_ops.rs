@@ -329,39 +329,64 @@ fn tuning_measures_once_then_reuses_the_cached_choice() {
 
     let mut choices = KernelChoices::load_from(info, Some(path.clone()));
     choices.policy = TunePolicy::All;
-    let (measured, sources) = choose_conv_kernels_in(ctx(), &mut choices, conv()).unwrap();
+    let (measured, sources) =
+        choose_conv_kernels_in(ctx(), &mut choices, conv(), DType::F32).unwrap();
     assert_eq!(sources, [ChoiceSource::Measured; 3]);
     choices.save().unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
     for pass in ConvPass::ALL {
-        assert!(text.contains(&conv_key(pass, &shape)), "{text}");
+        assert!(
+            text.contains(&conv_key(pass, &conv(), DType::F32)),
+            "{text}"
+        );
         assert!(text.contains(&measured.kernels.get(pass).name()), "{text}");
     }
 
     // A new process (here: new choices from the same file) runs what was measured.
     let mut cached = KernelChoices::load_from(info, Some(path.clone()));
     cached.policy = TunePolicy::Cached;
-    let (again, sources) = choose_conv_kernels_in(ctx(), &mut cached, conv()).unwrap();
+    let (again, sources) = choose_conv_kernels_in(ctx(), &mut cached, conv(), DType::F32).unwrap();
     assert_eq!(sources, [ChoiceSource::Cached; 3]);
     assert_eq!(again.kernels, measured.kernels);
     check_conv(&again, 800);
+    // Choices are kept per activation type: f16 is not answered by f32's.
+    let (_, sources) = choose_conv_kernels_in(ctx(), &mut cached, conv(), DType::F16).unwrap();
+    assert_eq!(sources, [ChoiceSource::BuiltIn; 3]);
+    // The key names the precision, the workgroup tuning and the shader
+    // sources' hash (a code change measures again).
+    let key = conv_key(ConvPass::Forward, &conv(), DType::F16);
+    assert!(key.contains(" f16 ") && key.contains(" wg16x4/"), "{key}");
+    assert!(
+        key.ends_with(&format!("src{}", resnet_wgpu::gpu::sources_hash())),
+        "{key}"
+    );
+    let other_tuning = Conv2d::new(
+        "tuned",
+        shape,
+        ConvTuning {
+            wg_n: 8,
+            ..ConvTuning::default()
+        },
+    )
+    .unwrap();
+    assert_ne!(conv_key(ConvPass::Forward, &other_tuning, DType::F16), key);
 
     // Off ignores the cache; Auto on a CPU adapter never measures (on a GPU
     // it does); a policy that never measures takes the built-in choice of
     // this adapter's kind, and Gpu a GPU's on any adapter.
     cached.policy = TunePolicy::Off;
-    let (_, sources) = choose_conv_kernels_in(ctx(), &mut cached, conv()).unwrap();
+    let (_, sources) = choose_conv_kernels_in(ctx(), &mut cached, conv(), DType::F32).unwrap();
     assert_eq!(sources, [ChoiceSource::BuiltIn; 3]);
     let mut fresh = KernelChoices::in_memory(info);
     assert!(!fresh.should_measure(true) && fresh.should_measure(false));
     fresh.policy = TunePolicy::Cached;
-    let (builtin, _) = choose_conv_kernels_in(ctx(), &mut fresh, conv()).unwrap();
+    let (builtin, _) = choose_conv_kernels_in(ctx(), &mut fresh, conv(), DType::F32).unwrap();
     assert_eq!(
         builtin.kernels.forward,
         conv().builtin_kernel(ConvPass::Forward, ctx().is_software())
     );
     fresh.policy = TunePolicy::Gpu;
-    let (gpu, sources) = choose_conv_kernels_in(ctx(), &mut fresh, conv()).unwrap();
+    let (gpu, sources) = choose_conv_kernels_in(ctx(), &mut fresh, conv(), DType::F32).unwrap();
     assert_eq!(sources, [ChoiceSource::BuiltIn; 3]);
     assert_eq!(
         gpu.kernels.forward,
@@ -380,7 +405,7 @@ fn tuning_measures_once_then_reuses_the_cached_choice() {
     .unwrap();
     let mut odd = KernelChoices::load_from(info, Some(path.clone()));
     odd.policy = TunePolicy::Cached;
-    let (_, sources) = choose_conv_kernels_in(ctx(), &mut odd, conv()).unwrap();
+    let (_, sources) = choose_conv_kernels_in(ctx(), &mut odd, conv(), DType::F32).unwrap();
     assert_eq!(sources[0], ChoiceSource::BuiltIn);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -749,3 +749,51 @@ fn a_resume_keeps_the_checkpoint_cadence() {
     );
     let _ = std::fs::remove_dir_all(out);
 }
+
+/// A resumed run runs the kernels it ran before, recorded in its folder's
+/// kernel-choices.json (by cache key: pass, precision, shape, tuning, shader
+/// hash), whatever the kernel cache says by then; a record made on another
+/// adapter is set aside with a note.
+#[test]
+fn a_resumed_run_runs_the_kernels_it_ran() {
+    let out = temp("kernels");
+    assert_ok(&train(&out, &["--epochs", "1"], &[]));
+    let run = out.join("run");
+    let file = run.join("kernel-choices.json");
+    let read = || -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap()
+    };
+    let mut record = read();
+    let choices = record["choices"].as_object_mut().unwrap();
+    assert!(
+        choices.keys().any(|k| k.starts_with("batchnorm reduce")),
+        "{choices:?}"
+    );
+    // As if the run had measured another kernel for one conv pass.
+    let key = choices
+        .iter()
+        .find(|(k, v)| k.starts_with("conv forward f32") && *v == "rows8")
+        .map(|(k, _)| k.clone())
+        .expect("a rows8 forward pass in ResNet-8");
+    choices.insert(key.clone(), "regtile".into());
+    std::fs::write(&file, record.to_string()).unwrap();
+
+    let o = resume(&out, &run, &["--epochs", "2"], &[]);
+    assert_ok(&o);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("as the run ran them before"), "{stdout}");
+    assert_eq!(read()["choices"][&key], "regtile");
+
+    // Another adapter's record: chosen again for this one, said so.
+    let mut record = read();
+    record["adapter"] = "another adapter".into();
+    std::fs::write(&file, record.to_string()).unwrap();
+    let o = resume(&out, &run, &["--epochs", "3"], &[]);
+    assert_ok(&o);
+    assert!(
+        stderr(&o).contains("records the kernels of another adapter"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(read()["choices"][&key], "rows8");
+}

@@ -153,7 +153,7 @@ fn bench_conv(
 ) -> Result<(), GpuError> {
     let tuning = *tuning;
     // The kernels training would run here (see --tune).
-    let (conv, _) = choose_conv_kernels(ctx, Conv2d::new(name, shape, tuning)?)?;
+    let (conv, _) = choose_conv_kernels(ctx, Conv2d::new(name, shape, tuning)?, DType::F32)?;
     let x = filled(ctx, "x", &shape.input_shape())?;
     let w = filled(ctx, "w", &shape.weight_shape())?;
     let y = filled(ctx, "y", &shape.output_shape())?;

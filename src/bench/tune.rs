@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result};
 
-use crate::gpu::{GpuContext, TunePolicy};
+use crate::gpu::{DType, GpuContext, Precision, TunePolicy};
 use crate::model::{ModelSpec, ShortcutKind};
 use crate::ops::Reduction;
 use crate::ops::batchnorm::BatchNorm;
@@ -26,6 +26,10 @@ pub struct BenchTuneOptions {
     /// Image side [default: 32 for CIFAR models, 224 otherwise].
     #[arg(long, value_parser = crate::cli::bounded(*crate::data::IMAGE_SIDES.start(), *crate::data::IMAGE_SIDES.end()))]
     pub image_size: Option<usize>,
+    /// Activation precisions to tune at (choices are kept per precision):
+    /// f32, f16 or f32,f16.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "f32")]
+    pub precision: Vec<Precision>,
 }
 
 /// Every candidate name, in the table's column order.
@@ -71,34 +75,14 @@ pub fn bench_tune(ctx: &GpuContext, opt: &BenchTuneOptions) -> Result<()> {
             }
             all
         });
-    let columns = columns();
-    out_text!("{:<30} {:<15}", "conv (first layer)", "pass");
-    for k in &columns {
-        out_text!(" {:>11}", k.name());
-    }
-    out!("  chosen (ms per run)");
-    for (layer, shape) in shapes {
-        let conv = Conv2d::new(&layer, shape, ConvTuning::default())?;
-        for pass in ConvPass::ALL {
-            let timed = measure_conv(ctx, &conv, pass)?;
-            out_text!("{layer:<30} {:<15}", pass.name());
-            for k in &columns {
-                let cell = match timed.iter().find(|(c, _)| c == k) {
-                    Some((_, Some(t))) => format!("{:.3}", 1e3 * t),
-                    Some((_, None)) => "failed".into(),
-                    None => "-".into(),
-                };
-                out_text!(" {cell:>11}");
-            }
-            let mut choices = ctx.choices.lock().unwrap();
-            let key = conv_key(pass, &shape);
-            match keep_fastest(&mut choices, key, timed, ConvKernel::name) {
-                Some(kernel) => out!("  {}", kernel.name()),
-                None => out!("  (none ran)"),
-            }
+    for &precision in &opt.precision {
+        if precision == Precision::F16 && !ctx.supports_f16() {
+            out!("f16: this adapter has no shader-f16; not tuned");
+            continue;
         }
+        tune_convs(ctx, &shapes, precision.dtype())?;
+        tune_reductions(ctx, &bn_shapes, opt.batch_size, precision.dtype());
     }
-    tune_reductions(ctx, &bn_shapes, opt.batch_size);
     ctx.save_kernel_choices()
         .context("writing the kernel-choice cache")?;
     let choices = ctx.choices.lock().unwrap();
@@ -113,16 +97,57 @@ pub fn bench_tune(ctx: &GpuContext, opt: &BenchTuneOptions) -> Result<()> {
     Ok(())
 }
 
+/// Times every candidate of every pass of `shapes` at activation type
+/// `dtype`, prints a row per pass and caches the fastest.
+fn tune_convs(ctx: &GpuContext, shapes: &[(String, Conv2dShape)], dtype: DType) -> Result<()> {
+    let columns = columns();
+    out_text!(
+        "{:<30} {:<15}",
+        format!("conv at {} (first layer)", dtype.name()),
+        "pass"
+    );
+    for k in &columns {
+        out_text!(" {:>11}", k.name());
+    }
+    out!("  chosen (ms per run)");
+    for (layer, shape) in shapes {
+        let conv = Conv2d::new(layer, *shape, ConvTuning::default())?;
+        for pass in ConvPass::ALL {
+            let timed = measure_conv(ctx, &conv, pass, dtype)?;
+            out_text!("{layer:<30} {:<15}", pass.name());
+            for k in &columns {
+                let cell = match timed.iter().find(|(c, _)| c == k) {
+                    Some((_, Some(t))) => format!("{:.3}", 1e3 * t),
+                    Some((_, None)) => "failed".into(),
+                    None => "-".into(),
+                };
+                out_text!(" {cell:>11}");
+            }
+            let mut choices = ctx.choices.lock().unwrap();
+            let key = conv_key(pass, &conv, dtype);
+            match keep_fastest(&mut choices, key, timed, ConvKernel::name) {
+                Some(kernel) => out!("  {}", kernel.name()),
+                None => out!("  (none ran)"),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Measures the batch-norm and loss reduction candidates (tree, subgroup) at
 /// every batch-norm shape and the batch, and caches the faster.
-fn tune_reductions(ctx: &GpuContext, bn_shapes: &[BatchNormShape], batch: usize) {
+fn tune_reductions(ctx: &GpuContext, bn_shapes: &[BatchNormShape], batch: usize, dtype: DType) {
     let policy = ctx.choices.lock().unwrap().policy;
     ctx.set_tune_policy(TunePolicy::All);
     let available: Vec<&str> = Reduction::available(ctx).iter().map(|r| r.name()).collect();
-    out!("reductions (candidates: {}):", available.join(", "));
+    out!(
+        "reductions at {} (candidates: {}):",
+        dtype.name(),
+        available.join(", ")
+    );
     for &shape in bn_shapes {
         if let Ok(bn) = BatchNorm::new("tune", shape, Fusion::None) {
-            let (r, _) = choose_bn_reduction(ctx, &bn);
+            let (r, _) = choose_bn_reduction(ctx, &bn, dtype);
             out!(
                 "  batch norm {}x{}x{}: {}",
                 shape.batch,

@@ -66,6 +66,8 @@ pub enum ChoiceSource {
     Cached,
     /// The built-in default (no measurement).
     BuiltIn,
+    /// What the resumed run ran before (its run folder's record).
+    Run,
 }
 
 impl ChoiceSource {
@@ -74,6 +76,7 @@ impl ChoiceSource {
             ChoiceSource::Measured => "measured",
             ChoiceSource::Cached => "cached",
             ChoiceSource::BuiltIn => "built-in",
+            ChoiceSource::Run => "the run's",
         }
     }
 }
@@ -83,6 +86,14 @@ impl ChoiceSource {
 pub struct Choice {
     pub kernel: String,
     pub ms: f64,
+}
+
+/// The kernels a run ran (cache key -> kernel name) on its adapter: the run
+/// folder's `kernel-choices.json`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunKernels {
+    pub adapter: String,
+    pub choices: BTreeMap<String, String>,
 }
 
 /// The cache file: choices per adapter, per (pass, shape) key.
@@ -105,6 +116,10 @@ pub struct KernelChoices {
     #[cfg(not(target_arch = "wasm32"))]
     pub path: Option<PathBuf>,
     entries: BTreeMap<String, Choice>,
+    /// A resumed run's own choices, taken before the cache's (see `pin`).
+    pinned: BTreeMap<String, Choice>,
+    /// What this process chose for each key it was asked (see `used`).
+    used: BTreeMap<String, String>,
     /// Keys measured by this process (`All` measures each once, not once per layer).
     measured: std::collections::HashSet<String>,
     /// A choice was measured since the file was read.
@@ -133,6 +148,8 @@ impl KernelChoices {
             #[cfg(not(target_arch = "wasm32"))]
             path: None,
             entries: BTreeMap::new(),
+            pinned: BTreeMap::new(),
+            used: BTreeMap::new(),
             measured: Default::default(),
             dirty: false,
         }
@@ -153,13 +170,45 @@ impl KernelChoices {
         choices
     }
 
-    /// The cached choice for `key`, unless the policy ignores it (`Off`) or
-    /// renews it (`All`, until this process has measured it).
-    pub fn cached(&self, key: &str) -> Option<&Choice> {
+    /// The cached choice for `key` (a pinned run's first), unless the policy
+    /// ignores it (`Off`, `Gpu`) or renews it (`All`, until this process has
+    /// measured it).
+    pub fn cached(&self, key: &str) -> Option<(&Choice, ChoiceSource)> {
         match self.policy {
             TunePolicy::Off | TunePolicy::Gpu => None,
             TunePolicy::All if !self.measured.contains(key) => None,
-            _ => self.entries.get(key),
+            _ => match self.pinned.get(key) {
+                Some(choice) => Some((choice, ChoiceSource::Run)),
+                None => self.entries.get(key).map(|c| (c, ChoiceSource::Cached)),
+            },
+        }
+    }
+
+    /// Takes a run's recorded kernels before the cache's (`auto`, `cached`),
+    /// so a resumed run runs the kernels it ran, whatever was measured since.
+    /// False (nothing taken) when they were recorded on another adapter.
+    pub fn pin(&mut self, run: RunKernels) -> bool {
+        if run.adapter != self.adapter_key {
+            return false;
+        }
+        self.pinned = run
+            .choices
+            .into_iter()
+            .map(|(key, kernel)| (key, Choice { kernel, ms: 0.0 }))
+            .collect();
+        true
+    }
+
+    /// Notes the kernel chosen for `key` (for `used`).
+    pub fn note_used(&mut self, key: String, kernel: String) {
+        self.used.insert(key, kernel);
+    }
+
+    /// Every choice this process made, for the run folder.
+    pub fn used(&self) -> RunKernels {
+        RunKernels {
+            adapter: self.adapter_key.clone(),
+            choices: self.used.clone(),
         }
     }
 

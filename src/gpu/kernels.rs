@@ -64,6 +64,16 @@ pub const SHADERS: &[Shader] = &[
     shader!("shortcut": "prelude", "shortcut"),
 ];
 
+/// A short hash of every module's WGSL (FNV-1a, in hex): kernel choices
+/// measured on other shader code are not reused after a code change.
+pub fn sources_hash() -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in SHADERS.iter().flat_map(|s| s.source.bytes()) {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3);
+    }
+    format!("{:08x}", hash >> 32)
+}
+
 /// (shader, precision, entry point, override constants): what makes a
 /// pipeline distinct.
 #[derive(Clone, PartialEq, Eq, Hash)]

@@ -11,14 +11,14 @@ mod profiler;
 mod readback;
 mod tensor;
 
-pub use choices::{Choice, ChoiceSource, KernelChoices, TunePolicy};
+pub use choices::{Choice, ChoiceSource, KernelChoices, RunKernels, TunePolicy};
 pub use context::{BackendChoice, GpuContext};
 pub use contract::{Kernel, PARAMS_ROLE, ShaderConstant, StructLayout, WgslStruct, Workgroup};
 pub use dispatch::{
     Binding, Dispatch, DispatchSpec, elementwise_grid, encoder, record_pass, submit,
 };
 pub use error::GpuError;
-pub use kernels::{SHADERS, Shader};
+pub use kernels::{SHADERS, Shader, sources_hash};
 pub use profiler::OpTiming;
 #[cfg(not(target_arch = "wasm32"))]
 pub use profiler::time_dispatches;

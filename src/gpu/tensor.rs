@@ -15,6 +15,15 @@ pub enum DType {
 }
 
 impl DType {
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::U32 => "u32",
+            DType::U8 => "u8",
+        }
+    }
+
     fn bytes(self, elements: usize) -> u64 {
         match self {
             DType::F32 | DType::U32 => 4 * elements as u64,

@@ -3,10 +3,10 @@
 //! kernel choices, else measure every candidate (when the tune policy says
 //! so), else take the built-in choice.
 
-use crate::gpu::{Choice, ChoiceSource, GpuContext, GpuError, KernelChoices};
+use crate::gpu::{Choice, ChoiceSource, DType, GpuContext, GpuError, KernelChoices, sources_hash};
 #[cfg(not(target_arch = "wasm32"))]
-use crate::gpu::{DType, Dispatch, Tensor, time_dispatches};
-use crate::shapes::{BatchNormShape, Conv2dShape};
+use crate::gpu::{Dispatch, Tensor, time_dispatches};
+use crate::shapes::BatchNormShape;
 
 use super::Reduction;
 use super::batchnorm::BatchNorm;
@@ -16,16 +16,24 @@ use super::conv::{Conv2d, ConvKernel, ConvPass};
 #[cfg(not(target_arch = "wasm32"))]
 use crate::shapes::Fusion;
 
-/// Timed repetitions per candidate (after a warm-up run).
+/// Timed repetitions per sample (after a warm-up run), and samples per
+/// candidate: a candidate's time is its best sample's mean, so one sample
+/// slowed by something else on the device does not pick the kernel.
 #[cfg(not(target_arch = "wasm32"))]
 const MEASURE_REPS: u32 = 3;
+#[cfg(not(target_arch = "wasm32"))]
+const MEASURE_SAMPLES: usize = 3;
 
-/// The key a conv pass's choice is cached under: the pass and every dimension
-/// that changes its work.
-pub fn conv_key(pass: ConvPass, s: &Conv2dShape) -> String {
+/// The key a conv pass's choice is cached under: the pass, the activation
+/// type it was measured at, every dimension that changes its work, the
+/// workgroup tuning, and the hash of the shader sources (a code change
+/// measures again instead of running a stale choice).
+pub fn conv_key(pass: ConvPass, conv: &Conv2d, dtype: DType) -> String {
+    let (s, t) = (&conv.shape, &conv.tuning);
     format!(
-        "conv {} n{} c{} {}x{} -> {} k{}x{} s{} p{}",
+        "conv {} {} n{} c{} {}x{} -> {} k{}x{} s{} p{} wg{}x{}/{} src{}",
         pass.name(),
+        dtype.name(),
         s.batch,
         s.in_c,
         s.in_h,
@@ -34,19 +42,24 @@ pub fn conv_key(pass: ConvPass, s: &Conv2dShape) -> String {
         s.kernel_h,
         s.kernel_w,
         s.stride,
-        s.pad
+        s.pad,
+        t.wg_n,
+        t.wg_m,
+        t.target_workgroups,
+        sources_hash()
     )
 }
 
 /// `conv` with the kernel of each pass chosen for `ctx`'s adapter from its
-/// kernel choices, and how each was chosen (forward, backward_input,
-/// backward_weight).
+/// kernel choices at activation type `dtype`, and how each was chosen
+/// (forward, backward_input, backward_weight).
 pub fn choose_conv_kernels(
     ctx: &GpuContext,
     conv: Conv2d,
+    dtype: DType,
 ) -> Result<(Conv2d, [ChoiceSource; 3]), GpuError> {
     let mut choices = ctx.choices.lock().unwrap();
-    choose_conv_kernels_in(ctx, &mut choices, conv)
+    choose_conv_kernels_in(ctx, &mut choices, conv, dtype)
 }
 
 /// `choose_conv_kernels` with the choices given (a test's own cache file).
@@ -54,6 +67,7 @@ pub fn choose_conv_kernels_in(
     ctx: &GpuContext,
     choices: &mut KernelChoices,
     mut conv: Conv2d,
+    dtype: DType,
 ) -> Result<(Conv2d, [ChoiceSource; 3]), GpuError> {
     let mut sources = [ChoiceSource::BuiltIn; 3];
     for (i, pass) in ConvPass::ALL.into_iter().enumerate() {
@@ -61,11 +75,11 @@ pub fn choose_conv_kernels_in(
         let (kernel, source) = choose_in(
             choices,
             ctx.is_software(),
-            conv_key(pass, &conv.shape),
+            conv_key(pass, &conv, dtype),
             &conv.candidates(pass),
             ConvKernel::name,
             builtin,
-            || measure_conv(ctx, &conv, pass),
+            || measure_conv(ctx, &conv, pass, dtype),
         )?;
         conv = conv.with_kernel(pass, kernel)?;
         sources[i] = source;
@@ -85,19 +99,20 @@ fn choose_in<K: Copy + PartialEq>(
     builtin: K,
     measure: impl FnOnce() -> Result<Vec<(K, Option<f64>)>, GpuError>,
 ) -> Result<(K, ChoiceSource), GpuError> {
-    let cached = choices
-        .cached(&key)
-        .and_then(|c| candidates.iter().copied().find(|&k| name(k) == c.kernel));
-    if let Some(kernel) = cached {
-        return Ok((kernel, ChoiceSource::Cached));
-    }
-    if !choices.should_measure(cpu_adapter) {
-        return Ok((builtin, ChoiceSource::BuiltIn));
-    }
-    Ok(match keep_fastest(choices, key, measure()?, name) {
-        Some(kernel) => (kernel, ChoiceSource::Measured),
-        None => (builtin, ChoiceSource::BuiltIn),
-    })
+    let cached = choices.cached(&key).and_then(|(c, source)| {
+        let kernel = candidates.iter().copied().find(|&k| name(k) == c.kernel)?;
+        Some((kernel, source))
+    });
+    let chosen = match cached {
+        Some(found) => found,
+        None if !choices.should_measure(cpu_adapter) => (builtin, ChoiceSource::BuiltIn),
+        None => match keep_fastest(choices, key.clone(), measure()?, &name) {
+            Some(kernel) => (kernel, ChoiceSource::Measured),
+            None => (builtin, ChoiceSource::BuiltIn),
+        },
+    };
+    choices.note_used(key, name(chosen.0));
+    Ok(chosen)
 }
 
 /// Caches the fastest of `timed` (candidates with their seconds, None for one
@@ -147,19 +162,46 @@ fn choose_reduction(
     .unwrap_or((builtin, ChoiceSource::BuiltIn))
 }
 
-/// The reduction batch norm's channel statistics end with, for `bn`'s shape:
-/// measured on the forward statistics kernel; built-in: the tree on CPU
-/// adapters, subgroups on GPUs that have them.
-pub fn choose_bn_reduction(ctx: &GpuContext, bn: &BatchNorm) -> (Reduction, ChoiceSource) {
+/// The reduction batch norm's channel statistics end with, for `bn`'s shape
+/// at activation type `dtype`: measured on the forward statistics kernel;
+/// built-in: the tree on CPU adapters, subgroups on GPUs that have them.
+pub fn choose_bn_reduction(
+    ctx: &GpuContext,
+    bn: &BatchNorm,
+    dtype: DType,
+) -> (Reduction, ChoiceSource) {
     let s = &bn.shape;
-    let key = format!("batchnorm reduce n{} c{} hw{}", s.batch, s.channels, s.hw);
-    choose_reduction(ctx, key, |r| time_bn_stats(ctx, s, r))
+    let key = format!(
+        "batchnorm reduce {} n{} c{} hw{} src{}",
+        dtype.name(),
+        s.batch,
+        s.channels,
+        s.hw,
+        sources_hash()
+    );
+    choose_reduction(ctx, key, |r| time_bn_stats(ctx, s, r, dtype))
 }
 
-/// The reduction of the loss's batch sum, for a batch of `batch` samples.
+/// The reduction of the loss's batch sum, for a batch of `batch` samples
+/// (the loss runs in f32 at either precision).
 pub fn choose_loss_reduction(ctx: &GpuContext, batch: usize) -> (Reduction, ChoiceSource) {
-    let key = format!("loss reduce n{batch}");
+    let key = format!("loss reduce n{batch} src{}", sources_hash());
     choose_reduction(ctx, key, |r| time_loss_sum(ctx, batch, r))
+}
+
+/// The best of `MEASURE_SAMPLES` timings of `dispatches` (seconds per run);
+/// None when the device refused them.
+#[cfg(not(target_arch = "wasm32"))]
+fn best_time(ctx: &GpuContext, dispatches: &[&Dispatch]) -> Option<f64> {
+    (0..MEASURE_SAMPLES)
+        .map(|_| {
+            time_dispatches(ctx, dispatches, MEASURE_REPS)
+                .ok()
+                .map(|t| t.seconds)
+        })
+        .collect::<Option<Vec<f64>>>()?
+        .into_iter()
+        .reduce(f64::min)
 }
 
 fn builtin_reduction(cpu_builtins: bool, available: &[Reduction]) -> Reduction {
@@ -171,12 +213,18 @@ fn builtin_reduction(cpu_builtins: bool, available: &[Reduction]) -> Reduction {
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-fn time_bn_stats(ctx: &GpuContext, s: &BatchNormShape, reduction: Reduction) -> Option<f64> {
+fn time_bn_stats(
+    ctx: &GpuContext,
+    s: &BatchNormShape,
+    reduction: Reduction,
+    dtype: DType,
+) -> Option<f64> {
     let mut bn = BatchNorm::new("tune bn", *s, Fusion::None).ok()?;
     bn.reduction = reduction;
     let act = [s.batch, s.channels, s.hw];
     let t = |label, shape: &[usize]| Tensor::zeros(ctx, label, shape, DType::F32).ok();
-    let (x, y) = (t("tune x", &act)?, t("tune y", &act)?);
+    let a = |label, shape: &[usize]| Tensor::zeros(ctx, label, shape, dtype).ok();
+    let (x, y) = (a("tune x", &act)?, a("tune y", &act)?);
     let c: Vec<Tensor> = (0..6)
         .map(|_| t("tune c", &[s.channels]))
         .collect::<Option<_>>()?;
@@ -190,9 +238,7 @@ fn time_bn_stats(ctx: &GpuContext, s: &BatchNormShape, reduction: Reduction) -> 
         save_invstd: &c[5],
     };
     let dispatches = bn.forward_train(ctx, &tensors, None, &y).ok()?;
-    time_dispatches(ctx, &[&dispatches[0]], MEASURE_REPS)
-        .ok()
-        .map(|t| t.seconds)
+    best_time(ctx, &[&dispatches[0]])
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -221,13 +267,11 @@ fn time_loss_sum(ctx: &GpuContext, batch: usize, reduction: Reduction) -> Option
     };
     let dispatches =
         super::loss::softmax_cross_entropy(ctx, "tune loss", &tensors, batch, reduction).ok()?;
-    time_dispatches(ctx, &[&dispatches[1]], MEASURE_REPS)
-        .ok()
-        .map(|t| t.seconds)
+    best_time(ctx, &[&dispatches[1]])
 }
 
 #[cfg(target_arch = "wasm32")]
-fn time_bn_stats(_: &GpuContext, _: &BatchNormShape, _: Reduction) -> Option<f64> {
+fn time_bn_stats(_: &GpuContext, _: &BatchNormShape, _: Reduction, _: DType) -> Option<f64> {
     None
 }
 
@@ -243,6 +287,7 @@ fn measure_conv(
     _: &GpuContext,
     conv: &Conv2d,
     pass: ConvPass,
+    _: DType,
 ) -> Result<Vec<(ConvKernel, Option<f64>)>, GpuError> {
     Ok(conv
         .candidates(pass)
@@ -251,23 +296,27 @@ fn measure_conv(
         .collect())
 }
 
-/// Seconds per run of every candidate of `pass` on this conv's shape (None
-/// for a candidate the adapter refused to build, e.g. a workgroup beyond its
-/// limits). Each candidate is timed after a warm-up run, so the first-use
-/// compile is not counted.
+/// Seconds per run of every candidate of `pass` on this conv's shape with
+/// activations and weights stored as `dtype` (None for a candidate the
+/// adapter refused to build, e.g. a workgroup beyond its limits). Each
+/// candidate is timed after a warm-up run, so the first-use compile is not
+/// counted, and takes its best of `MEASURE_SAMPLES` timings.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn measure_conv(
     ctx: &GpuContext,
     conv: &Conv2d,
     pass: ConvPass,
+    dtype: DType,
 ) -> Result<Vec<(ConvKernel, Option<f64>)>, GpuError> {
     let s = &conv.shape;
-    let t = |label, shape: &[usize]| Tensor::zeros(ctx, label, shape, DType::F32);
+    let t = |label, shape: &[usize], dtype| Tensor::zeros(ctx, label, shape, dtype);
     let (input, weight, output) = (
-        t("tune input", &s.input_shape())?,
-        t("tune weight", &s.weight_shape())?,
-        t("tune output", &s.output_shape())?,
+        t("tune input", &s.input_shape(), dtype)?,
+        t("tune weight", &s.weight_shape(), dtype)?,
+        t("tune output", &s.output_shape(), dtype)?,
     );
+    // The weight gradient is f32 at either precision.
+    let weight_grad = t("tune weight grad", &s.weight_shape(), DType::F32)?;
     let mut timed = vec![];
     for kernel in conv.candidates(pass) {
         let candidate = conv.clone().with_kernel(pass, kernel)?;
@@ -278,13 +327,13 @@ pub fn measure_conv(
             ConvPass::BackwardInput => candidate
                 .backward_input(ctx, &output, &weight, &input)
                 .map(|d| vec![d]),
-            ConvPass::BackwardWeight => candidate.backward_weight(ctx, &input, &output, &weight),
+            ConvPass::BackwardWeight => {
+                candidate.backward_weight(ctx, &input, &output, &weight_grad)
+            }
         };
         let seconds = dispatches.ok().and_then(|ds| {
             let refs: Vec<&Dispatch> = ds.iter().collect();
-            time_dispatches(ctx, &refs, MEASURE_REPS)
-                .ok()
-                .map(|t| t.seconds)
+            best_time(ctx, &refs)
         });
         timed.push((kernel, seconds));
     }

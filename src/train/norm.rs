@@ -69,7 +69,7 @@ impl NormLayer {
                     hw,
                 };
                 let mut op = BatchNorm::new(&spec.bn, shape, fusion)?;
-                let (reduction, source) = choose_bn_reduction(b.ctx, &op);
+                let (reduction, source) = choose_bn_reduction(b.ctx, &op, b.act);
                 op.reduction = reduction;
                 b.reductions.push((spec.bn.clone(), reduction, source));
                 let (running_mean, running_var) = state.running.ok_or_else(|| {

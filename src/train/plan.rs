@@ -189,7 +189,7 @@ pub(super) struct Builder<'c> {
     pub(super) ctx: &'c GpuContext,
     batch: usize,
     /// What activations and their gradients are stored as.
-    act: DType,
+    pub(super) act: DType,
     pub(super) tensors: Vec<Tensor>,
     dispatches: Vec<Dispatch>,
     /// Dispatch ids of Train, Eval, Backward and Optimizer, in recording order.
@@ -570,14 +570,15 @@ impl Plan {
     }
 
     /// How many conv passes had their kernel measured now, taken from the
-    /// cache, or built in.
-    pub fn conv_choice_counts(&self) -> [usize; 3] {
-        let mut counts = [0; 3];
+    /// cache, built in, or taken from the resumed run's record.
+    pub fn conv_choice_counts(&self) -> [usize; 4] {
+        let mut counts = [0; 4];
         for source in self.conv_choices.iter().flat_map(|c| c.sources) {
             counts[match source {
                 ChoiceSource::Measured => 0,
                 ChoiceSource::Cached => 1,
                 ChoiceSource::BuiltIn => 2,
+                ChoiceSource::Run => 3,
             }] += 1;
         }
         counts
@@ -947,7 +948,7 @@ impl Builder<'_> {
     ) -> Result<Unit, GpuError> {
         let shape = conv_shape(spec, self.batch, hw);
         let (conv, sources) =
-            choose_conv_kernels(self.ctx, Conv2d::new(&spec.conv, shape, tuning)?)?;
+            choose_conv_kernels(self.ctx, Conv2d::new(&spec.conv, shape, tuning)?, self.act)?;
         self.conv_choices.push(ConvChoice {
             layer: spec.conv.clone(),
             shape,
