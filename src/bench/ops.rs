@@ -289,7 +289,6 @@ fn bench_batchnorm(
     Ok(())
 }
 
-/// Runs the benchmark and prints the table.
 /// Refuses a --wg-n x --wg-m workgroup the adapter cannot run (lavapipe hung
 /// on one, other drivers gave a raw validation dump).
 fn check_workgroup(ctx: &GpuContext, tuning: &ConvTuning) -> Result<(), GpuError> {
@@ -314,6 +313,7 @@ fn check_workgroup(ctx: &GpuContext, tuning: &ConvTuning) -> Result<(), GpuError
     ))
 }
 
+/// Runs the benchmark and prints the table.
 pub fn bench_ops(ctx: &GpuContext, opt: &BenchOpsOptions) -> Result<(), GpuError> {
     let tuning = opt.tuning();
     check_workgroup(ctx, &tuning)?;
