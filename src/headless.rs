@@ -12,10 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use anyhow::{Result, bail};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use crate::cli::CheckpointEvery;
-use crate::runs::{BestSoFar, MetricsLog};
-use crate::train::checkpoint::{self, CheckpointError};
-use crate::train::{EpochReport, StepReport, Throughput, TrainEvent, Trainer};
+use crate::driver::{RunDriver, RunEvent, RunFiles, RunState};
+use crate::train::{CheckpointEvery, EpochReport, StepReport, Throughput, Trainer};
 
 /// What a finished (or interrupted) run leaves behind.
 #[derive(Debug)]
@@ -177,154 +175,68 @@ pub fn run(trainer: &mut Trainer, run_dir: &Path, quiet: bool) -> Result<RunSumm
     )
 }
 
-/// Trains to the end (or to a stop signal) with a progress bar or lines;
-/// checkpoints after every epoch (naming the best by evaluation accuracy),
-/// at the end, when stopped and per `checkpoint_every`. A NaN/inf loss stops
-/// the run with an error and keeps the last good checkpoint.
+/// Trains to the end (or to a stop signal) with a progress bar or lines,
+/// through the core's [`RunDriver`] (which decides when to checkpoint, what is
+/// best and what stops the run); a stop signal asks it to stop, and a failed
+/// run (a NaN/inf loss, a checkpoint that could not be written) is an error
+/// that names the last good checkpoint.
 pub fn run_with(trainer: &mut Trainer, run_dir: &Path, options: RunOptions) -> Result<RunSummary> {
     let mut shown = Progress::new(trainer, options.quiet);
-    let mut best = BestSoFar::read(run_dir);
-    let mut timer = CheckpointTimer::new(options.checkpoint_every, trainer.progress().global_step);
-    let mut metrics_log = MetricsLog::open(run_dir)?;
+    let files = RunFiles::open(run_dir)?;
+    let mut driver = RunDriver::with_files(trainer, files, options.checkpoint_every);
     // Stay at most two reports ahead of the GPU: enough to keep it busy.
-    let max_in_flight = 2 * trainer.config.report_every as u64 + 1;
+    let depth = 2 * trainer.config.report_every as u64 + 1;
     let mut summary = RunSummary {
         run_dir: run_dir.to_path_buf(),
         last: None,
         checkpoint: None,
         interrupted_by: None,
     };
-    let mut waiting_for_epoch = false;
-    let mut flushed = false;
     loop {
-        let stopping = stop_requested();
-        if stopping.is_some() && !flushed {
-            // The steps of an unfinished report group must come back too.
-            trainer.flush_reports();
-            flushed = true;
+        if let (Some(signal), None) = (stop_requested(), summary.interrupted_by) {
+            summary.interrupted_by = Some(signal);
+            driver.stop(trainer);
         }
-        if stopping.is_none()
-            && !waiting_for_epoch
-            && !timer.due
-            && !trainer.is_finished()
-            && trainer.steps_in_flight() < max_in_flight
-        {
-            let before = trainer.progress();
-            trainer.submit_steps(1);
-            let after = trainer.progress();
-            waiting_for_epoch = after.epoch != before.epoch || trainer.is_finished();
-            if !waiting_for_epoch && timer.check(after.global_step) {
-                trainer.flush_reports();
-            }
-            continue;
-        }
-        for event in trainer.poll()? {
+        for event in driver.tick(trainer, depth)? {
             match event {
-                TrainEvent::Step(s) => shown.step(&s, trainer),
-                TrainEvent::Epoch(e) => {
-                    metrics_log.append(&e)?;
+                RunEvent::Step(s) => shown.step(&s, trainer),
+                RunEvent::Epoch(e) => {
                     shown.println(&epoch_line(&e, trainer.eval_name()));
-                    best.evaluated(&e);
                     summary.last = Some(e);
                 }
-                TrainEvent::Predictions { .. } => {}
-                TrainEvent::SkippedFile(bad) => progress().suspend(|| {
+                RunEvent::Saved(dir) => summary.checkpoint = Some(dir),
+                RunEvent::Predictions(_) => {}
+                RunEvent::SkippedFile(bad) => progress().suspend(|| {
                     eprintln!(
                         "warning: skipped {}: {} (another picture takes its place)",
                         bad.path.display(),
                         bad.reason
                     )
                 }),
-                TrainEvent::Diverged {
-                    step,
-                    loss,
-                    evaluation,
-                } => {
-                    shown.bar.abandon();
-                    let what = if evaluation {
-                        format!("the {} loss", trainer.eval_name())
-                    } else {
-                        "the training loss".into()
-                    };
-                    bail!(
-                        "{what} became {loss} at step {step}; training stopped ({}). Try a lower --lr or a warm-up.",
-                        last_good(run_dir)
-                    );
-                }
             }
         }
-        let idle = trainer.is_idle();
-        if let (Some(signal), true) = (stopping, idle) {
-            shown.bar.abandon();
-            summary.interrupted_by = Some(signal);
-            let dir = save(trainer, run_dir, &shown)?;
-            // Stopped right after an evaluation: these are its weights.
-            best.saved(run_dir, &dir)?;
-            summary.checkpoint = Some(dir);
-            shown.println(&format!(
-                "stopped by signal {signal} at step {}; resume with --resume {}",
-                trainer.progress().global_step,
-                run_dir.display()
-            ));
-            return Ok(summary);
-        }
-        if trainer.is_finished() && idle && !waiting_for_epoch {
-            break;
-        }
-        if waiting_for_epoch && idle {
-            let dir = save(trainer, run_dir, &shown)?;
-            best.saved(run_dir, &dir)?;
-            summary.checkpoint = Some(dir);
-            waiting_for_epoch = false;
-            timer.saved(trainer.progress().global_step);
-            if trainer.is_finished() {
-                break;
+        match &driver.state {
+            RunState::Failed(why) => {
+                shown.bar.abandon();
+                bail!("{why}");
             }
-        } else if timer.due && idle {
-            summary.checkpoint = Some(save(trainer, run_dir, &shown)?);
-            timer.saved(trainer.progress().global_step);
-        } else if !idle {
-            trainer.wait_for_report()?;
+            RunState::Stopped => {
+                shown.bar.abandon();
+                shown.println(&format!(
+                    "stopped by signal {} at step {}; resume with --resume {}",
+                    summary.interrupted_by.unwrap_or_default(),
+                    trainer.progress().global_step,
+                    run_dir.display()
+                ));
+                return Ok(summary);
+            }
+            RunState::Finished => break,
+            _ if !trainer.is_idle() => trainer.wait_for_report()?,
+            _ => {}
         }
     }
     shown.bar.finish_and_clear();
     Ok(summary)
-}
-
-/// When `--checkpoint-every` asks for the next checkpoint.
-struct CheckpointTimer {
-    every: Option<CheckpointEvery>,
-    last_step: u64,
-    last_time: std::time::Instant,
-    /// A checkpoint is due: submit nothing until it is written.
-    due: bool,
-}
-
-impl CheckpointTimer {
-    fn new(every: Option<CheckpointEvery>, step: u64) -> Self {
-        CheckpointTimer {
-            every,
-            last_step: step,
-            last_time: std::time::Instant::now(),
-            due: false,
-        }
-    }
-
-    /// After submitting `step`: whether a checkpoint is now due.
-    fn check(&mut self, step: u64) -> bool {
-        self.due = match self.every {
-            Some(CheckpointEvery::Steps(n)) => step >= self.last_step + n,
-            Some(CheckpointEvery::Minutes(m)) => self.last_time.elapsed().as_secs_f64() >= 60.0 * m,
-            None => false,
-        };
-        self.due
-    }
-
-    fn saved(&mut self, step: u64) {
-        self.last_step = step;
-        self.last_time = std::time::Instant::now();
-        self.due = false;
-    }
 }
 
 fn epoch_line(e: &EpochReport, eval_name: &str) -> String {
@@ -354,28 +266,4 @@ fn epoch_line(e: &EpochReport, eval_name: &str) -> String {
         e.lr,
         e.images_per_sec
     )
-}
-
-/// A checkpoint now; a diverged model (non-finite state) stops the run.
-fn save(trainer: &Trainer, run_dir: &Path, shown: &Progress) -> Result<PathBuf> {
-    match checkpoint::save(trainer, run_dir) {
-        Ok(dir) => Ok(dir),
-        Err(e @ CheckpointError::NonFinite { .. }) => {
-            shown.bar.abandon();
-            bail!(
-                "{e}; training stopped ({}). Try a lower --lr or a warm-up.",
-                last_good(run_dir)
-            );
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Where the newest checkpoint of a run is, in words (every saved checkpoint
-/// is finite: `save` refuses anything else).
-fn last_good(run_dir: &Path) -> String {
-    match checkpoint::resolve(run_dir) {
-        Ok(found) => format!("the last good checkpoint is {}", found.dir.display()),
-        Err(_) => "no checkpoint was written yet".into(),
-    }
 }

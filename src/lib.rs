@@ -20,6 +20,7 @@ pub mod cli;
 pub mod data;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod download;
+pub mod driver;
 pub mod gpu;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod headless;

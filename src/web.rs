@@ -133,8 +133,8 @@ impl WebApp {
                 .collect();
             let _ = data.set("steps", &s.history.steps_done().to_string());
             let _ = data.set("losses", &losses.join(","));
-            let _ = data.set("state", s.state.label());
-            if let crate::ui::RunState::Failed(why) = &s.state {
+            let _ = data.set("state", s.state().label());
+            if let crate::ui::RunState::Failed(why) = s.state() {
                 let _ = data.set("error", why);
             }
         }

@@ -56,7 +56,7 @@ fn frames_until(h: &mut Harness<'_, App>, what: &str, done: impl Fn(&App) -> boo
 }
 
 fn state(app: &App) -> Option<RunState> {
-    app.session.as_ref().map(|s| s.state.clone())
+    app.session.as_ref().map(|s| s.state().clone())
 }
 
 fn steps_done(app: &App) -> u64 {

@@ -754,3 +754,50 @@ fn plans_build_within_webgpu_default_limits() {
     }
     ctx.check_uncaptured().unwrap();
 }
+
+/// The run policy without a front end (`RunDriver`, which the terminal and
+/// the window both tick): with a checkpoint every step, each of the 4 steps
+/// of a 2-epoch run is saved once (the epoch ends coincide with the timer's),
+/// the run ends Finished; a stop asked mid-run writes its checkpoint and ends
+/// Stopped.
+#[test]
+fn the_run_driver_checkpoints_on_its_timer_at_epoch_ends_and_on_stop() {
+    use resnet_wgpu::driver::{RunDriver, RunEvent, RunFiles, RunState};
+    use resnet_wgpu::train::CheckpointEvery;
+    let tiny = "--model resnet8 --batch-size 32 --synthetic-train 64 --synthetic-test 16";
+    let drive = |out: &Path, stop_after: Option<usize>| {
+        let args = train_args(out, &format!("{tiny} --epochs 2"));
+        let (mut trainer, folder) = runs::prepare(shared_ctx(), &args).unwrap();
+        let files = RunFiles::open(&folder).unwrap();
+        let every = Some(CheckpointEvery::Steps(1));
+        let mut driver = RunDriver::with_files(&trainer, files, every);
+        let mut saved = vec![];
+        while !driver.state.is_over() {
+            for event in driver.tick(&mut trainer, 3).unwrap() {
+                if let RunEvent::Saved(dir) = event {
+                    saved.push(dir.file_name().unwrap().to_string_lossy().into_owned());
+                }
+            }
+            if stop_after == Some(saved.len()) && driver.state == RunState::Running {
+                driver.stop(&mut trainer);
+            }
+            if !trainer.is_idle() {
+                trainer.wait_for_report().unwrap();
+            }
+        }
+        (driver.state, saved)
+    };
+    let (state, saved) = drive(&out_dir("driver"), None);
+    assert_eq!(state, RunState::Finished);
+    let steps = [
+        "step-00000001",
+        "step-00000002",
+        "step-00000003",
+        "step-00000004",
+    ];
+    assert_eq!(saved, steps);
+    let (state, saved) = drive(&out_dir("driver-stop"), Some(1));
+    assert_eq!(state, RunState::Stopped);
+    assert_eq!(saved.first().map(String::as_str), Some("step-00000001"));
+    assert!(saved.len() < 4, "the stop did not stop: {saved:?}");
+}

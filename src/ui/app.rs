@@ -81,7 +81,7 @@ impl App {
         match self.start_in_frames {
             Some(0) => {
                 self.start_in_frames = None;
-                if self.session.as_ref().is_none_or(|s| s.state.is_over()) {
+                if self.session.as_ref().is_none_or(|s| s.state().is_over()) {
                     self.start(ui.ctx());
                 }
             }
@@ -287,19 +287,19 @@ impl App {
                      (near 100%: input-bound; more --workers or packed pictures help)",
                     );
             }
-            if let (Some(eta), false) = (h.eta(), s.state.is_over()) {
+            if let (Some(eta), false) = (h.eta(), s.state().is_over()) {
                 ui.label(format!("ETA {}", format_duration(eta)));
             }
             ui.separator();
             ui.label(format!("plan {:.0} MiB", s.plan_mib))
                 .on_hover_text("GPU memory of the training plan (tensors, data, metrics)");
             ui.separator();
-            let color = match s.state {
+            let color = match s.state() {
                 RunState::Failed(_) => ui.visuals().error_fg_color,
                 RunState::Running => egui::Color32::from_rgb(60, 180, 90),
                 _ => ui.visuals().warn_fg_color,
             };
-            ui.colored_label(color, s.state.label());
+            ui.colored_label(color, s.state().label());
         });
     }
 
@@ -310,12 +310,12 @@ impl App {
             ui.label(egui::RichText::new(notice).small().italics());
         }
         ui.add_space(4.0);
-        let editable = self.session.as_ref().is_none_or(|s| s.state.is_over())
+        let editable = self.session.as_ref().is_none_or(|s| s.state().is_over())
             && self.start_in_frames.is_none();
         let picked = self.picked_files();
         let mut action = controls::settings(ui, &mut self.settings, editable, picked);
         ui.add_space(8.0);
-        let state = self.session.as_ref().map(|s| &s.state);
+        let state = self.session.as_ref().map(|s| s.state());
         let can_save = self.session.as_ref().is_some_and(Session::can_save);
         action = controls::buttons(ui, state, can_save).or(action);
         ui.add_space(8.0);
@@ -323,7 +323,7 @@ impl App {
             ui.colored_label(ui.visuals().error_fg_color, e);
         }
         if let Some(s) = &self.session {
-            if let RunState::Failed(why) = &s.state {
+            if let RunState::Failed(why) = s.state() {
                 ui.colored_label(ui.visuals().error_fg_color, why);
             }
             self.run_details(ui, s);
@@ -440,10 +440,10 @@ impl eframe::App for App {
     #[cfg(not(target_arch = "wasm32"))]
     fn on_exit(&mut self) {
         if let Some(s) = &mut self.session
-            && !s.state.is_over()
+            && !s.state().is_over()
         {
             s.stop();
-            while s.state == RunState::Stopping {
+            while *s.state() == RunState::Stopping {
                 if s.trainer.wait_for_gpu().is_err() {
                     break;
                 }
