@@ -13,6 +13,7 @@ use crate::cli::TrainArgs;
 use crate::data::DataSplit;
 use crate::gpu::{GpuContext, RunKernels};
 use crate::train::checkpoint::{self, LoadMode, StateDict};
+use crate::train::layout::{CHECKPOINTS_DIR, CONFIG_FILE, KERNELS_FILE, LOCK_FILE, METRICS_FILE};
 use crate::train::{EpochReport, TrainConfig, Trainer};
 
 /// metrics.jsonl of a run, opened for appending (a resumed run continues it).
@@ -23,7 +24,7 @@ pub struct MetricsLog {
 
 impl MetricsLog {
     pub fn open(run_dir: &Path) -> Result<Self> {
-        let path = run_dir.join("metrics.jsonl");
+        let path = run_dir.join(METRICS_FILE);
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -90,8 +91,6 @@ impl RunFolder {
     }
 }
 
-const LOCK_FILE: &str = "lock";
-
 /// Whether another process holds `dir`'s lock now (without creating anything).
 fn is_in_use(dir: &Path) -> bool {
     std::fs::File::open(dir.join(LOCK_FILE))
@@ -111,7 +110,7 @@ fn in_use(dir: &Path) -> anyhow::Error {
 
 /// Whether `dir` already holds a run (its config or a checkpoint).
 fn holds_run(dir: &Path) -> bool {
-    dir.join("config.json").exists() || dir.join("checkpoints").exists()
+    dir.join(CONFIG_FILE).exists() || dir.join(CHECKPOINTS_DIR).exists()
 }
 
 /// Builds the trainer for `args` (new, --init or --resume) and takes its run
@@ -211,7 +210,7 @@ fn locate(path: &Path) -> Result<PathBuf> {
 fn run_of(checkpoint_dir: &Path) -> PathBuf {
     checkpoint_dir
         .parent()
-        .filter(|p| p.file_name().is_some_and(|n| n == "checkpoints"))
+        .filter(|p| p.file_name().is_some_and(|n| n == CHECKPOINTS_DIR))
         .and_then(Path::parent)
         .map_or_else(|| checkpoint_dir.to_path_buf(), Path::to_path_buf)
 }
@@ -222,7 +221,7 @@ fn resume_run(
     resume: &Path,
 ) -> Result<(Trainer, RunFolder)> {
     // Lock first: tidying and reading must not race a live trainer.
-    let named_run = resume.join("checkpoints").is_dir() || resume.join("config.json").is_file();
+    let named_run = resume.join(CHECKPOINTS_DIR).is_dir() || resume.join(CONFIG_FILE).is_file();
     let early_lock = if named_run {
         Some(RunFolder::lock(resume)?)
     } else {
@@ -235,7 +234,7 @@ fn resume_run(
             (dir, folder)
         }
         // Killed before its first checkpoint: the run starts again from step 0.
-        (Err(_), Some(folder)) if folder.join("config.json").is_file() => {
+        (Err(_), Some(folder)) if folder.join(CONFIG_FILE).is_file() => {
             return restart_from_config(ctx, args, folder);
         }
         (Err(e), _) => return Err(e),
@@ -264,7 +263,7 @@ fn restart_from_config(
     args: &TrainArgs,
     folder: RunFolder,
 ) -> Result<(Trainer, RunFolder)> {
-    let path = folder.join("config.json");
+    let path = folder.join(CONFIG_FILE);
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let config: TrainConfig = serde_json::from_str(&text)
@@ -346,15 +345,12 @@ fn resumed_config(
 /// (kernel-choices.json, which a resume on the same adapter runs again).
 fn write_config(run_dir: &Path, trainer: &Trainer) -> Result<()> {
     let json = serde_json::to_string_pretty(&trainer.config)?;
-    checkpoint::write_atomically(&run_dir.join("config.json"), json.as_bytes())?;
+    checkpoint::write_atomically(&run_dir.join(CONFIG_FILE), json.as_bytes())?;
     let kernels = trainer.ctx().choices.lock().unwrap().used();
     let json = serde_json::to_string_pretty(&kernels)?;
     checkpoint::write_atomically(&run_dir.join(KERNELS_FILE), json.as_bytes())?;
     Ok(())
 }
-
-/// The kernels a run ran, by cache key, on its adapter.
-const KERNELS_FILE: &str = "kernel-choices.json";
 
 /// Before a resumed run builds its plan: the kernels it ran, where it ran on
 /// this adapter (a damaged or missing file only means choosing again).
@@ -413,7 +409,7 @@ fn drop_records_after(run_dir: &Path, step: u64) -> Result<()> {
         text.push_str(&serde_json::to_string(r)?);
         text.push('\n');
     }
-    checkpoint::write_atomically(&run_dir.join("metrics.jsonl"), text.as_bytes())?;
+    checkpoint::write_atomically(&run_dir.join(METRICS_FILE), text.as_bytes())?;
     if kept.len() < records.len() {
         eprintln!(
             "metrics.jsonl: dropped {} record(s) past step {step}, where this run resumes",
@@ -480,7 +476,7 @@ struct MetricsLogRead {
 /// Reads metrics.jsonl: a torn last line is the crash it is and is left
 /// out; an unreadable line anywhere else is damage and refused, naming it.
 fn read_metrics_log(run_dir: &Path) -> Result<MetricsLogRead> {
-    let path = run_dir.join("metrics.jsonl");
+    let path = run_dir.join(METRICS_FILE);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),

@@ -22,9 +22,7 @@ use crate::ops::loss::METRICS_LEN;
 
 pub const MODEL_FILE: &str = "model.safetensors";
 pub const TRAINER_FILE: &str = "trainer.safetensors";
-const LAST_FILE: &str = "last";
-/// Names the checkpoint with the best evaluation accuracy (kept by `prune`).
-const BEST_FILE: &str = "best";
+use super::layout::{BEST_FILE, CHECKPOINTS_DIR, LAST_FILE};
 #[cfg(not(target_arch = "wasm32"))]
 const KEEP: usize = 2;
 
@@ -382,7 +380,7 @@ fn gpu_tensor<'p>(plan: &'p Plan, name: &str) -> Result<&'p crate::gpu::Tensor, 
 /// nothing) when any value is NaN or infinite. Returns the checkpoint folder.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn save(trainer: &Trainer, run_dir: &Path) -> Result<PathBuf, CheckpointError> {
-    let root = run_dir.join("checkpoints");
+    let root = run_dir.join(CHECKPOINTS_DIR);
     std::fs::create_dir_all(&root).map_err(io(&root))?;
     let mut progress = trainer.progress();
     let step = progress.global_step;
@@ -517,13 +515,13 @@ fn named(root: &Path, pointer: &str) -> Option<String> {
 #[cfg(not(target_arch = "wasm32"))]
 pub fn mark_best(run_dir: &Path, dir: &Path) -> Result<(), CheckpointError> {
     let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
-    let root = run_dir.join("checkpoints");
+    let root = run_dir.join(CHECKPOINTS_DIR);
     write_atomically(&root.join(BEST_FILE), name.unwrap_or_default().as_bytes())
 }
 
 /// The step of the run's best checkpoint, if one is named.
 pub fn best_step(run_dir: &Path) -> Option<u64> {
-    step_of(&named(&run_dir.join("checkpoints"), BEST_FILE)?)
+    step_of(&named(&run_dir.join(CHECKPOINTS_DIR), BEST_FILE)?)
 }
 
 /// The steps of the `step-N` folders under `root` (complete or not).
@@ -549,7 +547,7 @@ fn is_complete(dir: &Path) -> bool {
 #[cfg(not(target_arch = "wasm32"))]
 pub fn clean_stale(run_dir: &Path) -> Vec<String> {
     let mut done = vec![];
-    for folder in [run_dir.to_path_buf(), run_dir.join("checkpoints")] {
+    for folder in [run_dir.to_path_buf(), run_dir.join(CHECKPOINTS_DIR)] {
         let Ok(entries) = std::fs::read_dir(&folder) else {
             continue;
         };
@@ -631,7 +629,7 @@ pub fn resolve(path: &Path) -> Result<Located, CheckpointError> {
     if path.join(MODEL_FILE).is_file() {
         return Ok(found(path.to_path_buf()));
     }
-    let root = path.join("checkpoints");
+    let root = path.join(CHECKPOINTS_DIR);
     let last = root.join(LAST_FILE);
     let pointed = named(&root, LAST_FILE)
         .map(|name| root.join(name))

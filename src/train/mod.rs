@@ -2,6 +2,7 @@
 
 pub mod checkpoint;
 mod feed;
+pub mod layout;
 pub mod metrics;
 mod norm;
 pub mod plan;
