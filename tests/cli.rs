@@ -595,60 +595,56 @@ fn with_metadata(from: &std::path::Path, to: &std::path::Path, key: &str, value:
     std::fs::write(to, safetensors::serialize(views, Some(metadata)).unwrap()).unwrap();
 }
 
-/// Serves `body` over HTTP on 127.0.0.1 to every request (for `download`);
-/// returns the address.
-fn serve(body: Vec<u8>) -> String {
-    use std::io::{BufRead, BufReader, Write};
+/// Serves HTTP on 127.0.0.1 (for `download`), each request on a thread of its
+/// own: reads the request's headers, then `respond` answers. Returns the
+/// address.
+fn serve_with(respond: impl Fn(&mut std::net::TcpStream) + Send + Sync + 'static) -> String {
+    use std::io::{BufRead, BufReader};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = format!(
         "http://{}/cifar-10-binary.tar.gz",
         listener.local_addr().unwrap()
     );
+    let respond = std::sync::Arc::new(respond);
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut line = String::new();
-            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                line.clear();
-            }
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(head.as_bytes());
-            let _ = stream.write_all(&body);
-        }
-    });
-    address
-}
-
-/// Serves the first 10 KB of a 10 MB archive to every request, then stalls
-/// with the connection open (a server or network that hangs mid-transfer).
-fn serve_stalling() -> String {
-    use std::io::{BufRead, BufReader, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = format!(
-        "http://{}/cifar-10-binary.tar.gz",
-        listener.local_addr().unwrap()
-    );
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
+            let respond = respond.clone();
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
                 let mut line = String::new();
                 while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
                     line.clear();
                 }
-                let head = "HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n";
-                let _ = stream.write_all(head.as_bytes());
-                let _ = stream.write_all(&[7u8; 10_000]);
-                std::thread::sleep(std::time::Duration::from_secs(600));
+                respond(&mut stream);
             });
         }
     });
     address
+}
+
+/// Serves `body` to every request.
+fn serve(body: Vec<u8>) -> String {
+    serve_with(move |stream| {
+        use std::io::Write;
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = stream.write_all(head.as_bytes());
+        let _ = stream.write_all(&body);
+    })
+}
+
+/// Serves the first 10 KB of a 10 MB archive to every request, then stalls
+/// with the connection open (a server or network that hangs mid-transfer).
+fn serve_stalling() -> String {
+    serve_with(|stream| {
+        use std::io::Write;
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n");
+        let _ = stream.write_all(&[7u8; 10_000]);
+        std::thread::sleep(std::time::Duration::from_secs(600));
+    })
 }
 
 /// What a failed or interrupted download left in `to` (nothing, it must be).

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use safetensors::tensor::{Dtype, TensorView};
 
+use super::layout::{BEST_FILE, CHECKPOINTS_DIR, LAST_FILE};
 use super::plan::Plan;
 use super::trainer::{Progress, TrainConfig, Trainer};
 use crate::model::{Network, TensorRole};
@@ -22,7 +23,6 @@ use crate::ops::loss::METRICS_LEN;
 
 pub const MODEL_FILE: &str = "model.safetensors";
 pub const TRAINER_FILE: &str = "trainer.safetensors";
-use super::layout::{BEST_FILE, CHECKPOINTS_DIR, LAST_FILE};
 #[cfg(not(target_arch = "wasm32"))]
 const KEEP: usize = 2;
 
