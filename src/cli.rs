@@ -259,6 +259,10 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
+    /// The flags these options are given by.
+    pub const FLAGS: [&'static str; 5] =
+        ["--model", "--shortcut", "--norm", "--groups", "--conv-bias"];
+
     pub fn spec(&self, num_classes: usize) -> Result<ModelSpec> {
         let shortcut = self.shortcut;
         let norm = match self.norm {

@@ -142,7 +142,7 @@ impl RunDriver {
             }
         }
         if trainer.is_idle() && !self.state.is_over() {
-            self.save_when_due(trainer, &mut events)?;
+            self.save_when_due(trainer, &mut events);
         }
         Ok(events)
     }
@@ -201,13 +201,13 @@ impl RunDriver {
 
     /// With the GPU idle: the stop checkpoint, the epoch's, or the timer's;
     /// then whether the run is over.
-    fn save_when_due(&mut self, trainer: &Trainer, events: &mut Vec<RunEvent>) -> Result<()> {
+    fn save_when_due(&mut self, trainer: &Trainer, events: &mut Vec<RunEvent>) {
         if self.state == RunState::Stopping {
             self.save(trainer, events);
             if !self.state.is_over() {
                 self.state = RunState::Stopped;
             }
-            return Ok(());
+            return;
         }
         if self.epoch_save_due || self.timer.due {
             self.epoch_save_due = false;
@@ -217,7 +217,6 @@ impl RunDriver {
         if trainer.is_finished() && self.state == RunState::Running {
             self.state = RunState::Finished;
         }
-        Ok(())
     }
 
     /// A checkpoint now (native, with a run folder), named best when its

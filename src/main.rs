@@ -405,10 +405,10 @@ fn eval(ctx: Arc<GpuContext>, args: &EvalArgs) -> Result<()> {
         ..TrainConfig::one_epoch(
             model,
             &data.name,
-            // At least 2: the plan also holds the training batch norm, which
-            // needs 2 values per channel (ImageNet models end in 1x1 maps at
-            // 32x32); evaluation's results do not depend on the batch.
-            args.batch_size.max(2).min(data.train.len()).max(1),
+            args.batch_size
+                .max(resnet_wgpu::train::trainer::MIN_EVAL_BATCH)
+                .min(data.train.len())
+                .max(1),
             0.0,
             augment,
         )
@@ -619,8 +619,10 @@ fn eval_model(
     if let Some(config) = saved {
         return Ok(config.model.clone());
     }
-    let model_flags = ["--model", "--shortcut", "--norm", "--groups", "--conv-bias"];
-    if model_flags.iter().any(|flag| args.given.contains(*flag)) {
+    if ModelArgs::FLAGS
+        .iter()
+        .any(|flag| args.given.contains(*flag))
+    {
         return args.model.spec(classes);
     }
     let shapes = dict

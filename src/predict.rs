@@ -149,10 +149,8 @@ fn logits(
     for path in paths {
         images.extend(load_image(path, card.side, card.eval_crop)?);
     }
-    // A batch of at least 2 (the last picture again): the plan also holds the
-    // training batch norm, which needs 2 values per channel, and ImageNet
-    // models end in 1x1 maps at 32x32.
-    let batch = paths.len().max(2);
+    // Padded to the smallest evaluation batch with the last picture again.
+    let batch = paths.len().max(crate::train::trainer::MIN_EVAL_BATCH);
     images.extend_from_within(images.len() - shape.numel() * (batch - paths.len())..);
     let set = Dataset {
         images,

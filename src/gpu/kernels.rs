@@ -66,12 +66,16 @@ pub const SHADERS: &[Shader] = &[
 
 /// A short hash of every module's WGSL (FNV-1a, in hex): kernel choices
 /// measured on other shader code are not reused after a code change.
-pub fn sources_hash() -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in SHADERS.iter().flat_map(|s| s.source.bytes()) {
-        hash = (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3);
-    }
-    format!("{:08x}", hash >> 32)
+/// Computed once: every conv pass's cache key carries it.
+pub fn sources_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in SHADERS.iter().flat_map(|s| s.source.bytes()) {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3);
+        }
+        format!("{:08x}", hash >> 32)
+    })
 }
 
 /// (shader, precision, entry point, override constants): what makes a

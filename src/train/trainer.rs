@@ -96,6 +96,12 @@ impl CheckpointEvery {
     }
 }
 
+/// The smallest batch of an evaluation-only trainer (`eval`, `predict`): its
+/// plan also holds the training batch norm, which needs 2 values per channel,
+/// and ImageNet models end in 1x1 maps at 32x32. Evaluation's results do not
+/// depend on the batch.
+pub const MIN_EVAL_BATCH: usize = 2;
+
 /// Upper bounds that keep a typo from allocating the machine away.
 pub const MAX_BATCH: usize = 1 << 16;
 pub const MAX_REPORT_EVERY: usize = 10_000;
