@@ -71,8 +71,8 @@ pub enum RunEvent {
 #[cfg(not(target_arch = "wasm32"))]
 pub struct RunFiles {
     pub dir: PathBuf,
-    log: crate::runs::MetricsLog,
-    best: crate::runs::BestSoFar,
+    log: crate::run_folder::MetricsLog,
+    best: crate::run_folder::BestSoFar,
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -82,8 +82,8 @@ impl RunFiles {
     pub fn open(dir: &std::path::Path) -> Result<Self> {
         Ok(RunFiles {
             dir: dir.to_path_buf(),
-            log: crate::runs::MetricsLog::open(dir)?,
-            best: crate::runs::BestSoFar::read(dir),
+            log: crate::run_folder::MetricsLog::open(dir)?,
+            best: crate::run_folder::BestSoFar::read(dir),
         })
     }
 }
@@ -225,19 +225,19 @@ impl RunDriver {
     pub fn save(&mut self, trainer: &Trainer, events: &mut Vec<RunEvent>) {
         #[cfg(not(target_arch = "wasm32"))]
         {
-            use crate::train::checkpoint::{self, CheckpointError};
+            use crate::train::checkpoint::CheckpointError;
             let last_good = self.last_good();
             let Some(files) = self.files.as_mut() else {
                 return;
             };
-            let saved = checkpoint::save(trainer, &files.dir)
+            let saved = crate::run_folder::save(trainer, &files.dir)
                 .map_err(|e| match e {
                     e @ CheckpointError::NonFinite { .. } => {
                         anyhow::anyhow!("{e}; training stopped ({last_good}). {DIVERGED_HINT}")
                     }
                     e => anyhow::anyhow!("could not write a checkpoint: {e}"),
                 })
-                .and_then(|dir| files.best.saved(&files.dir, &dir).map(|()| dir));
+                .and_then(|dir| Ok(files.best.saved(&files.dir, &dir).map(|()| dir)?));
             match saved {
                 Ok(dir) => events.push(RunEvent::Saved(dir)),
                 Err(e) => self.fail(format!("{e:#}")),
@@ -282,7 +282,7 @@ impl RunDriver {
     fn last_good(&self) -> String {
         #[cfg(not(target_arch = "wasm32"))]
         if let Some(files) = &self.files {
-            return match crate::train::checkpoint::resolve(&files.dir) {
+            return match crate::run_folder::resolve(&files.dir) {
                 Ok(found) => format!("the last good checkpoint is {}", found.dir.display()),
                 Err(_) => "no checkpoint was written yet".into(),
             };

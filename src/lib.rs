@@ -16,6 +16,7 @@ pub mod output;
 // Native front ends and tools (they block on the GPU); the core builds for wasm32.
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod cli;
 pub mod data;
 #[cfg(not(target_arch = "wasm32"))]
@@ -31,8 +32,10 @@ pub mod predict;
 #[cfg(feature = "oracle")]
 pub mod reference;
 #[cfg(not(target_arch = "wasm32"))]
-pub mod runs;
+pub mod run_folder;
 pub mod seeded;
+pub mod setting;
+pub mod settings;
 pub mod shapes;
 pub mod train;
 #[cfg(feature = "gui")]

@@ -9,14 +9,13 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use resnet_wgpu::bench::{
     self, BenchDataOptions, BenchOpsOptions, BenchTrainOptions, BenchTuneOptions,
 };
-use resnet_wgpu::cli::{DataArgs, DatasetKind, ModelArgs, Normalize, TrainArgs};
-use resnet_wgpu::data::{DataSource, DataSplit};
-use resnet_wgpu::gpu::{BackendChoice, GpuContext, GpuError, Precision, TunePolicy};
-use resnet_wgpu::model::ModelSpec;
-use resnet_wgpu::shapes::{AugmentConfig, ImageShape, SgdConfig};
-use resnet_wgpu::train::checkpoint::{self, LoadMode, StateDict};
-use resnet_wgpu::train::{FeedMode, Plan, PlanRequest, TrainConfig, TrainEvent, Trainer};
-use resnet_wgpu::{headless, out, runs};
+use resnet_wgpu::cli::TrainArgs;
+use resnet_wgpu::cli::eval::{EvalArgs, eval};
+use resnet_wgpu::cli::info::{InfoArgs, info, print_kernel_choices};
+use resnet_wgpu::gpu::{BackendChoice, GpuContext, TunePolicy};
+use resnet_wgpu::settings::RunSettings;
+use resnet_wgpu::train::{FeedMode, Trainer};
+use resnet_wgpu::{headless, out, run_folder};
 
 #[derive(Parser)]
 #[command(
@@ -118,30 +117,6 @@ struct CheckArgs {
 }
 
 #[derive(Args)]
-struct EvalArgs {
-    /// A run folder, a checkpoint folder or a model.safetensors file.
-    #[arg(long)]
-    checkpoint: PathBuf,
-    #[command(flatten)]
-    data: DataArgs,
-    /// The architecture, for files not written by this tool (torchvision's).
-    #[command(flatten)]
-    model: ModelArgs,
-    #[arg(long, default_value_t = 128)]
-    batch_size: usize,
-    /// Print one JSON object: {"loss", "accuracy", "samples", ...}.
-    #[arg(long)]
-    json: bool,
-    /// For files without a run config: the normalization (see `train --help`)
-    /// [default: the file's own, imagenet for other tools' files].
-    #[arg(long, value_name = "cifar|imagenet|dataset|M,M,M,S,S,S", value_parser = Normalize::parse)]
-    normalize: Option<Normalize>,
-    /// The flags given on the command line (filled in main).
-    #[arg(skip)]
-    given: std::collections::BTreeSet<String>,
-}
-
-#[derive(Args)]
 struct PredictArgs {
     /// A run folder, a checkpoint folder or a model.safetensors of this tool.
     #[arg(long, value_name = "PATH")]
@@ -175,25 +150,6 @@ struct DownloadArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=3600))]
     stall_timeout: u32,
 }
-
-#[derive(Args)]
-struct InfoArgs {
-    #[command(flatten)]
-    model: ModelArgs,
-    #[arg(long, default_value_t = 128, value_parser = bounded(1, resnet_wgpu::train::trainer::MAX_BATCH))]
-    batch_size: usize,
-    /// Image side the plan is sized for [default: 32 for CIFAR models, 224 otherwise].
-    #[arg(long, value_parser = bounded(*IMAGE_SIDES.start(), *IMAGE_SIDES.end()))]
-    image_size: Option<usize>,
-    #[arg(long, default_value_t = 10, value_parser = bounded(2, 1 << 20))]
-    classes: usize,
-    /// Size the plan for f32 or mixed-precision (f16) activations.
-    #[arg(long, value_enum, default_value = "f32")]
-    precision: Precision,
-}
-
-use resnet_wgpu::cli::bounded;
-use resnet_wgpu::data::IMAGE_SIDES;
 
 fn main() {
     let matches = Cli::command().get_matches();
@@ -244,17 +200,18 @@ fn run(cli: Cli) -> Result<Option<i32>> {
         Some(Command::Bench {
             what: BenchWhat::Data(options),
         }) => return bench::bench_data(&options).map(|_| None),
-        None => return window(cli.backend, cli.tune, TrainArgs::defaults(), true),
+        None => return window(cli.backend, cli.tune, RunSettings::default(), true),
         Some(Command::Train(args)) if !args.no_gui => {
-            return window(cli.backend, cli.tune, *args, false);
+            return window(cli.backend, cli.tune, args.settings(), false);
         }
         Some(command) => command,
     };
+    resnet_wgpu::cli::name_settings_by_flags();
     let ctx = Arc::new(GpuContext::new_blocking(cli.backend)?);
     ctx.set_tune_policy(cli.tune);
     let done = |r: Result<()>| r.map(|()| None);
     match command {
-        Command::Train(args) => train(ctx, &args),
+        Command::Train(args) => train(ctx, &args.settings()),
         Command::Eval(args) => done(eval(ctx, &args)),
         Command::Predict(args) => done(predict(ctx, &args)),
         Command::Info(args) => done(info(&ctx, &args)),
@@ -281,7 +238,7 @@ fn run(cli: Cli) -> Result<Option<i32>> {
 fn window(
     backend: BackendChoice,
     tune: TunePolicy,
-    args: TrainArgs,
+    settings: RunSettings,
     defaults: bool,
 ) -> Result<Option<i32>> {
     #[cfg(feature = "gui")]
@@ -291,7 +248,7 @@ fn window(
             autostart: true,
             defaults_may_shrink: defaults,
         };
-        match desktop::run(backend, tune, args.clone(), options) {
+        match desktop::run(backend, tune, settings.clone(), options) {
             Ok(()) => return Ok(None),
             Err(e) => {
                 eprintln!("no window: {e}; training in the terminal instead (--no-gui skips this)")
@@ -300,18 +257,19 @@ fn window(
     }
     #[cfg(not(feature = "gui"))]
     eprintln!("this build has no window (feature \"gui\" off); training in the terminal");
-    let mut args = args;
+    resnet_wgpu::cli::name_settings_by_flags();
+    let mut settings = settings;
     let ctx = GpuContext::new_blocking(backend)?;
     ctx.set_tune_policy(tune);
     if defaults && ctx.is_software() {
         // The small run the window would pick on a CPU adapter, for the same reason.
-        args.shrink_for_cpu();
+        settings.shrink_for_cpu();
     }
-    train(Arc::new(ctx), &args)
+    train(Arc::new(ctx), &settings)
 }
 
-fn train(ctx: Arc<GpuContext>, args: &TrainArgs) -> Result<Option<i32>> {
-    let (mut trainer, run_dir) = runs::prepare(ctx.clone(), args)?;
+fn train(ctx: Arc<GpuContext>, settings: &RunSettings) -> Result<Option<i32>> {
+    let (mut trainer, run_dir) = run_folder::prepare(ctx.clone(), settings)?;
     headless::handle_stop_signals().context("installing the Ctrl-C/SIGTERM handler")?;
     for warning in trainer.config.warnings() {
         eprintln!("warning: {warning}");
@@ -361,96 +319,6 @@ fn train(ctx: Arc<GpuContext>, args: &TrainArgs) -> Result<Option<i32>> {
         );
     }
     Ok(None)
-}
-
-fn eval(ctx: Arc<GpuContext>, args: &EvalArgs) -> Result<()> {
-    if args.batch_size == 0 {
-        bail!("--batch-size must be at least 1");
-    }
-    let model_path = runs::model_file(&args.checkpoint)?;
-    let dict = StateDict::read(&model_path)?;
-    // A checkpoint of this tool has its run config (normalization) beside it.
-    let saved = model_path
-        .parent()
-        .filter(|dir| dir.join(checkpoint::TRAINER_FILE).is_file())
-        .map(checkpoint::read_trainer_state)
-        .transpose()?;
-    let saved_config = saved.as_ref().map(|(c, _, _)| c);
-    let data = eval_data(args, saved_config)?;
-    let model = eval_model(args, &dict, &model_path, saved_config, data.train.classes())?;
-    let file_normalization = checkpoint::normalization_in(&dict.metadata)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", model_path.display()))?;
-    // The run's own normalization, else the file's, else --normalize (by
-    // default torchvision's for files of other tools, the CIFAR or dataset
-    // rule otherwise).
-    let (mean, std) = match (saved_config, file_normalization) {
-        (Some(c), _) => c.augment.rgb_normalization(),
-        (None, Some(saved)) if args.normalize.is_none() => saved,
-        _ => {
-            let ours = dict
-                .metadata
-                .get("format")
-                .is_some_and(|f| f == "resnet-wgpu");
-            let default = match args.data.source()?.kind {
-                _ if !ours => Normalize::Imagenet,
-                DatasetKind::Cifar10 | DatasetKind::Cifar100 => Normalize::Cifar,
-                _ => Normalize::Dataset,
-            };
-            args.normalize.clone().unwrap_or(default).values(&data)
-        }
-    };
-    let augment = AugmentConfig::normalize_only(mean, std);
-    let config = TrainConfig {
-        max_steps: Some(0),
-        ..TrainConfig::one_epoch(
-            model,
-            &data.name,
-            args.batch_size
-                .max(resnet_wgpu::train::trainer::MIN_EVAL_BATCH)
-                .min(data.train.len())
-                .max(1),
-            0.0,
-            augment,
-        )
-    };
-    let samples = data.test.len();
-    let mut trainer = Trainer::new(ctx, config, data)?;
-    checkpoint::load_model(&mut trainer, &dict, &model_path, LoadMode::Strict)?;
-    trainer.submit_eval();
-    let report = 'wait: loop {
-        trainer.wait_for_report()?;
-        for event in trainer.poll()? {
-            match event {
-                TrainEvent::Epoch(e) => break 'wait e,
-                TrainEvent::Diverged { loss, .. } => bail!(
-                    "{}: the {} loss is {loss}; the model does not compute finite outputs",
-                    model_path.display(),
-                    trainer.eval_name()
-                ),
-                _ => {}
-            }
-        }
-    };
-    if args.json {
-        let out = serde_json::json!({
-            "loss": report.test_loss,
-            "accuracy": report.test_acc,
-            "samples": samples,
-            "set": trainer.eval_name(),
-            "checkpoint": model_path.display().to_string(),
-            "model": trainer.config.model.name,
-        });
-        out!("{out}");
-    } else {
-        out!(
-            "{}: {} loss {:.4}, accuracy {:.2}% on {samples} images",
-            model_path.display(),
-            trainer.eval_name(),
-            report.test_loss,
-            100.0 * report.test_acc
-        );
-    }
-    Ok(())
 }
 
 /// `check`: every picture of both splits decoded once; the unreadable ones
@@ -598,201 +466,5 @@ fn print_feed(trainer: &Trainer, ctx: &GpuContext) {
             },
             ctx.limits.max_storage_buffer_binding_size >> 20
         );
-    }
-}
-
-/// The model `eval` builds for a file: its metadata's, else its run's (a
-/// trainer.safetensors beside it), else the model flags when given, else the
-/// known model whose tensors the file holds (it built the default model and
-/// blamed the file's layers).
-fn eval_model(
-    args: &EvalArgs,
-    dict: &StateDict,
-    path: &std::path::Path,
-    saved: Option<&TrainConfig>,
-    classes: usize,
-) -> Result<ModelSpec> {
-    if let Some(json) = dict.metadata.get(checkpoint::META_MODEL) {
-        return serde_json::from_str::<ModelSpec>(json)
-            .with_context(|| format!("{}: unreadable model metadata", path.display()));
-    }
-    if let Some(config) = saved {
-        return Ok(config.model.clone());
-    }
-    if ModelArgs::FLAGS
-        .iter()
-        .any(|flag| args.given.contains(*flag))
-    {
-        return args.model.spec(classes);
-    }
-    let shapes = dict
-        .tensors
-        .iter()
-        .map(|(name, (shape, _))| (name.clone(), shape.clone()))
-        .collect();
-    let group_norm = resnet_wgpu::model::Norm::Group {
-        groups: args.model.groups,
-    };
-    let Some(model) = ModelSpec::matching(&shapes, group_norm) else {
-        bail!(
-            "{}: no model metadata (not written by this tool?), and its tensors are none of \
-             the models known here ({}); name its model with --model, --shortcut, --norm and \
-             --conv-bias",
-            path.display(),
-            resnet_wgpu::model::NAMED_MODELS
-        );
-    };
-    eprintln!(
-        "note: {} has no model metadata; its tensors are those of {model} (--model and its \
-         flags name another)",
-        path.display()
-    );
-    Ok(model)
-}
-
-/// The data `eval` runs on: the run's own (moved to `--data` if given) unless
-/// other data flags pick other data, which is said.
-fn eval_data(args: &EvalArgs, saved: Option<&TrainConfig>) -> Result<DataSplit> {
-    let seed = saved.map_or(0, |c| c.seed);
-    let Some(source) = saved.and_then(|c| c.source.as_ref()) else {
-        return args.data.load(seed);
-    };
-    let mut other = args.data.contradictions(source, &args.given);
-    // --data names other data when it holds another format than the run's
-    // (or the run trained on the built-in set), or is not there at all.
-    if let Some(dir) = &args.data.data {
-        let same_format = source.kind != DatasetKind::Synthetic
-            && DataSource::detect(dir).is_ok_and(|kind| kind == source.kind);
-        if !same_format {
-            other.push(format!("--data {}", dir.display()));
-        }
-    }
-    if !other.is_empty() {
-        eprintln!(
-            "note: evaluating on the data the flags pick ({}), not the run's own",
-            other.join(", ")
-        );
-        return args.data.load(seed);
-    }
-    let data = resnet_wgpu::cli::load_source(&args.data.relocate(source), seed)
-        .context("loading the run's data (pass --data if it moved)")?;
-    let differs = saved
-        .and_then(|c| c.data.as_ref())
-        .and_then(|id| id.difference(&data.identity()));
-    if let Some(how) = differs {
-        eprintln!("note: the data at --data differs from what the run trained on ({how})");
-    }
-    Ok(data)
-}
-
-fn info(ctx: &GpuContext, args: &InfoArgs) -> Result<()> {
-    let l = &ctx.limits;
-    out!("adapter: {}", ctx.describe());
-    let has = |f| {
-        if ctx.adapter_features.contains(f) {
-            "yes"
-        } else {
-            "no"
-        }
-    };
-    out!(
-        "adapter features: timestamp queries {}, subgroups {}, shader-f16 {}",
-        has(wgpu::Features::TIMESTAMP_QUERY),
-        has(wgpu::Features::SUBGROUP),
-        has(wgpu::Features::SHADER_F16)
-    );
-    out!(
-        "max storage buffer binding: {} MiB",
-        l.max_storage_buffer_binding_size >> 20
-    );
-    out!("max buffer size: {} MiB", l.max_buffer_size >> 20);
-    out!(
-        "max storage buffers per stage: {}",
-        l.max_storage_buffers_per_shader_stage
-    );
-    out!(
-        "max workgroups per dimension: {}",
-        l.max_compute_workgroups_per_dimension
-    );
-    out!(
-        "max invocations per workgroup: {}",
-        l.max_compute_invocations_per_workgroup
-    );
-    out!(
-        "max workgroup storage: {} KiB",
-        l.max_compute_workgroup_storage_size >> 10
-    );
-
-    let spec = args.model.spec(args.classes)?;
-    let side = args
-        .image_size
-        .unwrap_or(if spec.is_cifar() { 32 } else { 224 });
-    let network = spec.network();
-    let image = ImageShape {
-        channels: 3,
-        height: side,
-        width: side,
-    };
-    let sgd = SgdConfig {
-        momentum: 0.9,
-        weight_decay: 1e-4,
-        nesterov: false,
-    };
-    let request = PlanRequest {
-        network: &network,
-        batch: args.batch_size,
-        image,
-        sgd: &sgd,
-        tuning: Default::default(),
-        precision: args.precision,
-    };
-    let plan = match Plan::new(ctx, request) {
-        Ok(plan) => plan,
-        // A query, not a failure: say what fits.
-        Err(e @ (GpuError::BatchTooLarge { .. } | GpuError::OutOfMemory { .. })) => {
-            out!(
-                "memory plan of {spec} at batch {}: does not fit: {e}",
-                args.batch_size
-            );
-            return Ok(());
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let s = plan.summary();
-    out!(
-        "memory plan of {spec} at batch {} on {side}x{side} images: {:.1} MiB in {} tensors, \
-         largest '{}' {:.1} MiB; {} parameters, {} dispatches per step",
-        args.batch_size,
-        s.total_bytes as f64 / (1 << 20) as f64,
-        s.tensors,
-        s.largest_name,
-        s.largest_bytes as f64 / (1 << 20) as f64,
-        network.parameter_count(),
-        s.dispatches_per_step
-    );
-    print_kernel_choices(&plan, true);
-    Ok(())
-}
-
-/// Which conv kernels the plan runs: one line of counts, and with `detail`
-/// one line per distinct conv.
-fn print_kernel_choices(plan: &Plan, detail: bool) {
-    let [measured, cached, built_in, run] = plan.conv_choice_counts();
-    let resumed = match run {
-        0 => String::new(),
-        n => format!(", {n} as the run ran them before"),
-    };
-    out!(
-        "conv kernels: {measured} passes measured now, {cached} from the cache, {built_in} built-in{resumed}{}",
-        if detail { ":" } else { " (`info` lists them)" }
-    );
-    if detail {
-        for line in plan.conv_choice_lines() {
-            out!("  {line}");
-        }
-        out!("{}", plan.reduction_line());
-    }
-    if let Some(e) = &plan.choice_cache_error {
-        eprintln!("warning: {e}");
     }
 }

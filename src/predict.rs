@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use crate::data::{DataSplit, Dataset, IMAGE_SIDES, load_image};
 use crate::gpu::GpuContext;
 use crate::model::ModelSpec;
-use crate::runs;
+use crate::run_folder;
 use crate::shapes::{AugmentConfig, ImageShape};
 use crate::train::checkpoint::{self, LoadMode, StateDict};
 use crate::train::{TrainConfig, TrainEvent, Trainer};
@@ -116,7 +116,7 @@ pub fn predict(
     if images.is_empty() {
         bail!("predict: name at least one image file");
     }
-    let model_path = runs::model_file(checkpoint)?;
+    let model_path = run_folder::model_file(checkpoint)?;
     let dict = StateDict::read(&model_path)?;
     let card = ModelCard::read(&dict, &model_path)?;
     let mut out = vec![];

@@ -7,8 +7,8 @@ use eframe::egui;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 
-use crate::cli::TrainArgs;
 use crate::gpu::{GpuContext, Precision};
+use crate::settings::RunSettings;
 use crate::ui::{App, AppOptions};
 
 /// Starts training in the canvas `canvas_id`. The promise rejects with a
@@ -47,7 +47,7 @@ pub async fn start(canvas_id: String) -> Result<(), JsValue> {
                 // Mixed precision where the tab's adapter has shader-f16,
                 // unless the address asks for a precision.
                 if !query.contains("precision=") && gpu.supports_f16() {
-                    settings.precision = Precision::F16;
+                    settings.run.precision = Precision::F16;
                 }
                 let options = AppOptions {
                     autostart: true,
@@ -83,22 +83,20 @@ fn query_string() -> String {
 /// The browser's default run (small: it should learn visibly in a minute),
 /// adjusted by the page address:
 /// `?model=resnet20&batch=64&train=5000&test=1000&epochs=10&lr=0.1&precision=f32`.
-pub fn settings_from_query(query: &str) -> TrainArgs {
-    let mut args = TrainArgs::defaults();
-    args.shrink_for_cpu();
+pub fn settings_from_query(query: &str) -> RunSettings {
+    let mut s = RunSettings::default();
+    s.shrink_for_cpu();
     for pair in query.trim_start_matches('?').split('&') {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         match key {
-            "model" => args.model.model = value.to_string(),
-            "batch" => args.batch_size = value.parse().unwrap_or(args.batch_size),
-            "train" => {
-                args.data.synthetic_train = value.parse().unwrap_or(args.data.synthetic_train)
-            }
-            "test" => args.data.synthetic_test = value.parse().unwrap_or(args.data.synthetic_test),
-            "epochs" => args.epochs = value.parse().ok().or(args.epochs),
-            "lr" => args.lr = value.parse().unwrap_or(args.lr),
+            "model" => s.model.name = value.to_string(),
+            "batch" => s.recipe.batch_size = value.parse().unwrap_or(s.recipe.batch_size),
+            "train" => s.data.synthetic_train = value.parse().unwrap_or(s.data.synthetic_train),
+            "test" => s.data.synthetic_test = value.parse().unwrap_or(s.data.synthetic_test),
+            "epochs" => s.recipe.epochs = value.parse().ok().or(s.recipe.epochs),
+            "lr" => s.recipe.lr = value.parse().unwrap_or(s.recipe.lr),
             "precision" => {
-                args.precision = match value {
+                s.run.precision = match value {
                     "f16" => Precision::F16,
                     _ => Precision::F32,
                 }
@@ -106,7 +104,7 @@ pub fn settings_from_query(query: &str) -> TrainArgs {
             _ => {}
         }
     }
-    args
+    s
 }
 
 /// The app plus what the page (and its end-to-end test) can read: the run's
@@ -120,7 +118,7 @@ impl WebApp {
     fn publish(&self) {
         let data = self.status.dataset();
         let _ = data.set("adapter", &self.app.adapter_name());
-        let _ = data.set("precision", self.app.settings.precision.name());
+        let _ = data.set("precision", self.app.settings.run.precision.name());
         if let Some(e) = &self.app.error {
             let _ = data.set("error", e);
         }

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
-use resnet_wgpu::cli::TrainArgs;
+use resnet_wgpu::settings::{NormChoice, RunSettings};
 use resnet_wgpu::ui::gallery::confusion_counts;
 use resnet_wgpu::ui::session::queue_depth;
 use resnet_wgpu::ui::{App, AppOptions, RunState};
-use resnet_wgpu::{headless, runs};
+use resnet_wgpu::{headless, run_folder};
 
 use common::shared_ctx;
 
@@ -25,19 +25,19 @@ fn out_dir(name: &str) -> PathBuf {
 }
 
 /// ResNet-8 on 64 pictures, batch 16: 4 steps per epoch.
-fn tiny_settings(out: &str, epochs: usize) -> TrainArgs {
-    let mut args = TrainArgs::defaults();
-    args.model.model = "resnet8".into();
-    args.batch_size = 16;
+fn tiny_settings(out: &str, epochs: usize) -> RunSettings {
+    let mut args = RunSettings::default();
+    args.model.name = "resnet8".into();
+    args.recipe.batch_size = 16;
     args.data.synthetic_train = 64;
     args.data.synthetic_test = 24;
-    args.epochs = Some(epochs);
-    args.out = out_dir(out);
-    args.name = Some("run".into());
+    args.recipe.epochs = Some(epochs);
+    args.run.out = out_dir(out);
+    args.run.name = Some("run".into());
     args
 }
 
-fn window(settings: TrainArgs, options: AppOptions) -> Harness<'static, App> {
+fn window(settings: RunSettings, options: AppOptions) -> Harness<'static, App> {
     let app = App::new(shared_ctx(), settings, options);
     Harness::builder()
         .with_size([1280.0, 800.0])
@@ -66,7 +66,7 @@ fn steps_done(app: &App) -> u64 {
 #[test]
 fn start_pause_resume_stop_and_save() {
     let settings = tiny_settings("controls", 50);
-    let run_dir = settings.out.join("run");
+    let run_dir = settings.run.out.join("run");
     let mut h = window(settings, AppOptions::default());
     h.step();
     h.get_by_label("Press Start to train.");
@@ -128,16 +128,16 @@ fn start_pause_resume_stop_and_save() {
     // The terminal continues the window's run from its run folder, once the
     // window has let go of it (a session holds its folder's lock).
     let mut resume = tiny_settings("unused", 50);
-    resume.resume = Some(run_dir.clone());
-    let held = runs::prepare(shared_ctx(), &resume)
+    resume.run.resume = Some(run_dir.clone());
+    let held = run_folder::prepare(shared_ctx(), &resume)
         .err()
         .unwrap()
         .to_string();
     assert!(held.contains("in use by another trainer"), "{held}");
     drop(h);
-    resume.resume = Some(run_dir.clone());
-    resume.max_steps = Some(stopped_at + 4);
-    let (mut trainer, dir) = runs::prepare(shared_ctx(), &resume).unwrap();
+    resume.run.resume = Some(run_dir.clone());
+    resume.run.max_steps = Some(stopped_at + 4);
+    let (mut trainer, dir) = run_folder::prepare(shared_ctx(), &resume).unwrap();
     assert_eq!(dir.dir, run_dir);
     assert_eq!(trainer.progress().global_step, stopped_at);
     headless::run(&mut trainer, &dir, true).unwrap();
@@ -148,7 +148,7 @@ fn start_pause_resume_stop_and_save() {
 #[test]
 fn a_finished_run_shows_plots_pictures_and_the_confusion_matrix() {
     let settings = tiny_settings("finished", 2);
-    let run_dir = settings.out.join("run");
+    let run_dir = settings.run.out.join("run");
     let mut h = window(
         settings,
         AppOptions {
@@ -208,7 +208,7 @@ fn the_model_is_picked_from_the_list() {
     h.run_steps(3);
     h.get_by_label("resnet32").click();
     h.step();
-    assert_eq!(h.state().settings.model.model, "resnet32");
+    assert_eq!(h.state().settings.model.name, "resnet32");
     h.get_by_label("B (1x1 conv)").click();
     h.step();
     assert_eq!(
@@ -217,17 +217,14 @@ fn the_model_is_picked_from_the_list() {
     );
     h.get_by_label("group").click();
     h.step();
-    assert_eq!(
-        h.state().settings.model.norm,
-        resnet_wgpu::cli::NormArg::Group
-    );
+    assert_eq!(h.state().settings.model.norm, NormChoice::Group);
     h.get_by_label("groups");
 }
 
 #[test]
 fn a_start_that_fails_says_why_in_the_window() {
     let mut settings = tiny_settings("bad", 1);
-    settings.batch_size = 1000; // more than the 64 training images
+    settings.recipe.batch_size = 1000; // more than the 64 training images
     let mut h = window(settings, AppOptions::default());
     h.step();
     h.get_by_label("Start").click();
@@ -242,7 +239,7 @@ fn defaults_shrink_on_a_cpu_adapter_and_say_so() {
     let software = gpu.adapter_info.device_type == wgpu::DeviceType::Cpu;
     let app = App::new(
         gpu,
-        TrainArgs::defaults(),
+        RunSettings::default(),
         AppOptions {
             autostart: false,
             defaults_may_shrink: true,
@@ -250,10 +247,10 @@ fn defaults_shrink_on_a_cpu_adapter_and_say_so() {
     );
     assert_eq!(app.notice.is_some(), software);
     let expected = if software { "resnet8" } else { "resnet20" };
-    assert_eq!(app.settings.model.model, expected);
+    assert_eq!(app.settings.model.name, expected);
     // Explicit settings are never changed.
-    let kept = App::new(shared_ctx(), TrainArgs::defaults(), AppOptions::default());
-    assert_eq!(kept.settings.model.model, "resnet20");
+    let kept = App::new(shared_ctx(), RunSettings::default(), AppOptions::default());
+    assert_eq!(kept.settings.model.name, "resnet20");
     assert!(kept.notice.is_none());
 }
 

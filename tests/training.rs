@@ -11,10 +11,11 @@ use resnet_wgpu::cli::TrainArgs;
 use resnet_wgpu::data::{DataSplit, Dataset, SyntheticOptions, synthetic};
 use resnet_wgpu::gpu::{GpuError, Precision};
 use resnet_wgpu::model::{ModelSpec, ShortcutKind};
+use resnet_wgpu::settings::RunSettings;
 use resnet_wgpu::shapes::{ImageShape, SgdConfig};
 use resnet_wgpu::train::checkpoint::{StateDict, Values, read_model, write_safetensors};
 use resnet_wgpu::train::{EpochReport, Plan, PlanRequest, TrainEvent, Trainer};
-use resnet_wgpu::{headless, runs};
+use resnet_wgpu::{headless, run_folder};
 
 use common::shared_ctx;
 
@@ -30,15 +31,20 @@ fn out_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// Parses the `train` options exactly as the CLI does.
-fn train_args(out: &Path, extra: &str) -> TrainArgs {
+/// Parses the `train` options exactly as the CLI does, into the core's
+/// settings (whose messages then name flags, as the CLI's do).
+fn train_args(out: &Path, extra: &str) -> RunSettings {
+    resnet_wgpu::cli::name_settings_by_flags();
     let line = format!("t --out {} --name run {extra}", out.display());
-    Args::try_parse_from(line.split_whitespace()).unwrap().train
+    Args::try_parse_from(line.split_whitespace())
+        .unwrap()
+        .train
+        .settings()
 }
 
 fn train(out: &Path, extra: &str) -> anyhow::Result<headless::RunSummary> {
     let args = train_args(out, extra);
-    let (mut trainer, run_dir) = runs::prepare(shared_ctx(), &args)?;
+    let (mut trainer, run_dir) = run_folder::prepare(shared_ctx(), &args)?;
     headless::run(&mut trainer, &run_dir, true)
 }
 
@@ -135,7 +141,7 @@ fn resume_continues_the_same_curve() {
             split.join("run").display()
         ),
     );
-    let (mut trainer, run_dir) = runs::prepare(shared_ctx(), &resumed).unwrap();
+    let (mut trainer, run_dir) = run_folder::prepare(shared_ctx(), &resumed).unwrap();
     assert_eq!(trainer.progress().global_step, 4);
     headless::run(&mut trainer, &run_dir, true).unwrap();
 
@@ -192,7 +198,7 @@ fn resume_may_switch_precision() {
             "{TINY} --synthetic-train 64 --resume {} {extra}",
             run.display()
         );
-        let (trainer, _) = runs::prepare(shared_ctx(), &train_args(&dir, &line)).unwrap();
+        let (trainer, _) = run_folder::prepare(shared_ctx(), &train_args(&dir, &line)).unwrap();
         trainer.config.precision
     };
     assert_eq!(resume(""), Precision::F32);
@@ -203,7 +209,7 @@ fn resume_may_switch_precision() {
             run.display()
         ),
     );
-    let (mut trainer, run_dir) = runs::prepare(shared_ctx(), &args).unwrap();
+    let (mut trainer, run_dir) = run_folder::prepare(shared_ctx(), &args).unwrap();
     assert_eq!(trainer.config.precision, Precision::F16);
     headless::run(&mut trainer, &run_dir, true).unwrap();
     drop((trainer, run_dir)); // the run folder's lock
@@ -299,7 +305,7 @@ fn resume_refuses_other_data_and_a_taken_run_name() {
             out.join("run").display()
         ),
     );
-    let e = runs::prepare(shared_ctx(), &other)
+    let e = run_folder::prepare(shared_ctx(), &other)
         .err()
         .unwrap()
         .to_string();
@@ -309,7 +315,7 @@ fn resume_refuses_other_data_and_a_taken_run_name() {
         &out,
         &format!("{TINY} --resume {}", out.join("nothing").display()),
     );
-    let e = runs::prepare(shared_ctx(), &missing)
+    let e = run_folder::prepare(shared_ctx(), &missing)
         .err()
         .unwrap()
         .to_string();
@@ -345,7 +351,7 @@ fn init_loads_a_state_dict_and_names_what_is_wrong() {
             file.display()
         ),
     );
-    let (trainer, _) = runs::prepare(shared_ctx(), &args).unwrap();
+    let (trainer, _) = run_folder::prepare(shared_ctx(), &args).unwrap();
     for (name, _, values) in read_model(&trainer).unwrap() {
         let Values::F32(gpu) = values else { continue };
         assert_eq!(gpu, dict.tensors[&format!("init.{name}")].1, "{name}");
@@ -377,7 +383,7 @@ fn init_loads_a_state_dict_and_names_what_is_wrong() {
                 half_file.display()
             ),
         );
-        let (trainer, _) = runs::prepare(shared_ctx(), &args).unwrap();
+        let (trainer, _) = run_folder::prepare(shared_ctx(), &args).unwrap();
         for (name, _, values) in read_model(&trainer).unwrap() {
             let Values::F32(gpu) = values else { continue };
             let want = rounded(&dict.tensors[&format!("init.{name}")].1, round);
@@ -394,7 +400,7 @@ fn init_loads_a_state_dict_and_names_what_is_wrong() {
             file.display()
         ),
     );
-    let e = runs::prepare(shared_ctx(), &args)
+    let e = run_folder::prepare(shared_ctx(), &args)
         .err()
         .unwrap()
         .to_string();
@@ -449,7 +455,7 @@ fn init_loads_group_norm_and_conv_bias_models_with_their_flags() {
             file.display()
         );
         let args = train_args(&out.join(fixture), &format!("{init} {flags}"));
-        let (trainer, _) = runs::prepare(shared_ctx(), &args).unwrap();
+        let (trainer, _) = run_folder::prepare(shared_ctx(), &args).unwrap();
         for (name, _, values) in read_model(&trainer).unwrap() {
             let Values::F32(gpu) = values else { continue };
             assert_eq!(
@@ -463,7 +469,7 @@ fn init_loads_group_norm_and_conv_bias_models_with_their_flags() {
             &out.join(format!("{fixture}-without")),
             &format!("{init} {without}"),
         );
-        let e = runs::prepare(shared_ctx(), &args)
+        let e = run_folder::prepare(shared_ctx(), &args)
             .err()
             .unwrap()
             .to_string();
@@ -767,7 +773,7 @@ fn the_run_driver_checkpoints_on_its_timer_at_epoch_ends_and_on_stop() {
     let tiny = "--model resnet8 --batch-size 32 --synthetic-train 64 --synthetic-test 16";
     let drive = |out: &Path, stop_after: Option<usize>| {
         let args = train_args(out, &format!("{tiny} --epochs 2"));
-        let (mut trainer, folder) = runs::prepare(shared_ctx(), &args).unwrap();
+        let (mut trainer, folder) = run_folder::prepare(shared_ctx(), &args).unwrap();
         let files = RunFiles::open(&folder).unwrap();
         let every = Some(CheckpointEvery::Steps(1));
         let mut driver = RunDriver::with_files(&trainer, files, every);

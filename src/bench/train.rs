@@ -197,7 +197,7 @@ fn bench_model(
     let seconds = timed.elapsed().as_secs_f64();
     trainer.poll()?;
     if opt.profile {
-        for line in trainer.plan().conv_choice_lines() {
+        for line in crate::cli::info::conv_choice_lines(trainer.plan()) {
             out!("  {line}");
         }
         profile_step(&ctx, &trainer)?;

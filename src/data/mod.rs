@@ -147,7 +147,8 @@ impl Dataset {
     pub fn split_validation(&self, count: usize, seed: u64) -> Result<(Dataset, Dataset), String> {
         if count == 0 || count >= self.len() {
             return Err(format!(
-                "--val-split {count}: must be between 1 and {} (the training set size minus one)",
+                "{} {count}: must be between 1 and {} (the training set size minus one)",
+                crate::setting::Setting::ValSplit,
                 self.len().saturating_sub(1)
             ));
         }

@@ -49,22 +49,23 @@ pub struct DataSource {
 }
 
 impl DataSource {
-    /// Checks the sizes, whether they came from flags or a file; the message
-    /// names the flag.
+    /// Checks the sizes, whether a front end set them or a file held them;
+    /// the message names the setting.
     pub fn validate(&self) -> Result<(), String> {
+        use crate::setting::Setting::*;
         let sizes = 1..=MAX_SYNTHETIC;
         if self.kind == DatasetKind::Synthetic
             && !(sizes.contains(&self.synthetic_train) && sizes.contains(&self.synthetic_test))
         {
             return Err(format!(
-                "--synthetic-train and --synthetic-test must be 1 to {MAX_SYNTHETIC}, got {} and {}",
+                "{SyntheticTrain} and {SyntheticTest} must be 1 to {MAX_SYNTHETIC}, got {} and {}",
                 self.synthetic_train, self.synthetic_test
             ));
         }
         let pictures = matches!(self.kind, DatasetKind::Folder | DatasetKind::Shards);
         if pictures && !IMAGE_SIDES.contains(&self.image_size) {
             return Err(format!(
-                "--image-size must be {} to {}, got {}",
+                "{ImageSize} must be {} to {}, got {}",
                 IMAGE_SIDES.start(),
                 IMAGE_SIDES.end(),
                 self.image_size
@@ -72,7 +73,7 @@ impl DataSource {
         }
         if self.kind != DatasetKind::Synthetic && self.path.is_none() {
             return Err(format!(
-                "--dataset {} needs --data <folder>",
+                "{Dataset} {} needs {Data} <folder>",
                 format!("{:?}", self.kind).to_lowercase()
             ));
         }
@@ -166,10 +167,12 @@ impl DataSource {
         }
         Err(DataError::Invalid {
             path: dir.to_path_buf(),
-            detail: "holds no dataset this tool reads: CIFAR-10 binary (data_batch_1.bin ...), \
+            detail: format!(
+                "holds no dataset this tool reads: CIFAR-10 binary (data_batch_1.bin ...), \
                      CIFAR-100 binary (train.bin, test.bin) or an image folder (train/ and val/ \
-                     with one subfolder per class); --dataset names the format"
-                .into(),
+                     with one subfolder per class); {} names the format",
+                crate::setting::Setting::Dataset
+            ),
         })
     }
 }

@@ -36,15 +36,22 @@ impl BackendChoice {
     }
 }
 
-const NO_ADAPTER_HINT: &str = if cfg!(target_os = "linux") {
-    "Install a GPU driver, or Mesa's CPU Vulkan device (Debian/Ubuntu: \
-     `apt-get install mesa-vulkan-drivers`), or pick another API with --backend."
-} else if cfg!(target_arch = "wasm32") {
-    "This browser exposes no WebGPU adapter: use a recent Chrome, Edge or Safari, \
-     or Firefox with WebGPU enabled."
-} else {
-    "Update the GPU driver, or pick another API with --backend."
-};
+/// What to do when no adapter is found, naming the setting that picks the API.
+fn no_adapter_hint() -> String {
+    let api = crate::setting::Setting::Backend;
+    if cfg!(target_os = "linux") {
+        format!(
+            "Install a GPU driver, or Mesa's CPU Vulkan device (Debian/Ubuntu: \
+             `apt-get install mesa-vulkan-drivers`), or pick another {api}."
+        )
+    } else if cfg!(target_arch = "wasm32") {
+        "This browser exposes no WebGPU adapter: use a recent Chrome, Edge or Safari, \
+         or Firefox with WebGPU enabled."
+            .into()
+    } else {
+        format!("Update the GPU driver, or pick another {api}.")
+    }
+}
 
 /// The one device everything runs on, with the adapter's real limits and a cache
 /// that compiles each (shader, entry point, constants) once.
@@ -82,7 +89,7 @@ impl GpuContext {
             .await
             .map_err(|_| GpuError::NoAdapter {
                 backend: choice.describe(),
-                hint: NO_ADAPTER_HINT,
+                hint: no_adapter_hint(),
             })?;
         Self::from_adapter(&adapter).await
     }

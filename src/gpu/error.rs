@@ -5,7 +5,7 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum GpuError {
     #[error("no GPU adapter found for backend '{backend}'. {hint}")]
-    NoAdapter { backend: String, hint: &'static str },
+    NoAdapter { backend: String, hint: String },
     #[error("could not open a device on adapter '{adapter}': {message}")]
     RequestDevice { adapter: String, message: String },
     #[error(

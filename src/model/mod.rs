@@ -198,7 +198,10 @@ impl ModelSpec {
         let divides_all = network.units().map(|u| u.out_c).fold(0, gcd);
         for unit in network.units() {
             norm.check_channels(&unit.bn, unit.out_c).map_err(|e| {
-                format!("{e}; --groups must divide every layer's channels (here: divisors of {divides_all})")
+                format!(
+                    "{e}; {} must divide every layer's channels (here: divisors of {divides_all})",
+                    crate::setting::Setting::Groups
+                )
             })?;
         }
         Ok(self)

@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 
 use safetensors::tensor::{Dtype, TensorView};
 
-use super::layout::{BEST_FILE, CHECKPOINTS_DIR, LAST_FILE};
 use super::plan::Plan;
 use super::trainer::{Progress, TrainConfig, Trainer};
 use crate::model::{Network, TensorRole};
@@ -23,8 +22,6 @@ use crate::ops::loss::METRICS_LEN;
 
 pub const MODEL_FILE: &str = "model.safetensors";
 pub const TRAINER_FILE: &str = "trainer.safetensors";
-#[cfg(not(target_arch = "wasm32"))]
-const KEEP: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -48,7 +45,7 @@ pub enum CheckpointError {
     Gpu(#[from] crate::gpu::GpuError),
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
     move |cause| CheckpointError::Io {
         path: path.to_path_buf(),
         cause,
@@ -208,7 +205,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError
 
 /// Makes a rename in `path`'s folder durable (a no-op where folders cannot be
 /// opened as files).
-fn sync_parent(path: &Path) -> Result<(), CheckpointError> {
+pub(crate) fn sync_parent(path: &Path) -> Result<(), CheckpointError> {
     #[cfg(unix)]
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::File::open(dir)
@@ -218,17 +215,6 @@ fn sync_parent(path: &Path) -> Result<(), CheckpointError> {
     #[cfg(not(unix))]
     let _ = path;
     Ok(())
-}
-
-/// Test hook: with `RESNET_WGPU_CRASH_AT=<point>` the process aborts at that
-/// point of a checkpoint save, as a kill -9 there would (the crash tests spawn
-/// the real binary with it).
-#[cfg(not(target_arch = "wasm32"))]
-fn crash_point(point: &str) {
-    if std::env::var_os("RESNET_WGPU_CRASH_AT").is_some_and(|p| p == point) {
-        eprintln!("RESNET_WGPU_CRASH_AT={point}: aborting");
-        std::process::abort();
-    }
 }
 
 /// The model's metadata: enough for `eval` and `predict` to rebuild the
@@ -311,15 +297,13 @@ pub fn normalization_in(
     Ok(Some((mean, std)))
 }
 
-/// `normalization_in` of the model file at `path` (a file, or a run or
-/// checkpoint folder), reading its header only. A file that cannot be read
-/// has none here (loading it names the problem).
+/// `normalization_in` of the model file at `path` (a file, or a checkpoint
+/// folder: `run_folder::model_file` finds one in a run folder), reading its
+/// header only. A file that cannot be read has none here (loading it names
+/// the problem).
 pub fn saved_normalization(path: &Path) -> Result<Option<([f32; 3], [f32; 3])>, CheckpointError> {
     let file = match path.is_dir() {
-        true => match resolve(path) {
-            Ok(found) => found.dir.join(MODEL_FILE),
-            Err(_) => return Ok(None),
-        },
+        true => path.join(MODEL_FILE),
         false => path.to_path_buf(),
     };
     let Ok(meta) = read_metadata(&file) else {
@@ -375,65 +359,9 @@ fn gpu_tensor<'p>(plan: &'p Plan, name: &str) -> Result<&'p crate::gpu::Tensor, 
         .ok_or_else(|| crate::gpu::GpuError::shape(name, "the plan has no tensor for it").into())
 }
 
-/// Saves model and trainer state under `run_dir/checkpoints/step-N/` and points
-/// `last` at it; keeps the newest two up to this step. Refuses (and writes
-/// nothing) when any value is NaN or infinite. Returns the checkpoint folder.
-#[cfg(not(target_arch = "wasm32"))]
-pub fn save(trainer: &Trainer, run_dir: &Path) -> Result<PathBuf, CheckpointError> {
-    let root = run_dir.join(CHECKPOINTS_DIR);
-    std::fs::create_dir_all(&root).map_err(io(&root))?;
-    let mut progress = trainer.progress();
-    let step = progress.global_step;
-    let model = read_model(trainer)?;
-    let mut momenta = vec![];
-    for (pname, value, _, momentum) in trainer.plan().params() {
-        momenta.push((
-            format!("{pname}.momentum_buffer"),
-            value.shape().to_vec(),
-            Values::F32(momentum.read_f32(trainer.ctx())?),
-        ));
-    }
-    check_finite(model.iter().chain(&momenta), step)?;
-    progress.train_metrics = read_train_metrics(trainer)?;
-
-    let name = step_name(step);
-    let tmp = root.join(format!(".{name}.tmp"));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    write_safetensors(&tmp.join(MODEL_FILE), &model, model_metadata(trainer))?;
-    let meta = HashMap::from([
-        (
-            META_PROGRESS.into(),
-            serde_json::to_string(&progress).expect("serializable"),
-        ),
-        (
-            META_CONFIG.into(),
-            serde_json::to_string(&trainer.config).expect("serializable"),
-        ),
-    ]);
-    write_safetensors(&tmp.join(TRAINER_FILE), &momenta, meta)?;
-    crash_point("checkpoint-written");
-
-    let dir = root.join(&name);
-    replace_dir(&tmp, &dir)?;
-    write_atomically(&root.join(LAST_FILE), name.as_bytes())?;
-    crash_point("last-written");
-    prune(&root, step);
-    Ok(dir)
-}
-
-fn step_name(step: u64) -> String {
-    format!("step-{step:08}")
-}
-
-/// The step of a `step-N` folder name.
-fn step_of(name: &str) -> Option<u64> {
-    name.strip_prefix("step-")?.parse().ok()
-}
-
 /// The first tensor holding NaN or infinity, as an error.
 #[cfg(not(target_arch = "wasm32"))]
-fn check_finite<'a>(
+pub fn check_finite<'a>(
     tensors: impl Iterator<Item = &'a (String, Vec<usize>, Values)>,
     step: u64,
 ) -> Result<(), CheckpointError> {
@@ -450,29 +378,33 @@ fn check_finite<'a>(
     Ok(())
 }
 
-/// Moves the complete folder `tmp` to `dir`. An existing `dir` (the same step
-/// saved again after a rewind) is renamed aside first and deleted last, so a
-/// kill leaves either it or its replacement in place (`clean_stale` puts an
-/// aside folder back when its replacement never arrived).
+/// trainer.safetensors' tensors and metadata: the SGD momenta, and the run's
+/// position (with the training metrics' sums) and config.
 #[cfg(not(target_arch = "wasm32"))]
-fn replace_dir(tmp: &Path, dir: &Path) -> Result<(), CheckpointError> {
-    let name = dir
-        .file_name()
-        .map_or("step".into(), |n| n.to_string_lossy());
-    let aside = dir.with_file_name(format!(".{name}.old"));
-    let replacing = dir.exists();
-    if replacing {
-        let _ = std::fs::remove_dir_all(&aside);
-        std::fs::rename(dir, &aside).map_err(io(dir))?;
-        crash_point("old-moved-aside");
+pub fn trainer_state(
+    trainer: &Trainer,
+) -> Result<(Vec<(String, Vec<usize>, Values)>, HashMap<String, String>), CheckpointError> {
+    let mut momenta = vec![];
+    for (pname, value, _, momentum) in trainer.plan().params() {
+        momenta.push((
+            format!("{pname}.momentum_buffer"),
+            value.shape().to_vec(),
+            Values::F32(momentum.read_f32(trainer.ctx())?),
+        ));
     }
-    std::fs::rename(tmp, dir).map_err(io(dir))?;
-    sync_parent(dir)?;
-    crash_point("checkpoint-renamed");
-    if replacing {
-        let _ = std::fs::remove_dir_all(&aside);
-    }
-    Ok(())
+    let mut progress = trainer.progress();
+    progress.train_metrics = read_train_metrics(trainer)?;
+    let meta = HashMap::from([
+        (
+            META_PROGRESS.into(),
+            serde_json::to_string(&progress).expect("serializable"),
+        ),
+        (
+            META_CONFIG.into(),
+            serde_json::to_string(&trainer.config).expect("serializable"),
+        ),
+    ]);
+    Ok((momenta, meta))
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -482,191 +414,6 @@ fn read_train_metrics(trainer: &Trainer) -> Result<[f32; METRICS_LEN], Checkpoin
     let mut out = [0.0; METRICS_LEN];
     out.copy_from_slice(&v[..METRICS_LEN]);
     Ok(out)
-}
-
-/// Keeps the newest `KEEP` checkpoints up to `step` (the one just saved
-/// included) and removes older ones. Folders past `step` (left by a rewind)
-/// stay until the run passes them.
-#[cfg(not(target_arch = "wasm32"))]
-fn prune(root: &Path, step: u64) {
-    let best = named(root, BEST_FILE);
-    let mut steps: Vec<u64> = step_folders(root)
-        .into_iter()
-        .filter(|&s| s <= step)
-        .collect();
-    steps.sort_unstable_by(|a, b| b.cmp(a));
-    for old in steps.into_iter().skip(KEEP) {
-        let name = step_name(old);
-        if best.as_deref() != Some(name.as_str()) {
-            let _ = std::fs::remove_dir_all(root.join(name));
-        }
-    }
-}
-
-/// The folder name a pointer file (`last`, `best`) in `root` holds.
-fn named(root: &Path, pointer: &str) -> Option<String> {
-    std::fs::read_to_string(root.join(pointer))
-        .ok()
-        .map(|n| n.trim().to_string())
-}
-
-/// Names `dir` (a checkpoint of `run_dir`) as the run's best
-/// (`checkpoints/best`); it is then never pruned.
-#[cfg(not(target_arch = "wasm32"))]
-pub fn mark_best(run_dir: &Path, dir: &Path) -> Result<(), CheckpointError> {
-    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
-    let root = run_dir.join(CHECKPOINTS_DIR);
-    write_atomically(&root.join(BEST_FILE), name.unwrap_or_default().as_bytes())
-}
-
-/// The step of the run's best checkpoint, if one is named.
-pub fn best_step(run_dir: &Path) -> Option<u64> {
-    step_of(&named(&run_dir.join(CHECKPOINTS_DIR), BEST_FILE)?)
-}
-
-/// The steps of the `step-N` folders under `root` (complete or not).
-fn step_folders(root: &Path) -> Vec<u64> {
-    let Ok(entries) = std::fs::read_dir(root) else {
-        return vec![];
-    };
-    entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| step_of(&e.file_name().to_string_lossy()))
-        .collect()
-}
-
-/// A checkpoint folder with both files.
-fn is_complete(dir: &Path) -> bool {
-    dir.join(MODEL_FILE).is_file() && dir.join(TRAINER_FILE).is_file()
-}
-
-/// Tidies `run_dir/checkpoints` after a kill (call with the run folder locked):
-/// removes half-written `.step-N.tmp` folders and temporary files, and puts a
-/// `.step-N.old` folder back where its replacement never arrived. Returns what
-/// it did, one line per change.
-#[cfg(not(target_arch = "wasm32"))]
-pub fn clean_stale(run_dir: &Path) -> Vec<String> {
-    let mut done = vec![];
-    for folder in [run_dir.to_path_buf(), run_dir.join(CHECKPOINTS_DIR)] {
-        let Ok(entries) = std::fs::read_dir(&folder) else {
-            continue;
-        };
-        for entry in entries.filter_map(|e| e.ok()) {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let path = entry.path();
-            if let Some(step) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".old")) {
-                let target = folder.join(step);
-                if target.exists() {
-                    let _ = std::fs::remove_dir_all(&path);
-                } else if std::fs::rename(&path, &target).is_ok() {
-                    done.push(format!(
-                        "restored {} (its replacement was interrupted)",
-                        target.display()
-                    ));
-                }
-            } else if name.ends_with(".tmp") {
-                let removed = if path.is_dir() {
-                    std::fs::remove_dir_all(&path)
-                } else {
-                    std::fs::remove_file(&path)
-                };
-                if removed.is_ok() {
-                    done.push(format!("removed the interrupted write {}", path.display()));
-                }
-            }
-        }
-    }
-    done
-}
-
-/// A checkpoint folder found from a user's path.
-#[derive(Clone, Debug)]
-pub struct Located {
-    pub dir: PathBuf,
-    /// Set when `last` was missing or broken and the newest complete
-    /// checkpoint was taken instead: what to tell the user.
-    pub fallback: Option<String>,
-}
-
-/// The checkpoint folder a path names: a run folder (its `last`, else its
-/// newest complete `step-N`), a checkpoint folder, or the folder of a
-/// model.safetensors file.
-pub fn resolve(path: &Path) -> Result<Located, CheckpointError> {
-    let missing = |detail: &str| CheckpointError::Mismatch {
-        path: path.to_path_buf(),
-        detail: detail.to_string(),
-    };
-    let found = |dir: PathBuf| Located {
-        dir,
-        fallback: None,
-    };
-    let pointer = path
-        .file_name()
-        .is_some_and(|n| n == LAST_FILE || n == BEST_FILE);
-    if let (true, Some(root)) = (pointer && path.is_file(), path.parent()) {
-        let dir = std::fs::read_to_string(path)
-            .map(|name| root.join(name.trim()))
-            .map_err(io(path))?;
-        return if is_complete(&dir) {
-            Ok(found(dir))
-        } else {
-            Err(missing("names no complete checkpoint"))
-        };
-    }
-    if path.is_file() {
-        // A picture or a text file is named itself, not the model file its
-        // folder lacks.
-        if path.extension().is_none_or(|e| e != "safetensors") {
-            return Err(missing(
-                "is not a checkpoint: give a run folder, a checkpoint folder or a safetensors file",
-            ));
-        }
-        return path
-            .parent()
-            .map(|p| found(p.to_path_buf()))
-            .ok_or_else(|| missing("has no folder"));
-    }
-    if path.join(MODEL_FILE).is_file() {
-        return Ok(found(path.to_path_buf()));
-    }
-    let root = path.join(CHECKPOINTS_DIR);
-    let last = root.join(LAST_FILE);
-    let pointed = named(&root, LAST_FILE)
-        .map(|name| root.join(name))
-        .filter(|dir| is_complete(dir));
-    if let Some(dir) = pointed {
-        return Ok(found(dir));
-    }
-    let newest = step_folders(&root)
-        .into_iter()
-        .filter(|&s| is_complete(&root.join(step_name(s))))
-        .max();
-    if let Some(step) = newest {
-        let dir = root.join(step_name(step));
-        let why = if last.exists() {
-            "names no complete checkpoint"
-        } else {
-            "is missing (a save was interrupted)"
-        };
-        return Ok(Located {
-            fallback: Some(format!(
-                "{} {why}; using the newest complete checkpoint, {}",
-                last.display(),
-                dir.display()
-            )),
-            dir,
-        });
-    }
-    if !path.exists() {
-        return Err(CheckpointError::Io {
-            path: path.to_path_buf(),
-            cause: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder"),
-        });
-    }
-    Err(missing(
-        "is neither a run folder (with a checkpoint under checkpoints/) nor a checkpoint folder \
-         (with model.safetensors)",
-    ))
 }
 
 /// Run config and position saved with a checkpoint.
@@ -804,9 +551,10 @@ fn check_names(network: &Network, dict: &StateDict) -> Result<(), String> {
     ))
 }
 
-/// Which model flag would make a file whose names differ in a layer kind
+/// Which model setting would make a file whose names differ in a layer kind
 /// fit: conv biases, or batch vs group norm.
-fn layer_hint(network: &Network, missing: &[&String], unexpected: &[&String]) -> &'static str {
+fn layer_hint(network: &Network, missing: &[&String], unexpected: &[&String]) -> String {
+    use crate::setting::Setting::{ConvBias, Norm};
     let conv_bias = |name: &&String| {
         network
             .units()
@@ -814,15 +562,15 @@ fn layer_hint(network: &Network, missing: &[&String], unexpected: &[&String]) ->
     };
     let running = |name: &&String| name.ends_with(".running_mean");
     if unexpected.iter().any(conv_bias) {
-        "; the file's convs have biases: add --conv-bias"
+        format!("; the file's convs have biases: add {ConvBias}")
     } else if missing.iter().any(conv_bias) {
-        "; the file's convs have no biases: drop --conv-bias"
+        format!("; the file's convs have no biases: drop {ConvBias}")
     } else if missing.iter().any(running) {
-        "; the file has no batch-norm statistics (a group-norm model?): add --norm group"
+        format!("; the file has no batch-norm statistics (a group-norm model?): add {Norm} group")
     } else if unexpected.iter().any(running) {
-        "; the file has batch-norm statistics: use --norm batch"
+        format!("; the file has batch-norm statistics: use {Norm} batch")
     } else {
-        ""
+        String::new()
     }
 }
 

@@ -2,9 +2,7 @@
 
 pub mod checkpoint;
 mod feed;
-pub mod layout;
 pub mod metrics;
-mod norm;
 pub mod plan;
 pub mod schedule;
 pub mod throughput;

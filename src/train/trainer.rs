@@ -18,6 +18,7 @@ use crate::gpu::{self, Dispatch, GpuContext, GpuError, MapState, Mapping, Precis
 use crate::model::{ModelSpec, initial_parameters};
 use crate::ops::conv::ConvTuning;
 use crate::ops::loss::METRICS_LEN;
+use crate::setting::Setting;
 use crate::shapes::{AugmentConfig, ImageShape, SgdConfig};
 
 /// Everything that defines a run; written to config.json.
@@ -110,9 +111,10 @@ pub const MAX_WORKERS: usize = 1024;
 pub const MAX_EPOCHS: usize = 1_000_000;
 
 impl TrainConfig {
-    /// Checks every value, whether it came from a flag or from a file: the
-    /// message names the flag that sets it.
+    /// Checks every value, whether a front end set it or a file held it:
+    /// the message names the setting.
     pub fn validate(&self, image: ImageShape) -> Result<(), String> {
+        use Setting::*;
         let positive = |v: f32| v.is_finite() && v > 0.0;
         let non_negative = |v: f32| v.is_finite() && v >= 0.0;
         let s = &self.schedule;
@@ -121,13 +123,13 @@ impl TrainConfig {
             (
                 (1..=MAX_BATCH).contains(&self.batch_size),
                 format!(
-                    "--batch-size must be 1 to {MAX_BATCH}, got {}",
+                    "{BatchSize} must be 1 to {MAX_BATCH}, got {}",
                     self.batch_size
                 ),
             ),
             (
                 (1..=MAX_EPOCHS).contains(&self.epochs),
-                format!("--epochs must be 1 to {MAX_EPOCHS}, got {}", self.epochs),
+                format!("{Epochs} must be 1 to {MAX_EPOCHS}, got {}", self.epochs),
             ),
             (
                 s.epochs == self.epochs,
@@ -139,59 +141,59 @@ impl TrainConfig {
             ),
             (
                 positive(s.base_lr),
-                format!("--lr must be a positive number, got {}", s.base_lr),
+                format!("{Lr} must be a positive number, got {}", s.base_lr),
             ),
             (
                 positive(s.gamma),
-                format!("--gamma must be a positive number, got {}", s.gamma),
+                format!("{Gamma} must be a positive number, got {}", s.gamma),
             ),
             (
                 non_negative(s.warmup_epochs) && non_negative(s.warmup_lr),
                 format!(
-                    "--warmup-epochs and --warmup-lr must be 0 or more, got {} and {}",
+                    "{WarmupEpochs} and {WarmupLr} must be 0 or more, got {} and {}",
                     s.warmup_epochs, s.warmup_lr
                 ),
             ),
             (
                 non_negative(self.sgd.momentum) && self.sgd.momentum < 1.0,
-                format!("--momentum must be in [0, 1), got {}", self.sgd.momentum),
+                format!("{Momentum} must be in [0, 1), got {}", self.sgd.momentum),
             ),
             (
                 non_negative(self.sgd.weight_decay),
                 format!(
-                    "--weight-decay must be 0 or more, got {}",
+                    "{WeightDecay} must be 0 or more, got {}",
                     self.sgd.weight_decay
                 ),
             ),
             (
                 (1..=MAX_REPORT_EVERY).contains(&self.report_every),
                 format!(
-                    "--report-every must be 1 to {MAX_REPORT_EVERY}, got {}",
+                    "{ReportEvery} must be 1 to {MAX_REPORT_EVERY}, got {}",
                     self.report_every
                 ),
             ),
             (
                 self.workers <= MAX_WORKERS,
                 format!(
-                    "--workers must be 0 (one per core) to {MAX_WORKERS}, got {}",
+                    "{Workers} must be 0 (one per core) to {MAX_WORKERS}, got {}",
                     self.workers
                 ),
             ),
             (
                 self.checkpoint_every.is_none_or(|c| c.is_valid()),
                 format!(
-                    "--checkpoint-every must be a positive step count or minutes, got {:?}",
+                    "{CheckpointEvery} must be a positive step count or minutes, got {:?}",
                     self.checkpoint_every
                 ),
             ),
             (
                 self.max_steps != Some(0),
-                "--max-steps must be at least 1".to_string(),
+                format!("{MaxSteps} must be at least 1"),
             ),
             (
                 (self.augment.pad as usize) < side,
                 format!(
-                    "--crop-pad must be smaller than the image side ({side}), got {}",
+                    "{CropPad} must be smaller than the image side ({side}), got {}",
                     self.augment.pad
                 ),
             ),
@@ -228,8 +230,10 @@ impl TrainConfig {
         let scaled = 0.1 * batch as f32 / 128.0;
         if batch < 32 && lr > 4.0 * scaled {
             vec![format!(
-                "--lr {lr} at --batch-size {batch} is likely too high to learn: the paper's 0.1 \
-                 is for batch 128, and the linear scaling rule gives {scaled:.4} at batch {batch}"
+                "{} {lr} at {} {batch} is likely too high to learn: the paper's 0.1 is for \
+                 batch 128, and the linear scaling rule gives {scaled:.4} at batch {batch}",
+                Setting::Lr,
+                Setting::BatchSize
             )]
         } else {
             vec![]
@@ -507,9 +511,11 @@ impl Trainer {
         }
         if config.precision == Precision::F16 && !ctx.supports_f16() {
             return Err(GpuError::Setup(format!(
-                "--precision f16 needs the adapter's shader-f16 feature, which {} does not have \
-                 (use --precision f32)",
-                ctx.adapter_info.name
+                "{} f16 needs the adapter's shader-f16 feature, which {} does not have \
+                 (use {} f32)",
+                Setting::Precision,
+                ctx.adapter_info.name,
+                Setting::Precision
             )));
         }
         let steps_per_epoch = data.train.len() / batch;

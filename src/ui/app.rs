@@ -10,8 +10,8 @@ use super::gallery::{self, Gallery};
 use super::history::format_duration;
 use super::plots;
 use super::session::{RunState, Session, queue_depth};
-use crate::cli::TrainArgs;
 use crate::gpu::GpuContext;
+use crate::settings::RunSettings;
 
 /// Test images shown in the grid.
 const GALLERY_IMAGES: usize = 24;
@@ -27,7 +27,7 @@ pub struct AppOptions {
 
 pub struct App {
     gpu: Arc<GpuContext>,
-    pub settings: TrainArgs,
+    pub settings: RunSettings,
     pub session: Option<Session>,
     gallery: Option<Gallery>,
     /// Why the last start failed.
@@ -46,7 +46,7 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(gpu: Arc<GpuContext>, mut settings: TrainArgs, options: AppOptions) -> Self {
+    pub fn new(gpu: Arc<GpuContext>, mut settings: RunSettings, options: AppOptions) -> Self {
         let software = gpu.is_software();
         let mut notice = None;
         if software && options.defaults_may_shrink {
@@ -58,7 +58,7 @@ impl App {
             ));
         }
         // The plots want every step; a report per step costs one small copy.
-        settings.report_every = 1;
+        settings.run.report_every = 1;
         App {
             gpu,
             settings,
@@ -128,9 +128,9 @@ impl App {
                 ));
                 self.session = Some(session);
                 // A second start is a new run, not the named or resumed one again.
-                self.settings.name = None;
-                self.settings.resume = None;
-                self.settings.init = None;
+                self.settings.run.name = None;
+                self.settings.run.resume = None;
+                self.settings.recipe.init = None;
             }
             Err(e) => self.error = Some(format!("{e:#}")),
         }
@@ -144,7 +144,9 @@ impl App {
     #[cfg(target_arch = "wasm32")]
     fn new_session(&self) -> anyhow::Result<Session> {
         let data = match self.settings.data.kind() {
-            crate::cli::DatasetKind::Synthetic => self.settings.data.load(self.settings.seed)?,
+            crate::data::DatasetKind::Synthetic => {
+                self.settings.data.load(self.settings.recipe.seed)?
+            }
             _ => crate::data::cifar10_from_files(&self.picked.borrow())?,
         };
         let config = self.settings.config(&data)?;
@@ -173,7 +175,7 @@ impl App {
             .set_title("Folder with the CIFAR binary files")
             .pick_folder()
         {
-            self.settings.data.data = Some(folder);
+            self.settings.data.path = Some(folder);
         }
     }
 
@@ -205,7 +207,7 @@ impl App {
         if dropped.is_empty() {
             return;
         }
-        self.settings.data.dataset = Some(crate::cli::DatasetKind::Cifar10);
+        self.settings.data.dataset = Some(crate::data::DatasetKind::Cifar10);
         let picked = self.picked.clone();
         let repaint = ctx.clone();
         wasm_bindgen_futures::spawn_local(async move {

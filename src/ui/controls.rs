@@ -3,9 +3,10 @@
 use eframe::egui;
 
 use super::session::RunState;
-use crate::cli::{DatasetKind, NormArg, TrainArgs};
+use crate::data::DatasetKind;
 use crate::gpu::Precision;
 use crate::model::ShortcutKind;
+use crate::settings::{NormChoice, RunSettings};
 
 /// The models offered in the window (the CLI takes any 6n+2 and ImageNet sizes).
 pub const MODELS: &[&str] = &[
@@ -44,7 +45,7 @@ fn dataset_label(kind: DatasetKind) -> &'static str {
 /// browser's count of CIFAR files picked or dropped (it has no folders).
 pub fn settings(
     ui: &mut egui::Ui,
-    args: &mut TrainArgs,
+    args: &mut RunSettings,
     editable: bool,
     picked_files: Option<usize>,
 ) -> Option<Action> {
@@ -56,10 +57,10 @@ pub fn settings(
             .show(ui, |ui| {
                 let label = ui.label("Model");
                 egui::ComboBox::from_id_salt("model")
-                    .selected_text(args.model.model.as_str())
+                    .selected_text(args.model.name.as_str())
                     .show_ui(ui, |ui| {
                         for &m in MODELS {
-                            ui.selectable_value(&mut args.model.model, m.to_string(), m);
+                            ui.selectable_value(&mut args.model.name, m.to_string(), m);
                         }
                     })
                     .response
@@ -79,11 +80,11 @@ pub fn settings(
 
                 ui.label("Norm");
                 ui.horizontal(|ui| {
-                    ui.radio_value(&mut args.model.norm, NormArg::Batch, "batch")
+                    ui.radio_value(&mut args.model.norm, NormChoice::Batch, "batch")
                         .on_hover_text("BatchNorm2d (the paper's)");
-                    ui.radio_value(&mut args.model.norm, NormArg::Group, "group")
+                    ui.radio_value(&mut args.model.norm, NormChoice::Group, "group")
                         .on_hover_text("GroupNorm: per-sample statistics over groups of channels");
-                    if args.model.norm == NormArg::Group {
+                    if args.model.norm == NormChoice::Group {
                         let label = ui.label("groups");
                         ui.add(egui::DragValue::new(&mut args.model.groups).range(1..=512))
                             .labelled_by(label.id)
@@ -94,8 +95,8 @@ pub fn settings(
 
                 ui.label("Precision");
                 ui.horizontal(|ui| {
-                    ui.radio_value(&mut args.precision, Precision::F32, "f32");
-                    ui.radio_value(&mut args.precision, Precision::F16, "f16 (mixed)")
+                    ui.radio_value(&mut args.run.precision, Precision::F32, "f32");
+                    ui.radio_value(&mut args.run.precision, Precision::F16, "f16 (mixed)")
                         .on_hover_text(
                             "f16 activations, f32 master weights and dynamic loss scaling \
                              (needs the adapter's shader-f16)",
@@ -126,7 +127,7 @@ pub fn settings(
                 if kind != args.data.kind() {
                     args.data.dataset = Some(kind);
                     if kind == DatasetKind::Synthetic {
-                        args.data.data = None;
+                        args.data.path = None;
                     }
                 }
                 ui.end_row();
@@ -150,27 +151,27 @@ pub fn settings(
                         // Typed paths work where no file dialog service runs.
                         let mut text = args
                             .data
-                            .data
+                            .path
                             .as_ref()
                             .map_or(String::new(), |p| p.display().to_string());
                         let field = egui::TextEdit::singleline(&mut text)
                             .hint_text("path of the folder")
                             .desired_width(110.0);
                         if ui.add(field).labelled_by(label.id).changed() {
-                            args.data.data = (!text.is_empty()).then(|| text.into());
+                            args.data.path = (!text.is_empty()).then(|| text.into());
                         }
                     });
                     ui.end_row();
                 }
 
                 let label = ui.label("Batch size");
-                ui.add(egui::DragValue::new(&mut args.batch_size).range(1..=4096))
+                ui.add(egui::DragValue::new(&mut args.recipe.batch_size).range(1..=4096))
                     .labelled_by(label.id);
                 ui.end_row();
 
                 let label = ui.label("Learning rate");
                 ui.add(
-                    egui::DragValue::new(&mut args.lr)
+                    egui::DragValue::new(&mut args.recipe.lr)
                         .range(1e-5..=2.0)
                         .speed(0.002)
                         .max_decimals(5),
@@ -179,10 +180,10 @@ pub fn settings(
                 ui.end_row();
 
                 let label = ui.label("Epochs");
-                let mut epochs = args.epochs.unwrap_or(crate::cli::DEFAULT_EPOCHS);
+                let mut epochs = args.epochs();
                 let field = ui.add(egui::DragValue::new(&mut epochs).range(1..=1000));
                 if field.labelled_by(label.id).changed() {
-                    args.epochs = Some(epochs);
+                    args.recipe.epochs = Some(epochs);
                 }
                 ui.end_row();
             });

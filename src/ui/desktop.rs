@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use super::app::{App, AppOptions};
-use crate::cli::TrainArgs;
 use crate::gpu::{BackendChoice, GpuContext, TunePolicy};
+use crate::settings::RunSettings;
 
 /// Why the window did not open (no display, no adapter, ...): the caller
 /// falls back to the terminal.
@@ -44,7 +44,7 @@ fn native_options(backend: BackendChoice) -> eframe::NativeOptions {
 pub fn run(
     backend: BackendChoice,
     tune: TunePolicy,
-    settings: TrainArgs,
+    settings: RunSettings,
     options: AppOptions,
 ) -> Result<(), WindowUnavailable> {
     if let Some(why) = display_missing() {

@@ -30,7 +30,7 @@ pub struct Session {
     pub saved: Option<String>,
     /// The run folder, locked for this session (native).
     #[cfg(not(target_arch = "wasm32"))]
-    pub files: Option<crate::runs::RunFolder>,
+    pub files: Option<crate::run_folder::RunFolder>,
 }
 
 /// How much GPU work to keep queued: about `frame_seconds` of steps (the
@@ -60,15 +60,15 @@ impl Session {
         }
     }
 
-    /// Starts (or with `--resume`, continues) a run in its run folder, as
-    /// `train --no-gui` would, with its `--checkpoint-every`.
+    /// Starts (or, resuming, continues) a run in its run folder, as the
+    /// terminal would, with its checkpoint interval.
     #[cfg(not(target_arch = "wasm32"))]
-    pub fn start(ctx: Arc<GpuContext>, args: &crate::cli::TrainArgs) -> Result<Self> {
-        let (trainer, dir) = crate::runs::prepare(ctx, args)?;
+    pub fn start(ctx: Arc<GpuContext>, settings: &crate::settings::RunSettings) -> Result<Self> {
+        let (trainer, dir) = crate::run_folder::prepare(ctx, settings)?;
         let files = crate::driver::RunFiles::open(&dir)?;
         let every = trainer.config.checkpoint_every;
         let mut session = Session::new(trainer);
-        for report in crate::runs::read_metrics(&dir)? {
+        for report in crate::run_folder::read_metrics(&dir)? {
             session.history.push_epoch(report);
         }
         session.driver = RunDriver::with_files(&session.trainer, files, every);

@@ -10,7 +10,9 @@ use crate::ops::groupnorm::{GnGradTensors, GnTensors, GroupNorm};
 use crate::ops::tune::choose_bn_reduction;
 use crate::shapes::{BatchNormShape, Fusion, GroupNormShape};
 
-use super::plan::{Builder, List, ParamSlot, TensorId};
+use super::TensorId;
+use super::arena::ParamSlot;
+use super::builder::{Builder, List};
 
 /// The state a norm layer reads from the unit's state-dict entries.
 pub(super) struct NormState {

@@ -1,0 +1,204 @@
+//! `info`: the adapter, its limits and the memory plan of a model; and the
+//! lines that say which kernels a plan runs (`train` prints their summary).
+
+use anyhow::Result;
+use clap::Args;
+
+use super::{ModelArgs, bounded};
+use crate::data::IMAGE_SIDES;
+use crate::gpu::{GpuContext, GpuError, Precision};
+use crate::shapes::{ImageShape, SgdConfig};
+use crate::train::{ConvChoice, Plan, PlanRequest};
+
+#[derive(Args)]
+pub struct InfoArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[arg(long, default_value_t = 128, value_parser = bounded(1, crate::train::trainer::MAX_BATCH))]
+    pub batch_size: usize,
+    /// Image side the plan is sized for [default: 32 for CIFAR models, 224 otherwise].
+    #[arg(long, value_parser = bounded(*IMAGE_SIDES.start(), *IMAGE_SIDES.end()))]
+    pub image_size: Option<usize>,
+    #[arg(long, default_value_t = 10, value_parser = bounded(2, 1 << 20))]
+    pub classes: usize,
+    /// Size the plan for f32 or mixed-precision (f16) activations.
+    #[arg(long, value_enum, default_value = "f32")]
+    pub precision: Precision,
+}
+
+pub fn info(ctx: &GpuContext, args: &InfoArgs) -> Result<()> {
+    let l = &ctx.limits;
+    out!("adapter: {}", ctx.describe());
+    let has = |f| {
+        if ctx.adapter_features.contains(f) {
+            "yes"
+        } else {
+            "no"
+        }
+    };
+    out!(
+        "adapter features: timestamp queries {}, subgroups {}, shader-f16 {}",
+        has(wgpu::Features::TIMESTAMP_QUERY),
+        has(wgpu::Features::SUBGROUP),
+        has(wgpu::Features::SHADER_F16)
+    );
+    out!(
+        "max storage buffer binding: {} MiB",
+        l.max_storage_buffer_binding_size >> 20
+    );
+    out!("max buffer size: {} MiB", l.max_buffer_size >> 20);
+    out!(
+        "max storage buffers per stage: {}",
+        l.max_storage_buffers_per_shader_stage
+    );
+    out!(
+        "max workgroups per dimension: {}",
+        l.max_compute_workgroups_per_dimension
+    );
+    out!(
+        "max invocations per workgroup: {}",
+        l.max_compute_invocations_per_workgroup
+    );
+    out!(
+        "max workgroup storage: {} KiB",
+        l.max_compute_workgroup_storage_size >> 10
+    );
+
+    let spec = args.model.settings().spec(args.classes)?;
+    let side = args
+        .image_size
+        .unwrap_or(if spec.is_cifar() { 32 } else { 224 });
+    let network = spec.network();
+    let image = ImageShape {
+        channels: 3,
+        height: side,
+        width: side,
+    };
+    let sgd = SgdConfig {
+        momentum: 0.9,
+        weight_decay: 1e-4,
+        nesterov: false,
+    };
+    let request = PlanRequest {
+        network: &network,
+        batch: args.batch_size,
+        image,
+        sgd: &sgd,
+        tuning: Default::default(),
+        precision: args.precision,
+    };
+    let plan = match Plan::new(ctx, request) {
+        Ok(plan) => plan,
+        // A query, not a failure: say what fits.
+        Err(e @ (GpuError::BatchTooLarge { .. } | GpuError::OutOfMemory { .. })) => {
+            out!(
+                "memory plan of {spec} at batch {}: does not fit: {e}",
+                args.batch_size
+            );
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let s = plan.summary();
+    out!(
+        "memory plan of {spec} at batch {} on {side}x{side} images: {:.1} MiB in {} tensors, \
+         largest '{}' {:.1} MiB; {} parameters, {} dispatches per step",
+        args.batch_size,
+        s.total_bytes as f64 / (1 << 20) as f64,
+        s.tensors,
+        s.largest_name,
+        s.largest_bytes as f64 / (1 << 20) as f64,
+        network.parameter_count(),
+        s.dispatches_per_step
+    );
+    print_kernel_choices(&plan, true);
+    Ok(())
+}
+
+/// Which conv kernels the plan runs: one line of counts, and with `detail`
+/// one line per distinct conv.
+pub fn print_kernel_choices(plan: &Plan, detail: bool) {
+    let [measured, cached, built_in, run] = plan.conv_choice_counts();
+    let resumed = match run {
+        0 => String::new(),
+        n => format!(", {n} as the run ran them before"),
+    };
+    out!(
+        "conv kernels: {measured} passes measured now, {cached} from the cache, {built_in} built-in{resumed}{}",
+        if detail { ":" } else { " (`info` lists them)" }
+    );
+    if detail {
+        for line in conv_choice_lines(plan) {
+            out!("  {line}");
+        }
+        out!("{}", reduction_line(plan));
+    }
+    if let Some(e) = &plan.choice_cache_error {
+        eprintln!("warning: {e}");
+    }
+}
+
+/// One line per distinct conv (shape and kernels, with the first layer of
+/// that kind and how many there are): which candidate runs each pass and
+/// how it was chosen.
+pub fn conv_choice_lines(plan: &Plan) -> Vec<String> {
+    let mut groups: Vec<(&ConvChoice, usize)> = vec![];
+    for c in &plan.conv_choices {
+        match groups
+            .iter_mut()
+            .find(|(g, _)| g.shape == c.shape && g.kernels == c.kernels)
+        {
+            Some(group) => group.1 += 1,
+            None => groups.push((c, 1)),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(c, count)| {
+            let s = &c.shape;
+            let passes: Vec<String> = crate::ops::conv::ConvPass::ALL
+                .iter()
+                .zip(c.sources)
+                .map(|(&pass, source)| {
+                    format!(
+                        "{} {} ({})",
+                        pass.name(),
+                        c.kernels.get(pass).name(),
+                        source.name()
+                    )
+                })
+                .collect();
+            format!(
+                "{:<22} x{count:<3} {}x{}x{} -> {} {}x{}/{}: {}",
+                c.layer,
+                s.in_c,
+                s.in_h,
+                s.in_w,
+                s.out_c,
+                s.kernel_h,
+                s.kernel_w,
+                s.stride,
+                passes.join(", ")
+            )
+        })
+        .collect()
+}
+
+/// One line: how the batch norms' and the loss's reductions end, counted.
+fn reduction_line(plan: &Plan) -> String {
+    let mut counts: Vec<(String, usize)> = vec![];
+    for (layer, r, source) in &plan.reductions {
+        let what = if layer == "loss" {
+            "loss"
+        } else {
+            "batch norm"
+        };
+        let key = format!("{what} {} ({})", r.name(), source.name());
+        match counts.iter_mut().find(|(k, _)| *k == key) {
+            Some(c) => c.1 += 1,
+            None => counts.push((key, 1)),
+        }
+    }
+    let parts: Vec<String> = counts.iter().map(|(k, n)| format!("{n} x {k}")).collect();
+    format!("reductions: {}", parts.join(", "))
+}
