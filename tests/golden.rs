@@ -284,8 +284,8 @@ fn golden_step_on(
     }
     assert_eq!(trainer.batches_tracked(), 1);
     eprintln!("{name} {precision:?}: {worst}");
-    let mut kernels = trainer.plan().conv_choice_lines();
-    kernels.push(trainer.plan().reduction_line());
+    let mut kernels = resnet_wgpu::cli::info::conv_choice_lines(trainer.plan());
+    kernels.push(resnet_wgpu::cli::info::reduction_line(trainer.plan()));
     kernels
 }
 

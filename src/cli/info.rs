@@ -185,7 +185,7 @@ pub fn conv_choice_lines(plan: &Plan) -> Vec<String> {
 }
 
 /// One line: how the batch norms' and the loss's reductions end, counted.
-fn reduction_line(plan: &Plan) -> String {
+pub fn reduction_line(plan: &Plan) -> String {
     let mut counts: Vec<(String, usize)> = vec![];
     for (layer, r, source) in &plan.reductions {
         let what = if layer == "loss" {

@@ -6,6 +6,7 @@ use crate::gpu::{GpuContext, GpuError};
 use crate::model::{ConvBnSpec, Network, Shortcut};
 use crate::shapes::{Conv2dShape, ImageShape};
 
+#[cfg(not(target_arch = "wasm32"))]
 use super::{Plan, PlanRequest};
 
 /// The largest batch below `failed` whose plan the adapter can allocate
