@@ -767,12 +767,15 @@ fn plans_build_within_webgpu_default_limits() {
 /// the run ends Finished; a stop asked mid-run writes its checkpoint and ends
 /// Stopped.
 #[test]
-fn the_run_driver_checkpoints_on_its_timer_at_epoch_ends_and_on_stop() {
+fn the_run_driver_checkpoints_on_its_timer_marks_the_best_stops_and_fails_on_divergence() {
     use resnet_wgpu::driver::{RunDriver, RunEvent, RunFiles, RunState};
     use resnet_wgpu::train::CheckpointEvery;
     let tiny = "--model resnet8 --batch-size 32 --synthetic-train 64 --synthetic-test 16";
-    let drive = |out: &Path, stop_after: Option<usize>| {
-        let args = train_args(out, &format!("{tiny} --epochs 2"));
+    // Drives a run as every front end does (no window, no terminal loop):
+    // tick, show nothing, wait for the GPU when ahead. Returns the final
+    // state and the checkpoint folders written, in order.
+    let drive = |out: &Path, flags: &str, stop_after: Option<usize>| {
+        let args = train_args(out, &format!("{tiny} {flags}"));
         let (mut trainer, folder) = run_folder::prepare(shared_ctx(), &args).unwrap();
         let files = RunFiles::open(&folder).unwrap();
         let every = Some(CheckpointEvery::Steps(1));
@@ -793,17 +796,56 @@ fn the_run_driver_checkpoints_on_its_timer_at_epoch_ends_and_on_stop() {
         }
         (driver.state, saved)
     };
-    let (state, saved) = drive(&out_dir("driver"), None);
+    let step = |n: u64| format!("step-{n:08}");
+
+    // The cadence: a checkpoint after every step, the epoch ends included.
+    let out = out_dir("driver");
+    let (state, saved) = drive(&out, "--epochs 2", None);
     assert_eq!(state, RunState::Finished);
-    let steps = [
-        "step-00000001",
-        "step-00000002",
-        "step-00000003",
-        "step-00000004",
-    ];
-    assert_eq!(saved, steps);
-    let (state, saved) = drive(&out_dir("driver-stop"), Some(1));
+    assert_eq!(saved, (1..=4).map(step).collect::<Vec<_>>());
+    // The best: the evaluation with the highest accuracy (the first of
+    // equals) names its checkpoint, which pruning keeps.
+    let records = metrics(&out.join("run"));
+    assert_eq!(records.len(), 2, "{records:?}");
+    let best = records
+        .iter()
+        .fold(None::<&EpochReport>, |b, r| match b {
+            Some(b) if b.test_acc >= r.test_acc => Some(b),
+            _ => Some(r),
+        })
+        .unwrap();
+    let named = std::fs::read_to_string(out.join("run/checkpoints/best")).unwrap();
+    assert_eq!(named, step(best.step));
+    assert!(out.join("run/checkpoints").join(&named).is_dir());
+
+    // A stop: the steps in flight finish, one more checkpoint, no more steps.
+    let (state, saved) = drive(&out_dir("driver-stop"), "--epochs 2", Some(1));
     assert_eq!(state, RunState::Stopped);
-    assert_eq!(saved.first().map(String::as_str), Some("step-00000001"));
+    assert_eq!(saved.first(), Some(&step(1)));
     assert!(saved.len() < 4, "the stop did not stop: {saved:?}");
+
+    // Divergence: two good epochs, then the rate jumps by 1e30. The run
+    // fails in words, and no checkpoint after the last good one is kept.
+    let out = out_dir("driver-nan");
+    let flags = "--epochs 4 --lr 0.01 --milestones 2 --gamma 1e30";
+    let (state, saved) = drive(&out, flags, None);
+    let RunState::Failed(why) = &state else {
+        panic!("a diverging run ended {state:?}");
+    };
+    assert!(why.contains("loss became") || why.contains("NaN"), "{why}");
+    assert!(why.contains("lower learning rate"), "{why}");
+    assert_eq!(saved[..4], (1..=4).map(step).collect::<Vec<_>>());
+    let last = std::fs::read_to_string(out.join("run/checkpoints/last")).unwrap();
+    assert_eq!(&last, saved.last().unwrap());
+    let kept = StateDict::read(
+        &out.join("run/checkpoints")
+            .join(&last)
+            .join("model.safetensors"),
+    )
+    .unwrap();
+    assert!(
+        kept.tensors
+            .values()
+            .all(|(_, v)| v.iter().all(|x| x.is_finite()))
+    );
 }

@@ -29,6 +29,7 @@ mod builder;
 mod fit;
 mod head;
 mod norm;
+mod params;
 mod pool;
 mod unit;
 
