@@ -135,6 +135,10 @@ impl RunDriver {
         if self.state == RunState::Running {
             self.submit(trainer, depth);
         }
+        // Every process of the run stops after the step that agreed it.
+        if trainer.stop_agreed() && self.state == RunState::Running {
+            self.stop(trainer);
+        }
         let mut events = vec![];
         for event in trainer.poll()? {
             if let Some(shown) = self.take(trainer, event)? {
@@ -265,7 +269,13 @@ impl RunDriver {
     }
 
     /// No more steps; the ones in flight finish and a checkpoint is written.
+    /// With other processes, the stop is first agreed: this one says so
+    /// with its next step, and every process stops after that same step.
     pub fn stop(&mut self, trainer: &mut Trainer) {
+        if trainer.is_distributed() && !trainer.stop_agreed() {
+            trainer.request_stop();
+            return;
+        }
         if !self.state.is_over() {
             self.state = RunState::Stopping;
             // The steps of an unfinished report group must come back too.

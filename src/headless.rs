@@ -53,14 +53,16 @@ pub fn init_logging() {
 /// The first stop signal received (0: none).
 static STOP_SIGNAL: AtomicUsize = AtomicUsize::new(0);
 
-/// Ctrl-C and SIGTERM ask the run to stop after a checkpoint; a second one
-/// exits at once with the signal's code (128 + its number).
+/// Ctrl-C, SIGTERM and SIGUSR1 ask the run to stop after a checkpoint; a
+/// second one exits at once with the signal's code (128 + its number).
+/// SIGUSR1 is what Open MPI's mpirun forwards to every process of a job
+/// (a SIGTERM or SIGINT to mpirun kills the job after a second).
 pub fn handle_stop_signals() -> std::io::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
+    use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
     use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
     let received = Arc::new(AtomicBool::new(false));
-    for signal in [SIGINT, SIGTERM] {
+    for signal in [SIGINT, SIGTERM, SIGUSR1] {
         signal_hook::flag::register_conditional_shutdown(signal, 128 + signal, received.clone())?;
         signal_hook::flag::register(signal, received.clone())?;
         // SAFETY: the action only stores to an atomic (async-signal-safe).
@@ -124,7 +126,8 @@ impl Progress {
 
     /// A step's metrics came back: it is finished.
     fn step(&mut self, s: &StepReport, trainer: &Trainer) {
-        let ips = self.rate.update(s.step, trainer.config.batch_size);
+        let global_batch = trainer.config.batch_size * trainer.config.world_size;
+        let ips = self.rate.update(s.step, global_batch);
         let rate = if ips > 0.0 {
             format!("{ips:.1} img/s")
         } else {
@@ -181,9 +184,23 @@ pub fn run(trainer: &mut Trainer, run_dir: &Path, quiet: bool) -> Result<RunSumm
 /// run (a NaN/inf loss, a checkpoint that could not be written) is an error
 /// that names the last good checkpoint.
 pub fn run_with(trainer: &mut Trainer, run_dir: &Path, options: RunOptions) -> Result<RunSummary> {
+    run_in(trainer, Some(run_dir), options)
+}
+
+/// `run_with` for a process of a data-parallel run: rank 0 holds the run
+/// folder (`run_dir`) and shows progress; the others have neither.
+pub fn run_in(
+    trainer: &mut Trainer,
+    run_dir: Option<&Path>,
+    options: RunOptions,
+) -> Result<RunSummary> {
     let mut shown = Progress::new(trainer, options.quiet);
-    let files = RunFiles::open(run_dir)?;
-    let mut driver = RunDriver::with_files(trainer, files, options.checkpoint_every);
+    let mut driver = match run_dir {
+        Some(dir) => RunDriver::with_files(trainer, RunFiles::open(dir)?, options.checkpoint_every),
+        None => RunDriver::in_memory(trainer),
+    };
+    let has_folder = run_dir.is_some();
+    let run_dir = run_dir.unwrap_or(Path::new(""));
     // Stay at most two reports ahead of the GPU: enough to keep it busy.
     let depth = 2 * trainer.config.report_every as u64 + 1;
     let mut summary = RunSummary {
@@ -201,7 +218,10 @@ pub fn run_with(trainer: &mut Trainer, run_dir: &Path, options: RunOptions) -> R
             match event {
                 RunEvent::Step(s) => shown.step(&s, trainer),
                 RunEvent::Epoch(e) => {
-                    shown.println(&epoch_line(&e, trainer.eval_name()));
+                    // Rank 0 of a data-parallel run speaks for all.
+                    if has_folder {
+                        shown.println(&epoch_line(&e, trainer.eval_name()));
+                    }
                     summary.last = Some(e);
                 }
                 RunEvent::Saved(dir) => summary.checkpoint = Some(dir),
@@ -220,6 +240,7 @@ pub fn run_with(trainer: &mut Trainer, run_dir: &Path, options: RunOptions) -> R
                 shown.bar.abandon();
                 bail!("{why}");
             }
+            RunState::Stopped if !has_folder => return Ok(summary),
             RunState::Stopped => {
                 shown.bar.abandon();
                 shown.println(&format!(

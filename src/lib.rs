@@ -20,6 +20,8 @@ pub mod bench;
 pub mod cli;
 pub mod data;
 #[cfg(not(target_arch = "wasm32"))]
+pub mod dist;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod download;
 pub mod driver;
 pub mod gpu;

@@ -11,11 +11,11 @@ use resnet_wgpu::bench::{
 };
 use resnet_wgpu::cli::TrainArgs;
 use resnet_wgpu::cli::eval::{EvalArgs, eval};
-use resnet_wgpu::cli::info::{InfoArgs, info, print_kernel_choices};
+use resnet_wgpu::cli::info::{InfoArgs, info};
+use resnet_wgpu::cli::train::{launched_as_job, train, train_job};
 use resnet_wgpu::gpu::{BackendChoice, GpuContext, TunePolicy};
 use resnet_wgpu::settings::RunSettings;
-use resnet_wgpu::train::{FeedMode, Trainer};
-use resnet_wgpu::{headless, out, run_folder};
+use resnet_wgpu::{headless, out};
 
 #[derive(Parser)]
 #[command(
@@ -35,6 +35,11 @@ struct Cli {
     /// adapter (to test on a CPU driver the kernels a GPU runs).
     #[arg(long, global = true, default_value = "auto", value_parser = clap::builder::PossibleValuesParser::new(TunePolicy::NAMES).map(|s| s.parse::<TunePolicy>().expect("a listed name")))]
     tune: TunePolicy,
+    /// The adapter to run on: an index in `info`'s list [default: the one the
+    /// backend prefers; under MPI, the process's rank on its machine modulo
+    /// the adapters]. The window picks its own.
+    #[arg(long, global = true, value_name = "N")]
+    adapter: Option<usize>,
     /// Without a command: the desktop window, training on the built-in dataset.
     #[command(subcommand)]
     command: Option<Command>,
@@ -201,20 +206,23 @@ fn run(cli: Cli) -> Result<Option<i32>> {
             what: BenchWhat::Data(options),
         }) => return bench::bench_data(&options).map(|_| None),
         None => return window(cli.backend, cli.tune, RunSettings::default(), true),
+        Some(Command::Train(args)) if launched_as_job() => {
+            return train_job(cli.backend, cli.tune, cli.adapter, &args);
+        }
         Some(Command::Train(args)) if !args.no_gui => {
             return window(cli.backend, cli.tune, args.settings(), false);
         }
         Some(command) => command,
     };
     resnet_wgpu::cli::name_settings_by_flags();
-    let ctx = Arc::new(GpuContext::new_blocking(cli.backend)?);
+    let ctx = Arc::new(GpuContext::on_adapter(cli.backend, cli.adapter)?);
     ctx.set_tune_policy(cli.tune);
     let done = |r: Result<()>| r.map(|()| None);
     match command {
         Command::Train(args) => train(ctx, &args.settings()),
         Command::Eval(args) => done(eval(ctx, &args)),
         Command::Predict(args) => done(predict(ctx, &args)),
-        Command::Info(args) => done(info(&ctx, &args)),
+        Command::Info(args) => done(info(&ctx, cli.backend, &args)),
         Command::Download(args) => download(&args),
         Command::Check(args) => done(check(&args)),
         Command::Pack(args) => done(pack(&args)),
@@ -266,59 +274,6 @@ fn window(
         settings.shrink_for_cpu();
     }
     train(Arc::new(ctx), &settings)
-}
-
-fn train(ctx: Arc<GpuContext>, settings: &RunSettings) -> Result<Option<i32>> {
-    let (mut trainer, run_dir) = run_folder::prepare(ctx.clone(), settings)?;
-    headless::handle_stop_signals().context("installing the Ctrl-C/SIGTERM handler")?;
-    for warning in trainer.config.warnings() {
-        eprintln!("warning: {warning}");
-    }
-    let summary = trainer.plan().summary();
-    out!("adapter: {}", ctx.describe());
-    out!(
-        "model: {} ({} parameters), dataset: {}, batch {}, {} steps per epoch",
-        trainer.config.model,
-        trainer.plan().network.parameter_count(),
-        trainer.config.dataset,
-        trainer.config.batch_size,
-        trainer.steps_per_epoch
-    );
-    out!(
-        "memory plan: {:.1} MiB in {} tensors; run folder: {}",
-        summary.total_bytes as f64 / (1 << 20) as f64,
-        summary.tensors,
-        run_dir.display()
-    );
-    print_kernel_choices(trainer.plan(), false);
-    print_feed(&trainer, &ctx);
-    let options = headless::RunOptions {
-        quiet: false,
-        checkpoint_every: trainer.config.checkpoint_every,
-    };
-    let result = headless::run_with(&mut trainer, &run_dir, options)?;
-    if let Some(c) = &result.checkpoint {
-        out!("checkpoint: {}", c.display());
-    }
-    if result.interrupted_by.is_some() {
-        return Ok(result.interrupted_by);
-    }
-    if let Some(last) = &result.last {
-        out!(
-            "done: {} loss {:.4}, accuracy {:.2}% after {} steps",
-            trainer.eval_name(),
-            last.test_loss,
-            100.0 * last.test_acc,
-            last.step
-        );
-    }
-    let skipped = trainer.skipped_files();
-    if skipped > 0 {
-        out!(
-            "skipped {skipped} unreadable pictures (each named in a warning above; `check --data` lists them)"
-        );
-    }
-    Ok(None)
 }
 
 /// `check`: every picture of both splits decoded once; the unreadable ones
@@ -441,30 +396,4 @@ fn predict(ctx: Arc<GpuContext>, args: &PredictArgs) -> Result<()> {
         out!("{}: {}", p.image.display(), classes.join(", "));
     }
     Ok(())
-}
-
-/// How the batches reach the GPU, when not the default (resident).
-fn print_feed(trainer: &Trainer, ctx: &GpuContext) {
-    let (train, test) = trainer.feed_modes();
-    if train == FeedMode::Pipelined {
-        out!(
-            "data: pictures decoded by {} worker threads ahead of the GPU (RandomResizedCrop + \
-             flip for training, resize to {:.0}% and center crop for evaluation)",
-            match trainer.config.workers {
-                0 => resnet_wgpu::data::default_workers(),
-                n => n,
-            },
-            100.0 / resnet_wgpu::data::transform::EVAL_CROP,
-        );
-    } else if train == FeedMode::Streamed || test == FeedMode::Streamed {
-        out!(
-            "data: {} uploaded per batch (larger than one storage binding of {} MiB, or --stream-data)",
-            match (train, test) {
-                (FeedMode::Streamed, FeedMode::Streamed) => "training and evaluation images",
-                (FeedMode::Streamed, _) => "training images",
-                _ => "evaluation images",
-            },
-            ctx.limits.max_storage_buffer_binding_size >> 20
-        );
-    }
 }

@@ -49,11 +49,12 @@ pub enum Setting {
     Workers,
     Precision,
     Backend,
+    Adapter,
 }
 
 impl Setting {
     /// Every setting, in the order a front end lists them.
-    pub const ALL: [Setting; 38] = {
+    pub const ALL: [Setting; 39] = {
         use Setting::*;
         [
             Model,
@@ -94,6 +95,7 @@ impl Setting {
             Workers,
             Precision,
             Backend,
+            Adapter,
         ]
     };
 
@@ -139,6 +141,7 @@ impl Setting {
             Workers => "decode workers",
             Precision => "precision",
             Backend => "graphics API",
+            Adapter => "adapter",
         }
     }
 }

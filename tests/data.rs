@@ -568,6 +568,8 @@ fn spec(set: &data::Dataset, transform: Transform, batch: usize, workers: usize)
     let order = BatchOrder::Train {
         seed: 5,
         steps_per_epoch: (set.len() / batch) as u64,
+        rank: 0,
+        ranks: 1,
     };
     PipelineSpec::new(set, transform, batch, workers, order).unwrap()
 }

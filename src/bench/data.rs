@@ -75,6 +75,8 @@ pub fn bench_data(options: &BenchDataOptions) -> Result<Vec<DataBenchRow>> {
     let order = BatchOrder::Train {
         seed: 0,
         steps_per_epoch: (train.len() / batch) as u64,
+        rank: 0,
+        ranks: 1,
     };
     let spec = PipelineSpec::new(&train, transform, batch, 1, order)
         .expect("an image folder is file-backed");

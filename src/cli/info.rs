@@ -6,7 +6,7 @@ use clap::Args;
 
 use super::{ModelArgs, bounded};
 use crate::data::IMAGE_SIDES;
-use crate::gpu::{GpuContext, GpuError, Precision};
+use crate::gpu::{BackendChoice, GpuContext, GpuError, Precision};
 use crate::shapes::{ImageShape, SgdConfig};
 use crate::train::{ConvChoice, Plan, PlanRequest};
 
@@ -26,9 +26,20 @@ pub struct InfoArgs {
     pub precision: Precision,
 }
 
-pub fn info(ctx: &GpuContext, args: &InfoArgs) -> Result<()> {
+pub fn info(ctx: &GpuContext, backend: BackendChoice, args: &InfoArgs) -> Result<()> {
     let l = &ctx.limits;
     out!("adapter: {}", ctx.describe());
+    // The list `--adapter N` indexes (and under MPI, each machine's ranks
+    // take in turn).
+    for (i, adapter) in GpuContext::adapters(backend).iter().enumerate() {
+        let a = adapter.get_info();
+        out!(
+            "  adapter {i}: {} ({:?}, {:?})",
+            a.name,
+            a.backend,
+            a.device_type
+        );
+    }
     let has = |f| {
         if ctx.adapter_features.contains(f) {
             "yes"

@@ -19,10 +19,11 @@ use crate::train::DecayKind;
 
 pub mod eval;
 pub mod info;
+pub mod train;
 
 /// Each setting's flag: what the command line calls a setting in the core's
 /// messages, and which setting a typed flag gives.
-pub const FLAGS: [(Setting, &str); 38] = {
+pub const FLAGS: [(Setting, &str); 39] = {
     use Setting::*;
     [
         (Model, "--model"),
@@ -63,6 +64,7 @@ pub const FLAGS: [(Setting, &str); 38] = {
         (Workers, "--workers"),
         (Precision, "--precision"),
         (Backend, "--backend"),
+        (Adapter, "--adapter"),
     ]
 };
 
@@ -379,6 +381,10 @@ pub struct TrainArgs {
     /// Train in the terminal instead of the desktop window.
     #[arg(long, help_heading = "Run")]
     pub no_gui: bool,
+    /// Under MPI: end the job when one collective (the gradient all-reduce,
+    /// a broadcast) waits this long for the other processes.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400), help_heading = "Run")]
+    pub collective_timeout: u64,
     /// The flags given on the command line (filled by the binary; a flag
     /// whose value differs from its default counts as given too).
     #[arg(skip)]

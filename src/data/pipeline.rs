@@ -38,7 +38,14 @@ pub struct BadFile {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BatchOrder {
     /// Training: batch k is step k, the epoch's seeded shuffle (drop-last).
-    Train { seed: u64, steps_per_epoch: u64 },
+    /// With several processes (`ranks`), a step's global batch is `ranks`
+    /// batches of the shuffle in a row, and this one's is the `rank`-th.
+    Train {
+        seed: u64,
+        steps_per_epoch: u64,
+        rank: u64,
+        ranks: u64,
+    },
     /// Evaluation: the dataset in order, the last batch padded by repeating
     /// its last sample (as the trainer masks it).
     Sequential,
@@ -261,9 +268,11 @@ impl Shared {
             BatchOrder::Train {
                 seed,
                 steps_per_epoch,
+                rank,
+                ranks,
             } => {
                 let epoch = k / steps_per_epoch;
-                let position = (k % steps_per_epoch) * batch + i as u64;
+                let position = ((k % steps_per_epoch) * ranks + rank) * batch + i as u64;
                 (epoch, self.epoch_order(seed, epoch)[position as usize])
             }
         }

@@ -99,6 +99,34 @@ impl GpuContext {
         pollster::block_on(Self::new(choice))
     }
 
+    /// The adapters `choice` offers, in the order `info` lists them (and
+    /// `--adapter` indexes).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn adapters(choice: BackendChoice) -> Vec<wgpu::Adapter> {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle().with_env();
+        desc.backends = choice.backends();
+        let instance = wgpu::Instance::new(desc);
+        pollster::block_on(instance.enumerate_adapters(choice.backends()))
+    }
+
+    /// A device on adapter `index` of `adapters(choice)`; None picks as `new`.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn on_adapter(choice: BackendChoice, index: Option<usize>) -> Result<Self, GpuError> {
+        let Some(index) = index else {
+            return Self::new_blocking(choice);
+        };
+        let mut adapters = Self::adapters(choice);
+        if index >= adapters.len() {
+            return Err(GpuError::Setup(format!(
+                "{} {index}: the {} backend offers {} adapter(s) (`info` lists them)",
+                crate::setting::Setting::Adapter,
+                choice.describe(),
+                adapters.len()
+            )));
+        }
+        pollster::block_on(Self::from_adapter(&adapters.swap_remove(index)))
+    }
+
     pub async fn from_adapter(adapter: &wgpu::Adapter) -> Result<Self, GpuError> {
         let adapter_info = adapter.get_info();
         let (device, queue) = adapter

@@ -22,8 +22,18 @@ use crate::train::{TrainConfig, Trainer};
 /// resumed) and takes its run folder. Nothing is created on disk until the trainer is built, and a run
 /// folder this call created is removed again if the start fails.
 pub fn prepare(ctx: Arc<GpuContext>, settings: &RunSettings) -> Result<(Trainer, RunFolder)> {
+    prepare_ranks(ctx, settings, 1)
+}
+
+/// `prepare` for rank 0 of `ranks` processes training the run together
+/// (the others build theirs from what rank 0 sends them: `dist`).
+pub fn prepare_ranks(
+    ctx: Arc<GpuContext>,
+    settings: &RunSettings,
+    ranks: usize,
+) -> Result<(Trainer, RunFolder)> {
     if let Some(resume) = &settings.run.resume {
-        return resume_run(ctx, settings, resume);
+        return resume_run(ctx, settings, resume, ranks);
     }
     let data = settings.data.load(settings.recipe.seed)?;
     // Initial weights given as a run or checkpoint folder: its model file.
@@ -31,7 +41,13 @@ pub fn prepare(ctx: Arc<GpuContext>, settings: &RunSettings) -> Result<(Trainer,
     if let Some(init) = &settings.recipe.init {
         settings.recipe.init = Some(model_file(init)?);
     }
-    let config = settings.config(&data)?;
+    let config = TrainConfig {
+        world_size: ranks,
+        ..settings.config(&data)?
+    };
+    config
+        .validate(data.train.shape)
+        .map_err(anyhow::Error::msg)?;
     let name = settings
         .run
         .name
@@ -136,6 +152,7 @@ fn resume_run(
     ctx: Arc<GpuContext>,
     settings: &RunSettings,
     resume: &Path,
+    ranks: usize,
 ) -> Result<(Trainer, RunFolder)> {
     // Lock first: tidying and reading must not race a live trainer.
     let named_run = resume.join(CHECKPOINTS_DIR).is_dir() || resume.join(CONFIG_FILE).is_file();
@@ -152,13 +169,13 @@ fn resume_run(
         }
         // Killed before its first checkpoint: the run starts again from step 0.
         (Err(_), Some(folder)) if folder.join(CONFIG_FILE).is_file() => {
-            return restart_from_config(ctx, settings, folder);
+            return restart_from_config(ctx, settings, folder, ranks);
         }
         (Err(e), _) => return Err(e),
     };
     let (config, progress, momenta) = checkpoint::read_trainer_state(&dir)?;
     let trainer_path = dir.join(checkpoint::TRAINER_FILE);
-    let (config, data) = resumed_config(settings, config, &trainer_path)?;
+    let (config, data) = resumed_config(settings, config, &trainer_path, ranks)?;
     pin_kernels(&folder, &ctx);
     let mut trainer = Trainer::new(ctx, config, data)?;
     let model_path = dir.join(checkpoint::MODEL_FILE);
@@ -179,13 +196,14 @@ fn restart_from_config(
     ctx: Arc<GpuContext>,
     settings: &RunSettings,
     folder: RunFolder,
+    ranks: usize,
 ) -> Result<(Trainer, RunFolder)> {
     let path = folder.join(CONFIG_FILE);
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let config: TrainConfig = serde_json::from_str(&text)
         .with_context(|| format!("{}: not a run config", path.display()))?;
-    let (config, data) = resumed_config(settings, config, &path)?;
+    let (config, data) = resumed_config(settings, config, &path, ranks)?;
     let init = config.init.clone();
     pin_kernels(&folder, &ctx);
     let mut trainer = Trainer::new(ctx, config, data)?;
@@ -210,6 +228,7 @@ fn resumed_config(
     settings: &RunSettings,
     mut config: TrainConfig,
     file: &Path,
+    ranks: usize,
 ) -> Result<(TrainConfig, DataSplit)> {
     let contradictions = settings.contradictions(&config);
     if !contradictions.is_empty() {
@@ -237,6 +256,7 @@ fn resumed_config(
     })?;
     check_same_data(&config, &data, file)?;
     config.source = Some(source);
+    regroup(&mut config, ranks, file)?;
     let run = &settings.run;
     if let Some(epochs) = settings.recipe.epochs.filter(|&e| e > config.epochs) {
         config.epochs = epochs;
@@ -259,6 +279,38 @@ fn resumed_config(
         .validate(data.train.shape)
         .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
     Ok((config, data))
+}
+
+/// A resume with another number of processes keeps the run's global batch
+/// (batch x processes), and so its steps, its data order and its schedule:
+/// each process takes an equal part of it. Refused when the processes
+/// cannot split it evenly. (Batch norm then sees another per-process batch,
+/// as it would in PyTorch's DDP.)
+fn regroup(config: &mut TrainConfig, ranks: usize, file: &Path) -> Result<()> {
+    if config.world_size == ranks {
+        return Ok(());
+    }
+    let global = config.batch_size * config.world_size;
+    if global % ranks != 0 {
+        bail!(
+            "{}: the run trains {} images per step ({} processes of {}); {ranks} processes \
+             cannot split them evenly: resume with a process count that divides {global}",
+            file.display(),
+            global,
+            config.world_size,
+            config.batch_size
+        );
+    }
+    eprintln!(
+        "note: the run trained with {} process(es) of batch {}; it goes on with {ranks} of \
+         batch {} (the same {global} images per step, in the same order)",
+        config.world_size,
+        config.batch_size,
+        global / ranks
+    );
+    config.batch_size = global / ranks;
+    config.world_size = ranks;
+    Ok(())
 }
 
 /// The data given for a resume is the data the run trained on: by content

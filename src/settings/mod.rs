@@ -234,6 +234,7 @@ impl RunSettings {
             dataset: data.name.clone(),
             epochs,
             batch_size: r.batch_size,
+            world_size: 1,
             schedule: Schedule {
                 base_lr: r.lr,
                 decay: r.schedule,

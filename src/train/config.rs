@@ -16,7 +16,13 @@ pub struct TrainConfig {
     pub model: ModelSpec,
     pub dataset: String,
     pub epochs: usize,
+    /// Images per step in each process; a step of the run trains on
+    /// `batch_size * world_size` images.
     pub batch_size: usize,
+    /// Processes training the run together (data parallelism over MPI; 1
+    /// for a process alone and in runs made before it was recorded).
+    #[serde(default = "one_process")]
+    pub world_size: usize,
     pub schedule: Schedule,
     pub sgd: SgdConfig,
     pub seed: u64,
@@ -52,6 +58,10 @@ pub struct TrainConfig {
     /// was recorded trained in f32).
     #[serde(default)]
     pub precision: Precision,
+}
+
+fn one_process() -> usize {
+    1
 }
 
 /// `--checkpoint-every`: a step count or minutes (a run option, saved
@@ -96,6 +106,8 @@ pub const MIN_EVAL_BATCH: usize = 2;
 pub const MAX_BATCH: usize = 1 << 16;
 pub const MAX_REPORT_EVERY: usize = 10_000;
 pub const MAX_WORKERS: usize = 1024;
+/// Processes of one run (an MPI job's ranks).
+pub const MAX_WORLD: usize = 4096;
 /// Epochs times steps per epoch must count in a u64 with room to spare.
 pub const MAX_EPOCHS: usize = 1_000_000;
 
@@ -108,12 +120,19 @@ impl TrainConfig {
         let non_negative = |v: f32| v.is_finite() && v >= 0.0;
         let s = &self.schedule;
         let side = image.height.min(image.width);
-        let checks: [(bool, String); 15] = [
+        let checks: [(bool, String); 16] = [
             (
                 (1..=MAX_BATCH).contains(&self.batch_size),
                 format!(
                     "{BatchSize} must be 1 to {MAX_BATCH}, got {}",
                     self.batch_size
+                ),
+            ),
+            (
+                (1..=MAX_WORLD).contains(&self.world_size),
+                format!(
+                    "the run's process count must be 1 to {MAX_WORLD}, got {}",
+                    self.world_size
                 ),
             ),
             (
@@ -215,14 +234,20 @@ impl TrainConfig {
     /// ended at chance (train 12%, test 6.5%), lr 0.0125 at train 50%, test
     /// 51.5%, so the stall is the recipe, not a defect.
     pub fn warnings(&self) -> Vec<String> {
-        let (batch, lr) = (self.batch_size, self.schedule.base_lr);
+        // The batch a step learns from: every process's together.
+        let (batch, lr) = (self.batch_size * self.world_size, self.schedule.base_lr);
         let scaled = 0.1 * batch as f32 / 128.0;
         if batch < 32 && lr > 4.0 * scaled {
+            let processes = match self.world_size {
+                1 => String::new(),
+                n => format!(" x {n} processes"),
+            };
             vec![format!(
-                "{} {lr} at {} {batch} is likely too high to learn: the paper's 0.1 is for \
-                 batch 128, and the linear scaling rule gives {scaled:.4} at batch {batch}",
+                "{} {lr} at {} {}{processes} is likely too high to learn: the paper's 0.1 is \
+                 for batch 128, and the linear scaling rule gives {scaled:.4} at batch {batch}",
                 Setting::Lr,
-                Setting::BatchSize
+                Setting::BatchSize,
+                self.batch_size
             )]
         } else {
             vec![]
@@ -246,6 +271,7 @@ impl TrainConfig {
             dataset: dataset.to_string(),
             epochs: 1,
             batch_size,
+            world_size: 1,
             schedule: Schedule {
                 base_lr: lr,
                 decay: super::DecayKind::Constant,

@@ -1,6 +1,7 @@
 //! The trainer: memory plan, step recording, schedules, metrics and checkpoints.
 
 pub mod checkpoint;
+pub mod collective;
 pub mod config;
 mod feed;
 pub mod metrics;

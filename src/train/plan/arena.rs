@@ -63,6 +63,16 @@ pub(super) enum ParamRead {
     AtPlanPrecision,
 }
 
+impl ParamArena {
+    /// (values, gradients) of each chunk.
+    pub(super) fn chunk_buffers(&self) -> Vec<(TensorId, TensorId)> {
+        self.chunks
+            .iter()
+            .map(|c| (c.values, c.gradients))
+            .collect()
+    }
+}
+
 /// Parameter name -> (chunk, byte offset), and each chunk's size in bytes.
 pub type ArenaLayout = (HashMap<String, (usize, u64)>, Vec<u64>);
 

@@ -108,6 +108,9 @@ pub struct Plan {
     /// Why newly measured kernel choices could not be cached (the plan runs
     /// them all the same).
     pub choice_cache_error: Option<String>,
+    /// The parameter arena's chunks: (values, gradients) of each, which
+    /// data parallelism reads back and averages whole.
+    chunks: Vec<(TensorId, TensorId)>,
 }
 
 impl Plan {
@@ -281,6 +284,7 @@ impl Plan {
             conv_choices: b.conv_choices,
             reductions: b.reductions,
             choice_cache_error,
+            chunks: b.arena.chunk_buffers(),
         })
     }
 
@@ -307,6 +311,33 @@ impl Plan {
     }
 
     /// augment (given) -> forward -> loss -> backward -> SGD, into one pass.
+    /// augment (given) -> forward -> loss -> backward, without SGD: a step
+    /// of several processes averages the gradients between the two.
+    pub fn record_forward_backward(&self, pass: &mut wgpu::ComputePass<'_>) {
+        for list in [&self.forward_train, &self.train_loss, &self.backward] {
+            for &i in list {
+                self.dispatches[i].record(pass);
+            }
+        }
+    }
+
+    /// The SGD update (and under mixed precision the loss scale's checks).
+    pub fn record_optimizer(&self, pass: &mut wgpu::ComputePass<'_>) {
+        for &i in &self.optimizer {
+            self.dispatches[i].record(pass);
+        }
+    }
+
+    /// Each arena chunk's gradients, in chunk order.
+    pub fn gradient_chunks(&self) -> impl Iterator<Item = &Tensor> {
+        self.chunks.iter().map(|&(_, grads)| &self.tensors[grads])
+    }
+
+    /// Each arena chunk's parameter values, in chunk order.
+    pub fn value_chunks(&self) -> impl Iterator<Item = &Tensor> {
+        self.chunks.iter().map(|&(values, _)| &self.tensors[values])
+    }
+
     pub fn record_train_step(&self, pass: &mut wgpu::ComputePass<'_>) {
         for list in [
             &self.forward_train,

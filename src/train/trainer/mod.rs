@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+mod exchange;
 mod predictions;
 mod report;
 
@@ -12,12 +13,14 @@ pub use super::config::{
     CheckpointEvery, MAX_BATCH, MAX_EPOCHS, MAX_REPORT_EVERY, MAX_WORKERS, MIN_EVAL_BATCH,
     TrainConfig,
 };
+use exchange::Exchange;
 use predictions::PredictionCapture;
 pub use report::{EpochReport, Progress, StepReport, TrainEvent};
 use report::{ReportTag, Tag};
 
 use web_time::Instant;
 
+use super::collective::Share;
 use super::feed::{Delivery, Feed, FeedMode, FeedSource};
 use super::metrics::{MetricsRing, ReportKind};
 use super::plan::{Plan, PlanRequest};
@@ -59,6 +62,10 @@ pub struct Trainer {
     pending: Vec<TrainEvent>,
     /// The input pipeline failed (a damaged dataset): no more steps.
     data_failure: Option<String>,
+    /// This process's share of each global batch and of the evaluation set.
+    share: Share,
+    /// The other processes of a data-parallel run (`join`).
+    exchange: Option<Exchange>,
 }
 
 impl Trainer {
@@ -68,8 +75,35 @@ impl Trainer {
         config: TrainConfig,
         data: DataSplit,
     ) -> Result<Self, GpuError> {
+        Self::new_rank(ctx, config, data, 0)
+    }
+
+    /// `new` for process `rank` of the run's `world_size`: it trains on the
+    /// `rank`-th batch of each step's global batch and evaluates its part of
+    /// the evaluation set (then `join` the others).
+    pub fn new_rank(
+        ctx: Arc<GpuContext>,
+        config: TrainConfig,
+        mut data: DataSplit,
+        rank: usize,
+    ) -> Result<Self, GpuError> {
         let network = config.model.network();
         let batch = config.batch_size;
+        let share = Share {
+            rank,
+            ranks: config.world_size,
+        };
+        if rank >= share.ranks || data.test.len() < share.ranks {
+            return Err(GpuError::Setup(format!(
+                "rank {rank} of {} processes, with {} evaluation images: each process needs                  one at least",
+                share.ranks,
+                data.test.len()
+            )));
+        }
+        if share.ranks > 1 {
+            let mine: Vec<usize> = share.range_of(data.test.len()).collect();
+            data.test = data.test.select(&mine);
+        }
         if data.train.classes() != network.num_classes {
             return Err(GpuError::Setup(format!(
                 "the dataset has {} classes but the model was built for {}",
@@ -86,10 +120,14 @@ impl Trainer {
                 Setting::Precision
             )));
         }
-        let steps_per_epoch = data.train.len() / batch;
+        let steps_per_epoch = data.train.len() / (batch * share.ranks);
         if steps_per_epoch == 0 {
+            let of = match share.ranks {
+                1 => format!("{batch}"),
+                n => format!("{batch} x {n} processes"),
+            };
             return Err(GpuError::Setup(format!(
-                "the training set has {} images, fewer than one batch of {batch}",
+                "the training set has {} images, fewer than one batch of {of}",
                 data.train.len()
             )));
         }
@@ -120,6 +158,8 @@ impl Trainer {
         let train_order = BatchOrder::Train {
             seed: config.seed,
             steps_per_epoch: steps_per_epoch as u64,
+            rank: rank as u64,
+            ranks: share.ranks as u64,
         };
         let train = Feed::new(
             &ctx,
@@ -176,6 +216,8 @@ impl Trainer {
             epoch_wait_s: 0.0,
             pending: vec![],
             data_failure: None,
+            share,
+            exchange: None,
             config,
         };
         let init = initial_parameters(&trainer.plan.network, trainer.config.seed);
@@ -274,6 +316,7 @@ impl Trainer {
     pub fn is_finished(&self) -> bool {
         self.diverged
             || self.data_failure.is_some()
+            || self.stop_agreed()
             || self.progress.global_step >= self.total_steps()
     }
 
@@ -308,7 +351,9 @@ impl Trainer {
         while done < max && !self.is_finished() {
             let epoch_end = self.submit_train_step();
             done += 1;
-            if epoch_end || self.is_finished() {
+            // The end of the run is evaluated; an agreed stop is not (a
+            // process alone stopping is not either).
+            if epoch_end || (self.is_finished() && !self.stop_agreed()) {
                 self.submit_eval();
                 break;
             }
@@ -337,12 +382,17 @@ impl Trainer {
             if p.step_in_epoch == 0 {
                 self.order = epoch_order(self.config.seed, p.epoch, self.train.data.len());
             }
-            let samples = &self.order[p.step_in_epoch * batch..(p.step_in_epoch + 1) * batch];
-            self.train.load(&ctx, samples);
+            // This process's batch of the step's global batch.
+            let first = (p.step_in_epoch * self.share.ranks + self.share.rank) * batch;
+            self.train.load(&ctx, &self.order[first..first + batch]);
         }
-        self.train
-            .augment
-            .set_seed(&ctx, step_seed(self.config.seed, p.global_step));
+        // Each process draws its own crops and flips (rank 0 the ones a
+        // process alone draws).
+        let rank_stream = (self.share.rank as u32).wrapping_mul(0x9e37_79b9);
+        self.train.augment.set_seed(
+            &ctx,
+            step_seed(self.config.seed, p.global_step) ^ rank_stream,
+        );
         let lr = self.lr_for_step(p.global_step);
         self.plan.learning_rate.set(&ctx, lr);
 
@@ -351,10 +401,29 @@ impl Trainer {
         if p.step_in_epoch == 0 {
             encoder.clear_buffer(metrics.buffer(), 0, None);
         }
-        gpu::record_pass(&mut encoder, "train step", |pass| {
-            self.train.dispatch.record(pass);
-            self.plan.record_train_step(pass);
-        });
+        if self.exchange.is_some() {
+            // Forward and backward, the gradients averaged over the
+            // processes, then SGD in a second command buffer.
+            gpu::record_pass(&mut encoder, "forward and backward", |pass| {
+                self.train.dispatch.record(pass);
+                self.plan.record_forward_backward(pass);
+            });
+            let computed = ctx.queue.submit([encoder.finish()]);
+            if let Err(e) = self.exchange_gradients(computed, p.step_in_epoch == 0) {
+                self.data_failure = Some(format!("the gradient exchange failed: {e}"));
+                return false;
+            }
+            encoder = gpu::encoder(&ctx, "optimizer");
+            gpu::record_pass(&mut encoder, "optimizer", |pass| {
+                self.plan.record_optimizer(pass);
+            });
+        } else {
+            gpu::record_pass(&mut encoder, "train step", |pass| {
+                self.train.dispatch.record(pass);
+                self.plan.record_train_step(pass);
+            });
+        }
+        let metrics = self.plan.tensor(self.plan.train_metrics);
         let tag = Tag::Step(ReportTag {
             step: p.global_step + 1,
             steps_per_epoch: self.steps_per_epoch,
@@ -378,6 +447,12 @@ impl Trainer {
         let epoch_end = self.progress.step_in_epoch == 0;
         if epoch_end || self.is_finished() {
             self.close_step_report();
+        }
+        if let Some(x) = &mut self.exchange {
+            x.stats.step_s += recording.elapsed().as_secs_f64();
+        }
+        if epoch_end && let Err(e) = self.check_replicas() {
+            self.data_failure = Some(e.to_string());
         }
         epoch_end
     }
@@ -453,6 +528,16 @@ impl Trainer {
                 capture.copy_batch(&ctx.device, &mut encoder, logits, i == 0, start, valid);
             }
             if i + 1 == batches {
+                if self.exchange.is_some() {
+                    // The job's sums before the report copies them.
+                    ctx.queue.submit([encoder.finish()]);
+                    if let Err(e) = self.sum_eval_metrics() {
+                        self.data_failure = Some(format!("summing the evaluation failed: {e}"));
+                        return;
+                    }
+                    encoder = gpu::encoder(&ctx, "eval report");
+                }
+                let eval_metrics = self.plan.tensor(self.plan.eval_metrics);
                 let staging = self.metrics.record_eval(&ctx, &mut encoder, eval_metrics);
                 let index = ctx.queue.submit([encoder.finish()]);
                 let step = self.progress.global_step;

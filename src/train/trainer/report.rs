@@ -182,7 +182,8 @@ impl Trainer {
     pub(super) fn epoch_event(&mut self, t: ReportTag, snap: MetricsSnapshot) -> TrainEvent {
         let now = Instant::now();
         let (since, from_step) = self.last_epoch_report;
-        let images = (t.step - from_step) as f64 * self.config.batch_size as f64;
+        let global_batch = self.config.batch_size * self.config.world_size;
+        let images = (t.step - from_step) as f64 * global_batch as f64;
         self.last_epoch_report = (now, t.step);
         let (train_loss, train_acc, train_top5) = self
             .last_step
