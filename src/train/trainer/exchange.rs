@@ -13,6 +13,9 @@
 //! in any process's gradients makes the sum inf or NaN), so every process
 //! skips the same steps without a flag of its own.
 
+// The browser trains alone: the exchange is built, never used, there.
+#![cfg_attr(target_arch = "wasm32", allow(dead_code, unused_imports))]
+
 use web_time::Instant;
 
 use super::Trainer;
@@ -53,6 +56,7 @@ pub(super) struct Exchange {
 }
 
 impl Trainer {
+    #[cfg(not(target_arch = "wasm32"))]
     /// Trains together with the other processes of `world` from now on:
     /// their weights must already be equal (`dist` broadcasts rank 0's).
     pub fn join(&mut self, world: Box<dyn Collective>) -> Result<(), GpuError> {
@@ -107,6 +111,7 @@ impl Trainer {
         self.exchange.as_ref().map(|x| x.stats)
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     /// Averages this step's gradients over all processes and makes the
     /// training metrics the job's (after the forward and backward were
     /// submitted; blocks until they are done). `epoch_start`: the
@@ -177,6 +182,7 @@ impl Trainer {
         Ok(())
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     /// Makes the evaluation metrics the job's: each process evaluated its
     /// share of the set (blocks until its last batch is done).
     pub(super) fn sum_eval_metrics(&mut self) -> Result<(), GpuError> {
@@ -193,6 +199,7 @@ impl Trainer {
         tensor.write_f32(&self.ctx, &metrics)
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     /// After an epoch's last step: every process must hold the same weights.
     /// Compares a checksum of each one's parameters and names those that
     /// differ from rank 0's.
@@ -218,5 +225,25 @@ impl Trainer {
             self.progress.epoch,
             drifted.join(", ")
         )))
+    }
+}
+
+/// The browser trains alone (no blocking readback there): nothing to exchange.
+#[cfg(target_arch = "wasm32")]
+impl Trainer {
+    pub(super) fn exchange_gradients(
+        &mut self,
+        _: wgpu::SubmissionIndex,
+        _: bool,
+    ) -> Result<(), GpuError> {
+        Ok(())
+    }
+
+    pub(super) fn sum_eval_metrics(&mut self) -> Result<(), GpuError> {
+        Ok(())
+    }
+
+    pub(super) fn check_replicas(&mut self) -> Result<(), GpuError> {
+        Ok(())
     }
 }
