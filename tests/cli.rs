@@ -31,6 +31,8 @@ fn info_names_the_adapter_and_limits() {
         "{out}"
     );
     assert!(out.contains("memory plan of resnet20"), "{out}");
+    // The adapters `--adapter N` indexes.
+    assert!(out.contains("\n  adapter 0: "), "{out}");
     // Which kernel each conv pass runs, and why: every choice built in, the
     // CPU adapter's (rows8 for ResNet-20's 3x3/1 convs) or a GPU's (tiled).
     assert!(
@@ -145,7 +147,8 @@ fn bad_flags_and_files_are_clear_errors() {
     let pickled = std::path::Path::new("/tmp/resnet-wgpu-cli-pickled");
     std::fs::create_dir_all(pickled).unwrap();
     std::fs::write(pickled.join("data_batch_1"), b"pickle").unwrap();
-    let cases: [(&[&str], &str); 26] = [
+    let cases: [(&[&str], &str); 27] = [
+        (&["info", "--adapter", "99"], "--adapter 99: the"),
         (
             &["train", "--no-gui", "--norm", "group", "--groups", "3"],
             "--norm: group norm with 3 groups: layer bn1 has 16 channels; --groups must divide every layer's channels (here: divisors of 16)",
@@ -1379,4 +1382,23 @@ fn gpu_check_refuses_a_cpu_adapter_when_a_gpu_is_expected() {
     let kept = std::fs::read_to_string(&report).unwrap();
     assert!(kept.contains("error: wgpu picked a CPU adapter"), "{kept}");
     let _ = std::fs::remove_file(report);
+}
+
+/// A build without MPI launched as one of several MPI processes refuses
+/// (each copy would train alone and write the same run folder).
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn a_build_without_mpi_refuses_to_be_one_of_several_processes() {
+    let out = binary()
+        .args(["train", "--no-gui", "--max-steps", "1"])
+        .env("OMPI_COMM_WORLD_SIZE", "2")
+        .env("OMPI_COMM_WORLD_RANK", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("launched as one of 2 MPI processes, but this build has no MPI"),
+        "{err}"
+    );
 }

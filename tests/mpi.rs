@@ -43,7 +43,9 @@ fn alone(args: &str) -> Command {
 }
 
 fn run(mut command: Command) -> Output {
-    command.output().expect("mpirun (Open MPI) and the binary run")
+    command
+        .output()
+        .expect("mpirun (Open MPI) and the binary run")
 }
 
 fn text(out: &Output) -> String {
@@ -190,7 +192,10 @@ fn a_killed_rank_ends_the_job_and_the_checkpoint_stays_usable() {
     // The epoch's checkpoint, written by rank 0 before the kill, evaluates
     // and resumes without MPI: one process takes the global batch.
     let dir = out.join("run");
-    let eval = run(alone(&format!("eval --checkpoint {} --json", dir.display())));
+    let eval = run(alone(&format!(
+        "eval --checkpoint {} --json",
+        dir.display()
+    )));
     assert!(eval.status.success(), "{}", text(&eval));
     let resumed = run(alone(&format!(
         "train --no-gui --resume {} --epochs 3",
@@ -234,7 +239,21 @@ fn resumes_regroup_or_refuse_and_a_forwarded_signal_checkpoints() {
     let step: u64 = last.trim_start_matches("step-").parse().unwrap();
     assert!(step > 0 && step < 128, "{last}");
 
-    let three = run(mpirun(3, &format!("train --no-gui --resume {}", dir.display())));
+    // The same number of processes goes on from the checkpoint.
+    let more = format!(
+        "train --no-gui --resume {} --max-steps {}",
+        dir.display(),
+        step + 2
+    );
+    let resumed = run(mpirun(2, &more));
+    assert!(resumed.status.success(), "{}", text(&resumed));
+    let last = std::fs::read_to_string(dir.join("checkpoints/last")).unwrap();
+    assert_eq!(last, format!("step-{:08}", step + 2));
+
+    let three = run(mpirun(
+        3,
+        &format!("train --no-gui --resume {}", dir.display()),
+    ));
     assert!(!three.status.success());
     let said = text(&three);
     assert!(
