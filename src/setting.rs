@@ -8,142 +8,69 @@
 
 use std::sync::OnceLock;
 
-/// One value of a run that a user sets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Setting {
-    Model,
-    Shortcut,
-    Norm,
-    Groups,
-    ConvBias,
-    Dataset,
-    Data,
-    Cifar100Labels,
-    ImageSize,
-    SyntheticTrain,
-    SyntheticTest,
-    ValSplit,
-    Epochs,
-    BatchSize,
-    Lr,
-    Momentum,
-    WeightDecay,
-    Nesterov,
-    Schedule,
-    Milestones,
-    Gamma,
-    WarmupEpochs,
-    WarmupLr,
-    CropPad,
-    Flip,
-    Normalize,
-    Seed,
-    Init,
-    Out,
-    Name,
-    Resume,
-    MaxSteps,
-    CheckpointEvery,
-    ReportEvery,
-    StreamData,
-    Workers,
-    Precision,
-    Backend,
-    Adapter,
+/// Defines `Setting` with one variant per row, its plain name, and `ALL`.
+macro_rules! settings {
+    ($($setting:ident => $label:literal,)+) => {
+        /// One value of a run that a user sets.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum Setting {
+            $($setting,)+
+        }
+
+        impl Setting {
+            /// Every setting, in the order a front end lists them.
+            pub const ALL: &[Setting] = &[$(Setting::$setting,)+];
+
+            /// The setting's plain name, as the window and the browser show it.
+            pub fn label(self) -> &'static str {
+                match self {
+                    $(Setting::$setting => $label,)+
+                }
+            }
+        }
+    };
 }
 
-impl Setting {
-    /// Every setting, in the order a front end lists them.
-    pub const ALL: [Setting; 39] = {
-        use Setting::*;
-        [
-            Model,
-            Shortcut,
-            Norm,
-            Groups,
-            ConvBias,
-            Dataset,
-            Data,
-            Cifar100Labels,
-            ImageSize,
-            SyntheticTrain,
-            SyntheticTest,
-            ValSplit,
-            Epochs,
-            BatchSize,
-            Lr,
-            Momentum,
-            WeightDecay,
-            Nesterov,
-            Schedule,
-            Milestones,
-            Gamma,
-            WarmupEpochs,
-            WarmupLr,
-            CropPad,
-            Flip,
-            Normalize,
-            Seed,
-            Init,
-            Out,
-            Name,
-            Resume,
-            MaxSteps,
-            CheckpointEvery,
-            ReportEvery,
-            StreamData,
-            Workers,
-            Precision,
-            Backend,
-            Adapter,
-        ]
-    };
-
-    /// The setting's plain name, as the window and the browser show it.
-    pub fn label(self) -> &'static str {
-        use Setting::*;
-        match self {
-            Model => "model",
-            Shortcut => "shortcut",
-            Norm => "normalization layer",
-            Groups => "norm groups",
-            ConvBias => "conv bias",
-            Dataset => "dataset format",
-            Data => "data folder",
-            Cifar100Labels => "CIFAR-100 labels",
-            ImageSize => "image size",
-            SyntheticTrain => "built-in training set size",
-            SyntheticTest => "built-in test set size",
-            ValSplit => "validation split",
-            Epochs => "epochs",
-            BatchSize => "batch size",
-            Lr => "learning rate",
-            Momentum => "momentum",
-            WeightDecay => "weight decay",
-            Nesterov => "Nesterov momentum",
-            Schedule => "learning-rate schedule",
-            Milestones => "milestones",
-            Gamma => "decay factor",
-            WarmupEpochs => "warm-up epochs",
-            WarmupLr => "warm-up learning rate",
-            CropPad => "crop padding",
-            Flip => "flips",
-            Normalize => "input normalization",
-            Seed => "seed",
-            Init => "initial weights",
-            Out => "runs folder",
-            Name => "run name",
-            Resume => "resumed run",
-            MaxSteps => "step limit",
-            CheckpointEvery => "checkpoint interval",
-            ReportEvery => "report interval",
-            StreamData => "data streaming",
-            Workers => "decode workers",
-            Precision => "precision",
-            Backend => "graphics API",
-            Adapter => "adapter",
-        }
-    }
+settings! {
+    Model => "model",
+    Shortcut => "shortcut",
+    Norm => "normalization layer",
+    Groups => "norm groups",
+    ConvBias => "conv bias",
+    Dataset => "dataset format",
+    Data => "data folder",
+    Cifar100Labels => "CIFAR-100 labels",
+    ImageSize => "image size",
+    SyntheticTrain => "built-in training set size",
+    SyntheticTest => "built-in test set size",
+    ValSplit => "validation split",
+    Epochs => "epochs",
+    BatchSize => "batch size",
+    Lr => "learning rate",
+    Momentum => "momentum",
+    WeightDecay => "weight decay",
+    Nesterov => "Nesterov momentum",
+    Schedule => "learning-rate schedule",
+    Milestones => "milestones",
+    Gamma => "decay factor",
+    WarmupEpochs => "warm-up epochs",
+    WarmupLr => "warm-up learning rate",
+    CropPad => "crop padding",
+    Flip => "flips",
+    Normalize => "input normalization",
+    Seed => "seed",
+    Init => "initial weights",
+    Out => "runs folder",
+    Name => "run name",
+    Resume => "resumed run",
+    MaxSteps => "step limit",
+    CheckpointEvery => "checkpoint interval",
+    ReportEvery => "report interval",
+    StreamData => "data streaming",
+    Workers => "decode workers",
+    Precision => "precision",
+    Backend => "graphics API",
+    Adapter => "adapter",
 }
 
 static NAMES: OnceLock<fn(Setting) -> &'static str> = OnceLock::new();

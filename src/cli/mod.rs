@@ -481,7 +481,7 @@ mod tests {
 
     #[test]
     fn every_setting_has_one_flag() {
-        for setting in Setting::ALL {
+        for &setting in Setting::ALL {
             let flags = FLAGS.iter().filter(|(s, _)| *s == setting).count();
             assert_eq!(flags, 1, "{setting:?}");
         }
