@@ -58,11 +58,15 @@ static STOP_SIGNAL: AtomicUsize = AtomicUsize::new(0);
 /// SIGUSR1 is what Open MPI's mpirun forwards to every process of a job
 /// (a SIGTERM or SIGINT to mpirun kills the job after a second).
 pub fn handle_stop_signals() -> std::io::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+    use signal_hook::consts::{SIGINT, SIGTERM};
     use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
     let received = Arc::new(AtomicBool::new(false));
-    for signal in [SIGINT, SIGTERM, SIGUSR1] {
+    #[cfg(unix)]
+    let signals = [SIGINT, SIGTERM, signal_hook::consts::SIGUSR1];
+    #[cfg(not(unix))]
+    let signals = [SIGINT, SIGTERM];
+    for signal in signals {
         signal_hook::flag::register_conditional_shutdown(signal, 128 + signal, received.clone())?;
         signal_hook::flag::register(signal, received.clone())?;
         // SAFETY: the action only stores to an atomic (async-signal-safe).
