@@ -144,7 +144,7 @@ fn print_feed(trainer: &Trainer, ctx: &GpuContext) {
 
 /// Whether this process was launched as one of several of an MPI job.
 pub fn launched_as_job() -> bool {
-    crate::dist::launched_rank().is_some_and(|(_, size, _)| size > 1)
+    crate::dist::launched_processes().is_some_and(|size| size > 1)
 }
 
 /// One rank of an MPI job: MPI up, this rank's adapter, the run started
@@ -193,7 +193,7 @@ pub fn train_job(
     _: Option<usize>,
     _: &TrainArgs,
 ) -> Result<Option<i32>> {
-    let size = crate::dist::launched_rank().map_or(0, |(_, size, _)| size);
+    let size = crate::dist::launched_processes().unwrap_or(0);
     anyhow::bail!(
         "launched as one of {size} MPI processes, but this build has no MPI: build with \
          `cargo build --release --features mpi` (Debian: apt-get install libopenmpi-dev \

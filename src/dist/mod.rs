@@ -22,28 +22,14 @@ use crate::settings::RunSettings;
 use crate::train::collective::Collective;
 use crate::train::{Progress, TrainConfig, Trainer};
 
-/// Where this process stands in its job, from the launcher's environment
-/// (Open MPI's, MPICH's or a PMI's variables): (rank, size, local rank).
-pub fn launched_rank() -> Option<(usize, usize, usize)> {
-    let var = |names: &[&str]| {
-        names
-            .iter()
-            .find_map(|n| std::env::var(n).ok()?.trim().parse::<usize>().ok())
-    };
-    let size = var(&[
-        "OMPI_COMM_WORLD_SIZE",
-        "PMI_SIZE",
-        "PMIX_SIZE",
-        "MPI_LOCALNRANKS",
-    ])?;
-    let rank = var(&["OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"]).unwrap_or(0);
-    let local = var(&[
-        "OMPI_COMM_WORLD_LOCAL_RANK",
-        "MPI_LOCALRANKID",
-        "PALS_LOCAL_RANKID",
-    ])
-    .unwrap_or(rank);
-    Some((rank, size, local))
+/// How many processes the launcher started this job with, from its
+/// environment (Open MPI's, MPICH's or a PMI's variables); None when this
+/// process was not launched by one. (The rank and the machine-local rank
+/// come from MPI itself once it is up.)
+pub fn launched_processes() -> Option<usize> {
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"]
+        .iter()
+        .find_map(|n| std::env::var(n).ok()?.trim().parse::<usize>().ok())
 }
 
 /// Builds this rank's trainer, identical to every other rank's; rank 0 also

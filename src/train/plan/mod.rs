@@ -339,16 +339,8 @@ impl Plan {
     }
 
     pub fn record_train_step(&self, pass: &mut wgpu::ComputePass<'_>) {
-        for list in [
-            &self.forward_train,
-            &self.train_loss,
-            &self.backward,
-            &self.optimizer,
-        ] {
-            for &i in list {
-                self.dispatches[i].record(pass);
-            }
-        }
+        self.record_forward_backward(pass);
+        self.record_optimizer(pass);
     }
 
     /// The dispatches of a training step in order (for profiling).

@@ -398,9 +398,9 @@ impl Trainer {
         self.plan.learning_rate.set(&ctx, lr);
 
         let mut encoder = gpu::encoder(&ctx, "train step");
-        let metrics = self.plan.tensor(self.plan.train_metrics);
+        let metrics = self.plan.tensor(self.plan.train_metrics).buffer();
         if p.step_in_epoch == 0 {
-            encoder.clear_buffer(metrics.buffer(), 0, None);
+            encoder.clear_buffer(metrics, 0, None);
         }
         if self.exchange.is_some() {
             // Forward and backward, the gradients averaged over the
