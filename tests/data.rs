@@ -938,3 +938,41 @@ fn an_image_folder_with_test_instead_of_val_is_recognised() {
         "{e}"
     );
 }
+
+#[test]
+fn cifar_layout_data_names_its_classes_from_its_meta_file() {
+    let dir = temp_dir("cifar10-names");
+    write_cifar10(&dir, 2);
+    let defaults = data::load_cifar10(&dir).unwrap();
+    assert_eq!(defaults.train.class_names[0], "airplane");
+    // A custom dataset in CIFAR's layout; CIFAR's own file ends in blank lines.
+    let names = "ant\nbee\ncat\ndog\neel\nfox\ngnu\nhen\nibis\njay\n\n";
+    std::fs::write(dir.join("batches.meta.txt"), names).unwrap();
+    let custom = data::load_cifar10(&dir).unwrap();
+    assert_eq!(custom.train.class_names[0], "ant");
+    assert_eq!(custom.test.class_names[9], "jay");
+    // The browser's picked files carry it by name.
+    let files: Vec<(String, Vec<u8>)> = ["batches.meta.txt", "data_batch_1.bin", "test_batch.bin"]
+        .into_iter()
+        .map(|n| (n.to_string(), std::fs::read(dir.join(n)).unwrap()))
+        .collect();
+    let picked = data::cifar10_from_files(&files).unwrap();
+    assert_eq!(picked.train.class_names, custom.train.class_names);
+
+    std::fs::write(dir.join("batches.meta.txt"), "ant\nbee\n").unwrap();
+    let e = data::load_cifar10(&dir).unwrap_err().to_string();
+    assert!(
+        e.contains("batches.meta.txt") && e.contains("lists 2 class names"),
+        "{e}"
+    );
+
+    let dir = temp_dir("cifar100-names");
+    std::fs::write(dir.join("train.bin"), cifar_records(2, &[&[1, 2]])).unwrap();
+    std::fs::write(dir.join("test.bin"), cifar_records(1, &[&[0, 5]])).unwrap();
+    let coarse: String = (0..20).map(|c| format!("group{c}\n")).collect();
+    std::fs::write(dir.join("coarse_label_names.txt"), coarse).unwrap();
+    let split = data::load_cifar100(&dir, Cifar100Labels::Coarse).unwrap();
+    assert_eq!(split.train.class_names[19], "group19");
+    let fine = data::load_cifar100(&dir, Cifar100Labels::Fine).unwrap();
+    assert_eq!(fine.train.class_names[99], "class 99");
+}

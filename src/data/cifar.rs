@@ -22,9 +22,18 @@ pub enum Cifar100Labels {
     Coarse,
 }
 
-/// data_batch_1.bin .. data_batch_5.bin and test_batch.bin from `dir`.
+/// The class-name files of the binary versions: CIFAR-10's, and CIFAR-100's
+/// for its fine and coarse labels.
+const CIFAR10_NAMES_FILE: &str = "batches.meta.txt";
+const CIFAR100_FINE_NAMES_FILE: &str = "fine_label_names.txt";
+const CIFAR100_COARSE_NAMES_FILE: &str = "coarse_label_names.txt";
+
+/// data_batch_1.bin .. data_batch_5.bin and test_batch.bin from `dir`, with
+/// the class names of its batches.meta.txt when it has one (a custom dataset
+/// in CIFAR's layout names its own classes), else CIFAR-10's.
 pub fn load_cifar10(dir: &Path) -> Result<DataSplit, DataError> {
-    let names: Vec<String> = CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect();
+    let names = names_in_folder(dir, CIFAR10_NAMES_FILE, 10)?
+        .unwrap_or_else(|| CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect());
     let format = cifar10_format();
     let train_files: Vec<PathBuf> = (1..=5)
         .map(|i| dir.join(format!("data_batch_{i}.bin")))
@@ -45,7 +54,12 @@ pub fn load_cifar100(dir: &Path, labels: Cifar100Labels) -> Result<DataSplit, Da
         Cifar100Labels::Coarse => (0, 20),
         Cifar100Labels::Fine => (1, 100),
     };
-    let names: Vec<String> = (0..classes).map(|c| format!("class {c}")).collect();
+    let names_file = match labels {
+        Cifar100Labels::Coarse => CIFAR100_COARSE_NAMES_FILE,
+        Cifar100Labels::Fine => CIFAR100_FINE_NAMES_FILE,
+    };
+    let names = names_in_folder(dir, names_file, classes)?
+        .unwrap_or_else(|| (0..classes).map(|c| format!("class {c}")).collect());
     let format = Format {
         label_bytes: 2,
         label_index,
@@ -63,9 +77,14 @@ pub fn load_cifar100(dir: &Path, labels: Cifar100Labels) -> Result<DataSplit, Da
 }
 
 /// CIFAR-10 from files already in memory (a browser's file picker): any of
-/// data_batch_1..5.bin for training and test_batch.bin, by name.
+/// data_batch_1..5.bin for training and test_batch.bin, by name, and the
+/// class names of a batches.meta.txt among them.
 pub fn cifar10_from_files(files: &[(String, Vec<u8>)]) -> Result<DataSplit, DataError> {
-    let names: Vec<String> = CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect();
+    let (meta, files): (Vec<_>, Vec<_>) = files.iter().partition(|(n, _)| n == CIFAR10_NAMES_FILE);
+    let names = match meta.first() {
+        Some((name, bytes)) => class_names(Path::new(name), bytes, 10)?,
+        None => CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect(),
+    };
     let format = cifar10_format();
     let mut split = DataSplit {
         name: String::new(),
@@ -75,7 +94,7 @@ pub fn cifar10_from_files(files: &[(String, Vec<u8>)]) -> Result<DataSplit, Data
     };
     let mut train_files = vec![];
     // Batches in name order, whatever order the picker gave them in.
-    let mut files: Vec<&(String, Vec<u8>)> = files.iter().collect();
+    let mut files = files;
     files.sort_by(|a, b| a.0.cmp(&b.0));
     for (name, bytes) in files {
         let into = if name == "test_batch.bin" {
@@ -104,6 +123,45 @@ pub fn cifar10_from_files(files: &[(String, Vec<u8>)]) -> Result<DataSplit, Data
     }
     split.name = format!("cifar10 ({})", train_files.join(", "));
     Ok(split)
+}
+
+/// The class names in `dir/file`, None when there is no such file.
+fn names_in_folder(
+    dir: &Path,
+    file: &str,
+    classes: usize,
+) -> Result<Option<Vec<String>>, DataError> {
+    let path = dir.join(file);
+    match std::fs::read(&path) {
+        Ok(bytes) => class_names(&path, &bytes, classes).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_error(&path, e)),
+    }
+}
+
+/// One class name per non-empty line (CIFAR's files end in blank lines), as
+/// many as the layout has labels.
+fn class_names(path: &Path, bytes: &[u8], classes: usize) -> Result<Vec<String>, DataError> {
+    let invalid = |detail: String| DataError::Invalid {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| invalid("is not text (one class name per line)".into()))?;
+    let names: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    if names.len() != classes {
+        return Err(invalid(format!(
+            "lists {} class names; the labels of this layout count {classes} classes \
+             (one name per line, or remove the file for default names)",
+            names.len()
+        )));
+    }
+    Ok(names)
 }
 
 fn cifar10_format() -> Format {

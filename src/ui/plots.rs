@@ -63,7 +63,10 @@ pub fn accuracy(ui: &mut egui::Ui, history: &History, height: f32) {
     epoch_plot("accuracy plot", "accuracy %", height)
         .include_y(0.0)
         .include_y(100.0)
+        // The whole run from the start: before the first evaluation there is
+        // no point to fit the axis to.
         .include_x(0.0)
+        .include_x(history.epochs())
         .show(ui, |plot| {
             for (name, values, color) in [
                 ("train", &history.train_acc, TRAIN),
