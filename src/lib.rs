@@ -29,7 +29,6 @@ pub mod gpu;
 pub mod headless;
 pub mod model;
 pub mod ops;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod predict;
 #[cfg(feature = "oracle")]
 pub mod reference;

@@ -81,6 +81,39 @@ impl Decoder {
         self.sample_read(transform, epoch, sample, side, out)
     }
 
+    /// A picture already decoded to 8-bit RGBA rows (a browser's canvas) to
+    /// its sample, cropped and resized as a file's would be.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sample_rgba(
+        &mut self,
+        rgba: &[u8],
+        width: u32,
+        height: u32,
+        transform: &Transform,
+        sample: u32,
+        side: u32,
+        out: &mut [u8],
+    ) -> Result<(), DecodeError> {
+        let count = width as usize * height as usize;
+        if width == 0 || height == 0 || rgba.len() != 4 * count {
+            return Err(format!(
+                "{} bytes are not a {width}x{height} RGBA picture",
+                rgba.len()
+            ));
+        }
+        if count as u64 > MAX_PIXELS {
+            return Err(format!(
+                "the picture is {width}x{height}, over the {MAX_PIXELS} pixels this reader takes"
+            ));
+        }
+        self.rgb.resize(3 * count, 0);
+        drop_alpha(rgba, &mut self.rgb);
+        let crop = transform.crop_box(0, sample, width, height, side);
+        self.resize(width, height, crop, side)?;
+        write_chw(&self.resized, side as usize, crop.flip, out);
+        Ok(())
+    }
+
     /// The picture in `self.file` to its sample.
     fn sample_read(
         &mut self,
@@ -128,15 +161,7 @@ impl Decoder {
             ColorType::Rgb8 => std::mem::swap(&mut self.rgb, &mut self.pixels),
             ColorType::L8 => expand(&self.pixels, 1, &mut self.rgb),
             ColorType::La8 => expand(&self.pixels, 2, &mut self.rgb),
-            ColorType::Rgba8 => {
-                for (o, i) in self
-                    .rgb
-                    .chunks_exact_mut(3)
-                    .zip(self.pixels.chunks_exact(4))
-                {
-                    o.copy_from_slice(&i[..3]);
-                }
-            }
+            ColorType::Rgba8 => drop_alpha(&self.pixels, &mut self.rgb),
             _ => {
                 // 16-bit and float pictures: rare, so through the image crate.
                 let picture = image::load_from_memory(&self.file).map_err(|e| e.to_string())?;
@@ -165,6 +190,13 @@ impl Decoder {
         self.resizer
             .resize(&source, &mut target, &options)
             .map_err(|e| e.to_string())
+    }
+}
+
+/// RGBA to RGB (the alpha channel is ignored, as PIL's convert("RGB") does).
+fn drop_alpha(rgba: &[u8], rgb: &mut [u8]) {
+    for (o, i) in rgb.chunks_exact_mut(3).zip(rgba.chunks_exact(4)) {
+        o.copy_from_slice(&i[..3]);
     }
 }
 

@@ -173,6 +173,29 @@ fn class_dirs(dir: &Path) -> Result<Vec<(String, PathBuf)>, DataError> {
         .collect())
 }
 
+/// An RGBA picture (a browser's decoded image or camera frame) as
+/// `side` x `side` CHW bytes, prepared as `load_image` prepares a file.
+pub fn prepare_rgba(
+    rgba: &[u8],
+    width: u32,
+    height: u32,
+    side: usize,
+    crop: f64,
+) -> Result<Vec<u8>, String> {
+    let mut out = vec![0; 3 * side * side];
+    let side32 = u32::try_from(side).map_err(|_| format!("image side {side} is too large"))?;
+    Decoder::new().sample_rgba(
+        rgba,
+        width,
+        height,
+        &Transform::Eval { crop },
+        0,
+        side32,
+        &mut out,
+    )?;
+    Ok(out)
+}
+
 /// A JPEG or PNG as `side` x `side` CHW bytes, prepared as evaluation
 /// prepares it: the shorter side resized to `side / crop`, the center square
 /// taken (`crop` 1.0: the whole shorter side; 0.875: torchvision's

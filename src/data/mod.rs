@@ -15,7 +15,7 @@ pub mod transform;
 
 pub use cifar::{Cifar100Labels, cifar10_from_files, load_cifar10, load_cifar100};
 pub use decode::Decoder;
-pub use folder::{FolderOptions, load_folder, load_image};
+pub use folder::{FolderOptions, load_folder, load_image, prepare_rgba};
 pub use index::{ImageFiles, Member};
 pub use order::{epoch_order, shard_order, step_seed};
 pub use source::{DataSource, DatasetKind, IMAGE_SIDES, MAX_SYNTHETIC};

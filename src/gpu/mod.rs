@@ -23,4 +23,4 @@ pub use profiler::OpTiming;
 #[cfg(not(target_arch = "wasm32"))]
 pub use profiler::time_dispatches;
 pub use readback::{MapState, Mapping};
-pub use tensor::{DType, Precision, Tensor};
+pub use tensor::{DType, Precision, Tensor, f32_values};

@@ -363,14 +363,7 @@ impl Tensor {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn read_f32(&self, ctx: &GpuContext) -> Result<Vec<f32>, GpuError> {
         let bytes = self.read_bytes(ctx)?;
-        Ok(match self.dtype {
-            DType::F16 => bytes
-                .chunks_exact(2)
-                .take(self.numel())
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            _ => bytemuck::cast_slice::<u8, f32>(&bytes)[..self.numel()].to_vec(),
-        })
+        Ok(f32_values(&bytes, self.dtype, self.numel()))
     }
 
     #[cfg(not(target_arch = "wasm32"))]
@@ -394,6 +387,24 @@ impl Tensor {
         encoder.copy_buffer_to_buffer(&self.buffer, self.offset, &staging, 0, size);
         ctx.queue.submit([encoder.finish()]);
         super::readback::read_blocking(ctx, staging, &self.label, |b| b.to_vec())
+    }
+}
+
+/// The first `numel` values of an f32 or f16 tensor's bytes as f32 (an f16
+/// widened exactly). Read by bytes: a mapped range copied into wasm memory
+/// need not be aligned for f32.
+pub fn f32_values(bytes: &[u8], dtype: DType, numel: usize) -> Vec<f32> {
+    match dtype {
+        DType::F16 => bytes
+            .chunks_exact(2)
+            .take(numel)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        _ => bytes
+            .chunks_exact(4)
+            .take(numel)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
     }
 }
 

@@ -163,6 +163,27 @@ impl Feed {
         }
     }
 
+    /// Replaces a resident feed's pictures (as many bytes as it holds): a
+    /// predictor's set, refilled per prediction.
+    pub fn replace_images(&mut self, ctx: &GpuContext, images: &[u8]) -> Result<(), GpuError> {
+        if self.mode != FeedMode::Resident || images.len() != self.data.images.len() {
+            return Err(GpuError::shape(
+                "eval images",
+                format!(
+                    "{} bytes for a {:?} feed of {} bytes",
+                    images.len(),
+                    self.mode,
+                    self.data.images.len()
+                ),
+            ));
+        }
+        let mut bytes = images.to_vec();
+        bytes.resize(bytes.len().next_multiple_of(4), 0);
+        ctx.queue.write_buffer(self.images.buffer(), 0, &bytes);
+        self.data.images.copy_from_slice(images);
+        Ok(())
+    }
+
     /// Uploads batch `k` of the pipeline (started, or restarted, at `k` when
     /// it is elsewhere; `end` is the batch after the last one wanted).
     pub fn load_pipelined(

@@ -15,5 +15,6 @@ pub use plan::{ConvChoice, ParamArena, Plan, PlanRequest, PlanSummary, conv_laye
 pub use schedule::{DecayKind, Schedule};
 pub use throughput::Throughput;
 pub use trainer::{
-    CheckpointEvery, EpochReport, Progress, StepReport, TrainConfig, TrainEvent, Trainer,
+    CheckpointEvery, EpochReport, ModelSnapshot, Progress, StepReport, TrainConfig, TrainEvent,
+    Trainer,
 };

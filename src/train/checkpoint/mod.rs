@@ -65,14 +65,20 @@ pub struct StateDict {
 impl StateDict {
     pub fn read(path: &Path) -> Result<Self, CheckpointError> {
         let bytes = std::fs::read(path).map_err(io(path))?;
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// A safetensors file already in memory (a browser's picked file);
+    /// `path` names it in errors.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self, CheckpointError> {
         let format = |detail: String| CheckpointError::Format {
             path: path.to_path_buf(),
             detail,
         };
         let (_, header) =
-            safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| format(e.to_string()))?;
+            safetensors::SafeTensors::read_metadata(bytes).map_err(|e| format(e.to_string()))?;
         let file =
-            safetensors::SafeTensors::deserialize(&bytes).map_err(|e| format(e.to_string()))?;
+            safetensors::SafeTensors::deserialize(bytes).map_err(|e| format(e.to_string()))?;
         let mut tensors = HashMap::new();
         for (name, view) in file.tensors() {
             let data = to_f32(&view).ok_or_else(|| {
@@ -153,6 +159,17 @@ pub fn write_safetensors(
     tensors: &[(String, Vec<usize>, Values)],
     metadata: HashMap<String, String>,
 ) -> Result<(), CheckpointError> {
+    let bytes = encode_safetensors(tensors, metadata, path)?;
+    write_atomically(path, &bytes)
+}
+
+/// A safetensors file's bytes (`path` names it in errors): what
+/// `write_safetensors` writes, and what the browser downloads.
+pub fn encode_safetensors(
+    tensors: &[(String, Vec<usize>, Values)],
+    metadata: HashMap<String, String>,
+    path: &Path,
+) -> Result<Vec<u8>, CheckpointError> {
     let encoded: Vec<(String, Vec<usize>, Dtype, Vec<u8>)> = tensors
         .iter()
         .map(|(n, s, v)| {
@@ -170,12 +187,10 @@ pub fn write_safetensors(
             Ok((n.clone(), view))
         })
         .collect::<Result<_, CheckpointError>>()?;
-    let bytes =
-        safetensors::serialize(views, Some(metadata)).map_err(|e| CheckpointError::Format {
-            path: path.to_path_buf(),
-            detail: e.to_string(),
-        })?;
-    write_atomically(path, &bytes)
+    safetensors::serialize(views, Some(metadata)).map_err(|e| CheckpointError::Format {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })
 }
 
 /// Writes `bytes` to `path` so a reader sees either the old or the new file.
@@ -366,7 +381,6 @@ pub(crate) fn gpu_tensor<'p>(
 }
 
 /// The first tensor holding NaN or infinity, as an error.
-#[cfg(not(target_arch = "wasm32"))]
 pub fn check_finite<'a>(
     tensors: impl Iterator<Item = &'a (String, Vec<usize>, Values)>,
     step: u64,

@@ -8,6 +8,13 @@ use super::{FeedMode, Trainer};
 use crate::gpu;
 
 impl Trainer {
+    /// Replaces the evaluation set's pictures with `images` (CHW bytes, as
+    /// many as the set holds; written before the next submit): a
+    /// predictor evaluates new pictures on the plan it built once.
+    pub fn set_eval_images(&mut self, images: &[u8]) -> Result<(), gpu::GpuError> {
+        self.test.replace_images(&self.ctx, images)
+    }
+
     /// Evaluates on the test (or validation) set: one submit per batch, the
     /// last batch padded and masked. Its report arrives as an `Epoch` event.
     pub fn submit_eval(&mut self) {

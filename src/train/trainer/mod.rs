@@ -9,6 +9,7 @@ mod evaluation;
 mod exchange;
 mod predictions;
 mod report;
+mod snapshot;
 
 pub use super::config::{
     CheckpointEvery, MAX_BATCH, MAX_EPOCHS, MAX_REPORT_EVERY, MAX_WORKERS, MIN_EVAL_BATCH,
@@ -18,6 +19,7 @@ use exchange::Exchange;
 use predictions::PredictionCapture;
 pub use report::{EpochReport, Progress, StepReport, TrainEvent};
 use report::{ReportTag, Tag};
+pub use snapshot::ModelSnapshot;
 
 use web_time::Instant;
 
