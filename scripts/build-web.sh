@@ -34,7 +34,9 @@ CARGO_PROFILE_RELEASE_OPT_LEVEL=s CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 \
 
 rm -rf "$OUT"
 mkdir -p "$OUT"
-wasm-bindgen --target web --no-typescript --out-dir "$OUT" \
+# Without the name section (function names for stack traces): 280 KB of the
+# gzipped download; panics still print their message to the console.
+wasm-bindgen --target web --no-typescript --remove-name-section --out-dir "$OUT" \
     target/wasm32-unknown-unknown/release/resnet_wgpu.wasm
 cp assets/index.html "$OUT/index.html"
 

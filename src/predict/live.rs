@@ -102,6 +102,10 @@ impl Predictor {
         Ok(())
     }
 
+    pub fn precision(&self) -> Precision {
+        self.trainer.config.precision
+    }
+
     /// Whether a prediction is on its way back.
     pub fn is_busy(&self) -> bool {
         self.pending.is_some()

@@ -43,6 +43,10 @@ pub struct App {
     /// with the file picker's future.
     #[cfg(target_arch = "wasm32")]
     picked: std::rc::Rc<std::cell::RefCell<Vec<(String, Vec<u8>)>>>,
+    /// The browser's opened model that the next run starts from (`--init`'s
+    /// rule: a classifier for another class count stays fresh).
+    #[cfg(target_arch = "wasm32")]
+    pub init_model: Option<std::rc::Rc<crate::predict::OpenedModel>>,
 }
 
 impl App {
@@ -71,6 +75,8 @@ impl App {
             frame_seconds: if software { 0.3 } else { 0.1 },
             #[cfg(target_arch = "wasm32")]
             picked: Default::default(),
+            #[cfg(target_arch = "wasm32")]
+            init_model: None,
         }
     }
 
@@ -118,22 +124,28 @@ impl App {
     }
 
     fn start(&mut self, ctx: &egui::Context) {
-        self.error = None;
-        match self.new_session() {
-            Ok(session) => {
-                self.gallery = Some(Gallery::new(
-                    ctx,
-                    session.trainer.test_data(),
-                    GALLERY_IMAGES,
-                ));
-                self.session = Some(session);
-                // A second start is a new run, not the named or resumed one again.
-                self.settings.run.name = None;
-                self.settings.run.resume = None;
-                self.settings.recipe.init = None;
-            }
-            Err(e) => self.error = Some(format!("{e:#}")),
+        if let Err(e) = self.try_start(ctx) {
+            self.error = Some(format!("{e:#}"));
         }
+    }
+
+    /// Starts a run from the settings now (the data load and plan build
+    /// block this frame); the window shows an error it returns.
+    pub fn try_start(&mut self, ctx: &egui::Context) -> anyhow::Result<()> {
+        self.error = None;
+        self.start_in_frames = None;
+        let session = self.new_session()?;
+        self.gallery = Some(Gallery::new(
+            ctx,
+            session.trainer.test_data(),
+            GALLERY_IMAGES,
+        ));
+        self.session = Some(session);
+        // A second start is a new run, not the named or resumed one again.
+        self.settings.run.name = None;
+        self.settings.run.resume = None;
+        self.settings.recipe.init = None;
+        Ok(())
     }
 
     #[cfg(not(target_arch = "wasm32"))]
@@ -142,7 +154,7 @@ impl App {
     }
 
     #[cfg(target_arch = "wasm32")]
-    fn new_session(&self) -> anyhow::Result<Session> {
+    fn new_session(&mut self) -> anyhow::Result<Session> {
         let data = match self.settings.data.kind() {
             crate::data::DatasetKind::Synthetic => {
                 self.settings.data.load(self.settings.recipe.seed)?
@@ -150,7 +162,19 @@ impl App {
             _ => crate::data::cifar10_from_files(&self.picked.borrow())?,
         };
         let config = self.settings.config(&data)?;
-        Session::start(self.gpu.clone(), config, data)
+        let mut session = Session::start(self.gpu.clone(), config, data)?;
+        if let Some(model) = &self.init_model {
+            let fresh = model.init(&mut session.trainer)?;
+            if !fresh.is_empty() {
+                self.notice = Some(format!(
+                    "{} has a classifier for {} classes: this run keeps a new one ({})",
+                    model.name,
+                    model.card.spec.num_classes,
+                    fresh.join(", ")
+                ));
+            }
+        }
+        Ok(session)
     }
 
     fn act(&mut self, action: Action, ctx: &egui::Context) {
@@ -231,6 +255,11 @@ impl App {
     #[cfg(target_arch = "wasm32")]
     fn picked_files(&self) -> Option<usize> {
         Some(self.picked.borrow().len())
+    }
+
+    /// The device the app trains on.
+    pub fn gpu(&self) -> Arc<GpuContext> {
+        self.gpu.clone()
     }
 
     /// The adapter's name and API, e.g. "llvmpipe (Vulkan)". Browsers keep

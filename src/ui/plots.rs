@@ -2,7 +2,9 @@
 //! schedule. All zoom and pan (drag, scroll, double-click to reset).
 
 use eframe::egui::{self, Color32};
-use egui_plot::{GridInput, Legend, Line, Plot, PlotPoints, Points, VLine, uniform_grid_spacer};
+use egui_plot::{
+    AxisHints, GridInput, Legend, Line, Plot, PlotPoints, Points, VLine, uniform_grid_spacer,
+};
 
 use super::history::History;
 
@@ -53,9 +55,16 @@ fn epoch_plot<'a>(id: &str, y_label: &str, height: f32) -> Plot<'a> {
     Plot::new(id)
         .height(height)
         .legend(Legend::default())
-        .x_axis_label("epoch")
         .x_grid_spacer(uniform_grid_spacer(about_five_marks))
-        .x_axis_formatter(|mark, _| format!("{}", (mark.value * 100.0).round() / 100.0))
+        // Epoch labels are short numbers: egui_plot's default spacing for x
+        // labels (60 points, for wide ones) hid every label of an 8-epoch
+        // run in a narrow plot.
+        .custom_x_axes(vec![
+            AxisHints::new_x()
+                .label("epoch")
+                .formatter(|mark, _| format!("{}", (mark.value * 100.0).round() / 100.0))
+                .label_spacing(28.0..=40.0),
+        ])
         .y_axis_label(y_label.to_string())
 }
 
@@ -78,15 +87,31 @@ pub fn accuracy(ui: &mut egui::Ui, history: &History, height: f32) {
         });
 }
 
+/// A staircase as separate lines: each flat run, and each vertical edge on
+/// its own. A thick line joined at a right angle is drawn with a wedge
+/// there (the tessellator's miter), which showed a milestone as a spike.
+fn without_sharp_corners(staircase: &[[f64; 2]]) -> Vec<&[[f64; 2]]> {
+    let mut pieces = vec![];
+    let mut start = 0;
+    for i in 1..staircase.len() {
+        if staircase[i][0] == staircase[i - 1][0] {
+            pieces.push(&staircase[start..i]);
+            pieces.push(&staircase[i - 1..=i]);
+            start = i;
+        }
+    }
+    pieces.push(&staircase[start..]);
+    pieces.retain(|p| !p.is_empty());
+    pieces
+}
+
 pub fn learning_rate(ui: &mut egui::Ui, history: &History, height: f32) {
     epoch_plot("lr plot", "learning rate", height)
         .include_y(0.0)
         .show(ui, |plot| {
-            plot.line(
-                Line::new("schedule", points(&history.lr_schedule))
-                    .color(TRAIN)
-                    .width(2.0),
-            );
+            for piece in without_sharp_corners(&history.lr_schedule) {
+                plot.line(Line::new("schedule", points(piece)).color(TRAIN).width(2.0));
+            }
             let now = history.steps_done() as f64 / history.steps_per_epoch.max(1) as f64;
             plot.vline(VLine::new("now", now).color(SMOOTH));
         });

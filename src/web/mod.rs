@@ -1,6 +1,9 @@
 //! The browser entry: the desktop app on the tab's WebGPU device, ticked from
-//! the page's frame loop (no threads, no blocking readback).
+//! the page's frame loop (no threads, no blocking readback), and the page's
+//! model tools (`tools`: save, open, predict).
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use eframe::egui;
@@ -11,10 +14,17 @@ use crate::gpu::{GpuContext, Precision};
 use crate::settings::RunSettings;
 use crate::ui::{App, AppOptions};
 
-/// Starts training in the canvas `canvas_id`. The promise rejects with a
-/// readable message when WebGPU cannot start; the page shows it.
+mod tools;
+
+pub use tools::Page;
+use tools::{Inbox, Tools};
+
+/// Starts the app in the canvas `canvas_id`, training at once when
+/// `autostart` (the page holds it back while it offers a kept model).
+/// Resolves to the page's handle on the app; rejects with a readable message
+/// when WebGPU cannot start, which the page shows.
 #[wasm_bindgen]
-pub async fn start(canvas_id: String) -> Result<(), JsValue> {
+pub async fn start(canvas_id: String, autostart: bool) -> Result<Page, JsValue> {
     let document = web_sys::window()
         .and_then(|w| w.document())
         .ok_or("no document")?;
@@ -25,6 +35,8 @@ pub async fn start(canvas_id: String) -> Result<(), JsValue> {
     let query = query_string();
     let mut settings = settings_from_query(&query);
     let status = canvas.clone();
+    let inbox = Rc::new(RefCell::new(Inbox::default()));
+    let tools = Tools::new(inbox.clone());
     eframe::WebRunner::new()
         .start(
             canvas,
@@ -50,14 +62,15 @@ pub async fn start(canvas_id: String) -> Result<(), JsValue> {
                     settings.run.precision = Precision::F16;
                 }
                 let options = AppOptions {
-                    autostart: true,
+                    autostart,
                     defaults_may_shrink: false,
                 };
                 let app = App::new(Arc::new(gpu), settings, options);
-                Ok(Box::new(WebApp { app, status }))
+                Ok(Box::new(WebApp { app, status, tools }))
             }),
         )
-        .await
+        .await?;
+    Ok(Page::new(inbox))
 }
 
 fn web_options() -> eframe::WebOptions {
@@ -112,6 +125,7 @@ pub fn settings_from_query(query: &str) -> RunSettings {
 struct WebApp {
     app: App,
     status: web_sys::HtmlCanvasElement,
+    tools: Tools,
 }
 
 impl WebApp {
@@ -130,6 +144,14 @@ impl WebApp {
                 .map(|[_, loss]| format!("{loss:.5}"))
                 .collect();
             let _ = data.set("steps", &s.history.steps_done().to_string());
+            let _ = data.set("model", &s.trainer.config.model.name);
+            // Evaluations so far and the last one's accuracy (the page keeps
+            // the model after each; its test compares the desktop's eval).
+            let _ = data.set("evaluations", &s.history.test_acc.len().to_string());
+            if let Some(e) = &s.history.last_epoch {
+                let _ = data.set("testAcc", &e.test_acc.to_string());
+                let _ = data.set("testLoss", &e.test_loss.to_string());
+            }
             let _ = data.set("losses", &losses.join(","));
             let _ = data.set("state", s.state().label());
             if let crate::ui::RunState::Failed(why) = s.state() {
@@ -141,6 +163,7 @@ impl WebApp {
 
 impl eframe::App for WebApp {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        self.tools.serve(&mut self.app, ui.ctx());
         self.app.show(ui);
         self.publish();
     }
