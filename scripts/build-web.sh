@@ -43,3 +43,9 @@ cp assets/index.html "$OUT/index.html"
 raw=$(wc -c <"$OUT/resnet_wgpu_bg.wasm")
 gz=$(gzip -9 -c "$OUT/resnet_wgpu_bg.wasm" | wc -c)
 echo "build-web: $OUT/ ready; resnet_wgpu_bg.wasm is $((raw / 1024)) KiB, $((gz / 1024)) KiB gzipped"
+# The page's budget: what a visitor downloads before anything trains.
+BUDGET=2500000
+if [ "$gz" -gt "$BUDGET" ]; then
+    echo "build-web: the gzipped wasm is $gz bytes, over the $BUDGET-byte budget" >&2
+    exit 1
+fi

@@ -720,7 +720,7 @@ fn plans_build_within_webgpu_default_limits() {
         ..Default::default()
     }))
     .unwrap();
-    let ctx = GpuContext::from_device(device, queue, adapter.get_info());
+    let ctx = std::sync::Arc::new(GpuContext::from_device(device, queue, adapter.get_info()));
     *ctx.choices.lock().unwrap() = resnet_wgpu::gpu::KernelChoices::in_memory(&ctx.adapter_info);
     assert_eq!(ctx.limits.max_storage_buffers_per_shader_stage, 8);
     let sgd = SgdConfig {
@@ -757,6 +757,20 @@ fn plans_build_within_webgpu_default_limits() {
                 plan.err().unwrap()
             );
         }
+        // The page's predictor: an evaluation plan, its feed and a logits copy.
+        let card = resnet_wgpu::predict::ModelCard {
+            spec: ModelSpec::new("resnet20", ShortcutKind::A, 10).unwrap(),
+            side: 32,
+            eval_crop: 1.0,
+            mean: [0.5; 3],
+            std: [0.25; 3],
+            class_names: (0..10).map(|c| format!("class {c}")).collect(),
+            assumed: None,
+        };
+        let mut predictor =
+            resnet_wgpu::predict::Predictor::new(ctx.clone(), card, Precision::F32).unwrap();
+        predictor.submit(&[128; 4 * 40 * 30], 40, 30).unwrap();
+        assert_eq!(predictor.wait().unwrap().len(), 5, "{policy:?}");
     }
     ctx.check_uncaptured().unwrap();
 }

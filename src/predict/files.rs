@@ -6,13 +6,12 @@ use std::sync::Arc;
 
 use anyhow::{Result, bail};
 
-use super::{ClassProbability, ModelCard, most_likely};
-use crate::data::{DataSplit, Dataset, load_image};
-use crate::gpu::GpuContext;
+use super::{ClassProbability, ModelCard, most_likely, prediction_trainer};
+use crate::data::load_image;
+use crate::gpu::{GpuContext, Precision};
 use crate::run_folder;
-use crate::shapes::{AugmentConfig, ImageShape};
+use crate::train::TrainEvent;
 use crate::train::checkpoint::{self, LoadMode, StateDict};
-use crate::train::{TrainConfig, TrainEvent, Trainer};
 
 /// Images per GPU batch.
 const CHUNK: usize = 64;
@@ -62,37 +61,15 @@ fn logits(
     model_path: &Path,
     paths: &[PathBuf],
 ) -> Result<Vec<f32>> {
-    let shape = ImageShape {
-        channels: 3,
-        height: card.side,
-        width: card.side,
-    };
-    let mut images = Vec::with_capacity(paths.len() * shape.numel());
+    let numel = 3 * card.side * card.side;
+    let mut images = Vec::with_capacity(paths.len() * numel);
     for path in paths {
         images.extend(load_image(path, card.side, card.eval_crop)?);
     }
     // Padded to the smallest evaluation batch with the last picture again.
     let batch = paths.len().max(crate::train::trainer::MIN_EVAL_BATCH);
-    images.extend_from_within(images.len() - shape.numel() * (batch - paths.len())..);
-    let set = Dataset {
-        images,
-        labels: vec![0; batch],
-        shape,
-        class_names: card.class_names.clone(),
-        files: None,
-    };
-    let data = DataSplit {
-        name: "images to predict".into(),
-        train: set.clone(),
-        test: set,
-        eval_set: crate::data::EvalSet::Given,
-    };
-    let augment = AugmentConfig::normalize_only(card.mean, card.std);
-    let config = TrainConfig {
-        max_steps: Some(0),
-        ..TrainConfig::one_epoch(card.spec.clone(), "predict", batch, 0.0, augment)
-    };
-    let mut trainer = Trainer::new(ctx.clone(), config, data)?;
+    images.extend_from_within(images.len() - numel * (batch - paths.len())..);
+    let mut trainer = prediction_trainer(ctx.clone(), card, images, batch, Precision::F32)?;
     checkpoint::load_model(&mut trainer, dict, model_path, LoadMode::Strict)?;
     trainer.submit_eval();
     'wait: loop {

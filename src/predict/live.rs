@@ -8,13 +8,12 @@ use std::sync::Arc;
 
 use anyhow::{Result, bail};
 
-use super::{ClassProbability, ModelCard, most_likely};
-use crate::data::{DataSplit, Dataset, EvalSet, prepare_rgba};
+use super::{ClassProbability, ModelCard, most_likely, prediction_trainer};
+use crate::data::prepare_rgba;
 use crate::gpu::{self, GpuContext, MapState, Mapping, Precision};
-use crate::shapes::{AugmentConfig, ImageShape};
 use crate::train::checkpoint::{self, LoadMode, StateDict};
 use crate::train::trainer::MIN_EVAL_BATCH;
-use crate::train::{TrainConfig, TrainEvent, Trainer};
+use crate::train::{TrainEvent, Trainer};
 
 /// Classes reported per picture.
 pub const TOP: usize = 5;
@@ -30,34 +29,11 @@ impl Predictor {
     /// An evaluation plan for `card`'s model; give it weights with `load`
     /// or `copy_weights` before predicting.
     pub fn new(ctx: Arc<GpuContext>, card: ModelCard, precision: Precision) -> Result<Self> {
-        let shape = ImageShape {
-            channels: 3,
-            height: card.side,
-            width: card.side,
-        };
         // The smallest evaluation batch (batch norm's statistics need two
         // values); the picture is in it twice.
         let batch = MIN_EVAL_BATCH;
-        let set = Dataset {
-            images: vec![0; batch * shape.numel()],
-            labels: vec![0; batch],
-            shape,
-            class_names: card.class_names.clone(),
-            files: None,
-        };
-        let data = DataSplit {
-            name: "pictures to predict".into(),
-            train: set.clone(),
-            test: set,
-            eval_set: EvalSet::Given,
-        };
-        let augment = AugmentConfig::normalize_only(card.mean, card.std);
-        let config = TrainConfig {
-            max_steps: Some(0),
-            precision,
-            ..TrainConfig::one_epoch(card.spec.clone(), "predict", batch, 0.0, augment)
-        };
-        let trainer = Trainer::new(ctx, config, data)?;
+        let images = vec![0; batch * 3 * card.side * card.side];
+        let trainer = prediction_trainer(ctx, &card, images, batch, precision)?;
         Ok(Predictor {
             card,
             trainer,

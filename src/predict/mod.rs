@@ -6,14 +6,17 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 
-use crate::data::IMAGE_SIDES;
+use crate::data::{DataSplit, Dataset, EvalSet, IMAGE_SIDES};
+use crate::gpu::{GpuContext, Precision};
 use crate::model::{ModelSpec, Norm};
 use crate::settings::Normalize;
-use crate::train::Trainer;
+use crate::shapes::{AugmentConfig, ImageShape};
 use crate::train::checkpoint::{self, StateDict};
+use crate::train::{TrainConfig, Trainer};
 
 #[cfg(not(target_arch = "wasm32"))]
 mod files;
@@ -153,6 +156,43 @@ pub fn spec_of_tensors(dict: &StateDict, path: &Path) -> Result<ModelSpec> {
             crate::model::NAMED_MODELS
         )
     })
+}
+
+/// An evaluation-only trainer for `card`'s model over `images` (CHW bytes
+/// of `batch` pictures of the card's size, prepared as its run prepared
+/// them), with He-initialized weights: load or copy the model's next.
+pub(crate) fn prediction_trainer(
+    ctx: Arc<GpuContext>,
+    card: &ModelCard,
+    images: Vec<u8>,
+    batch: usize,
+    precision: Precision,
+) -> Result<Trainer> {
+    let shape = ImageShape {
+        channels: 3,
+        height: card.side,
+        width: card.side,
+    };
+    let set = Dataset {
+        images,
+        labels: vec![0; batch],
+        shape,
+        class_names: card.class_names.clone(),
+        files: None,
+    };
+    let data = DataSplit {
+        name: "pictures to predict".into(),
+        train: set.clone(),
+        test: set,
+        eval_set: EvalSet::Given,
+    };
+    let augment = AugmentConfig::normalize_only(card.mean, card.std);
+    let config = TrainConfig {
+        max_steps: Some(0),
+        precision,
+        ..TrainConfig::one_epoch(card.spec.clone(), "predict", batch, 0.0, augment)
+    };
+    Ok(Trainer::new(ctx, config, data)?)
 }
 
 fn numbered_classes(count: usize) -> Vec<String> {

@@ -226,7 +226,9 @@ impl Tools {
         let mut predictor =
             Predictor::new(app.gpu(), model.card.clone(), app.settings.run.precision)?;
         predictor.load(&model.dict, std::path::Path::new(name))?;
-        if let Some((Source::Opened, reply)) = self.predicting.take() {
+        if let Some((Source::Opened, _)) = &self.predicting
+            && let Some((_, reply)) = self.predicting.take()
+        {
             reply.fail("another model was opened");
         }
         self.opened = Some(predictor);
@@ -253,9 +255,16 @@ impl Tools {
                     "{said}; its run waits paused (Resume trains from it)"
                 ))
             }
-            Err(e) => Ok(format!(
-                "{said}; predicting with it (a run from it cannot start here: {e:#})"
-            )),
+            Err(e) => {
+                // The run it replaces is gone either way: the page opened a
+                // model, and predicts with it.
+                let why = format!("{e:#}");
+                app.session = None;
+                app.error = Some(why.clone());
+                Ok(format!(
+                    "{said}; predicting with it (a run from it cannot start here: {why})"
+                ))
+            }
         }
     }
 
