@@ -6,7 +6,8 @@
 //     binary evaluates to the tab's last evaluation (screenshot kept);
 //  2. a reload offers the model the page kept (IndexedDB) instead of training;
 //     restored, it classifies a dropped picture; the saved file opened with
-//     "Open model" classifies it as the native `predict` does; a broken file
+//     "Open model" classifies it (picked with "Picture…") as the native
+//     `predict` does; a broken file
 //     is refused on the page (screenshots with a prediction kept);
 //  3. the camera (chromium's fake device) is classified while a run trains;
 //  4. without WebGPU, the page says what is missing instead of a blank canvas.
@@ -270,7 +271,13 @@ async function restoresOpensAndPredicts(url) {
     const [chooser] = await Promise.all([page.waitForEvent("filechooser"), page.click("#open")]);
     await chooser.setFiles(state.model);
     p = await waitFor(page, noErrors, "the opened model", (p) => p.page.opened?.endsWith("step32.safetensors"), 120_000);
-    const tab = await dropPicture(page, noErrors, picture);
+    // This time through "Picture…" (the picker), not a drop.
+    const before = Number(p.page.predictions ?? 0);
+    const [pick] = await Promise.all([page.waitForEvent("filechooser"), page.click("#pick")]);
+    await pick.setFiles(picture);
+    p = await waitFor(page, noErrors, "the picked picture's prediction", (p) => Number(p.page.predictions ?? 0) > before, 60_000);
+    check(!p.page.toolError, `the page said: ${p.page.toolError}`);
+    const tab = JSON.parse(p.page.prediction);
     const [desktop] = native(["predict", "--checkpoint", state.model, picture, "--json"]);
     console.log(`  opened file, tab: ${tab[0].class} ${tab[0].probability.toFixed(5)}; ` +
       `native predict: ${desktop.top[0].class} ${desktop.top[0].probability.toFixed(5)}`);
