@@ -4,11 +4,13 @@
 //! `cargo test --features mpi --test mpi`.
 #![cfg(feature = "mpi")]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use resnet_wgpu::train::EpochReport;
+use common::metrics;
 use resnet_wgpu::train::checkpoint::StateDict;
 
 fn out_dir(name: &str) -> PathBuf {
@@ -54,14 +56,6 @@ fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-fn metrics(run: &Path) -> Vec<EpochReport> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 fn model(run: &Path) -> StateDict {

@@ -17,7 +17,7 @@ use resnet_wgpu::train::checkpoint::{StateDict, Values, read_model, write_safete
 use resnet_wgpu::train::{EpochReport, Plan, PlanRequest, TrainEvent, Trainer};
 use resnet_wgpu::{headless, run_folder};
 
-use common::shared_ctx;
+use common::{metrics, shared_ctx};
 
 #[derive(Parser)]
 struct Args {
@@ -46,14 +46,6 @@ fn train(out: &Path, extra: &str) -> anyhow::Result<headless::RunSummary> {
     let args = train_args(out, extra);
     let (mut trainer, run_dir) = run_folder::prepare(shared_ctx(), &args)?;
     headless::run(&mut trainer, &run_dir, true)
-}
-
-fn metrics(run: &Path) -> Vec<EpochReport> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 const TINY: &str = "--model resnet8 --synthetic-test 32 --report-every 2";

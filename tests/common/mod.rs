@@ -54,6 +54,15 @@ pub fn gpu_kernels_ctx() -> Arc<GpuContext> {
     .clone()
 }
 
+/// A run folder's metrics.jsonl, one report per evaluation.
+pub fn metrics(run: &std::path::Path) -> Vec<resnet_wgpu::train::EpochReport> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 pub fn random(seed: u64, n: usize) -> Vec<f32> {
     let mut rng = SeededRng::seed_from_u64(seed);
     (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
