@@ -29,8 +29,11 @@ fn parse_at(shader: &Shader, precision: Precision) -> (naga::Module, ModuleInfo)
     } else {
         Capabilities::empty()
     };
-    if precision == Precision::F16 {
+    if precision == Precision::F16 || shader.needs_cooperative_matrices() {
         capabilities |= Capabilities::SHADER_FLOAT16;
+    }
+    if shader.needs_cooperative_matrices() {
+        capabilities |= Capabilities::COOPERATIVE_MATRIX;
     }
     let info = naga::valid::Validator::new(ValidationFlags::all(), capabilities)
         .subgroup_stages(ShaderStages::COMPUTE)

@@ -303,6 +303,69 @@ fn conv_large_tiles_match_oracle_across_several_ragged_tiles_at_f16() {
     check_conv_as(&conv, 950, DType::F16);
 }
 
+/// The cooperative-matrix kernel (f16 operands, f32 accumulators) in all
+/// three passes on the shapes that break conv kernels: batch 1, odd and
+/// non-square maps, stride 2, the 7x7/2 stem, 1x1/2 projections, channels
+/// that are no multiple of 8 or 16, a non-square kernel, several ragged tiles
+/// along M and N, and a weight gradient split over K. The bounds are f16's
+/// (`check_conv_as`): the operands are the f16 values the oracle also starts
+/// from, products of two f16 are exact in f32 and the sums are f32, so the
+/// only error beyond f32's is the output's one rounding to f16 (2^-11); the
+/// f32 weight gradient keeps the f32 bound. On an adapter without
+/// cooperative matrices the kernel must not be offered, and asking for it
+/// must be refused by name.
+#[test]
+fn conv_coop_kernels_match_oracle_on_odd_shapes() {
+    let shapes = [
+        Conv2dShape::square(1, 3, (7, 5), 5, 3, 1, 1),
+        Conv2dShape::square(2, 5, (9, 9), 6, 3, 2, 1),
+        Conv2dShape::square(1, 3, (13, 11), 4, 7, 2, 3),
+        Conv2dShape::square(3, 6, (5, 5), 10, 1, 2, 0),
+        Conv2dShape::square(2, 19, (6, 5), 33, 3, 1, 1),
+        Conv2dShape {
+            batch: 2,
+            in_c: 3,
+            in_h: 6,
+            in_w: 7,
+            out_c: 4,
+            kernel_h: 3,
+            kernel_w: 2,
+            stride: 2,
+            pad: 1,
+        },
+        SEVERAL_TILES,
+    ];
+    let offered = conv_with(shapes[0], ConvKernel::RegisterTile).candidates_on(
+        ctx(),
+        DType::F16,
+        ConvPass::Forward,
+    );
+    if ctx().coop.is_none() {
+        assert!(!offered.contains(&ConvKernel::Coop), "{offered:?}");
+        let conv = conv_with(shapes[0], ConvKernel::Coop);
+        let (x, _) = random_tensor_as("x", 1, &shapes[0].input_shape(), DType::F16);
+        let w = zeros_as("w", &shapes[0].weight_shape(), DType::F16);
+        let y = zeros_as("y", &shapes[0].output_shape(), DType::F16);
+        let err = conv.forward(ctx(), &x, &w, &y).err().unwrap().to_string();
+        assert!(err.contains("cooperative matrices"), "{err}");
+        return;
+    }
+    assert!(offered.contains(&ConvKernel::Coop), "{offered:?}");
+    // Not offered at f32: f16 operands would lose f32's precision.
+    let at_f32 = conv_with(shapes[0], ConvKernel::RegisterTile).candidates_on(
+        ctx(),
+        DType::F32,
+        ConvPass::Forward,
+    );
+    assert!(!at_f32.contains(&ConvKernel::Coop), "{at_f32:?}");
+    for (i, shape) in shapes.into_iter().enumerate() {
+        check_conv_as(&conv_with(shape, ConvKernel::Coop), 1200 + 10 * i as u64, DType::F16);
+    }
+    let split = conv_with(Conv2dShape::square(8, 5, (16, 17), 6, 3, 1, 1), ConvKernel::Coop);
+    assert!(split.weight_grad_splits() > 1);
+    check_conv_as(&split, 1300, DType::F16);
+}
+
 const SEVERAL_TILES: Conv2dShape = Conv2dShape {
     batch: 2,
     in_c: 70,

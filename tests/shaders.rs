@@ -41,20 +41,28 @@ fn every_shader_validates_with_naga() {
             "module {} differs from its files {:?}",
             shader.name, shader.files
         );
-        // As compiled at f32 (tests/contract.rs validates the f16 build).
-        let source = shader.source_at(Precision::F32);
-        let shown = format!("module {} ({:?})", shader.name, shader.files);
-        let module = naga::front::wgsl::parse_str(&source)
-            .unwrap_or_else(|e| panic!("{}", e.emit_to_string_with_path(&source, &shown)));
-        let capabilities = if shader.needs_subgroups() {
-            naga::valid::Capabilities::SUBGROUP
-        } else {
-            naga::valid::Capabilities::empty()
-        };
-        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), capabilities)
-            .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
-            .subgroup_operations(naga::valid::SubgroupOperationSet::all())
-            .validate(&module)
-            .unwrap_or_else(|e| panic!("{}", e.emit_to_string_with_path(&source, &shown)));
+        // As compiled at f32 (tests/contract.rs validates the f16 build);
+        // cooperative-matrix modules at both matrix sizes adapters list.
+        let sizes: &[u32] = if shader.needs_cooperative_matrices() { &[8, 16] } else { &[8] };
+        for &size in sizes {
+            let source = shader.source_with(Precision::F32, size);
+            let shown = format!("module {} ({:?}, {size}x{size})", shader.name, shader.files);
+            let module = naga::front::wgsl::parse_str(&source)
+                .unwrap_or_else(|e| panic!("{}", e.emit_to_string_with_path(&source, &shown)));
+            let mut capabilities = if shader.needs_subgroups() {
+                naga::valid::Capabilities::SUBGROUP
+            } else {
+                naga::valid::Capabilities::empty()
+            };
+            if shader.needs_cooperative_matrices() {
+                capabilities |= naga::valid::Capabilities::COOPERATIVE_MATRIX
+                    | naga::valid::Capabilities::SHADER_FLOAT16;
+            }
+            naga::valid::Validator::new(naga::valid::ValidationFlags::all(), capabilities)
+                .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
+                .subgroup_operations(naga::valid::SubgroupOperationSet::all())
+                .validate(&module)
+                .unwrap_or_else(|e| panic!("{}", e.emit_to_string_with_path(&source, &shown)));
+        }
     }
 }

@@ -53,6 +53,7 @@ pub fn info(ctx: &GpuContext, backend: BackendChoice, args: &InfoArgs) -> Result
         has(wgpu::Features::SUBGROUP),
         has(wgpu::Features::SHADER_F16)
     );
+    out!("{}", cooperative_matrix_line(ctx));
     out!(
         "max storage buffer binding: {} MiB",
         l.max_storage_buffer_binding_size >> 20
@@ -142,6 +143,14 @@ pub fn print_kernel_choices(plan: &Plan, detail: bool) {
         for line in conv_choice_lines(plan) {
             out!("  {line}");
         }
+        let passes = plan.conv_choices.len() * 3;
+        let coop = plan
+            .conv_choices
+            .iter()
+            .flat_map(|c| crate::ops::conv::ConvPass::ALL.map(|p| c.kernels.get(p)))
+            .filter(|&k| k == crate::ops::conv::ConvKernel::Coop)
+            .count();
+        out!("conv passes on cooperative matrices: {coop} of {passes}");
         out!("{}", reduction_line(plan));
     }
     if let Some(e) = &plan.choice_cache_error {
@@ -212,4 +221,29 @@ pub fn reduction_line(plan: &Plan) -> String {
     }
     let parts: Vec<String> = counts.iter().map(|(k, n)| format!("{n} x {k}")).collect();
     format!("reductions: {}", parts.join(", "))
+}
+
+/// The adapter's cooperative-matrix configurations and the one the conv
+/// kernels run on, if any.
+fn cooperative_matrix_line(ctx: &GpuContext) -> String {
+    let listed: Vec<String> = ctx
+        .coop_listed
+        .iter()
+        .map(crate::gpu::CoopConfig::describe)
+        .collect();
+    let listed = if listed.is_empty() {
+        "none".to_string()
+    } else {
+        listed.join(", ")
+    };
+    let used = match ctx.coop {
+        Some(c) => format!(
+            "the f16 conv passes run on {n}x{n}x{n} f16 x f16 -> f32 (kernel coop, \
+             workgroups of {} invocations)",
+            4 * c.subgroup_max,
+            n = c.size
+        ),
+        None => "no conv pass runs on them".to_string(),
+    };
+    format!("cooperative matrices: {listed}; {used}")
 }

@@ -66,8 +66,70 @@ pub struct GpuContext {
     pub(crate) kernels: KernelCache,
     /// Which kernel candidate each (pass, shape) runs on this adapter.
     pub choices: std::sync::Mutex<KernelChoices>,
+    /// The cooperative-matrix configuration the conv candidates use, where
+    /// the device was opened with one (see `cooperative_config`).
+    pub coop: Option<CoopConfig>,
+    /// Every configuration the adapter lists (for `info`).
+    pub coop_listed: Vec<wgpu::CooperativeMatrixProperties>,
     /// The first wgpu error that no error scope caught.
     uncaptured: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
+
+/// A cooperative-matrix shape the conv kernels run on: square `size` (8 or
+/// 16) f16 x f16 -> f32 at subgroup scope, and the adapter's largest
+/// subgroup (the kernels' workgroups are 4 of them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CoopConfig {
+    pub size: u32,
+    pub subgroup_max: u32,
+}
+
+impl CoopConfig {
+    /// What `info` prints of a listed configuration.
+    pub fn describe(p: &wgpu::CooperativeMatrixProperties) -> String {
+        format!(
+            "{}x{}x{} {:?} x {:?} -> {:?}",
+            p.m_size, p.n_size, p.k_size, p.ab_type, p.cr_type, p.cr_type
+        )
+        .to_lowercase()
+    }
+}
+
+/// The configuration the conv kernels would use on `adapter`: the largest
+/// square f16 x f16 -> f32 one it lists, where the adapter also offers
+/// wgpu's experimental feature and subgroups. `RESNET_WGPU_COOPERATIVE=off`
+/// turns it off (benchmarks with and without; a driver that misbehaves).
+pub fn cooperative_config(adapter: &wgpu::Adapter) -> Option<CoopConfig> {
+    if cfg!(target_arch = "wasm32")
+        || std::env::var("RESNET_WGPU_COOPERATIVE").is_ok_and(|v| v == "off")
+    {
+        return None;
+    }
+    let needed = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX
+        | wgpu::Features::SUBGROUP
+        | wgpu::Features::SHADER_F16;
+    if !adapter.features().contains(needed) {
+        return None;
+    }
+    let info = adapter.get_info();
+    let subgroup_max = info.subgroup_max_size;
+    let f16 = wgpu::CooperativeScalarType::F16;
+    let f32 = wgpu::CooperativeScalarType::F32;
+    let size = adapter
+        .cooperative_matrix_properties()
+        .iter()
+        .filter(|p| p.ab_type == f16 && p.cr_type == f32)
+        .filter(|p| p.m_size == p.n_size && p.n_size == p.k_size)
+        .map(|p| p.m_size)
+        .filter(|&s| s == 8 || s == 16)
+        .max()?;
+    // A workgroup of 4 largest subgroups must fit the adapter and stage
+    // whole columns of the 4 x size tile (see shaders/conv_coop.wgsl).
+    let wg = 4 * subgroup_max;
+    let fits = subgroup_max > 0
+        && wg <= adapter.limits().max_compute_invocations_per_workgroup
+        && wg % (4 * size) == 0;
+    fits.then_some(CoopConfig { size, subgroup_max })
 }
 
 impl GpuContext {
@@ -127,18 +189,41 @@ impl GpuContext {
         pollster::block_on(Self::from_adapter(&adapters.swap_remove(index)))
     }
 
+    /// Opens the device; where the adapter offers cooperative matrices it
+    /// asks for them, and if the driver refuses that device, opens one
+    /// without (today's kernels then train as before).
     pub async fn from_adapter(adapter: &wgpu::Adapter) -> Result<Self, GpuError> {
         let adapter_info = adapter.get_info();
-        let (device, queue) = adapter
+        let mut opened = adapter
             .request_device(&Self::device_descriptor(adapter))
-            .await
-            .map_err(|e| GpuError::RequestDevice {
-                adapter: adapter_info.name.clone(),
-                message: e.to_string(),
-            })?;
-        let mut ctx = Self::from_device(device, queue, adapter_info);
-        ctx.adapter_features = adapter.features();
-        Ok(ctx)
+            .await;
+        if opened.is_err() && cooperative_config(adapter).is_some() {
+            log::warn!("the device refused cooperative matrices; opening it without them");
+            let mut plain = Self::device_descriptor(adapter);
+            plain.required_features.remove(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
+            plain.experimental_features = wgpu::ExperimentalFeatures::disabled();
+            opened = adapter.request_device(&plain).await;
+        }
+        let (device, queue) = opened.map_err(|e| GpuError::RequestDevice {
+            adapter: adapter_info.name.clone(),
+            message: e.to_string(),
+        })?;
+        Ok(Self::from_device(device, queue, adapter_info).on_adapter_of(adapter))
+    }
+
+    /// This context with what `adapter` (the one its device came from)
+    /// offers: its features and cooperative-matrix configurations, and the
+    /// configuration the conv kernels use where the device has the feature.
+    pub fn on_adapter_of(mut self, adapter: &wgpu::Adapter) -> Self {
+        self.adapter_features = adapter.features();
+        self.coop_listed = adapter.cooperative_matrix_properties();
+        let opened_with = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+        self.coop = if self.features.contains(opened_with) {
+            cooperative_config(adapter)
+        } else {
+            None
+        };
+        self
     }
 
     /// What training asks of a device: every limit the adapter has (large
@@ -147,12 +232,27 @@ impl GpuContext {
     /// candidates; the browser keeps to the tree reductions). `info` lists
     /// what the adapter offers.
     /// The window's renderer opens its device with this too, so both share it.
+    /// Cooperative matrices (an experimental wgpu feature) are asked for
+    /// only where `cooperative_config` finds a configuration the conv
+    /// kernels use.
     pub fn device_descriptor(adapter: &wgpu::Adapter) -> wgpu::DeviceDescriptor<'static> {
+        let coop = cooperative_config(adapter).is_some();
+        let mut features = adapter.features() & Self::WANTED_FEATURES;
+        let mut experimental = wgpu::ExperimentalFeatures::disabled();
+        if coop {
+            features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+            // SAFETY: wgpu asks users of its experimental features to accept
+            // that they may have bugs. Only the conv candidates in
+            // shaders/conv_coop.wgsl use it, each checked against the CPU
+            // oracle on odd shapes on a driver that has it (tests/gpu_ops.rs),
+            // and any other device falls back to the plain kernels.
+            experimental = unsafe { wgpu::ExperimentalFeatures::enabled() };
+        }
         wgpu::DeviceDescriptor {
             label: Some("resnet-wgpu"),
-            required_features: adapter.features() & Self::WANTED_FEATURES,
+            required_features: features,
             required_limits: adapter.limits(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            experimental_features: experimental,
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         }
@@ -193,6 +293,8 @@ impl GpuContext {
             limits,
             features,
             adapter_features: features,
+            coop: None,
+            coop_listed: vec![],
             kernels: KernelCache::default(),
             choices: std::sync::Mutex::new(KernelChoices::load(&adapter_info)),
             adapter_info,

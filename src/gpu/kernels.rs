@@ -15,15 +15,43 @@ pub struct Shader {
 }
 
 impl Shader {
-    /// Modules built with a subgroup prelude need the SUBGROUP feature.
+    /// Modules built with a subgroup prelude need the SUBGROUP feature (the
+    /// cooperative-matrix kernels read subgroup builtins).
     pub fn needs_subgroups(&self) -> bool {
-        self.files.contains(&"reduce_subgroup")
+        self.files.contains(&"reduce_subgroup") || self.needs_cooperative_matrices()
+    }
+
+    /// Modules of cooperative-matrix kernels need the experimental feature
+    /// and a matrix size (`source_with`).
+    pub fn needs_cooperative_matrices(&self) -> bool {
+        self.files.contains(&"conv_coop")
     }
 
     /// The module's WGSL at `precision`: the header that defines the
-    /// activation storage type `act`, then the files.
+    /// activation storage type `act`, then the files. A cooperative-matrix
+    /// module is written for 8x8 matrices here (what naga checks without a
+    /// device); `source_with` gives it the device's size.
     pub fn source_at(&self, precision: Precision) -> String {
-        format!("{}{}", precision.wgsl_header(), self.source)
+        self.source_with(precision, 8)
+    }
+
+    /// The module's WGSL at `precision`, with `coop_size` x `coop_size`
+    /// cooperative matrices where the module uses them (the tiles are f16
+    /// at either storage precision).
+    pub fn source_with(&self, precision: Precision, coop_size: u32) -> String {
+        let mut header = precision.wgsl_header().to_string();
+        if self.needs_cooperative_matrices() {
+            // Directives before any declaration (WGSL's rule).
+            let n = coop_size;
+            header = format!(
+                "enable f16;\nenable wgpu_cooperative_matrix;\n{}const CM: u32 = {n}u;\n\
+                 alias coop_a = coop_mat{n}x{n}<f16, A>;\n\
+                 alias coop_b = coop_mat{n}x{n}<f16, B>;\n\
+                 alias coop_c = coop_mat{n}x{n}<f32, C>;\n",
+                header.replace("enable f16;\n", "")
+            );
+        }
+        format!("{header}{}", self.source)
     }
 }
 
@@ -52,6 +80,7 @@ pub const SHADERS: &[Shader] = &[
     shader!("batchnorm_subgroup": "prelude", "reduce_subgroup", "batchnorm"),
     shader!("conv": "conv_params", "conv"),
     shader!("conv_tiled": "conv_params", "conv_tiled"),
+    shader!("conv_coop": "conv_params", "conv_coop"),
     shader!("elementwise": "prelude", "elementwise"),
     shader!("gemm"),
     shader!("groupnorm": "prelude", "reduce", "groupnorm"),
@@ -161,13 +190,29 @@ impl GpuContext {
             });
         }
         let shader = super::contract::shader(name)?;
+        let coop_size = match self.coop {
+            Some(coop) => coop.size,
+            None if shader.needs_cooperative_matrices() => {
+                return Err(GpuError::Contract {
+                    kernel: name.into(),
+                    message: format!(
+                        "cooperative-matrix kernels need a device opened with them, \
+                         and {} lists no f16 configuration wgpu can use",
+                        self.adapter_info.name
+                    ),
+                });
+            }
+            None => 8,
+        };
         let module = self.checked(
             &format!("shaders/{name}.wgsl ({})", precision.name()),
             || {
                 self.device
                     .create_shader_module(wgpu::ShaderModuleDescriptor {
                         label: Some(name),
-                        source: wgpu::ShaderSource::Wgsl(shader.source_at(precision).into()),
+                        source: wgpu::ShaderSource::Wgsl(
+                            shader.source_with(precision, coop_size).into(),
+                        ),
                     })
             },
         )?;

@@ -12,7 +12,7 @@ mod readback;
 mod tensor;
 
 pub use choices::{Choice, ChoiceSource, KernelChoices, RunKernels, TunePolicy};
-pub use context::{BackendChoice, GpuContext};
+pub use context::{BackendChoice, CoopConfig, GpuContext, cooperative_config};
 pub use contract::{Kernel, PARAMS_ROLE, ShaderConstant, StructLayout, WgslStruct, Workgroup};
 pub use dispatch::{
     Binding, Dispatch, DispatchSpec, elementwise_grid, encoder, record_pass, submit,

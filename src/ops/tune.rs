@@ -71,12 +71,13 @@ pub fn choose_conv_kernels_in(
 ) -> Result<(Conv2d, [ChoiceSource; 3]), GpuError> {
     let mut sources = [ChoiceSource::BuiltIn; 3];
     for (i, pass) in ConvPass::ALL.into_iter().enumerate() {
-        let builtin = conv.builtin_kernel(pass, choices.policy.cpu_builtins(ctx.is_software()));
+        let cpu_builtins = choices.policy.cpu_builtins(ctx.is_software());
+        let builtin = conv.builtin_kernel_on(ctx, dtype, pass, cpu_builtins);
         let (kernel, source) = choose_in(
             choices,
             ctx.is_software(),
             conv_key(pass, &conv, dtype),
-            &conv.candidates(pass),
+            &conv.candidates_on(ctx, dtype, pass),
             ConvKernel::name,
             builtin,
             || measure_conv(ctx, &conv, pass, dtype),
@@ -284,13 +285,13 @@ fn time_loss_sum(_: &GpuContext, _: usize, _: Reduction) -> Option<f64> {
 /// false there): no candidate is timed.
 #[cfg(target_arch = "wasm32")]
 fn measure_conv(
-    _: &GpuContext,
+    ctx: &GpuContext,
     conv: &Conv2d,
     pass: ConvPass,
-    _: DType,
+    dtype: DType,
 ) -> Result<Vec<(ConvKernel, Option<f64>)>, GpuError> {
     Ok(conv
-        .candidates(pass)
+        .candidates_on(ctx, dtype, pass)
         .into_iter()
         .map(|k| (k, None))
         .collect())
@@ -318,7 +319,7 @@ pub fn measure_conv(
     // The weight gradient is f32 at either precision.
     let weight_grad = t("tune weight grad", &s.weight_shape(), DType::F32)?;
     let mut timed = vec![];
-    for kernel in conv.candidates(pass) {
+    for kernel in conv.candidates_on(ctx, dtype, pass) {
         let candidate = conv.clone().with_kernel(pass, kernel)?;
         let dispatches: Result<Vec<Dispatch>, GpuError> = match pass {
             ConvPass::Forward => candidate

@@ -62,7 +62,8 @@ pub fn run(
                 state.device.clone(),
                 state.queue.clone(),
                 state.adapter.get_info(),
-            );
+            )
+            .on_adapter_of(&state.adapter);
             gpu.set_tune_policy(tune);
             Ok(Box::new(App::new(Arc::new(gpu), settings, options)))
         }),

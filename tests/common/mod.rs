@@ -32,6 +32,17 @@ fn new_context() -> GpuContext {
             "expected adapter '{expected}', got '{name}'"
         );
     }
+    // RESNET_WGPU_EXPECT_COOP: the driver must have opened with cooperative
+    // matrices (.ci/run's lavapipe 26.1 step), so the coop tests cannot pass
+    // by finding none.
+    if std::env::var_os("RESNET_WGPU_EXPECT_COOP").is_some() {
+        assert!(
+            ctx.coop.is_some(),
+            "expected cooperative matrices on '{}', which lists {:?}",
+            ctx.adapter_info.name,
+            ctx.coop_listed
+        );
+    }
     *ctx.choices.lock().unwrap() = KernelChoices::in_memory(&ctx.adapter_info);
     ctx
 }

@@ -61,6 +61,10 @@ pub enum ConvKernel {
     /// conv_tiled.wgsl: a (4 tw_m) x (4 tw_n) output tile per workgroup of
     /// tw_n x tw_m invocations, K staged through workgroup memory; any conv.
     Tiled { tw_m: u32, tw_n: u32 },
+    /// conv_coop.wgsl: a 4 CM x 4 CM output tile per workgroup multiplied on
+    /// the device's CM x CM f16 cooperative matrices (tensor cores), f32
+    /// accumulators; any conv, at f16 on devices that have them.
+    Coop,
 }
 
 /// The workgroup tiles offered as candidates (invocations along M, along N):
@@ -75,6 +79,7 @@ impl ConvKernel {
         match self {
             ConvKernel::RegisterTile => "regtile".into(),
             ConvKernel::Rows8 => "rows8".into(),
+            ConvKernel::Coop => "coop".into(),
             ConvKernel::Tiled { tw_m, tw_n } => format!("tiled{}x{}", 4 * tw_m, 4 * tw_n),
         }
     }
@@ -84,6 +89,7 @@ impl ConvKernel {
         match name {
             "regtile" => Some(ConvKernel::RegisterTile),
             "rows8" => Some(ConvKernel::Rows8),
+            "coop" => Some(ConvKernel::Coop),
             _ => {
                 let (m, n) = name.strip_prefix("tiled")?.split_once('x')?;
                 let (bm, bn): (u32, u32) = (m.parse().ok()?, n.parse().ok()?);

@@ -1,7 +1,7 @@
 //! Host side of shaders/conv.wgsl.
 
 use crate::gpu::{
-    Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Kernel, Precision,
+    Binding, CoopConfig, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Kernel, Precision,
     ShaderConstant, Tensor, Workgroup,
 };
 use crate::shapes::Conv2dShape;
@@ -64,6 +64,7 @@ const BACKWARD_INPUT: &[&str] = &["weight", "grad_output", "grad_input"];
 const BACKWARD_WEIGHT: &[&str] = &["input", "grad_output", "grad_weight"];
 const REGISTER_TILE: &[&str] = &["WG_N", "WG_M"];
 const TILED: &[&str] = &["TW_N", "TW_M"];
+const COOP: &[&str] = &["WG"];
 
 /// The entry points of shaders/conv.wgsl and conv_tiled.wgsl and what each
 /// binds (the rows8 kernels read their sources as vec4 arrays).
@@ -98,6 +99,9 @@ pub const KERNELS: &[Kernel] = &[
     kernel(&["conv_tiled"], "forward", FORWARD, TILED),
     kernel(&["conv_tiled"], "backward_input", BACKWARD_INPUT, TILED),
     kernel(&["conv_tiled"], "backward_weight", BACKWARD_WEIGHT, TILED),
+    kernel(&["conv_coop"], "forward", FORWARD, COOP),
+    kernel(&["conv_coop"], "backward_input", BACKWARD_INPUT, COOP),
+    kernel(&["conv_coop"], "backward_weight", BACKWARD_WEIGHT, COOP),
 ];
 
 const fn constant(module: &'static str, name: &'static str, value: u32) -> ShaderConstant {
@@ -148,7 +152,7 @@ impl Conv2d {
     /// This conv with `kernel` for `pass`; an error names a kernel that cannot
     /// serve this shape.
     pub fn with_kernel(mut self, pass: ConvPass, kernel: ConvKernel) -> Result<Self, GpuError> {
-        if !self.candidates(pass).contains(&kernel) {
+        if kernel != ConvKernel::Coop && !self.candidates(pass).contains(&kernel) {
             return Err(GpuError::shape(
                 &self.label,
                 format!("kernel {} cannot serve {}", kernel.name(), pass.name()),
@@ -176,6 +180,35 @@ impl Conv2d {
                 .map(|&(tw_m, tw_n)| ConvKernel::Tiled { tw_m, tw_n }),
         );
         list
+    }
+
+    /// Every kernel that can serve `pass` on `ctx` with activations of
+    /// `dtype`: `candidates`, and the cooperative-matrix kernel where the
+    /// device has it and the plan is f16.
+    pub fn candidates_on(&self, ctx: &GpuContext, dtype: DType, pass: ConvPass) -> Vec<ConvKernel> {
+        let mut list = self.candidates(pass);
+        if coop_serves(ctx, dtype) {
+            list.push(ConvKernel::Coop);
+        }
+        list
+    }
+
+    /// The built-in choice on `ctx` at `dtype`: the cooperative-matrix
+    /// kernel wherever the device has it at f16 (an adapter that lists them
+    /// runs its matrix units fastest; lavapipe 26.1 included, so CPU
+    /// drivers test what a GPU runs), else `builtin_kernel`.
+    pub fn builtin_kernel_on(
+        &self,
+        ctx: &GpuContext,
+        dtype: DType,
+        pass: ConvPass,
+        cpu_builtins: bool,
+    ) -> ConvKernel {
+        if coop_serves(ctx, dtype) {
+            ConvKernel::Coop
+        } else {
+            self.builtin_kernel(pass, cpu_builtins)
+        }
     }
 
     /// The kernel used without a measurement: on CPU adapters the ones
@@ -300,6 +333,26 @@ impl Conv2d {
         }
     }
 
+    /// conv_coop.wgsl's workgroup tile side and constants on `ctx`, or an
+    /// error naming the conv where the device has no cooperative matrices
+    /// or the activations are not f16.
+    fn coop_setup(
+        &self,
+        ctx: &GpuContext,
+        precision: Precision,
+    ) -> Result<(usize, Vec<(&'static str, u32)>), GpuError> {
+        let coop = coop_config(ctx, precision.dtype())
+            .ok_or_else(|| GpuError::shape(&self.label, coop_refusal(ctx, precision)))?;
+        let s = &self.shape;
+        let square = if s.kernel_h == s.kernel_w { s.kernel_h as u32 } else { 0 };
+        let constants = vec![("WG", 4 * coop.subgroup_max), ("KERNEL", square)];
+        Ok(((4 * coop.size) as usize, constants))
+    }
+
+    fn coop_grid(side: usize, m: usize, n: usize, z: u32) -> [u32; 3] {
+        [n.div_ceil(side) as u32, m.div_ceil(side) as u32, z]
+    }
+
     /// Whether the vec4 3x3/1 kernel (`conv3x3_s1` in conv.wgsl) applies.
     pub fn uses_square_kernel(&self) -> bool {
         let s = &self.shape;
@@ -391,6 +444,13 @@ impl Conv2d {
                 self.spec(pass, precision, entry, &params, &constants, bindings, grid)?
                     .build(ctx)
             }
+            ConvKernel::Coop => {
+                let (side, constants) = self.coop_setup(ctx, precision)?;
+                let grid = Self::coop_grid(side, s.out_c, out_px, 1);
+                let entry = ("conv_coop", "forward");
+                self.spec(pass, precision, entry, &params, &constants, bindings, grid)?
+                    .build(ctx)
+            }
         }
     }
 
@@ -421,6 +481,14 @@ impl Conv2d {
             Binding::tensor("grad_output", dy),
             Binding::tensor("grad_input", dx),
         ];
+        if self.kernels.backward_input == ConvKernel::Coop {
+            let (side, constants) = self.coop_setup(ctx, precision)?;
+            let grid = Self::coop_grid(side, s.in_c, s.batch * class_pixels, classes);
+            let entry = ("conv_coop", "backward_input");
+            return self
+                .spec(pass, precision, entry, &params, &constants, bindings, grid)?
+                .build(ctx);
+        }
         if let Some(tile) = self.tile_of(pass) {
             let grid = Self::tiled_grid(tile, s.in_c, s.batch * class_pixels, classes);
             let constants = self.tiled_constants(tile);
@@ -454,14 +522,22 @@ impl Conv2d {
         self.uses_square_kernel() && self.shape.in_c >= 8
     }
 
-    /// How many parts backward_weight splits its reduction over.
+    /// How many parts backward_weight splits its reduction over (for the
+    /// cooperative-matrix kernel, as on a device whose matrices are 8x8).
     pub fn weight_grad_splits(&self) -> u32 {
+        self.splits_for(Some(32))
+    }
+
+    /// `weight_grad_splits` with `coop_side`, the cooperative-matrix
+    /// kernel's tile side on this device.
+    fn splits_for(&self, coop_side: Option<usize>) -> u32 {
         let s = &self.shape;
         let n = s.in_c * s.kernel_h * s.kernel_w;
         let [x, y, _] = match self.kernels.backward_weight {
             ConvKernel::Rows8 => return self.square_weight_grid()[0],
             ConvKernel::RegisterTile => self.grid(s.out_c, n, 1),
             ConvKernel::Tiled { tw_m, tw_n } => Self::tiled_grid((tw_m, tw_n), s.out_c, n, 1),
+            ConvKernel::Coop => Self::coop_grid(coop_side.unwrap_or(32), s.out_c, n, 1),
         };
         let wanted = self.tuning.target_workgroups.div_ceil(x * y).max(1) as usize;
         let k = s.batch * s.out_h() * s.out_w();
@@ -500,7 +576,11 @@ impl Conv2d {
         dw.expect(&self.label, &s.weight_shape(), DType::F32)?;
         let pass = ConvPass::BackwardWeight;
         let n = s.in_c * s.kernel_h * s.kernel_w;
-        let splits = self.weight_grad_splits();
+        let coop = match self.kernels.backward_weight {
+            ConvKernel::Coop => Some(self.coop_setup(ctx, precision)?),
+            _ => None,
+        };
+        let splits = self.splits_for(coop.as_ref().map(|c| c.0));
         let read = Binding::tensor;
         // The pixel splits are grid x for the rows8 kernel, z for the others.
         let (entry, grid, constants) = match self.kernels.backward_weight {
@@ -519,6 +599,14 @@ impl Conv2d {
                 Self::tiled_grid((tw_m, tw_n), s.out_c, n, splits),
                 self.tiled_constants((tw_m, tw_n)),
             ),
+            ConvKernel::Coop => {
+                let (side, constants) = coop.expect("set above for the coop kernel");
+                (
+                    ("conv_coop", "backward_weight"),
+                    Self::coop_grid(side, s.out_c, n, splits),
+                    constants,
+                )
+            }
         };
         // rows8 reads x and dy as vec4 arrays.
         let rows8 = self.kernels.backward_weight == ConvKernel::Rows8;
@@ -577,5 +665,27 @@ impl Conv2d {
         reduce.variant = None;
         let reduce = reduce.build(ctx)?;
         Ok(vec![gemm, reduce])
+    }
+}
+
+/// The device's cooperative-matrix configuration where it serves convs with
+/// activations of `dtype` (f16 operands only: at f32 the products would lose
+/// f32's precision).
+fn coop_config(ctx: &GpuContext, dtype: DType) -> Option<CoopConfig> {
+    ctx.coop.filter(|_| dtype == DType::F16)
+}
+
+fn coop_serves(ctx: &GpuContext, dtype: DType) -> bool {
+    coop_config(ctx, dtype).is_some()
+}
+
+fn coop_refusal(ctx: &GpuContext, precision: Precision) -> String {
+    if precision != Precision::F16 {
+        "kernel coop runs at f16 only (--precision f16)".into()
+    } else {
+        format!(
+            "kernel coop needs cooperative matrices, which {} does not offer",
+            ctx.adapter_info.name
+        )
     }
 }
