@@ -44,6 +44,13 @@ fn info_names_the_adapter_and_limits() {
         false => "forward tiled",
     };
     assert!(out.contains(builtin), "{out}");
+    // The adapter's cooperative-matrix configurations are listed; an f32
+    // plan never runs on them.
+    assert!(out.contains("\ncooperative matrices: "), "{out}");
+    assert!(
+        out.contains("conv passes on cooperative matrices: 0 of 57"),
+        "{out}"
+    );
     // --tune gpu: a GPU's built-in choices on any adapter.
     let (ok, out, err) = run(&["--tune", "gpu", "info", "--model", "resnet8"]);
     assert!(ok, "info failed: {err}");

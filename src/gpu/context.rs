@@ -89,7 +89,7 @@ impl CoopConfig {
     pub fn describe(p: &wgpu::CooperativeMatrixProperties) -> String {
         format!(
             "{}x{}x{} {:?} x {:?} -> {:?}",
-            p.m_size, p.n_size, p.k_size, p.ab_type, p.cr_type, p.cr_type
+            p.m_size, p.n_size, p.k_size, p.ab_type, p.ab_type, p.cr_type
         )
         .to_lowercase()
     }
@@ -128,7 +128,7 @@ pub fn cooperative_config(adapter: &wgpu::Adapter) -> Option<CoopConfig> {
     let wg = 4 * subgroup_max;
     let fits = subgroup_max > 0
         && wg <= adapter.limits().max_compute_invocations_per_workgroup
-        && wg % (4 * size) == 0;
+        && wg.is_multiple_of(4 * size);
     fits.then_some(CoopConfig { size, subgroup_max })
 }
 

@@ -120,6 +120,9 @@ pub const SHADER_CONSTANTS: &[ShaderConstant] = &[
     constant("conv_tiled", "TILE_CAP", TILED_CAP),
 ];
 
+/// The cooperative-matrix kernel's tile side and pipeline constants.
+type CoopSetup = (usize, Vec<(&'static str, u32)>);
+
 #[derive(Clone)]
 pub struct Conv2d {
     pub label: String,
@@ -340,7 +343,7 @@ impl Conv2d {
         &self,
         ctx: &GpuContext,
         precision: Precision,
-    ) -> Result<(usize, Vec<(&'static str, u32)>), GpuError> {
+    ) -> Result<CoopSetup, GpuError> {
         let coop = coop_config(ctx, precision.dtype())
             .ok_or_else(|| GpuError::shape(&self.label, coop_refusal(ctx, precision)))?;
         let s = &self.shape;
