@@ -212,6 +212,11 @@ fn run(cli: Cli) -> Result<Option<i32>> {
         Some(Command::Train(args)) if !args.no_gui => {
             return window(cli.backend, cli.tune, args.settings(), false);
         }
+        // A modeled GPU, not this machine's.
+        Some(Command::Info(args)) if args.dispatches => {
+            resnet_wgpu::cli::name_settings_by_flags();
+            return resnet_wgpu::cli::info::info_dispatches(&args).map(|()| None);
+        }
         Some(command) => command,
     };
     resnet_wgpu::cli::name_settings_by_flags();

@@ -24,6 +24,79 @@ pub struct InfoArgs {
     /// Size the plan for f32 or mixed-precision (f16) activations.
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: Precision,
+    /// List every dispatch of one training step as planned on a modeled
+    /// GPU (an H100: no device is needed), with FLOPs, bytes, tile
+    /// intensities and each one's roofline bound.
+    #[arg(long)]
+    pub dispatches: bool,
+    /// With --dispatches: the report as JSON.
+    #[arg(long, requires = "dispatches")]
+    pub json: bool,
+    /// Peak FP32 SIMT rate for the roofline [default: 66.9, an H100 SXM's].
+    #[arg(long, default_value_t = 66.9, value_parser = positive_figure)]
+    pub peak_tflops: f64,
+    /// Peak dense f16 matrix-unit rate [default: 989.4, an H100 SXM's tensor cores].
+    #[arg(long, default_value_t = 989.4, value_parser = positive_figure)]
+    pub peak_tensor_tflops: f64,
+    /// Peak memory bandwidth [default: 3350, an H100 SXM's HBM3].
+    #[arg(long, default_value_t = 3350.0, value_parser = positive_figure)]
+    pub peak_gbps: f64,
+    /// Peak workgroup-memory bandwidth of all compute units [default: 33450:
+    /// an H100 SXM's 132 SMs x 128 bytes per clock x 1.98 GHz].
+    #[arg(long, default_value_t = 33450.0, value_parser = positive_figure)]
+    pub peak_shared_gbps: f64,
+    /// Compute units (SMs) of the modeled GPU [default: 132, an H100 SXM's].
+    #[arg(long, default_value_t = 132.0, value_parser = positive_figure)]
+    pub compute_units: f64,
+}
+
+/// A peak figure: a finite number above zero.
+fn positive_figure(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("must be a number above zero, got {s}")),
+    }
+}
+
+/// `info --dispatches`: the report, without touching this machine's GPU.
+pub fn info_dispatches(args: &InfoArgs) -> Result<()> {
+    let spec = args.model.settings().spec(args.classes)?;
+    let side = args
+        .image_size
+        .unwrap_or(if spec.is_cifar() { 32 } else { 224 });
+    let network = spec.network();
+    let sgd = SgdConfig {
+        momentum: 0.9,
+        weight_decay: 1e-4,
+        nesterov: false,
+    };
+    let request = PlanRequest {
+        network: &network,
+        batch: args.batch_size,
+        image: ImageShape {
+            channels: 3,
+            height: side,
+            width: side,
+        },
+        sgd: &sgd,
+        tuning: Default::default(),
+        precision: args.precision,
+    };
+    let peaks = super::dispatches::Peaks {
+        simt_flops: args.peak_tflops * 1e12,
+        tensor_flops: args.peak_tensor_tflops * 1e12,
+        memory: args.peak_gbps * 1e9,
+        shared: args.peak_shared_gbps * 1e9,
+        compute_units: args.compute_units,
+    };
+    let gpu = crate::gpu::ModeledGpu::h100();
+    let report = super::dispatches::report(&gpu, &args.model.model, request, &peaks)?;
+    if args.json {
+        out!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        out!("{}", super::dispatches::table(&report).trim_end());
+    }
+    Ok(())
 }
 
 pub fn info(ctx: &GpuContext, backend: BackendChoice, args: &InfoArgs) -> Result<()> {

@@ -17,6 +17,7 @@ use crate::settings::{
 };
 use crate::train::DecayKind;
 
+pub mod dispatches;
 pub mod eval;
 pub mod info;
 pub mod train;

@@ -73,6 +73,47 @@ pub struct GpuContext {
     pub coop_listed: Vec<wgpu::CooperativeMatrixProperties>,
     /// The first wgpu error that no error scope caught.
     uncaptured: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    /// On a modeled device, the one small buffer every tensor stands on.
+    stand_in: Option<wgpu::Buffer>,
+}
+
+/// A GPU the dispatch report models (`GpuContext::modeled`): the limits and
+/// subgroup and cooperative-matrix sizes its Vulkan driver reports, as
+/// published for it (not read from a device here).
+#[derive(Clone, Debug)]
+pub struct ModeledGpu {
+    pub name: &'static str,
+    pub limits: wgpu::Limits,
+    pub subgroup_size: u32,
+    /// Square f16 x f16 -> f32 cooperative matrices, if it has them.
+    pub coop_size: Option<u32>,
+}
+
+impl ModeledGpu {
+    /// An NVIDIA H100 under Vulkan: 4 GiB storage bindings (maxStorageBufferRange
+    /// 2^32 - 1, rounded down to words), 48 KiB of workgroup memory, 1024
+    /// invocations, 65535 workgroups per dimension (wgpu's one limit for all
+    /// three), subgroups of 32 and 16x16x16 f16 -> f32 cooperative matrices.
+    pub fn h100() -> Self {
+        let limits = wgpu::Limits {
+            max_storage_buffer_binding_size: (1 << 32) - 4,
+            max_buffer_size: u32::MAX as u64,
+            max_storage_buffers_per_shader_stage: 1 << 20,
+            max_compute_workgroup_storage_size: 48 << 10,
+            max_compute_invocations_per_workgroup: 1024,
+            max_compute_workgroup_size_x: 1024,
+            max_compute_workgroup_size_y: 1024,
+            max_compute_workgroup_size_z: 64,
+            max_compute_workgroups_per_dimension: 65535,
+            ..wgpu::Limits::default()
+        };
+        ModeledGpu {
+            name: "NVIDIA H100 (modeled: no device)",
+            limits,
+            subgroup_size: 32,
+            coop_size: Some(16),
+        }
+    }
 }
 
 /// A cooperative-matrix shape the conv kernels run on: square `size` (8 or
@@ -95,14 +136,17 @@ impl CoopConfig {
     }
 }
 
+/// `RESNET_WGPU_COOPERATIVE=off`: no cooperative matrices on any device.
+fn cooperative_turned_off() -> bool {
+    std::env::var("RESNET_WGPU_COOPERATIVE").is_ok_and(|v| v == "off")
+}
+
 /// The configuration the conv kernels would use on `adapter`: the largest
 /// square f16 x f16 -> f32 one it lists, where the adapter also offers
 /// wgpu's experimental feature and subgroups. `RESNET_WGPU_COOPERATIVE=off`
 /// turns it off (benchmarks with and without; a driver that misbehaves).
 pub fn cooperative_config(adapter: &wgpu::Adapter) -> Option<CoopConfig> {
-    if cfg!(target_arch = "wasm32")
-        || std::env::var("RESNET_WGPU_COOPERATIVE").is_ok_and(|v| v == "off")
-    {
+    if cfg!(target_arch = "wasm32") || cooperative_turned_off() {
         return None;
     }
     let needed = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX
@@ -295,10 +339,72 @@ impl GpuContext {
             adapter_features: features,
             coop: None,
             coop_listed: vec![],
+            stand_in: None,
             kernels: KernelCache::default(),
             choices: std::sync::Mutex::new(KernelChoices::load(&adapter_info)),
             adapter_info,
         }
+    }
+
+    /// A device that runs nothing and holds no memory, shaped like `gpu`
+    /// (wgpu's noop backend): plans build on it exactly as on that GPU
+    /// (kernel choices, grids, limits, every shader checked by naga through
+    /// wgpu), every tensor standing on one small buffer, so that
+    /// `info --dispatches` can list the dispatches of a step a real device
+    /// of this machine could not hold.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn modeled(gpu: &ModeledGpu) -> Result<Self, GpuError> {
+        let features = Self::WANTED_FEATURES
+            | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = wgpu::Backends::NOOP;
+        desc.backend_options.noop = wgpu::NoopBackendOptions {
+            enable: true,
+            limits: Some(gpu.limits.clone()),
+            features: Some(features),
+            device_type: Some(wgpu::DeviceType::DiscreteGpu),
+            subgroup_min_size: Some(gpu.subgroup_size),
+            subgroup_max_size: Some(gpu.subgroup_size),
+        };
+        let instance = wgpu::Instance::new(desc);
+        let adapter = pollster::block_on(instance.request_adapter(&Default::default()))
+            .map_err(|e| GpuError::Setup(format!("the modeled device: {e}")))?;
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("modeled"),
+            required_features: features,
+            required_limits: gpu.limits.clone(),
+            // SAFETY: nothing runs on the noop backend; the feature only lets
+            // the cooperative-matrix modules be checked and planned.
+            experimental_features: unsafe { wgpu::ExperimentalFeatures::enabled() },
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| GpuError::Setup(format!("the modeled device: {e}")))?;
+        let mut info = adapter.get_info();
+        info.name = gpu.name.to_string();
+        // wgpu 30's noop adapter reports a CPU whatever its options say.
+        info.device_type = wgpu::DeviceType::DiscreteGpu;
+        let mut ctx = Self::from_device(device, queue, info);
+        ctx.choices = std::sync::Mutex::new(KernelChoices::in_memory(&ctx.adapter_info));
+        ctx.set_tune_policy(TunePolicy::Off);
+        ctx.coop = gpu.coop_size.filter(|_| !cooperative_turned_off()).map(|size| CoopConfig {
+            size,
+            subgroup_max: gpu.subgroup_size,
+        });
+        ctx.stand_in = Some(ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("stand-in"),
+            size: 1 << 16,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        }));
+        Ok(ctx)
+    }
+
+    /// The buffer tensors stand on, on a modeled device.
+    pub(crate) fn stand_in_buffer(&self) -> Option<&wgpu::Buffer> {
+        self.stand_in.as_ref()
     }
 
     /// Whether the device runs f16 kernels (`--precision f16`).

@@ -151,15 +151,57 @@ impl Shader {
             .map(|(_, index)| *index)
     }
 
-    /// Every resource variable of the module: (name, binding number). Comments
-    /// are skipped; `tests/contract.rs` checks the result against naga.
-    pub fn bindings(&self) -> Vec<(String, u32)> {
-        let code: String = self
-            .source
+    /// Whether the module declares `name` as read-write storage.
+    pub fn writable(&self, name: &str) -> bool {
+        let code = self.code();
+        code.split("var<storage, read_write>")
+            .skip(1)
+            .any(|rest| rest.split(':').next().is_some_and(|n| n.trim() == name))
+    }
+
+    /// Invocations per workgroup of `entry`: its `@workgroup_size` with each
+    /// name read from `constants` (the overrides the host passes) or from a
+    /// `const NAME: u32 = ...u;` of the module; 0 where neither says.
+    pub fn workgroup_size(&self, entry: &str, constants: &[(&'static str, u32)]) -> u32 {
+        let code = self.code();
+        let Some(at) = code.find(&format!("fn {entry}(")) else {
+            return 0;
+        };
+        let Some(attr) = code[..at].rfind("@workgroup_size(") else {
+            return 0;
+        };
+        let args = &code[attr + "@workgroup_size(".len()..];
+        let args = &args[..args.find(')').unwrap_or(0)];
+        let value = |term: &str| -> Option<u32> {
+            let term = term.trim().trim_end_matches('u');
+            if let Ok(n) = term.parse() {
+                return Some(n);
+            }
+            if let Some(&(_, v)) = constants.iter().find(|(n, _)| *n == term) {
+                return Some(v);
+            }
+            let decl = code.split(&format!("const {term}: u32 = ")).nth(1)?;
+            decl.split(';').next()?.trim().trim_end_matches('u').parse().ok()
+        };
+        args.split(',')
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| value(t).unwrap_or(0))
+            .product()
+    }
+
+    /// The module's WGSL without comments.
+    fn code(&self) -> String {
+        self.source
             .lines()
             .map(|line| line.split("//").next().unwrap_or(""))
             .collect::<Vec<_>>()
-            .join("\n");
+            .join("\n")
+    }
+
+    /// Every resource variable of the module: (name, binding number). Comments
+    /// are skipped; `tests/contract.rs` checks the result against naga.
+    pub fn bindings(&self) -> Vec<(String, u32)> {
+        let code = self.code();
         let mut found = Vec::new();
         let mut rest = code.as_str();
         while let Some(at) = rest.find("@binding(") {

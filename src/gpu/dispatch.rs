@@ -18,6 +18,28 @@ pub struct Dispatch {
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     pub workgroups: [u32; 3],
+    /// What it does, for the dispatch report (`info --dispatches`).
+    pub work: Work,
+}
+
+/// What one dispatch does, counted from its shape without running it: the
+/// workgroup size, the floating-point operations of the matrix products it
+/// computes (an FMA is 2; kernels that are not matrix products count 0), the
+/// bytes of the tensors it binds (read-only bindings read once, read-write
+/// ones written once: a lower bound of the traffic, every element touched
+/// once), and for the conv kernels how many FMAs the inner loop does per
+/// byte it reads from workgroup memory and per byte a workgroup loads from
+/// global memory (the intensity of its tile).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Work {
+    pub invocations: u32,
+    pub flops: f64,
+    pub bytes_read: f64,
+    pub bytes_written: f64,
+    pub fma_per_workgroup_byte: Option<f64>,
+    pub fma_per_global_byte: Option<f64>,
+    /// Whether its products run on cooperative matrices (tensor cores).
+    pub matrix_units: bool,
 }
 
 impl Dispatch {
@@ -34,6 +56,11 @@ impl Dispatch {
         }
     }
 
+    /// Workgroups it launches.
+    pub fn workgroup_count(&self) -> u64 {
+        self.workgroups.iter().map(|&n| u64::from(n)).product()
+    }
+
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.bind_group, &[]);
@@ -46,6 +73,9 @@ impl Dispatch {
 pub struct Binding<'a> {
     pub role: &'static str,
     pub resource: wgpu::BufferBinding<'a>,
+    /// The bytes it binds (the tensor's, also where a dry device binds a
+    /// stand-in buffer: `GpuContext::modeled`).
+    pub bytes: u64,
 }
 
 impl<'a> Binding<'a> {
@@ -54,6 +84,7 @@ impl<'a> Binding<'a> {
         Binding {
             role,
             resource: tensor.binding(),
+            bytes: tensor.size_bytes(),
         }
     }
 
@@ -62,6 +93,7 @@ impl<'a> Binding<'a> {
         Binding {
             role,
             resource: buffer.as_entire_buffer_binding(),
+            bytes: buffer.size(),
         }
     }
 }
@@ -136,6 +168,17 @@ impl<P: bytemuck::Pod> DispatchSpec<'_, P> {
                 resource: wgpu::BindingResource::Buffer(b.resource.clone()),
             });
         }
+        let mut work = Work {
+            invocations: module.workgroup_size(self.kernel.entry, self.constants),
+            ..Work::default()
+        };
+        for b in &self.bindings {
+            if module.writable(b.role) {
+                work.bytes_written += b.bytes as f64;
+            } else {
+                work.bytes_read += b.bytes as f64;
+            }
+        }
         let bind_group = ctx.checked(&self.label, || {
             ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some(&self.label),
@@ -153,6 +196,7 @@ impl<P: bytemuck::Pod> DispatchSpec<'_, P> {
                 pipeline,
                 bind_group,
                 workgroups: self.workgroups,
+                work,
             },
             uniform,
         ))

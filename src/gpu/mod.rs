@@ -12,10 +12,10 @@ mod readback;
 mod tensor;
 
 pub use choices::{Choice, ChoiceSource, KernelChoices, RunKernels, TunePolicy};
-pub use context::{BackendChoice, CoopConfig, GpuContext, cooperative_config};
+pub use context::{BackendChoice, CoopConfig, GpuContext, ModeledGpu, cooperative_config};
 pub use contract::{Kernel, PARAMS_ROLE, ShaderConstant, StructLayout, WgslStruct, Workgroup};
 pub use dispatch::{
-    Binding, Dispatch, DispatchSpec, elementwise_grid, encoder, record_pass, submit,
+    Binding, Dispatch, DispatchSpec, Work, elementwise_grid, encoder, record_pass, submit,
 };
 pub use error::GpuError;
 pub use kernels::{SHADERS, Shader, sources_hash};

@@ -105,6 +105,9 @@ pub struct Tensor {
     /// Bytes of the tensor (of its range, for a view).
     size: u64,
     view: bool,
+    /// On a modeled device (`GpuContext::modeled`): `buffer` is the shared
+    /// stand-in, bound whole, and nothing is written or read.
+    stand_in: bool,
     shape: Vec<usize>,
     dtype: DType,
     label: String,
@@ -123,6 +126,9 @@ impl Tensor {
         dtype: DType,
     ) -> Result<Self, GpuError> {
         let size = checked_size(ctx, label, shape, dtype)?;
+        if let Some(stand_in) = ctx.stand_in_buffer() {
+            return Ok(Self::stand_in(stand_in, size, label, shape, dtype));
+        }
         let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size,
@@ -133,6 +139,7 @@ impl Tensor {
             offset: 0,
             size: buffer.size(),
             view: false,
+            stand_in: false,
             buffer,
             shape: shape.to_vec(),
             dtype,
@@ -166,6 +173,7 @@ impl Tensor {
             offset,
             size,
             view: true,
+            stand_in: base.stand_in,
             shape: shape.to_vec(),
             dtype: base.dtype,
             label: label.to_string(),
@@ -244,6 +252,9 @@ impl Tensor {
                 format!("{elements} values given for shape {shape:?}"),
             ));
         }
+        if let Some(stand_in) = ctx.stand_in_buffer() {
+            return Ok(Self::stand_in(stand_in, size, label, shape, dtype));
+        }
         let mut contents = bytes.to_vec();
         contents.resize(size as usize, 0);
         let buffer = ctx
@@ -257,11 +268,32 @@ impl Tensor {
             offset: 0,
             size: buffer.size(),
             view: false,
+            stand_in: false,
             buffer,
             shape: shape.to_vec(),
             dtype,
             label: label.to_string(),
         })
+    }
+
+    /// A tensor of `size` bytes on a modeled device: no memory of its own.
+    fn stand_in(
+        buffer: &wgpu::Buffer,
+        size: u64,
+        label: &str,
+        shape: &[usize],
+        dtype: DType,
+    ) -> Self {
+        Tensor {
+            buffer: buffer.clone(),
+            offset: 0,
+            size,
+            view: false,
+            stand_in: true,
+            shape: shape.to_vec(),
+            dtype,
+            label: label.to_string(),
+        }
     }
 
     /// The underlying buffer (for a view, shared with other tensors: use
@@ -278,6 +310,9 @@ impl Tensor {
     }
     /// The tensor's range as a binding.
     pub fn binding(&self) -> wgpu::BufferBinding<'_> {
+        if self.stand_in {
+            return self.buffer.as_entire_buffer_binding();
+        }
         wgpu::BufferBinding {
             buffer: &self.buffer,
             offset: self.offset,
@@ -355,7 +390,9 @@ impl Tensor {
         };
         // Queue writes go in whole words; an odd f16 count leaves the pad.
         bytes.resize(bytes.len().next_multiple_of(4).min(self.size as usize), 0);
-        ctx.queue.write_buffer(&self.buffer, self.offset, &bytes);
+        if !self.stand_in {
+            ctx.queue.write_buffer(&self.buffer, self.offset, &bytes);
+        }
         Ok(())
     }
 
@@ -376,6 +413,12 @@ impl Tensor {
     /// checkpoints only: the training loop reads metrics back asynchronously).
     #[cfg(not(target_arch = "wasm32"))]
     fn read_bytes(&self, ctx: &GpuContext) -> Result<Vec<u8>, GpuError> {
+        if self.stand_in {
+            return Err(GpuError::Setup(format!(
+                "'{}' lives on a modeled device, which holds no values",
+                self.label
+            )));
+        }
         let size = self.size;
         let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(&format!("{} readback", self.label)),

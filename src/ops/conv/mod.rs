@@ -400,7 +400,7 @@ impl Conv2d {
             bindings,
             grid,
         )?
-        .build(ctx)
+        .build_conv(ctx, self, pass)
     }
 
     /// y = conv(x, w)
@@ -438,21 +438,21 @@ impl Conv2d {
                     bindings,
                     grid,
                 )?
-                .build(ctx)
+                .build_conv(ctx, self, pass)
             }
             ConvKernel::Tiled { tw_m, tw_n } => {
                 let grid = Self::tiled_grid((tw_m, tw_n), s.out_c, out_px, 1);
                 let constants = self.tiled_constants((tw_m, tw_n));
                 let entry = ("conv_tiled", "forward");
                 self.spec(pass, precision, entry, &params, &constants, bindings, grid)?
-                    .build(ctx)
+                    .build_conv(ctx, self, pass)
             }
             ConvKernel::Coop => {
                 let (side, constants) = self.coop_setup(ctx, precision)?;
                 let grid = Self::coop_grid(side, s.out_c, out_px, 1);
                 let entry = ("conv_coop", "forward");
                 self.spec(pass, precision, entry, &params, &constants, bindings, grid)?
-                    .build(ctx)
+                    .build_conv(ctx, self, pass)
             }
         }
     }
@@ -490,7 +490,7 @@ impl Conv2d {
             let entry = ("conv_coop", "backward_input");
             return self
                 .spec(pass, precision, entry, &params, &constants, bindings, grid)?
-                .build(ctx);
+                .build_conv(ctx, self, pass);
         }
         if let Some(tile) = self.tile_of(pass) {
             let grid = Self::tiled_grid(tile, s.in_c, s.batch * class_pixels, classes);
@@ -498,7 +498,7 @@ impl Conv2d {
             let entry = ("conv_tiled", "backward_input");
             return self
                 .spec(pass, precision, entry, &params, &constants, bindings, grid)?
-                .build(ctx);
+                .build_conv(ctx, self, pass);
         }
         let grid = self.grid(s.in_c, s.batch * class_pixels, classes);
         let entry = if s.stride > 1 {
@@ -516,7 +516,7 @@ impl Conv2d {
             bindings,
             grid,
         )?
-        .build(ctx)
+        .build_conv(ctx, self, pass)
     }
 
     /// Whether backward_weight can use `conv3x3_s1_weight`. Its lanes are
@@ -633,7 +633,7 @@ impl Conv2d {
         if splits == 1 {
             return Ok(vec![
                 self.spec(pass, precision, entry, &params, constants, bind(dw), grid)?
-                    .build(ctx)?,
+                    .build_conv(ctx, self, pass)?,
             ]);
         }
         let partials = Tensor::zeros(
@@ -652,7 +652,7 @@ impl Conv2d {
                 bind(&partials),
                 grid,
             )?
-            .build(ctx)?;
+            .build_conv(ctx, self, pass)?;
         let reduce_grid = [(s.out_c * n).div_ceil(SPLITS_WG as usize) as u32, 1, 1];
         let mut reduce = self.spec(
             pass,
@@ -668,6 +668,74 @@ impl Conv2d {
         reduce.variant = None;
         let reduce = reduce.build(ctx)?;
         Ok(vec![gemm, reduce])
+    }
+}
+
+/// Builds a conv pass's dispatch with what it does (`Work`): the FLOPs of
+/// the pass (every pass multiplies as many pairs as the forward one) and
+/// the intensity of the kernel's tile.
+trait BuildConv {
+    fn build_conv(self, ctx: &GpuContext, conv: &Conv2d, pass: ConvPass)
+    -> Result<Dispatch, GpuError>;
+}
+
+impl BuildConv for DispatchSpec<'_, ConvParams> {
+    fn build_conv(
+        self,
+        ctx: &GpuContext,
+        conv: &Conv2d,
+        pass: ConvPass,
+    ) -> Result<Dispatch, GpuError> {
+        let bytes = match self.precision {
+            Precision::F32 => 4.0,
+            Precision::F16 => 2.0,
+        };
+        let mut d = self.build(ctx)?;
+        let s = &conv.shape;
+        let fmas = (s.out_c * s.in_c * s.kernel_h * s.kernel_w * s.batch * s.out_h() * s.out_w())
+            as f64;
+        d.work.flops = 2.0 * fmas;
+        let (workgroup, global) = tile_intensity(conv.kernels.get(pass), ctx, pass, bytes);
+        d.work.fma_per_workgroup_byte = workgroup;
+        d.work.fma_per_global_byte = global;
+        d.work.matrix_units = conv.kernels.get(pass) == ConvKernel::Coop;
+        Ok(d)
+    }
+}
+
+/// FMAs a kernel's inner loop does per byte it reads from workgroup memory
+/// (None: it uses none) and per byte one invocation or workgroup loads from
+/// global memory, for elements of `bytes` bytes (from the tile shapes in
+/// the shaders; caches not counted).
+fn tile_intensity(
+    kernel: ConvKernel,
+    ctx: &GpuContext,
+    pass: ConvPass,
+    bytes: f64,
+) -> (Option<f64>, Option<f64>) {
+    match kernel {
+        // 4x4 accumulators from 4 + 4 loads per k (through the caches).
+        ConvKernel::RegisterTile => (None, Some(16.0 / (8.0 * bytes))),
+        // Per input channel and kernel row: 16 source values and 48 uniform
+        // weights feed 8 pixels x 3 taps x 16 rows (forward, input
+        // gradient); the weight gradient's 9 taps x 8 pixels x 2 rows come
+        // from 16 source and 16 gradient values.
+        ConvKernel::Rows8 => match pass {
+            ConvPass::BackwardWeight => (None, Some(144.0 / (32.0 * bytes))),
+            _ => (None, Some(384.0 / (64.0 * bytes))),
+        },
+        // 16 FMAs per k from a vec4 of A and one of B (f32 in workgroup
+        // memory); the workgroup loads BM + BN elements per k for BM x BN.
+        ConvKernel::Tiled { tw_m, tw_n } => {
+            let (bm, bn) = (f64::from(4 * tw_m), f64::from(4 * tw_n));
+            (Some(16.0 / 32.0), Some(bm * bn / ((bm + bn) * bytes)))
+        }
+        // Per CM slice a subgroup loads 4 CM x CM f16 matrices for 4 CM^3
+        // FMAs; the workgroup loads 2 x 4 CM elements per k for (4 CM)^2.
+        ConvKernel::Coop => {
+            let cm = f64::from(ctx.coop.map_or(8, |c| c.size));
+            (Some(cm / 2.0), Some(4.0 * cm / (2.0 * bytes)))
+        }
     }
 }
 
