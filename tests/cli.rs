@@ -72,6 +72,60 @@ fn info_names_the_adapter_and_limits() {
     );
 }
 
+/// `info --dispatches`: a step's dispatches planned on the modeled H100 (no
+/// device), one row each under one header, the conv FLOPs those of the
+/// network (3 passes x 2 x FMAs of each conv), and ResNet-50 at 224 planned
+/// at batch 256, whose stem and bottlenecks no CPU adapter's binding
+/// limits allow.
+#[test]
+fn info_dispatches_reports_every_dispatch_of_a_step_on_a_modeled_gpu() {
+    let (ok, out, err) = run(&["info", "--dispatches", "--model", "resnet20"]);
+    assert!(ok, "{err}");
+    let mut lines = out.lines().skip_while(|l| !l.starts_with("dispatch "));
+    let header = lines.next().unwrap_or_default();
+    for column in ["kernel", "wg", "workgroups", "GFLOP", "MB read", "FMA/Bwg", "bound us"] {
+        assert!(header.contains(column), "{header}");
+    }
+    let rows: Vec<&str> = lines.take_while(|l| !l.starts_with("step: ")).collect();
+    let step = out.lines().find(|l| l.starts_with("step: ")).unwrap();
+    assert!(step.starts_with(&format!("step: {} dispatches", rows.len())), "{step}");
+    assert!(rows.iter().any(|r| r.starts_with("layer1.0.bn1 forward_stats")), "{out}");
+    // The GPU's built-in kernels, not a CPU adapter's.
+    assert!(rows.iter().any(|r| r.contains("(tiled64x64)")), "{out}");
+    assert!(!out.contains("rows8"), "{out}");
+
+    let (ok, out, err) = run(&[
+        "info", "--dispatches", "--json", "--model", "resnet20", "--precision", "f16",
+    ]);
+    assert!(ok, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rows = report["dispatches"].as_array().unwrap();
+    let conv_flops: f64 = rows
+        .iter()
+        .filter(|r| r["kernel"].as_str().unwrap().starts_with("conv"))
+        .map(|r| r["flops"].as_f64().unwrap())
+        .sum();
+    // ResNet-20's convs multiply 40,550,400 pairs per image forward (stem
+    // 16*3*9*1024, six 16*16*9*1024, 32*16*9*256 + five 32*32*9*256, 64*32*9*64
+    // + five 64*64*9*64); a step runs each pass at 2 FLOPs per pair, three
+    // passes per conv but the stem's two (it computes no input gradient).
+    let (forward, stem) = (40_550_400.0, 16.0 * 3.0 * 9.0 * 1024.0);
+    let expected = 2.0 * 128.0 * (3.0 * forward - stem);
+    assert!((conv_flops - expected).abs() < 1.0, "{conv_flops} vs {expected}");
+    // At f16 the modeled H100's convs run on its tensor cores: every pass
+    // of the 19 convs (the stem's two).
+    let coop = rows.iter().filter(|r| r["matrix_units"] == true).count();
+    assert_eq!(coop, 3 * 19 - 1, "{out}");
+    assert!(report["step_bound_s"].as_f64().unwrap() > 0.0);
+
+    let (ok, out, err) = run(&[
+        "info", "--dispatches", "--model", "resnet50", "--batch-size", "256",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("at batch 256 on 224x224"), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("conv1 forward")), "{out}");
+}
+
 fn temp(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("resnet-wgpu-cli-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

@@ -266,3 +266,55 @@ fn every_module_compiles_at_f16() {
         assert_eq!(names(&module), names(&f32_module), "{}", shader.name);
     }
 }
+
+/// The workgroup size the dispatch report reads from the source
+/// (`Shader::workgroup_size`) is naga's, for every entry point: literal and
+/// const sizes as naga resolved them, override sizes with a distinct value
+/// given for each override.
+#[test]
+fn workgroup_sizes_read_from_the_source_are_naga_s() {
+    let mut failures = Vec::new();
+    for shader in SHADERS {
+        let (module, _) = parse(shader);
+        for ep in &module.entry_points {
+            let overrides: Vec<String> = workgroup_overrides(&module, ep).into_iter().collect();
+            let values: Vec<(&'static str, u32)> = overrides
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (&*n.clone().leak(), 3 + 2 * i as u32))
+                .collect();
+            let expected: u32 = (0..3)
+                .map(|d| {
+                    let from_override = ep.workgroup_size_overrides.and_then(|s| s[d]).map(|e| {
+                        let naga::Expression::Override(o) = module.global_expressions[e] else {
+                            unreachable!("checked by workgroup_overrides")
+                        };
+                        let name = module.overrides[o].name.clone().unwrap_or_default();
+                        values.iter().find(|(n, _)| *n == name).unwrap().1
+                    });
+                    from_override.unwrap_or(ep.workgroup_size[d])
+                })
+                .product();
+            let read = shader.workgroup_size(&ep.name, &values);
+            if read != expected {
+                failures.push(format!("{}::{}: read {read}, naga {expected}", shader.name, ep.name));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Which bindings the dispatch report counts as written
+/// (`Shader::writable`): exactly naga's read-write storage variables.
+#[test]
+fn writable_bindings_read_from_the_source_are_naga_s() {
+    for shader in SHADERS {
+        let (module, _) = parse(shader);
+        for (_, var) in module.global_variables.iter() {
+            let Some(name) = &var.name else { continue };
+            let stored = matches!(var.space, naga::AddressSpace::Storage { access }
+                if access.contains(naga::StorageAccess::STORE));
+            assert_eq!(shader.writable(name), stored, "{}: {name}", shader.name);
+        }
+    }
+}
