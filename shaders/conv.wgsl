@@ -36,13 +36,15 @@ fn load_grad_output(index: i32, valid: bool) -> f32 {
 }
 
 @compute @workgroup_size(WG_N, WG_M, 1)
-fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>) {
     let out_hw = p.out_h * p.out_w;
     let n_total = p.batch * out_hw;
     let k_total = p.in_c * p.kernel_h * p.kernel_w;
     let in_hw = i32(p.in_h * p.in_w);
-    let m0 = wg.y * WG_M * TILE + lid.y;
-    let n0 = wg.x * WG_N * TILE + lid.x;
+    let block = tile_block(wg, groups);
+    let m0 = block.y * WG_M * TILE + lid.y;
+    let n0 = block.x * WG_N * TILE + lid.x;
 
     // Per column: where its receptive field starts in the input.
     var col_ok: vec4<bool>;
@@ -102,7 +104,8 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
 }
 
 @compute @workgroup_size(WG_N, WG_M, 1)
-fn backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>) {
     let kh_n = select(p.kernel_h, KERNEL, KERNEL != 0u);
     let kw_n = select(p.kernel_w, KERNEL, KERNEL != 0u);
     let stride_n = select(p.stride, STRIDE, STRIDE != 0u);
@@ -111,8 +114,9 @@ fn backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
     let out_hw = i32(p.out_h * p.out_w);
     let khw = kh_n * kw_n;
     let s = i32(stride_n);
-    let m0 = wg.y * WG_M * TILE + lid.y;
-    let n0 = wg.x * WG_N * TILE + lid.x;
+    let block = tile_block(wg, groups);
+    let m0 = block.y * WG_M * TILE + lid.y;
+    let n0 = block.x * WG_N * TILE + lid.x;
 
     // Per column (an input pixel): its image in grad_output and its padded position.
     var col_ok: vec4<bool>;
@@ -181,7 +185,8 @@ fn backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
 // for 3x3 stride 2 that is 2.25 of 9, instead of testing all 9 (2x faster on
 // lavapipe). For stride 1 the plain kernel above measured faster.
 @compute @workgroup_size(WG_N, WG_M, 1)
-fn backward_input_strided(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn backward_input_strided(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>) {
     let kh_n = select(p.kernel_h, KERNEL, KERNEL != 0u);
     let kw_n = select(p.kernel_w, KERNEL, KERNEL != 0u);
     let s = select(p.stride, STRIDE, STRIDE != 0u);
@@ -198,8 +203,9 @@ fn backward_input_strided(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_i
     let out_hw = i32(p.out_h * p.out_w);
     let khw = kh_n * kw_n;
     let si = i32(s);
-    let m0 = wg.y * WG_M * TILE + lid.y;
-    let n0 = wg.x * WG_N * TILE + lid.x;
+    let block = tile_block(wg, groups);
+    let m0 = block.y * WG_M * TILE + lid.y;
+    let n0 = block.x * WG_N * TILE + lid.x;
 
     // Per column (an input pixel of the class): its image in grad_output, its
     // padded position, and where its gradient goes.
@@ -266,14 +272,16 @@ fn backward_input_strided(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_i
 }
 
 @compute @workgroup_size(WG_N, WG_M, 1)
-fn backward_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn backward_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>) {
     let khw = p.kernel_h * p.kernel_w;
     let n_total = p.in_c * khw;
     let out_hw = p.out_h * p.out_w;
     let k_total = p.batch * out_hw;
     let in_hw = i32(p.in_h * p.in_w);
-    let m0 = wg.y * WG_M * TILE + lid.y;
-    let n0 = wg.x * WG_N * TILE + lid.x;
+    let block = tile_block(wg, groups);
+    let m0 = block.y * WG_M * TILE + lid.y;
+    let n0 = block.x * WG_N * TILE + lid.x;
 
     // This workgroup's share of K, walked as (b, oh, ow) counters to avoid divisions.
     let chunk = (k_total + p.k_splits - 1u) / p.k_splits;

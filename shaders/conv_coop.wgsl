@@ -86,7 +86,8 @@ fn stage_weight_rows(lin: u32, m0: u32, k0: u32, m_total: u32, k_total: u32) {
 @compute @workgroup_size(WG, 1, 1)
 fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lin: u32,
            @builtin(subgroup_id) sg: u32, @builtin(subgroup_invocation_id) sg_lane: u32,
-           @builtin(subgroup_size) sg_size: u32) {
+           @builtin(subgroup_size) sg_size: u32,
+    @builtin(num_workgroups) groups: vec3<u32>) {
     let l = lane_of(sg, sg_lane, sg_size);
     let kh_n = kernel_h();
     let kw_n = kernel_w();
@@ -95,8 +96,9 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
     let n_total = p.batch * out_hw;
     let k_total = p.in_c * khw;
     let in_hw = i32(p.in_h * p.in_w);
-    let m0 = wg.y * BT;
-    let n0 = wg.x * BT;
+    let block = tile_block(wg, groups);
+    let m0 = block.y * BT;
+    let n0 = block.x * BT;
 
     let col = lin % BT;
     let n = n0 + col;
@@ -163,7 +165,8 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index
 @compute @workgroup_size(WG, 1, 1)
 fn backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lin: u32,
                   @builtin(subgroup_id) sg: u32, @builtin(subgroup_invocation_id) sg_lane: u32,
-                  @builtin(subgroup_size) sg_size: u32) {
+                  @builtin(subgroup_size) sg_size: u32,
+    @builtin(num_workgroups) groups: vec3<u32>) {
     let l = lane_of(sg, sg_lane, sg_size);
     let kh_n = kernel_h();
     let kw_n = kernel_w();
@@ -184,8 +187,9 @@ fn backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
     let khw = kh_n * kw_n;
     let in_hw = p.in_h * p.in_w;
     let out_hw = p.out_h * p.out_w;
-    let m0 = wg.y * BT;
-    let n0 = wg.x * BT;
+    let block = tile_block(wg, groups);
+    let m0 = block.y * BT;
+    let n0 = block.x * BT;
 
     let col = lin % BT;
     let n = n0 + col;
@@ -271,7 +275,8 @@ fn backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
 @compute @workgroup_size(WG, 1, 1)
 fn backward_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lin: u32,
                    @builtin(subgroup_id) sg: u32, @builtin(subgroup_invocation_id) sg_lane: u32,
-                   @builtin(subgroup_size) sg_size: u32) {
+                   @builtin(subgroup_size) sg_size: u32,
+    @builtin(num_workgroups) groups: vec3<u32>) {
     let l = lane_of(sg, sg_lane, sg_size);
     let kh_n = kernel_h();
     let kw_n = kernel_w();
@@ -280,8 +285,9 @@ fn backward_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
     let out_hw = p.out_h * p.out_w;
     let k_all = p.batch * out_hw;
     let in_hw = p.in_h * p.in_w;
-    let m0 = wg.y * BT;
-    let n0 = wg.x * BT;
+    let block = tile_block(wg, groups);
+    let m0 = block.y * BT;
+    let n0 = block.x * BT;
     // This workgroup's share of K (whole slices, so splits never share one).
     let chunk = ((k_all + p.k_splits - 1u) / p.k_splits + TK - 1u) / TK * TK;
     let k_begin = min(wg.z * chunk, k_all);

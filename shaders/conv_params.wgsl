@@ -18,6 +18,13 @@ struct ConvParams {
     stride: u32,
     pad: u32,
     k_splits: u32,
+    // Row blocks of the output tile grid: where the column blocks exceed the
+    // adapter's per-dimension limit, the host folds them into y in bands of
+    // row_blocks (see `tile_block`).
+    row_blocks: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: ConvParams;
@@ -27,3 +34,11 @@ struct ConvParams {
 @group(0) @binding(4) var<storage, read> grad_output: array<act>;
 @group(0) @binding(5) var<storage, read_write> grad_input: array<act>;
 @group(0) @binding(6) var<storage, read_write> grad_weight: array<f32>;
+
+// A workgroup's (column block, row block) of the output tile grid. The host
+// dispatches [x, row_blocks * bands, z] with x * bands >= the column blocks
+// (bands = 1 unless the columns exceed the adapter's per-dimension limit);
+// blocks past the last column write nothing (every kernel bounds-checks n).
+fn tile_block(wg: vec3<u32>, groups: vec3<u32>) -> vec2<u32> {
+    return vec2<u32>(wg.x + (wg.y / p.row_blocks) * groups.x, wg.y % p.row_blocks);
+}

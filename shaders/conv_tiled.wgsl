@@ -68,7 +68,8 @@ fn stage_weight_rows(lin: u32, m0: u32, k0: u32, m_total: u32, k_total: u32) {
 
 @compute @workgroup_size(TW_N, TW_M, 1)
 fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-           @builtin(local_invocation_index) lin: u32) {
+           @builtin(local_invocation_index) lin: u32,
+    @builtin(num_workgroups) groups: vec3<u32>) {
     let kh_n = kernel_h();
     let kw_n = kernel_w();
     let khw = kh_n * kw_n;
@@ -77,8 +78,9 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
     let k_total = p.in_c * khw;
     let in_hw = i32(p.in_h * p.in_w);
     let bn = 4u * TW_N;
-    let m0 = wg.y * 4u * TW_M;
-    let n0 = wg.x * bn;
+    let block = tile_block(wg, groups);
+    let m0 = block.y * 4u * TW_M;
+    let n0 = block.x * bn;
 
     // The B column this invocation stages at every K step, and its window origin.
     let col = lin % bn;
@@ -121,7 +123,8 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
 
 @compute @workgroup_size(TW_N, TW_M, 1)
 fn backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-                  @builtin(local_invocation_index) lin: u32) {
+                  @builtin(local_invocation_index) lin: u32,
+    @builtin(num_workgroups) groups: vec3<u32>) {
     let kh_n = kernel_h();
     let kw_n = kernel_w();
     let s = p.stride;
@@ -143,8 +146,9 @@ fn backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
     let in_hw = p.in_h * p.in_w;
     let out_hw = p.out_h * p.out_w;
     let bn = 4u * TW_N;
-    let m0 = wg.y * 4u * TW_M;
-    let n0 = wg.x * bn;
+    let block = tile_block(wg, groups);
+    let m0 = block.y * 4u * TW_M;
+    let n0 = block.x * bn;
 
     // The B column this invocation stages: an input pixel of the class.
     let col = lin % bn;
@@ -207,7 +211,8 @@ fn backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
 
 @compute @workgroup_size(TW_N, TW_M, 1)
 fn backward_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-                   @builtin(local_invocation_index) lin: u32) {
+                   @builtin(local_invocation_index) lin: u32,
+    @builtin(num_workgroups) groups: vec3<u32>) {
     let kh_n = kernel_h();
     let kw_n = kernel_w();
     let khw = kh_n * kw_n;
@@ -216,8 +221,9 @@ fn backward_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
     let k_all = p.batch * out_hw;
     let in_hw = p.in_h * p.in_w;
     let bn = 4u * TW_N;
-    let m0 = wg.y * 4u * TW_M;
-    let n0 = wg.x * bn;
+    let block = tile_block(wg, groups);
+    let m0 = block.y * 4u * TW_M;
+    let n0 = block.x * bn;
     // This workgroup's share of K (whole slices, so splits never share one).
     let chunk = ((k_all + p.k_splits - 1u) / p.k_splits + TK - 1u) / TK * TK;
     let k_begin = min(wg.z * chunk, k_all);

@@ -124,6 +124,13 @@ fn info_dispatches_reports_every_dispatch_of_a_step_on_a_modeled_gpu() {
     assert!(ok, "{err}");
     assert!(out.contains("at batch 256 on 224x224"), "{out}");
     assert!(out.lines().any(|l| l.starts_with("conv1 forward")), "{out}");
+    // Batch 512: the stem's 100,352 column blocks pass 65,535 and are folded
+    // into y (before the folding, batch 334 was the most any GPU planned).
+    let (ok, out, err) = run(&[
+        "info", "--dispatches", "--model", "resnet50", "--batch-size", "512",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("at batch 512 on 224x224"), "{out}");
 }
 
 fn temp(name: &str) -> std::path::PathBuf {

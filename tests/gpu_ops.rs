@@ -366,6 +366,30 @@ fn conv_coop_kernels_match_oracle_on_odd_shapes() {
     check_conv_as(&split, 1300, DType::F16);
 }
 
+/// Grids whose column blocks pass the per-dimension limit are folded into y
+/// (what lets ResNet-50's stem at 224 plan at batch 512 on a GPU's 65,535):
+/// with an artificial limit of 2 workgroups, every output-tiled kernel still
+/// matches the oracle on a shape with 4-10 column blocks per pass.
+#[test]
+fn conv_grids_folded_past_the_workgroup_limit_match_oracle() {
+    let mut kernels = vec![ConvKernel::RegisterTile];
+    kernels.extend(TILED_SHAPES.iter().map(|&(tw_m, tw_n)| ConvKernel::Tiled { tw_m, tw_n }));
+    for (i, kernel) in kernels.into_iter().enumerate() {
+        let mut conv = conv_with(SEVERAL_TILES, kernel);
+        conv.grid_limit = Some(2);
+        check_conv(&conv, 1400 + 10 * i as u64);
+    }
+    if ctx().coop.is_some() {
+        let mut conv = conv_with(SEVERAL_TILES, ConvKernel::Coop);
+        conv.grid_limit = Some(2);
+        check_conv_as(&conv, 1450, DType::F16);
+    }
+    // A stride-2 shape: backward_input_strided and the pixel classes.
+    let mut conv = conv_with(Conv2dShape::square(3, 5, (17, 15), 7, 3, 2, 1), ConvKernel::RegisterTile);
+    conv.grid_limit = Some(1);
+    check_conv(&conv, 1460);
+}
+
 const SEVERAL_TILES: Conv2dShape = Conv2dShape {
     batch: 2,
     in_c: 70,

@@ -42,6 +42,10 @@ crate::wgsl_struct! {
         stride: u32,
         pad: u32,
         k_splits: u32,
+        row_blocks: u32,
+        _pad0: u32,
+        _pad1: u32,
+        _pad2: u32,
     }
 }
 
@@ -131,6 +135,9 @@ pub struct Conv2d {
     /// The candidate each pass runs: the CPU-adapter defaults until changed
     /// with `with_kernel` (the plan asks `tune` which to use).
     pub kernels: ConvKernels,
+    /// Workgroups per grid dimension to fold at, below the adapter's limit
+    /// (tests of the folding on small shapes; None: the adapter's).
+    pub grid_limit: Option<u32>,
 }
 
 impl Conv2d {
@@ -140,6 +147,7 @@ impl Conv2d {
             label: label.to_string(),
             shape,
             tuning,
+            grid_limit: None,
             kernels: ConvKernels {
                 forward: ConvKernel::RegisterTile,
                 backward_input: ConvKernel::RegisterTile,
@@ -257,6 +265,10 @@ impl Conv2d {
             stride: u("stride", s.stride)?,
             pad: u("pad", s.pad)?,
             k_splits,
+            row_blocks: 1,
+            _pad0: 0,
+            _pad1: 0,
+            _pad2: 0,
         })
     }
 
@@ -268,16 +280,33 @@ impl Conv2d {
 
     /// The dispatch's label names the layer, the pass and the kernel that runs,
     /// e.g. "layer1.0.conv1 forward (tiled64x64)".
+    /// The grid of an output-tiled kernel (every one but rows8's and the
+    /// split reduction) has its column blocks folded into y where they pass
+    /// the per-dimension limit (`fold_columns`), `params` saying how.
+    #[allow(clippy::too_many_arguments)]
     fn spec<'a>(
         &self,
+        ctx: &GpuContext,
         pass: ConvPass,
         precision: Precision,
         (shader, entry): (&'static str, &'static str),
-        params: &'a ConvParams,
+        params: &'a mut ConvParams,
         constants: &'a [(&'static str, u32)],
         bindings: Vec<Binding<'a>>,
         workgroups: [u32; 3],
     ) -> Result<DispatchSpec<'a, ConvParams>, GpuError> {
+        let tiled_output = shader != "conv"
+            || matches!(
+                entry,
+                "forward" | "backward_input" | "backward_input_strided" | "backward_weight"
+            );
+        let workgroups = if tiled_output {
+            params.row_blocks = workgroups[1].max(1);
+            let limit = ctx.limits.max_compute_workgroups_per_dimension;
+            fold_columns(workgroups, self.grid_limit.map_or(limit, |g| g.min(limit)))
+        } else {
+            workgroups
+        };
         Ok(DispatchSpec {
             label: format!(
                 "{} {} ({})",
@@ -290,7 +319,7 @@ impl Conv2d {
             variant: Some(self.kernels.get(pass).name()),
             precision,
             constants,
-            params,
+            params: &*params,
             bindings,
             workgroups,
         })
@@ -373,7 +402,7 @@ impl Conv2d {
         dst: &Tensor,
     ) -> Result<Dispatch, GpuError> {
         let s = &self.shape;
-        let params = self.params(1)?;
+        let mut params = self.params(1)?;
         let transposed = pass == ConvPass::BackwardInput;
         let rows = if transposed { s.in_c } else { s.out_c };
         let quads = s.batch * s.in_h * s.in_w / 8;
@@ -392,10 +421,11 @@ impl Conv2d {
             ("SQ_TRANSPOSED", u32::from(transposed)),
         ];
         self.spec(
+            ctx,
             pass,
             Precision::of(&self.label, &[src, w, dst])?,
             ("conv", "conv3x3_s1"),
-            &params,
+            &mut params,
             &constants,
             bindings,
             grid,
@@ -417,7 +447,7 @@ impl Conv2d {
         w.expect(&self.label, &s.weight_shape(), precision.dtype())?;
         y.expect(&self.label, &s.output_shape(), precision.dtype())?;
         let pass = ConvPass::Forward;
-        let params = self.params(1)?;
+        let mut params = self.params(1)?;
         let bindings = vec![
             Binding::tensor("input", x),
             Binding::tensor("weight", w),
@@ -430,10 +460,11 @@ impl Conv2d {
                 let grid = self.grid(s.out_c, out_px, 1);
                 let constants = self.constants(false);
                 self.spec(
+            ctx,
                     pass,
                     precision,
                     ("conv", "forward"),
-                    &params,
+                    &mut params,
                     &constants,
                     bindings,
                     grid,
@@ -444,14 +475,14 @@ impl Conv2d {
                 let grid = Self::tiled_grid((tw_m, tw_n), s.out_c, out_px, 1);
                 let constants = self.tiled_constants((tw_m, tw_n));
                 let entry = ("conv_tiled", "forward");
-                self.spec(pass, precision, entry, &params, &constants, bindings, grid)?
+                self.spec(ctx, pass, precision, entry, &mut params, &constants, bindings, grid)?
                     .build_conv(ctx, self, pass)
             }
             ConvKernel::Coop => {
                 let (side, constants) = self.coop_setup(ctx, precision)?;
                 let grid = Self::coop_grid(side, s.out_c, out_px, 1);
                 let entry = ("conv_coop", "forward");
-                self.spec(pass, precision, entry, &params, &constants, bindings, grid)?
+                self.spec(ctx, pass, precision, entry, &mut params, &constants, bindings, grid)?
                     .build_conv(ctx, self, pass)
             }
         }
@@ -474,7 +505,7 @@ impl Conv2d {
         if self.kernels.backward_input == ConvKernel::Rows8 {
             return self.square_kernel(ctx, pass, dy, w, dx);
         }
-        let params = self.params(1)?;
+        let mut params = self.params(1)?;
         // One z slice per pixel class (ih + pad, iw + pad) mod stride, x
         // covering the largest class.
         let class_pixels = s.in_h.div_ceil(s.stride) * s.in_w.div_ceil(s.stride);
@@ -488,16 +519,14 @@ impl Conv2d {
             let (side, constants) = self.coop_setup(ctx, precision)?;
             let grid = Self::coop_grid(side, s.in_c, s.batch * class_pixels, classes);
             let entry = ("conv_coop", "backward_input");
-            return self
-                .spec(pass, precision, entry, &params, &constants, bindings, grid)?
+            return self.spec(ctx, pass, precision, entry, &mut params, &constants, bindings, grid)?
                 .build_conv(ctx, self, pass);
         }
         if let Some(tile) = self.tile_of(pass) {
             let grid = Self::tiled_grid(tile, s.in_c, s.batch * class_pixels, classes);
             let constants = self.tiled_constants(tile);
             let entry = ("conv_tiled", "backward_input");
-            return self
-                .spec(pass, precision, entry, &params, &constants, bindings, grid)?
+            return self.spec(ctx, pass, precision, entry, &mut params, &constants, bindings, grid)?
                 .build_conv(ctx, self, pass);
         }
         let grid = self.grid(s.in_c, s.batch * class_pixels, classes);
@@ -508,10 +537,11 @@ impl Conv2d {
         };
         let constants = self.constants(true);
         self.spec(
+            ctx,
             pass,
             precision,
             ("conv", entry),
-            &params,
+            &mut params,
             &constants,
             bindings,
             grid,
@@ -629,10 +659,10 @@ impl Conv2d {
             }
         };
         let constants = constants.as_slice();
-        let params = self.params(splits)?;
+        let mut params = self.params(splits)?;
         if splits == 1 {
             return Ok(vec![
-                self.spec(pass, precision, entry, &params, constants, bind(dw), grid)?
+                self.spec(ctx, pass, precision, entry, &mut params, constants, bind(dw), grid)?
                     .build_conv(ctx, self, pass)?,
             ]);
         }
@@ -642,12 +672,12 @@ impl Conv2d {
             &[splits as usize, s.out_c * n],
             DType::F32,
         )?;
-        let gemm = self
-            .spec(
+        let gemm = self.spec(
+            ctx,
                 pass,
                 precision,
                 entry,
-                &params,
+                &mut params,
                 constants,
                 bind(&partials),
                 grid,
@@ -655,10 +685,11 @@ impl Conv2d {
             .build_conv(ctx, self, pass)?;
         let reduce_grid = [(s.out_c * n).div_ceil(SPLITS_WG as usize) as u32, 1, 1];
         let mut reduce = self.spec(
+            ctx,
             pass,
             precision,
             ("conv", "reduce_weight_splits"),
-            &params,
+            &mut params,
             &[("WG_SPLITS", SPLITS_WG)],
             vec![read("grad_weight", dw), read("weight_partials", &partials)],
             reduce_grid,
@@ -669,6 +700,17 @@ impl Conv2d {
         let reduce = reduce.build(ctx)?;
         Ok(vec![gemm, reduce])
     }
+}
+
+/// `[columns, rows, z]` with the column blocks spread over bands of y where
+/// they pass `limit`: `[ceil(columns / bands), rows * bands, z]`, which the
+/// shaders' `tile_block` (conv_params.wgsl) turns back into blocks.
+fn fold_columns([columns, rows, z]: [u32; 3], limit: u32) -> [u32; 3] {
+    if columns <= limit {
+        return [columns, rows, z];
+    }
+    let bands = columns.div_ceil(limit);
+    [columns.div_ceil(bands), rows * bands, z]
 }
 
 /// Builds a conv pass's dispatch with what it does (`Work`): the FLOPs of
