@@ -19,7 +19,7 @@ use resnet_wgpu::train::checkpoint::{self, LoadMode, StateDict};
 use resnet_wgpu::train::{TrainConfig, TrainEvent, Trainer};
 use safetensors::{Dtype, SafeTensors};
 
-use common::{gpu_kernels_ctx, shared_ctx};
+use common::{gpu_kernels_ctx, new_gpu_kernels_ctx, shared_ctx};
 
 struct Fixture {
     images: Vec<u8>,
@@ -399,6 +399,18 @@ fn resnet20_step_on_gpu_kernels_matches_pytorch() {
         &F32,
     );
     assert_gpu_kernels(&kernels, "tiled");
+}
+
+/// The wide SIMT tiles (128x64, 8x8 micro-tiles) forced in every conv pass
+/// (a GPU picks them for passes of 128 rows or more, which ResNet-20 has
+/// none of): the same step as PyTorch's, within the f32 bounds.
+#[test]
+fn resnet20_step_on_wide_tiles_matches_pytorch() {
+    let model = ModelSpec::new("resnet20", ShortcutKind::B, 10).unwrap();
+    let ctx = new_gpu_kernels_ctx();
+    ctx.choices.lock().unwrap().force_conv("wide128x64");
+    let kernels = golden_step_on(ctx, "resnet20", "resnet20", model, Precision::F32, &F32);
+    assert_gpu_kernels(&kernels, "wide128x64");
 }
 
 /// The f16 step on the GPU's kernels (the f16 tiled and subgroup modules,

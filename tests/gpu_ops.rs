@@ -8,7 +8,7 @@ use common::*;
 use resnet_wgpu::gpu::{DType, Dispatch, Tensor, submit};
 use resnet_wgpu::ops::Reduction;
 use resnet_wgpu::ops::batchnorm::{BatchNorm, BnGradTensors, BnTensors};
-use resnet_wgpu::ops::conv::{Conv2d, ConvKernel, ConvPass, ConvTuning, TILED_SHAPES};
+use resnet_wgpu::ops::conv::{Conv2d, ConvKernel, ConvPass, ConvTuning, TILED_SHAPES, WIDE_SHAPES};
 use resnet_wgpu::ops::groupnorm::{GnGradTensors, GnTensors, GroupNorm};
 use resnet_wgpu::ops::loss::{self, CrossEntropyTensors};
 use resnet_wgpu::ops::{
@@ -364,6 +364,65 @@ fn conv_coop_kernels_match_oracle_on_odd_shapes() {
     let split = conv_with(Conv2dShape::square(8, 5, (16, 17), 6, 3, 1, 1), ConvKernel::Coop);
     assert!(split.weight_grad_splits() > 1);
     check_conv_as(&split, 1300, DType::F16);
+}
+
+/// The wide tiles (128x128 and 128x64, 8x8 micro-tiles, TK = 16, register
+/// double buffering) on the shapes that break conv kernels, across two
+/// ragged row blocks (130 output channels) and several column blocks, with a
+/// split weight gradient, at f32 and (128x128) at f16. On a device whose
+/// workgroup memory cannot hold them they are not offered, and asking for
+/// one is refused by name.
+#[test]
+fn conv_wide_kernels_match_oracle_on_odd_shapes() {
+    let wide = |(tw_m, tw_n): (u32, u32)| ConvKernel::Wide { tw_m, tw_n };
+    let offered = conv_with(SEVERAL_TILES, ConvKernel::RegisterTile).candidates_on(
+        ctx(),
+        DType::F32,
+        ConvPass::Forward,
+    );
+    if ctx().limits.max_compute_workgroup_storage_size < resnet_wgpu::ops::conv::WIDE_WORKGROUP_BYTES {
+        assert!(!offered.iter().any(|k| matches!(k, ConvKernel::Wide { .. })), "{offered:?}");
+        let conv = conv_with(SEVERAL_TILES, wide(WIDE_SHAPES[0]));
+        let x = zeros("x", &SEVERAL_TILES.input_shape());
+        let w = zeros("w", &SEVERAL_TILES.weight_shape());
+        let y = zeros("y", &SEVERAL_TILES.output_shape());
+        let err = conv.forward(ctx(), &x, &w, &y).err().unwrap().to_string();
+        assert!(err.contains("workgroup memory"), "{err}");
+        return;
+    }
+    for shape in WIDE_SHAPES {
+        assert!(offered.contains(&wide(shape)), "{offered:?}");
+    }
+    let shapes = [
+        Conv2dShape::square(1, 3, (7, 5), 5, 3, 1, 1),
+        Conv2dShape::square(2, 5, (9, 9), 6, 3, 2, 1),
+        Conv2dShape::square(1, 3, (13, 11), 4, 7, 2, 3),
+        Conv2dShape::square(3, 6, (5, 5), 10, 1, 2, 0),
+        Conv2dShape {
+            batch: 2,
+            in_c: 3,
+            in_h: 6,
+            in_w: 7,
+            out_c: 4,
+            kernel_h: 3,
+            kernel_w: 2,
+            stride: 2,
+            pad: 1,
+        },
+        SEVERAL_TILES,
+    ];
+    for (i, shape) in shapes.into_iter().enumerate() {
+        for (j, tile) in WIDE_SHAPES.into_iter().enumerate() {
+            check_conv(&conv_with(shape, wide(tile)), 1500 + 10 * i as u64 + j as u64);
+        }
+    }
+    let split = conv_with(Conv2dShape::square(8, 5, (16, 17), 6, 3, 1, 1), wide(WIDE_SHAPES[1]));
+    assert!(split.weight_grad_splits() > 1);
+    check_conv(&split, 1600);
+    check_conv_as(&conv_with(SEVERAL_TILES, wide(WIDE_SHAPES[0])), 1610, DType::F16);
+    let mut folded = conv_with(SEVERAL_TILES, wide(WIDE_SHAPES[1]));
+    folded.grid_limit = Some(2);
+    check_conv(&folded, 1620);
 }
 
 /// Grids whose column blocks pass the per-dimension limit are folded into y

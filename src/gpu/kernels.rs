@@ -81,6 +81,7 @@ pub const SHADERS: &[Shader] = &[
     shader!("conv": "conv_params", "conv"),
     shader!("conv_tiled": "conv_params", "conv_tiled"),
     shader!("conv_coop": "conv_params", "conv_coop"),
+    shader!("conv_wide": "conv_params", "conv_wide"),
     shader!("elementwise": "prelude", "elementwise"),
     shader!("gemm"),
     shader!("groupnorm": "prelude", "reduce", "groupnorm"),

@@ -55,6 +55,14 @@ pub fn shared_ctx() -> Arc<GpuContext> {
 
 /// A second test device whose kernel choices are a hardware GPU's built-in
 /// ones (`TunePolicy::Gpu`: tiled convs, subgroup reductions) on any adapter.
+/// A device of its own with a GPU's built-in choices (for a test that
+/// changes its choices).
+pub fn new_gpu_kernels_ctx() -> Arc<GpuContext> {
+    let ctx = new_context();
+    ctx.set_tune_policy(TunePolicy::Gpu);
+    Arc::new(ctx)
+}
+
 pub fn gpu_kernels_ctx() -> Arc<GpuContext> {
     static CTX: OnceLock<Arc<GpuContext>> = OnceLock::new();
     CTX.get_or_init(|| {

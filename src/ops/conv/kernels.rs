@@ -65,7 +65,17 @@ pub enum ConvKernel {
     /// the device's CM x CM f16 cooperative matrices (tensor cores), f32
     /// accumulators; any conv, at f16 on devices that have them.
     Coop,
+    /// conv_wide.wgsl: an (8 tw_m) x (8 tw_n) output tile per workgroup of
+    /// tw_n x tw_m invocations with 8x8 register micro-tiles, TK = 16,
+    /// double-buffered through registers; any conv, on devices with the
+    /// workgroup memory it needs (`WIDE_WORKGROUP_BYTES`).
+    Wide { tw_m: u32, tw_n: u32 },
 }
+
+/// The wide tiles offered (invocations along M, along N): 128x128 and 128x64.
+pub const WIDE_SHAPES: [(u32, u32); 2] = [(16, 16), (16, 8)];
+/// conv_wide.wgsl's two slices: 16 k-rows of 33 vec4s each.
+pub const WIDE_WORKGROUP_BYTES: u32 = 2 * 16 * 33 * 16;
 
 /// The workgroup tiles offered as candidates (invocations along M, along N):
 /// 64x64 for wide layers, 32x64 and 16x128 for the 16- and 32-channel layers
@@ -80,6 +90,7 @@ impl ConvKernel {
             ConvKernel::RegisterTile => "regtile".into(),
             ConvKernel::Rows8 => "rows8".into(),
             ConvKernel::Coop => "coop".into(),
+            ConvKernel::Wide { tw_m, tw_n } => format!("wide{}x{}", 8 * tw_m, 8 * tw_n),
             ConvKernel::Tiled { tw_m, tw_n } => format!("tiled{}x{}", 4 * tw_m, 4 * tw_n),
         }
     }
@@ -90,6 +101,10 @@ impl ConvKernel {
             "regtile" => Some(ConvKernel::RegisterTile),
             "rows8" => Some(ConvKernel::Rows8),
             "coop" => Some(ConvKernel::Coop),
+            _ if name.starts_with("wide") => WIDE_SHAPES
+                .iter()
+                .map(|&(tw_m, tw_n)| ConvKernel::Wide { tw_m, tw_n })
+                .find(|k| k.name() == name),
             _ => {
                 let (m, n) = name.strip_prefix("tiled")?.split_once('x')?;
                 let (bm, bn): (u32, u32) = (m.parse().ok()?, n.parse().ok()?);

@@ -9,7 +9,9 @@ use crate::shapes::Conv2dShape;
 mod kernels;
 
 use kernels::TILED_CAP;
-pub use kernels::{ConvKernel, ConvKernels, ConvPass, ConvTuning, TILED_SHAPES};
+pub use kernels::{
+    ConvKernel, ConvKernels, ConvPass, ConvTuning, TILED_SHAPES, WIDE_SHAPES, WIDE_WORKGROUP_BYTES,
+};
 
 const TILE: u32 = 4;
 /// Workgroup size and output channels per workgroup of `conv3x3_s1` (each
@@ -103,6 +105,9 @@ pub const KERNELS: &[Kernel] = &[
     kernel(&["conv_tiled"], "forward", FORWARD, TILED),
     kernel(&["conv_tiled"], "backward_input", BACKWARD_INPUT, TILED),
     kernel(&["conv_tiled"], "backward_weight", BACKWARD_WEIGHT, TILED),
+    kernel(&["conv_wide"], "forward", FORWARD, TILED),
+    kernel(&["conv_wide"], "backward_input", BACKWARD_INPUT, TILED),
+    kernel(&["conv_wide"], "backward_weight", BACKWARD_WEIGHT, TILED),
     kernel(&["conv_coop"], "forward", FORWARD, COOP),
     kernel(&["conv_coop"], "backward_input", BACKWARD_INPUT, COOP),
     kernel(&["conv_coop"], "backward_weight", BACKWARD_WEIGHT, COOP),
@@ -163,7 +168,10 @@ impl Conv2d {
     /// This conv with `kernel` for `pass`; an error names a kernel that cannot
     /// serve this shape.
     pub fn with_kernel(mut self, pass: ConvPass, kernel: ConvKernel) -> Result<Self, GpuError> {
-        if kernel != ConvKernel::Coop && !self.candidates(pass).contains(&kernel) {
+        // coop and the wide tiles serve any shape; whether the device can run
+        // them is checked when the dispatch is built.
+        let any_shape = matches!(kernel, ConvKernel::Coop | ConvKernel::Wide { .. });
+        if !any_shape && !self.candidates(pass).contains(&kernel) {
             return Err(GpuError::shape(
                 &self.label,
                 format!("kernel {} cannot serve {}", kernel.name(), pass.name()),
@@ -194,10 +202,17 @@ impl Conv2d {
     }
 
     /// Every kernel that can serve `pass` on `ctx` with activations of
-    /// `dtype`: `candidates`, and the cooperative-matrix kernel where the
-    /// device has it and the plan is f16.
+    /// `dtype`: `candidates`, the wide tiles where the device's workgroup
+    /// limits allow them, and the cooperative-matrix kernel where the device
+    /// has it and the plan is f16.
     pub fn candidates_on(&self, ctx: &GpuContext, dtype: DType, pass: ConvPass) -> Vec<ConvKernel> {
         let mut list = self.candidates(pass);
+        list.extend(
+            WIDE_SHAPES
+                .iter()
+                .map(|&(tw_m, tw_n)| ConvKernel::Wide { tw_m, tw_n })
+                .filter(|&k| fits_device(ctx, k)),
+        );
         if coop_serves(ctx, dtype) {
             list.push(ConvKernel::Coop);
         }
@@ -216,7 +231,19 @@ impl Conv2d {
         cpu_builtins: bool,
     ) -> ConvKernel {
         if coop_serves(ctx, dtype) {
-            ConvKernel::Coop
+            return ConvKernel::Coop;
+        }
+        let rows = match pass {
+            ConvPass::BackwardInput => self.shape.in_c,
+            _ => self.shape.out_c,
+        };
+        let wide = ConvKernel::Wide {
+            tw_m: WIDE_SHAPES[0].0,
+            tw_n: WIDE_SHAPES[0].1,
+        };
+        // A GPU's 128-row tile where the pass has 128 rows or more.
+        if !cpu_builtins && rows >= 128 && fits_device(ctx, wide) {
+            wide
         } else {
             self.builtin_kernel(pass, cpu_builtins)
         }
@@ -381,6 +408,45 @@ impl Conv2d {
         Ok(((4 * coop.size) as usize, constants))
     }
 
+    /// conv_wide.wgsl's constants (tile, and for square kernels the size and
+    /// the stride), or an error where the device lacks the workgroup memory.
+    fn wide_constants(
+        &self,
+        ctx: &GpuContext,
+        (tw_m, tw_n): (u32, u32),
+    ) -> Result<Vec<(&'static str, u32)>, GpuError> {
+        if !fits_device(ctx, ConvKernel::Wide { tw_m, tw_n }) {
+            return Err(GpuError::shape(
+                &self.label,
+                format!(
+                    "kernel {} needs {WIDE_WORKGROUP_BYTES} bytes of workgroup memory and {} \
+                     invocations; {} allows {} and {}",
+                    ConvKernel::Wide { tw_m, tw_n }.name(),
+                    tw_m * tw_n,
+                    ctx.adapter_info.name,
+                    ctx.limits.max_compute_workgroup_storage_size,
+                    ctx.limits.max_compute_invocations_per_workgroup
+                ),
+            ));
+        }
+        let s = &self.shape;
+        let square = if s.kernel_h == s.kernel_w { s.kernel_h as u32 } else { 0 };
+        Ok(vec![
+            ("TW_M", tw_m),
+            ("TW_N", tw_n),
+            ("KERNEL", square),
+            ("STRIDE", s.stride as u32),
+        ])
+    }
+
+    fn wide_grid((tw_m, tw_n): (u32, u32), m: usize, n: usize, z: u32) -> [u32; 3] {
+        [
+            n.div_ceil((8 * tw_n) as usize) as u32,
+            m.div_ceil((8 * tw_m) as usize) as u32,
+            z,
+        ]
+    }
+
     fn coop_grid(side: usize, m: usize, n: usize, z: u32) -> [u32; 3] {
         [n.div_ceil(side) as u32, m.div_ceil(side) as u32, z]
     }
@@ -478,6 +544,13 @@ impl Conv2d {
                 self.spec(ctx, pass, precision, entry, &mut params, &constants, bindings, grid)?
                     .build_conv(ctx, self, pass)
             }
+            ConvKernel::Wide { tw_m, tw_n } => {
+                let grid = Self::wide_grid((tw_m, tw_n), s.out_c, out_px, 1);
+                let constants = self.wide_constants(ctx, (tw_m, tw_n))?;
+                let entry = ("conv_wide", "forward");
+                self.spec(ctx, pass, precision, entry, &mut params, &constants, bindings, grid)?
+                    .build_conv(ctx, self, pass)
+            }
             ConvKernel::Coop => {
                 let (side, constants) = self.coop_setup(ctx, precision)?;
                 let grid = Self::coop_grid(side, s.out_c, out_px, 1);
@@ -515,6 +588,14 @@ impl Conv2d {
             Binding::tensor("grad_output", dy),
             Binding::tensor("grad_input", dx),
         ];
+        if let ConvKernel::Wide { tw_m, tw_n } = self.kernels.backward_input {
+            let grid = Self::wide_grid((tw_m, tw_n), s.in_c, s.batch * class_pixels, classes);
+            let constants = self.wide_constants(ctx, (tw_m, tw_n))?;
+            let entry = ("conv_wide", "backward_input");
+            return self
+                .spec(ctx, pass, precision, entry, &mut params, &constants, bindings, grid)?
+                .build_conv(ctx, self, pass);
+        }
         if self.kernels.backward_input == ConvKernel::Coop {
             let (side, constants) = self.coop_setup(ctx, precision)?;
             let grid = Self::coop_grid(side, s.in_c, s.batch * class_pixels, classes);
@@ -571,6 +652,7 @@ impl Conv2d {
             ConvKernel::RegisterTile => self.grid(s.out_c, n, 1),
             ConvKernel::Tiled { tw_m, tw_n } => Self::tiled_grid((tw_m, tw_n), s.out_c, n, 1),
             ConvKernel::Coop => Self::coop_grid(coop_side.unwrap_or(32), s.out_c, n, 1),
+            ConvKernel::Wide { tw_m, tw_n } => Self::wide_grid((tw_m, tw_n), s.out_c, n, 1),
         };
         let wanted = self.tuning.target_workgroups.div_ceil(x * y).max(1) as usize;
         let k = s.batch * s.out_h() * s.out_w();
@@ -631,6 +713,11 @@ impl Conv2d {
                 ("conv_tiled", "backward_weight"),
                 Self::tiled_grid((tw_m, tw_n), s.out_c, n, splits),
                 self.tiled_constants((tw_m, tw_n)),
+            ),
+            ConvKernel::Wide { tw_m, tw_n } => (
+                ("conv_wide", "backward_weight"),
+                Self::wide_grid((tw_m, tw_n), s.out_c, n, splits),
+                self.wide_constants(ctx, (tw_m, tw_n))?,
             ),
             ConvKernel::Coop => {
                 let (side, constants) = coop.expect("set above for the coop kernel");
@@ -774,10 +861,31 @@ fn tile_intensity(
         }
         // Per CM slice a subgroup loads 4 CM x CM f16 matrices for 4 CM^3
         // FMAs; the workgroup loads 2 x 4 CM elements per k for (4 CM)^2.
+        // (Wide: below.)
         ConvKernel::Coop => {
             let cm = f64::from(ctx.coop.map_or(8, |c| c.size));
             (Some(cm / 2.0), Some(4.0 * cm / (2.0 * bytes)))
         }
+        // 64 FMAs per k from 2 vec4 of A and 2 of B (64 bytes).
+        ConvKernel::Wide { tw_m, tw_n } => {
+            let (bm, bn) = (f64::from(8 * tw_m), f64::from(8 * tw_n));
+            (Some(1.0), Some(bm * bn / ((bm + bn) * bytes)))
+        }
+    }
+}
+
+/// Whether `kernel`'s workgroup fits the device's limits (the wide tiles
+/// need 16.5 KiB of workgroup memory, beyond WebGPU's default 16 KiB).
+fn fits_device(ctx: &GpuContext, kernel: ConvKernel) -> bool {
+    match kernel {
+        ConvKernel::Wide { tw_m, tw_n } => {
+            let l = &ctx.limits;
+            l.max_compute_workgroup_storage_size >= WIDE_WORKGROUP_BYTES
+                && l.max_compute_invocations_per_workgroup >= tw_m * tw_n
+                && l.max_compute_workgroup_size_x >= tw_n
+                && l.max_compute_workgroup_size_y >= tw_m
+        }
+        _ => true,
     }
 }
 
