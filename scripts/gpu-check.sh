@@ -138,7 +138,7 @@ driver_files() {
     echo "$coop"
     declare -A rates
     runs="f32 f16"
-    echo "$coop" | grep -q 'conv passes run on' && runs="f32 f16 f16-plain"
+    echo "$coop" | grep -q 'kernel coop available' && runs="f32 f16 f16-plain"
     for run in $runs; do
         precision=${run%-plain}
         off=""

@@ -311,12 +311,12 @@ fn cooperative_matrix_line(ctx: &GpuContext) -> String {
     };
     let used = match ctx.coop {
         Some(c) => format!(
-            "the f16 conv passes run on {n}x{n}x{n} f16 x f16 -> f32 (kernel coop, \
-             workgroups of {} invocations)",
+            "kernel coop available at f16 on {n}x{n}x{n} f16 x f16 -> f32 (workgroups of {} \
+             invocations; built in on GPUs, `--tune gpu` on a CPU adapter)",
             4 * c.subgroup_max,
             n = c.size
         ),
-        None => "no conv pass runs on them".to_string(),
+        None => "kernel coop not available".to_string(),
     };
     format!("cooperative matrices: {listed}; {used}")
 }

@@ -219,10 +219,14 @@ impl Conv2d {
         list
     }
 
-    /// The built-in choice on `ctx` at `dtype`: the cooperative-matrix
-    /// kernel wherever the device has it at f16 (an adapter that lists them
-    /// runs its matrix units fastest; lavapipe 26.1 included, so CPU
-    /// drivers test what a GPU runs), else `builtin_kernel`.
+    /// The built-in choice on `ctx` at `dtype`: a GPU's (`cpu_builtins`
+    /// false) is the cooperative-matrix kernel wherever the device has it at
+    /// f16, else the wide tile for passes of 128 rows or more, else
+    /// `builtin_kernel`'s tiles. A CPU adapter keeps the kernels measured
+    /// fastest there even where its driver lists cooperative matrices:
+    /// lavapipe 26.1 emulates them, and trained ResNet-20 at f16 3.6x slower
+    /// on them than on its own kernels (README, "On lavapipe 26.1"); `--tune
+    /// gpu` runs them there.
     pub fn builtin_kernel_on(
         &self,
         ctx: &GpuContext,
@@ -230,6 +234,9 @@ impl Conv2d {
         pass: ConvPass,
         cpu_builtins: bool,
     ) -> ConvKernel {
+        if cpu_builtins {
+            return self.builtin_kernel(pass, true);
+        }
         if coop_serves(ctx, dtype) {
             return ConvKernel::Coop;
         }
@@ -242,10 +249,10 @@ impl Conv2d {
             tw_n: WIDE_SHAPES[0].1,
         };
         // A GPU's 128-row tile where the pass has 128 rows or more.
-        if !cpu_builtins && rows >= 128 && fits_device(ctx, wide) {
+        if rows >= 128 && fits_device(ctx, wide) {
             wide
         } else {
-            self.builtin_kernel(pass, cpu_builtins)
+            self.builtin_kernel(pass, false)
         }
     }
 
