@@ -13,7 +13,7 @@ use anyhow::{Result, bail};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::driver::{RunDriver, RunEvent, RunFiles, RunState};
-use crate::train::{CheckpointEvery, EpochReport, StepReport, Throughput, Trainer};
+use crate::train::{CheckpointEvery, EpochReport, StepReport, Trainer, format_rate};
 
 /// What a finished (or interrupted) run leaves behind.
 #[derive(Debug)]
@@ -99,7 +99,6 @@ struct Progress {
     /// Steps between plain progress lines.
     every: u64,
     last_line: u64,
-    rate: Throughput,
 }
 
 impl Progress {
@@ -124,19 +123,13 @@ impl Progress {
             lines,
             every: (spe / 10).max(trainer.config.report_every as u64).max(1),
             last_line: done,
-            rate: Throughput::default(),
         }
     }
 
     /// A step's metrics came back: it is finished.
     fn step(&mut self, s: &StepReport, trainer: &Trainer) {
         let global_batch = trainer.config.batch_size * trainer.config.world_size;
-        let ips = self.rate.update(s.step, global_batch);
-        let rate = if ips > 0.0 {
-            format!("{ips:.1} img/s")
-        } else {
-            "- img/s".into()
-        };
+        let rate = format_rate(s.images_per_sec, global_batch);
         let waited = s
             .data_wait
             .map_or(String::new(), |w| format!(" data wait {:.0}%", 100.0 * w));
@@ -224,7 +217,8 @@ pub fn run_in(
                 RunEvent::Epoch(e) => {
                     // Rank 0 of a data-parallel run speaks for all.
                     if has_folder {
-                        shown.println(&epoch_line(&e, trainer.eval_name()));
+                        let batch = trainer.config.batch_size * trainer.config.world_size;
+                        shown.println(&epoch_line(&e, trainer.eval_name(), batch));
                     }
                     summary.last = Some(e);
                 }
@@ -264,7 +258,7 @@ pub fn run_in(
     Ok(summary)
 }
 
-fn epoch_line(e: &EpochReport, eval_name: &str) -> String {
+fn epoch_line(e: &EpochReport, eval_name: &str, batch: usize) -> String {
     let top5 =
         |acc: Option<f32>| acc.map_or(String::new(), |a| format!(" top-5 {:.2}%", 100.0 * a));
     // Mixed precision: the loss scale, and the steps it skipped.
@@ -280,7 +274,7 @@ fn epoch_line(e: &EpochReport, eval_name: &str) -> String {
         _ => String::new(),
     };
     format!(
-        "epoch {:>6.2}  train loss {:.4} acc {:.2}%{}  {eval_name} loss {:.4} acc {:.2}%{}  lr {:.4}  {:.1} img/s{scaling}{input}",
+        "epoch {:>6.2}  train loss {:.4} acc {:.2}%{}  {eval_name} loss {:.4} acc {:.2}%{}  lr {:.4}  {}{scaling}{input}",
         e.epoch,
         e.train_loss,
         100.0 * e.train_acc,
@@ -289,6 +283,6 @@ fn epoch_line(e: &EpochReport, eval_name: &str) -> String {
         100.0 * e.test_acc,
         top5(e.test_top5),
         e.lr,
-        e.images_per_sec
+        format_rate(Some(e.images_per_sec), batch)
     )
 }

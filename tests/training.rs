@@ -855,3 +855,54 @@ fn the_run_driver_checkpoints_on_its_timer_marks_the_best_stops_and_fails_on_div
             .all(|(_, v)| v.iter().all(|x| x.is_finite()))
     );
 }
+
+/// The rate the progress line, the window and the page show is timed by the
+/// steps' completion on the GPU, not by when their metrics arrive: steps of
+/// 1 s at batch 128 (128 images/s), an evaluation of 8 s after every 10th
+/// step, a data stall of 0.5 s, a 30 s checkpoint pause, read at arbitrary
+/// moments (reports come in pairs after long gaps): every reading after the
+/// second step is within 20% of 128. Below 1 image/s the rate reads as
+/// seconds per step.
+#[test]
+fn the_shown_rate_is_steady_over_bursty_reports_and_pauses() {
+    use resnet_wgpu::train::{StepClock, format_rate};
+    use std::time::Duration;
+    let clock = StepClock::default();
+    let t0 = web_time::Instant::now();
+    let at = |s: f64| t0 + Duration::from_secs_f64(s);
+    let mut now = 0.0;
+    let mut readings = vec![];
+    for step in 1..=40u64 {
+        let submitted = now;
+        if step == 6 {
+            now += 0.5; // the GPU waited for data
+        }
+        if step == 26 {
+            // The trainer wrote a checkpoint before submitting step 26.
+            clock.pause_before(26);
+            now += 30.0;
+        }
+        let submitted = if step == 26 { now } else { submitted };
+        now += 1.0;
+        clock.step_done(step, at(submitted), at(now));
+        if step % 10 == 0 {
+            now += 8.0; // the evaluation after the epoch
+            clock.other_done(at(now));
+        }
+        // Reports arrive in pairs: read only every other step.
+        if step % 2 == 0 && step > 2 {
+            readings.push((step, clock.images_per_sec(128).unwrap()));
+        }
+    }
+    for (step, rate) in &readings {
+        assert!((rate - 128.0).abs() <= 0.2 * 128.0, "step {step}: {rate} images/s");
+    }
+    // The first step compiles the kernels: not counted.
+    let fresh = StepClock::default();
+    fresh.step_done(1, at(0.0), at(60.0));
+    assert_eq!(fresh.images_per_sec(128), None);
+    assert_eq!(format_rate(None, 16), "- img/s");
+    assert_eq!(format_rate(Some(9.64), 16), "9.6 img/s");
+    assert_eq!(format_rate(Some(16.0 / 1197.0), 16), "1197 s/step");
+    assert_eq!(format_rate(Some(0.5), 1), "2.00 s/step");
+}

@@ -310,7 +310,8 @@ impl App {
                 h.total_steps
             ));
             ui.separator();
-            ui.label(format!("{:.1} images/s", h.images_per_sec()));
+            let rate = Some(h.images_per_sec()).filter(|&r| r > 0.0);
+            ui.label(crate::train::format_rate(rate, h.batch_size));
             if let Some(wait) = h.last_step.as_ref().and_then(|r| r.data_wait) {
                 ui.label(format!("data wait {:.0}%", 100.0 * wait))
                     .on_hover_text(

@@ -1,9 +1,9 @@
 //! What the plots and the status line show: the metrics of a run as they come
 //! back from the GPU, kept as plot points.
 
-use web_time::{Duration, Instant};
+use web_time::Duration;
 
-use crate::train::{EpochReport, StepReport, Throughput, Trainer};
+use crate::train::{EpochReport, StepReport, Trainer};
 
 /// Weight of the past in the smoothed loss (TensorBoard's default smoothing).
 const SMOOTHING: f64 = 0.9;
@@ -22,13 +22,10 @@ pub struct History {
     pub last_epoch: Option<EpochReport>,
     pub steps_per_epoch: usize,
     pub total_steps: u64,
-    batch_size: usize,
+    pub batch_size: usize,
     ema: f64,
     ema_weight: f64,
-    throughput: Throughput,
     images_per_sec: f64,
-    /// When the first step of this session came back, and its step number.
-    first_report: Option<(Instant, u64)>,
 }
 
 impl History {
@@ -50,9 +47,7 @@ impl History {
             batch_size: trainer.config.batch_size,
             ema: 0.0,
             ema_weight: 0.0,
-            throughput: Throughput::default(),
             images_per_sec: 0.0,
-            first_report: None,
         }
     }
 
@@ -63,9 +58,9 @@ impl History {
         self.ema_weight = SMOOTHING * self.ema_weight + (1.0 - SMOOTHING);
         self.batch_loss.push([step, loss]);
         self.smoothed_loss.push([step, self.ema / self.ema_weight]);
-        self.images_per_sec = self.throughput.update(report.step, self.batch_size);
-        self.first_report
-            .get_or_insert_with(|| (Instant::now(), report.step));
+        if let Some(rate) = report.images_per_sec {
+            self.images_per_sec = rate;
+        }
         self.last_step = Some(report);
     }
 
@@ -91,11 +86,10 @@ impl History {
         self.last_step.as_ref().map_or(0, |s| s.step)
     }
 
-    /// Time left at the rate of this session so far (None before two reports).
+    /// Time left at the steps' current rate (the one shown beside it; None
+    /// until a step is timed).
     pub fn eta(&self) -> Option<Duration> {
-        let (since, first) = self.first_report?;
-        let done = self.steps_done().checked_sub(first).filter(|&d| d > 0)?;
-        let per_step = since.elapsed().as_secs_f64() / done as f64;
+        let per_step = self.step_seconds()?;
         let left = self.total_steps.saturating_sub(self.steps_done());
         Some(Duration::from_secs_f64(per_step * left as f64))
     }

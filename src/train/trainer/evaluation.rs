@@ -68,6 +68,8 @@ impl Trainer {
                 let eval_metrics = self.plan.tensor(self.plan.eval_metrics);
                 let staging = self.metrics.record_eval(&ctx, &mut encoder, eval_metrics);
                 let index = ctx.queue.submit([encoder.finish()]);
+                // The steps after it are timed from its end.
+                self.clock.submitted_other(&ctx.queue);
                 let step = self.progress.global_step;
                 if let Some(capture) = &mut self.predictions {
                     capture.close(step);

@@ -54,6 +54,8 @@ pub struct Trainer {
     reported_step: u64,
     eval_set: crate::data::EvalSet,
     last_submission: Option<wgpu::SubmissionIndex>,
+    /// When the GPU finished each step: the reports' images/s.
+    clock: crate::train::StepClock,
     predictions: Option<PredictionCapture>,
     /// CPU time the last step took to record (batch upload, uniforms, encoder).
     pub last_record_seconds: f64,
@@ -213,6 +215,7 @@ impl Trainer {
             reported_step: 0,
             eval_set: data.eval_set,
             last_submission: None,
+            clock: Default::default(),
             predictions: None,
             last_record_seconds: 0.0,
             epoch_started: now,
@@ -438,6 +441,7 @@ impl Trainer {
         let commands = encoder.finish();
         self.last_record_seconds = recording.elapsed().as_secs_f64();
         self.last_submission = Some(ctx.queue.submit([commands]));
+        self.clock.submitted_step(&ctx.queue, p.global_step + 1);
         if full {
             self.close_step_report();
         }
@@ -562,6 +566,8 @@ impl Trainer {
     /// checkpoint, at the end of a run).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn wait_for_gpu(&self) -> Result<(), GpuError> {
+        // What follows (a checkpoint written, the run's end) is no step's time.
+        self.clock.pause_before(self.progress.global_step + 1);
         self.ctx.wait_idle()
     }
 

@@ -31,6 +31,9 @@ pub struct StepReport {
     /// Pictures decoded from files only: the share of this epoch's wall time
     /// so far that steps waited for their batch (near 1: input-bound).
     pub data_wait: Option<f32>,
+    /// Images per second of the whole job over the latest steps, timed by
+    /// their completion on the GPU (`StepClock`); None before one is timed.
+    pub images_per_sec: Option<f64>,
 }
 
 /// One line of metrics.jsonl: an evaluation after an epoch (or at the last step).
@@ -169,6 +172,9 @@ impl Trainer {
             data_wait: self
                 .pipelined()
                 .then(|| (t.data_wait_s / t.epoch_elapsed_s.max(1e-9)) as f32),
+            images_per_sec: self
+                .clock
+                .images_per_sec(self.config.batch_size * self.share.ranks),
         };
         self.last_step = Some(report.clone());
         events.push(TrainEvent::Step(report));
