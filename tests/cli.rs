@@ -83,19 +83,40 @@ fn info_dispatches_reports_every_dispatch_of_a_step_on_a_modeled_gpu() {
     assert!(ok, "{err}");
     let mut lines = out.lines().skip_while(|l| !l.starts_with("dispatch "));
     let header = lines.next().unwrap_or_default();
-    for column in ["kernel", "wg", "workgroups", "GFLOP", "MB read", "FMA/Bwg", "bound us"] {
+    for column in [
+        "kernel",
+        "wg",
+        "workgroups",
+        "GFLOP",
+        "MB read",
+        "FMA/Bwg",
+        "bound us",
+    ] {
         assert!(header.contains(column), "{header}");
     }
     let rows: Vec<&str> = lines.take_while(|l| !l.starts_with("step: ")).collect();
     let step = out.lines().find(|l| l.starts_with("step: ")).unwrap();
-    assert!(step.starts_with(&format!("step: {} dispatches", rows.len())), "{step}");
-    assert!(rows.iter().any(|r| r.starts_with("layer1.0.bn1 forward_stats")), "{out}");
+    assert!(
+        step.starts_with(&format!("step: {} dispatches", rows.len())),
+        "{step}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.starts_with("layer1.0.bn1 forward_stats")),
+        "{out}"
+    );
     // The GPU's built-in kernels, not a CPU adapter's.
     assert!(rows.iter().any(|r| r.contains("(tiled64x64)")), "{out}");
     assert!(!out.contains("rows8"), "{out}");
 
     let (ok, out, err) = run(&[
-        "info", "--dispatches", "--json", "--model", "resnet20", "--precision", "f16",
+        "info",
+        "--dispatches",
+        "--json",
+        "--model",
+        "resnet20",
+        "--precision",
+        "f16",
     ]);
     assert!(ok, "{err}");
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -111,7 +132,10 @@ fn info_dispatches_reports_every_dispatch_of_a_step_on_a_modeled_gpu() {
     // passes per conv but the stem's two (it computes no input gradient).
     let (forward, stem) = (40_550_400.0, 16.0 * 3.0 * 9.0 * 1024.0);
     let expected = 2.0 * 128.0 * (3.0 * forward - stem);
-    assert!((conv_flops - expected).abs() < 1.0, "{conv_flops} vs {expected}");
+    assert!(
+        (conv_flops - expected).abs() < 1.0,
+        "{conv_flops} vs {expected}"
+    );
     // At f16 the modeled H100's convs run on its tensor cores: every pass
     // of the 19 convs (the stem's two).
     let coop = rows.iter().filter(|r| r["matrix_units"] == true).count();
@@ -119,7 +143,12 @@ fn info_dispatches_reports_every_dispatch_of_a_step_on_a_modeled_gpu() {
     assert!(report["step_bound_s"].as_f64().unwrap() > 0.0);
 
     let (ok, out, err) = run(&[
-        "info", "--dispatches", "--model", "resnet50", "--batch-size", "256",
+        "info",
+        "--dispatches",
+        "--model",
+        "resnet50",
+        "--batch-size",
+        "256",
     ]);
     assert!(ok, "{err}");
     assert!(out.contains("at batch 256 on 224x224"), "{out}");
@@ -127,7 +156,12 @@ fn info_dispatches_reports_every_dispatch_of_a_step_on_a_modeled_gpu() {
     // Batch 512: the stem's 100,352 column blocks pass 65,535 and are folded
     // into y (before the folding, batch 334 was the most any GPU planned).
     let (ok, out, err) = run(&[
-        "info", "--dispatches", "--model", "resnet50", "--batch-size", "512",
+        "info",
+        "--dispatches",
+        "--model",
+        "resnet50",
+        "--batch-size",
+        "512",
     ]);
     assert!(ok, "{err}");
     assert!(out.contains("at batch 512 on 224x224"), "{out}");

@@ -297,7 +297,10 @@ fn workgroup_sizes_read_from_the_source_are_naga_s() {
                 .product();
             let read = shader.workgroup_size(&ep.name, &values);
             if read != expected {
-                failures.push(format!("{}::{}: read {read}, naga {expected}", shader.name, ep.name));
+                failures.push(format!(
+                    "{}::{}: read {read}, naga {expected}",
+                    shader.name, ep.name
+                ));
             }
         }
     }

@@ -359,9 +359,16 @@ fn conv_coop_kernels_match_oracle_on_odd_shapes() {
     );
     assert!(!at_f32.contains(&ConvKernel::Coop), "{at_f32:?}");
     for (i, shape) in shapes.into_iter().enumerate() {
-        check_conv_as(&conv_with(shape, ConvKernel::Coop), 1200 + 10 * i as u64, DType::F16);
+        check_conv_as(
+            &conv_with(shape, ConvKernel::Coop),
+            1200 + 10 * i as u64,
+            DType::F16,
+        );
     }
-    let split = conv_with(Conv2dShape::square(8, 5, (16, 17), 6, 3, 1, 1), ConvKernel::Coop);
+    let split = conv_with(
+        Conv2dShape::square(8, 5, (16, 17), 6, 3, 1, 1),
+        ConvKernel::Coop,
+    );
     assert!(split.weight_grad_splits() > 1);
     check_conv_as(&split, 1300, DType::F16);
 }
@@ -380,8 +387,13 @@ fn conv_wide_kernels_match_oracle_on_odd_shapes() {
         DType::F32,
         ConvPass::Forward,
     );
-    if ctx().limits.max_compute_workgroup_storage_size < resnet_wgpu::ops::conv::WIDE_WORKGROUP_BYTES {
-        assert!(!offered.iter().any(|k| matches!(k, ConvKernel::Wide { .. })), "{offered:?}");
+    if ctx().limits.max_compute_workgroup_storage_size
+        < resnet_wgpu::ops::conv::WIDE_WORKGROUP_BYTES
+    {
+        assert!(
+            !offered.iter().any(|k| matches!(k, ConvKernel::Wide { .. })),
+            "{offered:?}"
+        );
         let conv = conv_with(SEVERAL_TILES, wide(WIDE_SHAPES[0]));
         let x = zeros("x", &SEVERAL_TILES.input_shape());
         let w = zeros("w", &SEVERAL_TILES.weight_shape());
@@ -413,13 +425,23 @@ fn conv_wide_kernels_match_oracle_on_odd_shapes() {
     ];
     for (i, shape) in shapes.into_iter().enumerate() {
         for (j, tile) in WIDE_SHAPES.into_iter().enumerate() {
-            check_conv(&conv_with(shape, wide(tile)), 1500 + 10 * i as u64 + j as u64);
+            check_conv(
+                &conv_with(shape, wide(tile)),
+                1500 + 10 * i as u64 + j as u64,
+            );
         }
     }
-    let split = conv_with(Conv2dShape::square(8, 5, (16, 17), 6, 3, 1, 1), wide(WIDE_SHAPES[1]));
+    let split = conv_with(
+        Conv2dShape::square(8, 5, (16, 17), 6, 3, 1, 1),
+        wide(WIDE_SHAPES[1]),
+    );
     assert!(split.weight_grad_splits() > 1);
     check_conv(&split, 1600);
-    check_conv_as(&conv_with(SEVERAL_TILES, wide(WIDE_SHAPES[0])), 1610, DType::F16);
+    check_conv_as(
+        &conv_with(SEVERAL_TILES, wide(WIDE_SHAPES[0])),
+        1610,
+        DType::F16,
+    );
     let mut folded = conv_with(SEVERAL_TILES, wide(WIDE_SHAPES[1]));
     folded.grid_limit = Some(2);
     check_conv(&folded, 1620);
@@ -432,7 +454,11 @@ fn conv_wide_kernels_match_oracle_on_odd_shapes() {
 #[test]
 fn conv_grids_folded_past_the_workgroup_limit_match_oracle() {
     let mut kernels = vec![ConvKernel::RegisterTile];
-    kernels.extend(TILED_SHAPES.iter().map(|&(tw_m, tw_n)| ConvKernel::Tiled { tw_m, tw_n }));
+    kernels.extend(
+        TILED_SHAPES
+            .iter()
+            .map(|&(tw_m, tw_n)| ConvKernel::Tiled { tw_m, tw_n }),
+    );
     for (i, kernel) in kernels.into_iter().enumerate() {
         let mut conv = conv_with(SEVERAL_TILES, kernel);
         conv.grid_limit = Some(2);
@@ -444,7 +470,10 @@ fn conv_grids_folded_past_the_workgroup_limit_match_oracle() {
         check_conv_as(&conv, 1450, DType::F16);
     }
     // A stride-2 shape: backward_input_strided and the pixel classes.
-    let mut conv = conv_with(Conv2dShape::square(3, 5, (17, 15), 7, 3, 2, 1), ConvKernel::RegisterTile);
+    let mut conv = conv_with(
+        Conv2dShape::square(3, 5, (17, 15), 7, 3, 2, 1),
+        ConvKernel::RegisterTile,
+    );
     conv.grid_limit = Some(1);
     check_conv(&conv, 1460);
 }

@@ -43,7 +43,11 @@ fn every_shader_validates_with_naga() {
         );
         // As compiled at f32 (tests/contract.rs validates the f16 build);
         // cooperative-matrix modules at both matrix sizes adapters list.
-        let sizes: &[u32] = if shader.needs_cooperative_matrices() { &[8, 16] } else { &[8] };
+        let sizes: &[u32] = if shader.needs_cooperative_matrices() {
+            &[8, 16]
+        } else {
+            &[8]
+        };
         for &size in sizes {
             let source = shader.source_with(Precision::F32, size);
             let shown = format!("module {} ({:?}, {size}x{size})", shader.name, shader.files);

@@ -895,7 +895,10 @@ fn the_shown_rate_is_steady_over_bursty_reports_and_pauses() {
         }
     }
     for (step, rate) in &readings {
-        assert!((rate - 128.0).abs() <= 0.2 * 128.0, "step {step}: {rate} images/s");
+        assert!(
+            (rate - 128.0).abs() <= 0.2 * 128.0,
+            "step {step}: {rate} images/s"
+        );
     }
     // The first step compiles the kernels: not counted.
     let fresh = StepClock::default();

@@ -244,7 +244,9 @@ impl GpuContext {
         if opened.is_err() && cooperative_config(adapter).is_some() {
             log::warn!("the device refused cooperative matrices; opening it without them");
             let mut plain = Self::device_descriptor(adapter);
-            plain.required_features.remove(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
+            plain
+                .required_features
+                .remove(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
             plain.experimental_features = wgpu::ExperimentalFeatures::disabled();
             opened = adapter.request_device(&plain).await;
         }
@@ -354,8 +356,7 @@ impl GpuContext {
     /// of this machine could not hold.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn modeled(gpu: &ModeledGpu) -> Result<Self, GpuError> {
-        let features = Self::WANTED_FEATURES
-            | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+        let features = Self::WANTED_FEATURES | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
         desc.backends = wgpu::Backends::NOOP;
         desc.backend_options.noop = wgpu::NoopBackendOptions {
@@ -387,10 +388,13 @@ impl GpuContext {
         let mut ctx = Self::from_device(device, queue, info);
         ctx.choices = std::sync::Mutex::new(KernelChoices::in_memory(&ctx.adapter_info));
         ctx.set_tune_policy(TunePolicy::Off);
-        ctx.coop = gpu.coop_size.filter(|_| !cooperative_turned_off()).map(|size| CoopConfig {
-            size,
-            subgroup_max: gpu.subgroup_size,
-        });
+        ctx.coop = gpu
+            .coop_size
+            .filter(|_| !cooperative_turned_off())
+            .map(|size| CoopConfig {
+                size,
+                subgroup_max: gpu.subgroup_size,
+            });
         ctx.stand_in = Some(ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("stand-in"),
             size: 1 << 16,

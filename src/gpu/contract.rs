@@ -181,7 +181,12 @@ impl Shader {
                 return Some(v);
             }
             let decl = code.split(&format!("const {term}: u32 = ")).nth(1)?;
-            decl.split(';').next()?.trim().trim_end_matches('u').parse().ok()
+            decl.split(';')
+                .next()?
+                .trim()
+                .trim_end_matches('u')
+                .parse()
+                .ok()
         };
         args.split(',')
             .filter(|t| !t.trim().is_empty())

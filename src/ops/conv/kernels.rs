@@ -1,6 +1,9 @@
 //! The conv kernel candidates: which kernel each pass can run (register-tiled
 //! implicit GEMM, 3x3 stride-1 rows, workgroup-tiled) and the tuning of their
-//! workgroups; `tune` chooses among them per shape and adapter.
+//! workgroups; `tune` chooses among them per shape and adapter; and the
+//! entry points they run (`KERNELS`, the host/shader contract).
+
+use crate::gpu::{Kernel, Workgroup};
 
 /// Workgroup shape of the implicit-GEMM kernels (each invocation computes a 4x4
 /// tile) and how many workgroups the weight gradient aims to occupy.
@@ -170,3 +173,65 @@ impl ConvKernels {
         }
     }
 }
+
+const fn kernel(
+    modules: &'static [&'static str],
+    entry: &'static str,
+    roles: &'static [&'static str],
+    workgroup: &'static [&'static str],
+) -> Kernel {
+    Kernel {
+        modules,
+        entry,
+        roles,
+        workgroup: Workgroup::Overrides(workgroup),
+    }
+}
+
+const FORWARD: &[&str] = &["input", "weight", "output"];
+const BACKWARD_INPUT: &[&str] = &["weight", "grad_output", "grad_input"];
+const BACKWARD_WEIGHT: &[&str] = &["input", "grad_output", "grad_weight"];
+const REGISTER_TILE: &[&str] = &["WG_N", "WG_M"];
+const TILED: &[&str] = &["TW_N", "TW_M"];
+const COOP: &[&str] = &["WG"];
+
+/// The entry points of shaders/conv.wgsl and conv_tiled.wgsl and what each
+/// binds (the rows8 kernels read their sources as vec4 arrays).
+pub const KERNELS: &[Kernel] = &[
+    kernel(&["conv"], "forward", FORWARD, REGISTER_TILE),
+    kernel(&["conv"], "backward_input", BACKWARD_INPUT, REGISTER_TILE),
+    kernel(
+        &["conv"],
+        "backward_input_strided",
+        BACKWARD_INPUT,
+        REGISTER_TILE,
+    ),
+    kernel(&["conv"], "backward_weight", BACKWARD_WEIGHT, REGISTER_TILE),
+    kernel(
+        &["conv"],
+        "reduce_weight_splits",
+        &["grad_weight", "weight_partials"],
+        &["WG_SPLITS"],
+    ),
+    kernel(
+        &["conv"],
+        "conv3x3_s1",
+        &["weight", "src4", "dst4"],
+        &["SQ_WG"],
+    ),
+    kernel(
+        &["conv"],
+        "conv3x3_s1_weight",
+        &["src4", "grad4", "grad_weight"],
+        &["BW_WG"],
+    ),
+    kernel(&["conv_tiled"], "forward", FORWARD, TILED),
+    kernel(&["conv_tiled"], "backward_input", BACKWARD_INPUT, TILED),
+    kernel(&["conv_tiled"], "backward_weight", BACKWARD_WEIGHT, TILED),
+    kernel(&["conv_wide"], "forward", FORWARD, TILED),
+    kernel(&["conv_wide"], "backward_input", BACKWARD_INPUT, TILED),
+    kernel(&["conv_wide"], "backward_weight", BACKWARD_WEIGHT, TILED),
+    kernel(&["conv_coop"], "forward", FORWARD, COOP),
+    kernel(&["conv_coop"], "backward_input", BACKWARD_INPUT, COOP),
+    kernel(&["conv_coop"], "backward_weight", BACKWARD_WEIGHT, COOP),
+];

@@ -1,16 +1,26 @@
-//! Host side of shaders/conv.wgsl.
+//! Host side of the conv family: shaders/conv.wgsl (the CPU-shaped register
+//! tile and rows8 kernels), conv_tiled.wgsl and conv_wide.wgsl (workgroup
+//! tiles), conv_coop.wgsl (cooperative matrices); `device.rs` holds what the
+//! GPU-only candidates need of the device, `work.rs` grids and the dispatch
+//! report's counts.
 
 use crate::gpu::{
     Binding, CoopConfig, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Kernel, Precision,
-    ShaderConstant, Tensor, Workgroup,
+    ShaderConstant, Tensor,
 };
 use crate::shapes::Conv2dShape;
 
+mod device;
 mod kernels;
+mod rows8;
+mod work;
+
+use work::{BuildConv, fold_columns};
 
 use kernels::TILED_CAP;
 pub use kernels::{
-    ConvKernel, ConvKernels, ConvPass, ConvTuning, TILED_SHAPES, WIDE_SHAPES, WIDE_WORKGROUP_BYTES,
+    ConvKernel, ConvKernels, ConvPass, ConvTuning, KERNELS, TILED_SHAPES, WIDE_SHAPES,
+    WIDE_WORKGROUP_BYTES,
 };
 
 const TILE: u32 = 4;
@@ -51,68 +61,6 @@ crate::wgsl_struct! {
     }
 }
 
-const fn kernel(
-    modules: &'static [&'static str],
-    entry: &'static str,
-    roles: &'static [&'static str],
-    workgroup: &'static [&'static str],
-) -> Kernel {
-    Kernel {
-        modules,
-        entry,
-        roles,
-        workgroup: Workgroup::Overrides(workgroup),
-    }
-}
-
-const FORWARD: &[&str] = &["input", "weight", "output"];
-const BACKWARD_INPUT: &[&str] = &["weight", "grad_output", "grad_input"];
-const BACKWARD_WEIGHT: &[&str] = &["input", "grad_output", "grad_weight"];
-const REGISTER_TILE: &[&str] = &["WG_N", "WG_M"];
-const TILED: &[&str] = &["TW_N", "TW_M"];
-const COOP: &[&str] = &["WG"];
-
-/// The entry points of shaders/conv.wgsl and conv_tiled.wgsl and what each
-/// binds (the rows8 kernels read their sources as vec4 arrays).
-pub const KERNELS: &[Kernel] = &[
-    kernel(&["conv"], "forward", FORWARD, REGISTER_TILE),
-    kernel(&["conv"], "backward_input", BACKWARD_INPUT, REGISTER_TILE),
-    kernel(
-        &["conv"],
-        "backward_input_strided",
-        BACKWARD_INPUT,
-        REGISTER_TILE,
-    ),
-    kernel(&["conv"], "backward_weight", BACKWARD_WEIGHT, REGISTER_TILE),
-    kernel(
-        &["conv"],
-        "reduce_weight_splits",
-        &["grad_weight", "weight_partials"],
-        &["WG_SPLITS"],
-    ),
-    kernel(
-        &["conv"],
-        "conv3x3_s1",
-        &["weight", "src4", "dst4"],
-        &["SQ_WG"],
-    ),
-    kernel(
-        &["conv"],
-        "conv3x3_s1_weight",
-        &["src4", "grad4", "grad_weight"],
-        &["BW_WG"],
-    ),
-    kernel(&["conv_tiled"], "forward", FORWARD, TILED),
-    kernel(&["conv_tiled"], "backward_input", BACKWARD_INPUT, TILED),
-    kernel(&["conv_tiled"], "backward_weight", BACKWARD_WEIGHT, TILED),
-    kernel(&["conv_wide"], "forward", FORWARD, TILED),
-    kernel(&["conv_wide"], "backward_input", BACKWARD_INPUT, TILED),
-    kernel(&["conv_wide"], "backward_weight", BACKWARD_WEIGHT, TILED),
-    kernel(&["conv_coop"], "forward", FORWARD, COOP),
-    kernel(&["conv_coop"], "backward_input", BACKWARD_INPUT, COOP),
-    kernel(&["conv_coop"], "backward_weight", BACKWARD_WEIGHT, COOP),
-];
-
 const fn constant(module: &'static str, name: &'static str, value: u32) -> ShaderConstant {
     ShaderConstant {
         module,
@@ -128,9 +76,6 @@ pub const SHADER_CONSTANTS: &[ShaderConstant] = &[
     constant("conv", "BW_ROWS", SQUARE_WEIGHT_ROWS as u32),
     constant("conv_tiled", "TILE_CAP", TILED_CAP),
 ];
-
-/// The cooperative-matrix kernel's tile side and pipeline constants.
-type CoopSetup = (usize, Vec<(&'static str, u32)>);
 
 #[derive(Clone)]
 pub struct Conv2d {
@@ -199,61 +144,6 @@ impl Conv2d {
                 .map(|&(tw_m, tw_n)| ConvKernel::Tiled { tw_m, tw_n }),
         );
         list
-    }
-
-    /// Every kernel that can serve `pass` on `ctx` with activations of
-    /// `dtype`: `candidates`, the wide tiles where the device's workgroup
-    /// limits allow them, and the cooperative-matrix kernel where the device
-    /// has it and the plan is f16.
-    pub fn candidates_on(&self, ctx: &GpuContext, dtype: DType, pass: ConvPass) -> Vec<ConvKernel> {
-        let mut list = self.candidates(pass);
-        list.extend(
-            WIDE_SHAPES
-                .iter()
-                .map(|&(tw_m, tw_n)| ConvKernel::Wide { tw_m, tw_n })
-                .filter(|&k| fits_device(ctx, k)),
-        );
-        if coop_serves(ctx, dtype) {
-            list.push(ConvKernel::Coop);
-        }
-        list
-    }
-
-    /// The built-in choice on `ctx` at `dtype`: a GPU's (`cpu_builtins`
-    /// false) is the cooperative-matrix kernel wherever the device has it at
-    /// f16, else the wide tile for passes of 128 rows or more, else
-    /// `builtin_kernel`'s tiles. A CPU adapter keeps the kernels measured
-    /// fastest there even where its driver lists cooperative matrices:
-    /// lavapipe 26.1 emulates them, and trained ResNet-20 at f16 3.6x slower
-    /// on them than on its own kernels (README, "On lavapipe 26.1"); `--tune
-    /// gpu` runs them there.
-    pub fn builtin_kernel_on(
-        &self,
-        ctx: &GpuContext,
-        dtype: DType,
-        pass: ConvPass,
-        cpu_builtins: bool,
-    ) -> ConvKernel {
-        if cpu_builtins {
-            return self.builtin_kernel(pass, true);
-        }
-        if coop_serves(ctx, dtype) {
-            return ConvKernel::Coop;
-        }
-        let rows = match pass {
-            ConvPass::BackwardInput => self.shape.in_c,
-            _ => self.shape.out_c,
-        };
-        let wide = ConvKernel::Wide {
-            tw_m: WIDE_SHAPES[0].0,
-            tw_n: WIDE_SHAPES[0].1,
-        };
-        // A GPU's 128-row tile where the pass has 128 rows or more.
-        if rows >= 128 && fits_device(ctx, wide) {
-            wide
-        } else {
-            self.builtin_kernel(pass, false)
-        }
     }
 
     /// The kernel used without a measurement: on CPU adapters the ones
@@ -399,113 +289,6 @@ impl Conv2d {
         }
     }
 
-    /// conv_coop.wgsl's workgroup tile side and constants on `ctx`, or an
-    /// error naming the conv where the device has no cooperative matrices
-    /// or the activations are not f16.
-    fn coop_setup(
-        &self,
-        ctx: &GpuContext,
-        precision: Precision,
-    ) -> Result<CoopSetup, GpuError> {
-        let coop = coop_config(ctx, precision.dtype())
-            .ok_or_else(|| GpuError::shape(&self.label, coop_refusal(ctx, precision)))?;
-        let s = &self.shape;
-        let square = if s.kernel_h == s.kernel_w { s.kernel_h as u32 } else { 0 };
-        let constants = vec![("WG", 4 * coop.subgroup_max), ("KERNEL", square)];
-        Ok(((4 * coop.size) as usize, constants))
-    }
-
-    /// conv_wide.wgsl's constants (tile, and for square kernels the size and
-    /// the stride), or an error where the device lacks the workgroup memory.
-    fn wide_constants(
-        &self,
-        ctx: &GpuContext,
-        (tw_m, tw_n): (u32, u32),
-    ) -> Result<Vec<(&'static str, u32)>, GpuError> {
-        if !fits_device(ctx, ConvKernel::Wide { tw_m, tw_n }) {
-            return Err(GpuError::shape(
-                &self.label,
-                format!(
-                    "kernel {} needs {WIDE_WORKGROUP_BYTES} bytes of workgroup memory and {} \
-                     invocations; {} allows {} and {}",
-                    ConvKernel::Wide { tw_m, tw_n }.name(),
-                    tw_m * tw_n,
-                    ctx.adapter_info.name,
-                    ctx.limits.max_compute_workgroup_storage_size,
-                    ctx.limits.max_compute_invocations_per_workgroup
-                ),
-            ));
-        }
-        let s = &self.shape;
-        let square = if s.kernel_h == s.kernel_w { s.kernel_h as u32 } else { 0 };
-        Ok(vec![
-            ("TW_M", tw_m),
-            ("TW_N", tw_n),
-            ("KERNEL", square),
-            ("STRIDE", s.stride as u32),
-        ])
-    }
-
-    fn wide_grid((tw_m, tw_n): (u32, u32), m: usize, n: usize, z: u32) -> [u32; 3] {
-        [
-            n.div_ceil((8 * tw_n) as usize) as u32,
-            m.div_ceil((8 * tw_m) as usize) as u32,
-            z,
-        ]
-    }
-
-    fn coop_grid(side: usize, m: usize, n: usize, z: u32) -> [u32; 3] {
-        [n.div_ceil(side) as u32, m.div_ceil(side) as u32, z]
-    }
-
-    /// Whether the vec4 3x3/1 kernel (`conv3x3_s1` in conv.wgsl) applies.
-    pub fn uses_square_kernel(&self) -> bool {
-        let s = &self.shape;
-        s.kernel_h == 3 && s.kernel_w == 3 && s.stride == 1 && s.pad == 1 && s.in_w % 8 == 0
-    }
-
-    /// The 3x3/1 kernel: forward (y = conv(x, w)) or, transposed, backward_input
-    /// (dx from dy). Rows are output channels forward, input channels backward.
-    fn square_kernel(
-        &self,
-        ctx: &GpuContext,
-        pass: ConvPass,
-        src: &Tensor,
-        w: &Tensor,
-        dst: &Tensor,
-    ) -> Result<Dispatch, GpuError> {
-        let s = &self.shape;
-        let mut params = self.params(1)?;
-        let transposed = pass == ConvPass::BackwardInput;
-        let rows = if transposed { s.in_c } else { s.out_c };
-        let quads = s.batch * s.in_h * s.in_w / 8;
-        let grid = [
-            quads.div_ceil(SQUARE_WG as usize) as u32,
-            rows.div_ceil(SQUARE_ROWS as usize) as u32,
-            1,
-        ];
-        let bindings = vec![
-            Binding::tensor("weight", w),
-            Binding::tensor("src4", src),
-            Binding::tensor("dst4", dst),
-        ];
-        let constants = [
-            ("SQ_WG", SQUARE_WG),
-            ("SQ_TRANSPOSED", u32::from(transposed)),
-        ];
-        self.spec(
-            ctx,
-            pass,
-            Precision::of(&self.label, &[src, w, dst])?,
-            ("conv", "conv3x3_s1"),
-            &mut params,
-            &constants,
-            bindings,
-            grid,
-        )?
-        .build_conv(ctx, self, pass)
-    }
-
     /// y = conv(x, w)
     pub fn forward(
         &self,
@@ -533,7 +316,7 @@ impl Conv2d {
                 let grid = self.grid(s.out_c, out_px, 1);
                 let constants = self.constants(false);
                 self.spec(
-            ctx,
+                    ctx,
                     pass,
                     precision,
                     ("conv", "forward"),
@@ -548,22 +331,49 @@ impl Conv2d {
                 let grid = Self::tiled_grid((tw_m, tw_n), s.out_c, out_px, 1);
                 let constants = self.tiled_constants((tw_m, tw_n));
                 let entry = ("conv_tiled", "forward");
-                self.spec(ctx, pass, precision, entry, &mut params, &constants, bindings, grid)?
-                    .build_conv(ctx, self, pass)
+                self.spec(
+                    ctx,
+                    pass,
+                    precision,
+                    entry,
+                    &mut params,
+                    &constants,
+                    bindings,
+                    grid,
+                )?
+                .build_conv(ctx, self, pass)
             }
             ConvKernel::Wide { tw_m, tw_n } => {
                 let grid = Self::wide_grid((tw_m, tw_n), s.out_c, out_px, 1);
                 let constants = self.wide_constants(ctx, (tw_m, tw_n))?;
                 let entry = ("conv_wide", "forward");
-                self.spec(ctx, pass, precision, entry, &mut params, &constants, bindings, grid)?
-                    .build_conv(ctx, self, pass)
+                self.spec(
+                    ctx,
+                    pass,
+                    precision,
+                    entry,
+                    &mut params,
+                    &constants,
+                    bindings,
+                    grid,
+                )?
+                .build_conv(ctx, self, pass)
             }
             ConvKernel::Coop => {
                 let (side, constants) = self.coop_setup(ctx, precision)?;
                 let grid = Self::coop_grid(side, s.out_c, out_px, 1);
                 let entry = ("conv_coop", "forward");
-                self.spec(ctx, pass, precision, entry, &mut params, &constants, bindings, grid)?
-                    .build_conv(ctx, self, pass)
+                self.spec(
+                    ctx,
+                    pass,
+                    precision,
+                    entry,
+                    &mut params,
+                    &constants,
+                    bindings,
+                    grid,
+                )?
+                .build_conv(ctx, self, pass)
             }
         }
     }
@@ -600,21 +410,50 @@ impl Conv2d {
             let constants = self.wide_constants(ctx, (tw_m, tw_n))?;
             let entry = ("conv_wide", "backward_input");
             return self
-                .spec(ctx, pass, precision, entry, &mut params, &constants, bindings, grid)?
+                .spec(
+                    ctx,
+                    pass,
+                    precision,
+                    entry,
+                    &mut params,
+                    &constants,
+                    bindings,
+                    grid,
+                )?
                 .build_conv(ctx, self, pass);
         }
         if self.kernels.backward_input == ConvKernel::Coop {
             let (side, constants) = self.coop_setup(ctx, precision)?;
             let grid = Self::coop_grid(side, s.in_c, s.batch * class_pixels, classes);
             let entry = ("conv_coop", "backward_input");
-            return self.spec(ctx, pass, precision, entry, &mut params, &constants, bindings, grid)?
+            return self
+                .spec(
+                    ctx,
+                    pass,
+                    precision,
+                    entry,
+                    &mut params,
+                    &constants,
+                    bindings,
+                    grid,
+                )?
                 .build_conv(ctx, self, pass);
         }
         if let Some(tile) = self.tile_of(pass) {
             let grid = Self::tiled_grid(tile, s.in_c, s.batch * class_pixels, classes);
             let constants = self.tiled_constants(tile);
             let entry = ("conv_tiled", "backward_input");
-            return self.spec(ctx, pass, precision, entry, &mut params, &constants, bindings, grid)?
+            return self
+                .spec(
+                    ctx,
+                    pass,
+                    precision,
+                    entry,
+                    &mut params,
+                    &constants,
+                    bindings,
+                    grid,
+                )?
                 .build_conv(ctx, self, pass);
         }
         let grid = self.grid(s.in_c, s.batch * class_pixels, classes);
@@ -635,12 +474,6 @@ impl Conv2d {
             grid,
         )?
         .build_conv(ctx, self, pass)
-    }
-
-    /// Whether backward_weight can use `conv3x3_s1_weight`. Its lanes are
-    /// input channels: with few (the RGB stem) most would idle.
-    pub fn uses_square_weight_kernel(&self) -> bool {
-        self.uses_square_kernel() && self.shape.in_c >= 8
     }
 
     /// How many parts backward_weight splits its reduction over (for the
@@ -664,21 +497,6 @@ impl Conv2d {
         let wanted = self.tuning.target_workgroups.div_ceil(x * y).max(1) as usize;
         let k = s.batch * s.out_h() * s.out_w();
         wanted.min(k / MIN_K_PER_SPLIT).max(1) as u32
-    }
-
-    /// `conv3x3_s1_weight`: grid (pixel splits, row blocks, channel blocks).
-    fn square_weight_grid(&self) -> [u32; 3] {
-        let s = &self.shape;
-        let blocks =
-            s.out_c.div_ceil(SQUARE_WEIGHT_ROWS) * s.in_c.div_ceil(SQUARE_WEIGHT_WG as usize);
-        let segments = s.batch * s.in_h * s.in_w / 8;
-        let wanted = (self.tuning.target_workgroups as usize).div_ceil(blocks);
-        let splits = wanted.min(segments / MIN_SEGMENTS_PER_SPLIT).max(1);
-        [
-            splits as u32,
-            s.out_c.div_ceil(SQUARE_WEIGHT_ROWS) as u32,
-            s.in_c.div_ceil(SQUARE_WEIGHT_WG as usize) as u32,
-        ]
     }
 
     /// dw = d(loss)/dw given x and dy: one dispatch, or two (partial sums over a
@@ -756,8 +574,17 @@ impl Conv2d {
         let mut params = self.params(splits)?;
         if splits == 1 {
             return Ok(vec![
-                self.spec(ctx, pass, precision, entry, &mut params, constants, bind(dw), grid)?
-                    .build_conv(ctx, self, pass)?,
+                self.spec(
+                    ctx,
+                    pass,
+                    precision,
+                    entry,
+                    &mut params,
+                    constants,
+                    bind(dw),
+                    grid,
+                )?
+                .build_conv(ctx, self, pass)?,
             ]);
         }
         let partials = Tensor::zeros(
@@ -766,8 +593,9 @@ impl Conv2d {
             &[splits as usize, s.out_c * n],
             DType::F32,
         )?;
-        let gemm = self.spec(
-            ctx,
+        let gemm = self
+            .spec(
+                ctx,
                 pass,
                 precision,
                 entry,
@@ -793,127 +621,5 @@ impl Conv2d {
         reduce.variant = None;
         let reduce = reduce.build(ctx)?;
         Ok(vec![gemm, reduce])
-    }
-}
-
-/// `[columns, rows, z]` with the column blocks spread over bands of y where
-/// they pass `limit`: `[ceil(columns / bands), rows * bands, z]`, which the
-/// shaders' `tile_block` (conv_params.wgsl) turns back into blocks.
-fn fold_columns([columns, rows, z]: [u32; 3], limit: u32) -> [u32; 3] {
-    if columns <= limit {
-        return [columns, rows, z];
-    }
-    let bands = columns.div_ceil(limit);
-    [columns.div_ceil(bands), rows * bands, z]
-}
-
-/// Builds a conv pass's dispatch with what it does (`Work`): the FLOPs of
-/// the pass (every pass multiplies as many pairs as the forward one) and
-/// the intensity of the kernel's tile.
-trait BuildConv {
-    fn build_conv(self, ctx: &GpuContext, conv: &Conv2d, pass: ConvPass)
-    -> Result<Dispatch, GpuError>;
-}
-
-impl BuildConv for DispatchSpec<'_, ConvParams> {
-    fn build_conv(
-        self,
-        ctx: &GpuContext,
-        conv: &Conv2d,
-        pass: ConvPass,
-    ) -> Result<Dispatch, GpuError> {
-        let bytes = match self.precision {
-            Precision::F32 => 4.0,
-            Precision::F16 => 2.0,
-        };
-        let mut d = self.build(ctx)?;
-        let s = &conv.shape;
-        let fmas = (s.out_c * s.in_c * s.kernel_h * s.kernel_w * s.batch * s.out_h() * s.out_w())
-            as f64;
-        d.work.flops = 2.0 * fmas;
-        let (workgroup, global) = tile_intensity(conv.kernels.get(pass), ctx, pass, bytes);
-        d.work.fma_per_workgroup_byte = workgroup;
-        d.work.fma_per_global_byte = global;
-        d.work.matrix_units = conv.kernels.get(pass) == ConvKernel::Coop;
-        Ok(d)
-    }
-}
-
-/// FMAs a kernel's inner loop does per byte it reads from workgroup memory
-/// (None: it uses none) and per byte one invocation or workgroup loads from
-/// global memory, for elements of `bytes` bytes (from the tile shapes in
-/// the shaders; caches not counted).
-fn tile_intensity(
-    kernel: ConvKernel,
-    ctx: &GpuContext,
-    pass: ConvPass,
-    bytes: f64,
-) -> (Option<f64>, Option<f64>) {
-    match kernel {
-        // 4x4 accumulators from 4 + 4 loads per k (through the caches).
-        ConvKernel::RegisterTile => (None, Some(16.0 / (8.0 * bytes))),
-        // Per input channel and kernel row: 16 source values and 48 uniform
-        // weights feed 8 pixels x 3 taps x 16 rows (forward, input
-        // gradient); the weight gradient's 9 taps x 8 pixels x 2 rows come
-        // from 16 source and 16 gradient values.
-        ConvKernel::Rows8 => match pass {
-            ConvPass::BackwardWeight => (None, Some(144.0 / (32.0 * bytes))),
-            _ => (None, Some(384.0 / (64.0 * bytes))),
-        },
-        // 16 FMAs per k from a vec4 of A and one of B (f32 in workgroup
-        // memory); the workgroup loads BM + BN elements per k for BM x BN.
-        ConvKernel::Tiled { tw_m, tw_n } => {
-            let (bm, bn) = (f64::from(4 * tw_m), f64::from(4 * tw_n));
-            (Some(16.0 / 32.0), Some(bm * bn / ((bm + bn) * bytes)))
-        }
-        // Per CM slice a subgroup loads 4 CM x CM f16 matrices for 4 CM^3
-        // FMAs; the workgroup loads 2 x 4 CM elements per k for (4 CM)^2.
-        // (Wide: below.)
-        ConvKernel::Coop => {
-            let cm = f64::from(ctx.coop.map_or(8, |c| c.size));
-            (Some(cm / 2.0), Some(4.0 * cm / (2.0 * bytes)))
-        }
-        // 64 FMAs per k from 2 vec4 of A and 2 of B (64 bytes).
-        ConvKernel::Wide { tw_m, tw_n } => {
-            let (bm, bn) = (f64::from(8 * tw_m), f64::from(8 * tw_n));
-            (Some(1.0), Some(bm * bn / ((bm + bn) * bytes)))
-        }
-    }
-}
-
-/// Whether `kernel`'s workgroup fits the device's limits (the wide tiles
-/// need 16.5 KiB of workgroup memory, beyond WebGPU's default 16 KiB).
-fn fits_device(ctx: &GpuContext, kernel: ConvKernel) -> bool {
-    match kernel {
-        ConvKernel::Wide { tw_m, tw_n } => {
-            let l = &ctx.limits;
-            l.max_compute_workgroup_storage_size >= WIDE_WORKGROUP_BYTES
-                && l.max_compute_invocations_per_workgroup >= tw_m * tw_n
-                && l.max_compute_workgroup_size_x >= tw_n
-                && l.max_compute_workgroup_size_y >= tw_m
-        }
-        _ => true,
-    }
-}
-
-/// The device's cooperative-matrix configuration where it serves convs with
-/// activations of `dtype` (f16 operands only: at f32 the products would lose
-/// f32's precision).
-fn coop_config(ctx: &GpuContext, dtype: DType) -> Option<CoopConfig> {
-    ctx.coop.filter(|_| dtype == DType::F16)
-}
-
-fn coop_serves(ctx: &GpuContext, dtype: DType) -> bool {
-    coop_config(ctx, dtype).is_some()
-}
-
-fn coop_refusal(ctx: &GpuContext, precision: Precision) -> String {
-    if precision != Precision::F16 {
-        "kernel coop runs at f16 only (--precision f16)".into()
-    } else {
-        format!(
-            "kernel coop needs cooperative matrices, which {} does not offer",
-            ctx.adapter_info.name
-        )
     }
 }
