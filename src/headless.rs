@@ -13,7 +13,9 @@ use anyhow::{Result, bail};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::driver::{RunDriver, RunEvent, RunFiles, RunState};
-use crate::train::{CheckpointEvery, EpochReport, StepReport, Trainer, format_rate};
+use crate::train::{
+    CheckpointEvery, EpochReport, StepReport, Trainer, format_duration, format_rate, time_left,
+};
 
 /// What a finished (or interrupted) run leaves behind.
 #[derive(Debug)]
@@ -110,10 +112,8 @@ impl Progress {
             progress().add(ProgressBar::new(trainer.total_steps()))
         };
         bar.set_style(
-            ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} steps [{elapsed_precise}<{eta_precise}] {msg}",
-            )
-            .expect("valid template"),
+            ProgressStyle::with_template("{bar:30} {pos}/{len} steps [{elapsed_precise}] {msg}")
+                .expect("valid template"),
         );
         let done = trainer.progress().global_step;
         bar.set_position(done);
@@ -140,12 +140,17 @@ impl Progress {
             100.0 * s.train_acc,
             s.lr
         );
+        // The bar's ETA from the same rate (indicatif's own would follow the
+        // reports' bursty arrival).
+        let left = trainer.total_steps().saturating_sub(s.step);
+        let eta = time_left(s.images_per_sec, global_batch, left)
+            .map_or(String::new(), |t| format!("  ETA {}", format_duration(t)));
+        self.bar.set_message(format!("{text}{eta}"));
         self.bar.set_position(s.step);
         if self.lines && s.step >= self.last_line + self.every {
             self.last_line = s.step;
             out!("step {}/{}  {text}", s.step, trainer.total_steps());
         }
-        self.bar.set_message(text);
     }
 
     /// Lines that must survive any terminal: stdout, above the bar.

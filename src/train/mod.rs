@@ -13,7 +13,7 @@ pub mod trainer;
 pub use feed::FeedMode;
 pub use plan::{ConvChoice, ParamArena, Plan, PlanRequest, PlanSummary, conv_layers};
 pub use schedule::{DecayKind, Schedule};
-pub use throughput::{StepClock, format_rate};
+pub use throughput::{StepClock, format_duration, format_rate, time_left};
 pub use trainer::{
     CheckpointEvery, EpochReport, ModelSnapshot, Progress, StepReport, TrainConfig, TrainEvent,
     Trainer,

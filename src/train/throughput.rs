@@ -128,3 +128,25 @@ pub fn format_rate(images_per_sec: Option<f64>, batch: usize) -> String {
         _ => "- img/s".into(),
     }
 }
+
+/// "1 h 02 min", "3 min 05 s", "42 s".
+pub fn format_duration(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min {:02} s", s / 60, s % 60),
+        _ => format!("{} h {:02} min", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// Time left for `steps_left` steps of `batch` images at `images_per_sec`.
+pub fn time_left(
+    images_per_sec: Option<f64>,
+    batch: usize,
+    steps_left: u64,
+) -> Option<std::time::Duration> {
+    let ips = images_per_sec.filter(|&r| r > 0.0)?;
+    Some(std::time::Duration::from_secs_f64(
+        steps_left as f64 * batch as f64 / ips,
+    ))
+}

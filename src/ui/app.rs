@@ -7,11 +7,11 @@ use eframe::egui;
 
 use super::controls::{self, Action};
 use super::gallery::{self, Gallery};
-use super::history::format_duration;
 use super::plots;
 use super::session::{RunState, Session, queue_depth};
 use crate::gpu::GpuContext;
 use crate::settings::RunSettings;
+use crate::train::format_duration;
 
 /// Test images shown in the grid.
 const GALLERY_IMAGES: usize = 24;

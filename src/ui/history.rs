@@ -89,9 +89,9 @@ impl History {
     /// Time left at the steps' current rate (the one shown beside it; None
     /// until a step is timed).
     pub fn eta(&self) -> Option<Duration> {
-        let per_step = self.step_seconds()?;
+        let rate = Some(self.images_per_sec);
         let left = self.total_steps.saturating_sub(self.steps_done());
-        Some(Duration::from_secs_f64(per_step * left as f64))
+        crate::train::time_left(rate, self.batch_size, left)
     }
 
     /// Seconds one step takes at the current rate (None until measured).
@@ -209,15 +209,5 @@ mod tests {
         let peak = points.iter().map(|p| p[1]).fold(0.0, f64::max);
         assert!((peak - 0.1).abs() < 1e-3, "{peak}");
         assert!(points.last().unwrap()[1] < 1e-4);
-    }
-}
-
-/// "1 h 02 min", "3 min 05 s", "42 s".
-pub fn format_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0..60 => format!("{s} s"),
-        60..3600 => format!("{} min {:02} s", s / 60, s % 60),
-        _ => format!("{} h {:02} min", s / 3600, (s % 3600) / 60),
     }
 }
