@@ -142,29 +142,25 @@ fn info_dispatches_reports_every_dispatch_of_a_step_on_a_modeled_gpu() {
     assert_eq!(coop, 3 * 19 - 1, "{out}");
     assert!(report["step_bound_s"].as_f64().unwrap() > 0.0);
 
-    let (ok, out, err) = run(&[
-        "info",
-        "--dispatches",
-        "--model",
-        "resnet50",
-        "--batch-size",
-        "256",
-    ]);
-    assert!(ok, "{err}");
-    assert!(out.contains("at batch 256 on 224x224"), "{out}");
-    assert!(out.lines().any(|l| l.starts_with("conv1 forward")), "{out}");
     // Batch 512: the stem's 100,352 column blocks pass 65,535 and are folded
     // into y (before the folding, batch 334 was the most any GPU planned).
-    let (ok, out, err) = run(&[
-        "info",
-        "--dispatches",
-        "--model",
-        "resnet50",
-        "--batch-size",
-        "512",
-    ]);
-    assert!(ok, "{err}");
-    assert!(out.contains("at batch 512 on 224x224"), "{out}");
+    for batch in ["256", "512"] {
+        let args = [
+            "info",
+            "--dispatches",
+            "--model",
+            "resnet50",
+            "--batch-size",
+            batch,
+        ];
+        let (ok, out, err) = run(&args);
+        assert!(ok, "{err}");
+        assert!(
+            out.contains(&format!("at batch {batch} on 224x224")),
+            "{out}"
+        );
+        assert!(out.lines().any(|l| l.starts_with("conv1 forward")), "{out}");
+    }
 }
 
 fn temp(name: &str) -> std::path::PathBuf {

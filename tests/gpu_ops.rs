@@ -244,15 +244,12 @@ fn conv_refuses_mixed_precisions() {
     );
 }
 
-#[test]
-fn conv_tiled_kernels_match_oracle_on_odd_shapes() {
-    // The smallest tile (16 rows x 128 columns) on the shapes that break conv
-    // kernels; the other tiles are covered above.
-    let tile = ConvKernel::Tiled {
-        tw_m: TILED_SHAPES[2].0,
-        tw_n: TILED_SHAPES[2].1,
-    };
-    for (i, shape) in [
+/// The shapes that break conv kernels, for each GPU-shaped candidate: batch
+/// 1 on an odd non-square RGB map, stride 2 on an odd input, the 7x7/2 stem,
+/// a 1x1/2 projection (classes without taps), rows past one tile (19 -> 33
+/// channels), a non-square kernel (read from the params, not a constant).
+fn odd_conv_shapes() -> Vec<Conv2dShape> {
+    [
         Conv2dShape::square(1, 3, (7, 5), 5, 3, 1, 1), // batch 1, odd non-square, RGB
         Conv2dShape::square(2, 5, (9, 9), 6, 3, 2, 1), // stride 2 on odd input
         Conv2dShape::square(1, 3, (13, 11), 4, 7, 2, 3), // the 7x7/2 stem
@@ -270,9 +267,18 @@ fn conv_tiled_kernels_match_oracle_on_odd_shapes() {
             pad: 1,
         }, // non-square kernel: read from the params, not a constant
     ]
-    .into_iter()
-    .enumerate()
-    {
+    .to_vec()
+}
+
+#[test]
+fn conv_tiled_kernels_match_oracle_on_odd_shapes() {
+    // The smallest tile (16 rows x 128 columns) on the shapes that break conv
+    // kernels; the other tiles are covered above.
+    let tile = ConvKernel::Tiled {
+        tw_m: TILED_SHAPES[2].0,
+        tw_n: TILED_SHAPES[2].1,
+    };
+    for (i, shape) in odd_conv_shapes().into_iter().enumerate() {
         check_conv(&conv_with(shape, tile), 600 + 10 * i as u64);
     }
     // A long K: the weight gradient splits it over workgroups.
@@ -316,25 +322,8 @@ fn conv_large_tiles_match_oracle_across_several_ragged_tiles_at_f16() {
 /// must be refused by name.
 #[test]
 fn conv_coop_kernels_match_oracle_on_odd_shapes() {
-    let shapes = [
-        Conv2dShape::square(1, 3, (7, 5), 5, 3, 1, 1),
-        Conv2dShape::square(2, 5, (9, 9), 6, 3, 2, 1),
-        Conv2dShape::square(1, 3, (13, 11), 4, 7, 2, 3),
-        Conv2dShape::square(3, 6, (5, 5), 10, 1, 2, 0),
-        Conv2dShape::square(2, 19, (6, 5), 33, 3, 1, 1),
-        Conv2dShape {
-            batch: 2,
-            in_c: 3,
-            in_h: 6,
-            in_w: 7,
-            out_c: 4,
-            kernel_h: 3,
-            kernel_w: 2,
-            stride: 2,
-            pad: 1,
-        },
-        SEVERAL_TILES,
-    ];
+    let mut shapes = odd_conv_shapes();
+    shapes.push(SEVERAL_TILES);
     let offered = conv_with(shapes[0], ConvKernel::RegisterTile).candidates_on(
         ctx(),
         DType::F16,
@@ -405,24 +394,8 @@ fn conv_wide_kernels_match_oracle_on_odd_shapes() {
     for shape in WIDE_SHAPES {
         assert!(offered.contains(&wide(shape)), "{offered:?}");
     }
-    let shapes = [
-        Conv2dShape::square(1, 3, (7, 5), 5, 3, 1, 1),
-        Conv2dShape::square(2, 5, (9, 9), 6, 3, 2, 1),
-        Conv2dShape::square(1, 3, (13, 11), 4, 7, 2, 3),
-        Conv2dShape::square(3, 6, (5, 5), 10, 1, 2, 0),
-        Conv2dShape {
-            batch: 2,
-            in_c: 3,
-            in_h: 6,
-            in_w: 7,
-            out_c: 4,
-            kernel_h: 3,
-            kernel_w: 2,
-            stride: 2,
-            pad: 1,
-        },
-        SEVERAL_TILES,
-    ];
+    let mut shapes = odd_conv_shapes();
+    shapes.push(SEVERAL_TILES);
     for (i, shape) in shapes.into_iter().enumerate() {
         for (j, tile) in WIDE_SHAPES.into_iter().enumerate() {
             check_conv(

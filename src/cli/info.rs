@@ -50,6 +50,46 @@ pub struct InfoArgs {
     pub compute_units: f64,
 }
 
+/// The optimizer a planned step uses (its kernels do not depend on it).
+const INFO_SGD: SgdConfig = SgdConfig {
+    momentum: 0.9,
+    weight_decay: 1e-4,
+    nesterov: false,
+};
+
+impl InfoArgs {
+    /// The model, its network and the image side the plan is sized for.
+    fn planned(&self) -> Result<(crate::model::ModelSpec, crate::model::Network, ImageShape)> {
+        let spec = self.model.settings().spec(self.classes)?;
+        let side = self
+            .image_size
+            .unwrap_or(if spec.is_cifar() { 32 } else { 224 });
+        let image = ImageShape {
+            channels: 3,
+            height: side,
+            width: side,
+        };
+        let network = spec.network();
+        Ok((spec, network, image))
+    }
+
+    fn request<'a>(
+        &self,
+        network: &'a crate::model::Network,
+        image: ImageShape,
+        sgd: &'a SgdConfig,
+    ) -> PlanRequest<'a> {
+        PlanRequest {
+            network,
+            batch: self.batch_size,
+            image,
+            sgd,
+            tuning: Default::default(),
+            precision: self.precision,
+        }
+    }
+}
+
 /// A peak figure: a finite number above zero.
 fn positive_figure(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
@@ -60,28 +100,8 @@ fn positive_figure(s: &str) -> Result<f64, String> {
 
 /// `info --dispatches`: the report, without touching this machine's GPU.
 pub fn info_dispatches(args: &InfoArgs) -> Result<()> {
-    let spec = args.model.settings().spec(args.classes)?;
-    let side = args
-        .image_size
-        .unwrap_or(if spec.is_cifar() { 32 } else { 224 });
-    let network = spec.network();
-    let sgd = SgdConfig {
-        momentum: 0.9,
-        weight_decay: 1e-4,
-        nesterov: false,
-    };
-    let request = PlanRequest {
-        network: &network,
-        batch: args.batch_size,
-        image: ImageShape {
-            channels: 3,
-            height: side,
-            width: side,
-        },
-        sgd: &sgd,
-        tuning: Default::default(),
-        precision: args.precision,
-    };
+    let (_, network, image) = args.planned()?;
+    let request = args.request(&network, image, &INFO_SGD);
     let peaks = super::dispatches::Peaks {
         simt_flops: args.peak_tflops * 1e12,
         tensor_flops: args.peak_tensor_tflops * 1e12,
@@ -149,29 +169,9 @@ pub fn info(ctx: &GpuContext, backend: BackendChoice, args: &InfoArgs) -> Result
         l.max_compute_workgroup_storage_size >> 10
     );
 
-    let spec = args.model.settings().spec(args.classes)?;
-    let side = args
-        .image_size
-        .unwrap_or(if spec.is_cifar() { 32 } else { 224 });
-    let network = spec.network();
-    let image = ImageShape {
-        channels: 3,
-        height: side,
-        width: side,
-    };
-    let sgd = SgdConfig {
-        momentum: 0.9,
-        weight_decay: 1e-4,
-        nesterov: false,
-    };
-    let request = PlanRequest {
-        network: &network,
-        batch: args.batch_size,
-        image,
-        sgd: &sgd,
-        tuning: Default::default(),
-        precision: args.precision,
-    };
+    let (spec, network, image) = args.planned()?;
+    let side = image.height;
+    let request = args.request(&network, image, &INFO_SGD);
     let plan = match Plan::new(ctx, request) {
         Ok(plan) => plan,
         // A query, not a failure: say what fits.

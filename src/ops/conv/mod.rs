@@ -77,6 +77,9 @@ pub const SHADER_CONSTANTS: &[ShaderConstant] = &[
     constant("conv_tiled", "TILE_CAP", TILED_CAP),
 ];
 
+/// A GPU-shaped candidate's module, grid and pipeline constants.
+type GpuLaunch = (&'static str, [u32; 3], Vec<(&'static str, u32)>);
+
 #[derive(Clone)]
 pub struct Conv2d {
     pub label: String,
@@ -282,11 +285,40 @@ impl Conv2d {
         ]
     }
 
-    fn tile_of(&self, pass: ConvPass) -> Option<(u32, u32)> {
-        match self.kernels.get(pass) {
-            ConvKernel::Tiled { tw_m, tw_n } => Some((tw_m, tw_n)),
-            _ => None,
-        }
+    /// The module, grid and constants of `pass` on a GPU-shaped candidate
+    /// (tiled, wide, coop) for an m x n output in z slices; the CPU-shaped
+    /// kernels are dispatched by each pass itself.
+    fn gpu_launch(
+        &self,
+        ctx: &GpuContext,
+        pass: ConvPass,
+        precision: Precision,
+        m: usize,
+        n: usize,
+        z: u32,
+    ) -> Result<GpuLaunch, GpuError> {
+        Ok(match self.kernels.get(pass) {
+            ConvKernel::Tiled { tw_m, tw_n } => (
+                "conv_tiled",
+                Self::tiled_grid((tw_m, tw_n), m, n, z),
+                self.tiled_constants((tw_m, tw_n)),
+            ),
+            ConvKernel::Wide { tw_m, tw_n } => (
+                "conv_wide",
+                Self::wide_grid((tw_m, tw_n), m, n, z),
+                self.wide_constants(ctx, (tw_m, tw_n))?,
+            ),
+            ConvKernel::Coop => {
+                let (side, constants) = self.coop_setup(ctx, precision)?;
+                ("conv_coop", Self::coop_grid(side, m, n, z), constants)
+            }
+            other => {
+                return Err(GpuError::shape(
+                    &self.label,
+                    format!("kernel {} is no GPU tile", other.name()),
+                ));
+            }
+        })
     }
 
     /// y = conv(x, w)
@@ -327,47 +359,14 @@ impl Conv2d {
                 )?
                 .build_conv(ctx, self, pass)
             }
-            ConvKernel::Tiled { tw_m, tw_n } => {
-                let grid = Self::tiled_grid((tw_m, tw_n), s.out_c, out_px, 1);
-                let constants = self.tiled_constants((tw_m, tw_n));
-                let entry = ("conv_tiled", "forward");
+            _ => {
+                let (shader, grid, constants) =
+                    self.gpu_launch(ctx, pass, precision, s.out_c, out_px, 1)?;
                 self.spec(
                     ctx,
                     pass,
                     precision,
-                    entry,
-                    &mut params,
-                    &constants,
-                    bindings,
-                    grid,
-                )?
-                .build_conv(ctx, self, pass)
-            }
-            ConvKernel::Wide { tw_m, tw_n } => {
-                let grid = Self::wide_grid((tw_m, tw_n), s.out_c, out_px, 1);
-                let constants = self.wide_constants(ctx, (tw_m, tw_n))?;
-                let entry = ("conv_wide", "forward");
-                self.spec(
-                    ctx,
-                    pass,
-                    precision,
-                    entry,
-                    &mut params,
-                    &constants,
-                    bindings,
-                    grid,
-                )?
-                .build_conv(ctx, self, pass)
-            }
-            ConvKernel::Coop => {
-                let (side, constants) = self.coop_setup(ctx, precision)?;
-                let grid = Self::coop_grid(side, s.out_c, out_px, 1);
-                let entry = ("conv_coop", "forward");
-                self.spec(
-                    ctx,
-                    pass,
-                    precision,
-                    entry,
+                    (shader, "forward"),
                     &mut params,
                     &constants,
                     bindings,
@@ -405,50 +404,16 @@ impl Conv2d {
             Binding::tensor("grad_output", dy),
             Binding::tensor("grad_input", dx),
         ];
-        if let ConvKernel::Wide { tw_m, tw_n } = self.kernels.backward_input {
-            let grid = Self::wide_grid((tw_m, tw_n), s.in_c, s.batch * class_pixels, classes);
-            let constants = self.wide_constants(ctx, (tw_m, tw_n))?;
-            let entry = ("conv_wide", "backward_input");
+        if self.kernels.backward_input != ConvKernel::RegisterTile {
+            let n = s.batch * class_pixels;
+            let (shader, grid, constants) =
+                self.gpu_launch(ctx, pass, precision, s.in_c, n, classes)?;
             return self
                 .spec(
                     ctx,
                     pass,
                     precision,
-                    entry,
-                    &mut params,
-                    &constants,
-                    bindings,
-                    grid,
-                )?
-                .build_conv(ctx, self, pass);
-        }
-        if self.kernels.backward_input == ConvKernel::Coop {
-            let (side, constants) = self.coop_setup(ctx, precision)?;
-            let grid = Self::coop_grid(side, s.in_c, s.batch * class_pixels, classes);
-            let entry = ("conv_coop", "backward_input");
-            return self
-                .spec(
-                    ctx,
-                    pass,
-                    precision,
-                    entry,
-                    &mut params,
-                    &constants,
-                    bindings,
-                    grid,
-                )?
-                .build_conv(ctx, self, pass);
-        }
-        if let Some(tile) = self.tile_of(pass) {
-            let grid = Self::tiled_grid(tile, s.in_c, s.batch * class_pixels, classes);
-            let constants = self.tiled_constants(tile);
-            let entry = ("conv_tiled", "backward_input");
-            return self
-                .spec(
-                    ctx,
-                    pass,
-                    precision,
-                    entry,
+                    (shader, "backward_input"),
                     &mut params,
                     &constants,
                     bindings,
@@ -516,11 +481,8 @@ impl Conv2d {
         dw.expect(&self.label, &s.weight_shape(), DType::F32)?;
         let pass = ConvPass::BackwardWeight;
         let n = s.in_c * s.kernel_h * s.kernel_w;
-        let coop = match self.kernels.backward_weight {
-            ConvKernel::Coop => Some(self.coop_setup(ctx, precision)?),
-            _ => None,
-        };
-        let splits = self.splits_for(coop.as_ref().map(|c| c.0));
+        let coop_side = ctx.coop.map(|c| (4 * c.size) as usize);
+        let splits = self.splits_for(coop_side);
         let read = Binding::tensor;
         // The pixel splits are grid x for the rows8 kernel, z for the others.
         let (entry, grid, constants) = match self.kernels.backward_weight {
@@ -534,23 +496,10 @@ impl Conv2d {
                 self.grid(s.out_c, n, splits),
                 self.constants(false).to_vec(),
             ),
-            ConvKernel::Tiled { tw_m, tw_n } => (
-                ("conv_tiled", "backward_weight"),
-                Self::tiled_grid((tw_m, tw_n), s.out_c, n, splits),
-                self.tiled_constants((tw_m, tw_n)),
-            ),
-            ConvKernel::Wide { tw_m, tw_n } => (
-                ("conv_wide", "backward_weight"),
-                Self::wide_grid((tw_m, tw_n), s.out_c, n, splits),
-                self.wide_constants(ctx, (tw_m, tw_n))?,
-            ),
-            ConvKernel::Coop => {
-                let (side, constants) = coop.expect("set above for the coop kernel");
-                (
-                    ("conv_coop", "backward_weight"),
-                    Self::coop_grid(side, s.out_c, n, splits),
-                    constants,
-                )
+            _ => {
+                let (shader, grid, constants) =
+                    self.gpu_launch(ctx, pass, precision, s.out_c, n, splits)?;
+                ((shader, "backward_weight"), grid, constants)
             }
         };
         // rows8 reads x and dy as vec4 arrays.
