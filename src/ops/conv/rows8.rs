@@ -10,7 +10,11 @@ impl Conv2d {
     /// Whether the vec4 3x3/1 kernel (`conv3x3_s1` in conv.wgsl) applies.
     pub fn uses_square_kernel(&self) -> bool {
         let s = &self.shape;
-        s.kernel_h == 3 && s.kernel_w == 3 && s.stride == 1 && s.pad == 1 && s.in_w.is_multiple_of(8)
+        s.kernel_h == 3
+            && s.kernel_w == 3
+            && s.stride == 1
+            && s.pad == 1
+            && s.in_w.is_multiple_of(8)
     }
 
     /// The 3x3/1 kernel: forward (y = conv(x, w)) or, transposed, backward_input
