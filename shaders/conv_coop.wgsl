@@ -10,7 +10,8 @@
 // least 4 subgroups) owns a BT x BT tile of the output matrix, BT = 4 CM.
 // Subgroups 0-3 each own a 2 CM x 2 CM quarter of it (2 x 2 accumulators);
 // any further subgroups (an adapter whose subgroups are smaller than its
-// largest) repeat a quarter without storing it (see `Lane`). The K loop stages a TK = 2 CM deep slice of A
+// largest) repeat a quarter and do not write it out (see `Lane`). The K loop
+// stages a TK = 2 CM deep slice of A
 // (BT x TK) and B (TK x BT) in workgroup memory as f16, with the same index
 // maps and zero fill as conv_tiled.wgsl (its comments explain them):
 //   forward          M = out_c, N = batch*out_h*out_w, K = in_c*kh*kw
@@ -44,8 +45,9 @@ fn kernel_w() -> u32 { return select(p.kernel_w, KERNEL, KERNEL != 0u); }
 // The invocation's place: its subgroup's quarter of the tile (row0, col0)
 // and its lane. Subgroups beyond the 4th (an adapter whose subgroups are
 // smaller than its largest) compute a quarter again: naga requires matrix
-// operations in uniform control flow, so none may sit out; `writes` is true
-// for the 4 whose results are stored.
+// operations in uniform control flow, so none may sit out (their scratch
+// stores write the same values as their quarter's owner); `writes` is true
+// for the 4 whose lanes write the output.
 struct Lane {
     quarter: u32,
     lane: u32,
