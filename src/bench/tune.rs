@@ -48,9 +48,7 @@ pub fn bench_tune(ctx: &GpuContext, opt: &BenchTuneOptions) -> Result<()> {
     let mut shapes: Vec<(String, Conv2dShape)> = vec![];
     for model in &opt.models {
         let spec = ModelSpec::new(model, ShortcutKind::A, 10).map_err(anyhow::Error::msg)?;
-        let side = opt
-            .image_size
-            .unwrap_or(if spec.is_cifar() { 32 } else { 224 });
+        let side = opt.image_size.unwrap_or(spec.native_side());
         let image = ImageShape {
             channels: 3,
             height: side,

@@ -10,7 +10,7 @@
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::gpu::{Dispatch, GpuContext, ModeledGpu};
+use crate::gpu::{Dispatch, GpuContext, ModeledGpu, Work};
 use crate::train::{Plan, PlanRequest};
 
 /// The peaks a dispatch is bounded by (per second).
@@ -29,19 +29,14 @@ pub struct Peaks {
     pub compute_units: f64,
 }
 
-/// One row of the report.
+/// One row of the report: the dispatch's `Work` and its bound.
 #[derive(Serialize)]
 pub struct DispatchRow {
     pub label: String,
     pub kernel: String,
-    pub workgroup_size: u32,
     pub workgroups: u64,
-    pub flops: f64,
-    pub bytes_read: f64,
-    pub bytes_written: f64,
-    pub fma_per_workgroup_byte: Option<f64>,
-    pub fma_per_global_byte: Option<f64>,
-    pub matrix_units: bool,
+    #[serde(flatten)]
+    pub work: Work,
     /// The share of the compute units its workgroups occupy (at most 1).
     pub fill: f64,
     /// Seconds at best: the largest of its FLOPs at the peak of the units it
@@ -128,14 +123,8 @@ pub fn report(
             DispatchRow {
                 label: d.label.clone(),
                 kernel: d.kind(),
-                workgroup_size: d.work.invocations,
                 workgroups: d.workgroup_count(),
-                flops: d.work.flops,
-                bytes_read: d.work.bytes_read,
-                bytes_written: d.work.bytes_written,
-                fma_per_workgroup_byte: d.work.fma_per_workgroup_byte,
-                fma_per_global_byte: d.work.fma_per_global_byte,
-                matrix_units: d.work.matrix_units,
+                work: d.work,
                 fill: fill(d, peaks),
                 bound_s,
                 limit,
@@ -155,10 +144,10 @@ pub fn report(
             shared_gbps: peaks.shared / 1e9,
             compute_units: peaks.compute_units,
         },
-        step_flops: dispatches.iter().map(|r| r.flops).sum(),
+        step_flops: dispatches.iter().map(|r| r.work.flops).sum(),
         step_bytes: dispatches
             .iter()
-            .map(|r| r.bytes_read + r.bytes_written)
+            .map(|r| r.work.bytes_read + r.work.bytes_written)
             .sum(),
         step_bound_s: dispatches.iter().map(|r| r.bound_s).sum(),
         dispatches,
@@ -205,14 +194,14 @@ pub fn table(r: &Report) -> String {
             "{:<48} {:<44} {:>5} {:>10} {:>5.2} {:>9.3} {:>9.2} {:>9.2} {:>7} {:>7} {:>9.2} {}\n",
             d.label,
             d.kernel,
-            d.workgroup_size,
+            d.work.invocations,
             d.workgroups,
             d.fill,
-            d.flops / 1e9,
-            d.bytes_read / 1e6,
-            d.bytes_written / 1e6,
-            opt(d.fma_per_workgroup_byte),
-            opt(d.fma_per_global_byte),
+            d.work.flops / 1e9,
+            d.work.bytes_read / 1e6,
+            d.work.bytes_written / 1e6,
+            opt(d.work.fma_per_workgroup_byte),
+            opt(d.work.fma_per_global_byte),
             d.bound_s * 1e6,
             d.limit
         ));

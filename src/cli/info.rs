@@ -61,9 +61,7 @@ impl InfoArgs {
     /// The model, its network and the image side the plan is sized for.
     fn planned(&self) -> Result<(crate::model::ModelSpec, crate::model::Network, ImageShape)> {
         let spec = self.model.settings().spec(self.classes)?;
-        let side = self
-            .image_size
-            .unwrap_or(if spec.is_cifar() { 32 } else { 224 });
+        let side = self.image_size.unwrap_or(spec.native_side());
         let image = ImageShape {
             channels: 3,
             height: side,

@@ -146,9 +146,10 @@ fn cooperative_turned_off() -> bool {
 /// wgpu's experimental feature and subgroups. `RESNET_WGPU_COOPERATIVE=off`
 /// turns it off (benchmarks with and without; a driver that misbehaves).
 pub fn cooperative_config(adapter: &wgpu::Adapter) -> Option<CoopConfig> {
-    if cfg!(target_arch = "wasm32") || cooperative_turned_off() {
+    if cooperative_turned_off() {
         return None;
     }
+    // A browser's adapter never has it: wgpu offers the feature natively only.
     let needed = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX
         | wgpu::Features::SUBGROUP
         | wgpu::Features::SHADER_F16;
@@ -354,7 +355,6 @@ impl GpuContext {
     /// wgpu), every tensor standing on one small buffer, so that
     /// `info --dispatches` can list the dispatches of a step a real device
     /// of this machine could not hold.
-    #[cfg(not(target_arch = "wasm32"))]
     pub fn modeled(gpu: &ModeledGpu) -> Result<Self, GpuError> {
         let features = Self::WANTED_FEATURES | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();

@@ -30,8 +30,9 @@ pub struct Dispatch {
 /// once), and for the conv kernels how many FMAs the inner loop does per
 /// byte it reads from workgroup memory and per byte a workgroup loads from
 /// global memory (the intensity of its tile).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
 pub struct Work {
+    #[serde(rename = "workgroup_size")]
     pub invocations: u32,
     pub flops: f64,
     pub bytes_read: f64,

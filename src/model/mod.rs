@@ -305,6 +305,11 @@ impl ModelSpec {
     pub fn is_cifar(&self) -> bool {
         !matches!(self.family, Family::ImageNet { .. })
     }
+
+    /// The image side the model is made for: 32 (CIFAR) or 224.
+    pub fn native_side(&self) -> usize {
+        if self.is_cifar() { 32 } else { 224 }
+    }
 }
 
 fn gcd(a: usize, b: usize) -> usize {

@@ -99,7 +99,7 @@ impl ModelCard {
         let side = meta
             .get(checkpoint::META_IMAGE)
             .and_then(|v| serde_json::from_str::<[usize; 2]>(v).ok())
-            .map_or(if spec.is_cifar() { 32 } else { 224 }, |[h, _]| h);
+            .map_or(spec.native_side(), |[h, _]| h);
         // Checked like --image-size: 0 divided by zero, 100000 aborted an allocation.
         if !IMAGE_SIDES.contains(&side) {
             bail!(

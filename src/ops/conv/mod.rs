@@ -521,27 +521,17 @@ impl Conv2d {
         };
         let constants = constants.as_slice();
         let mut params = self.params(splits)?;
-        if splits == 1 {
-            return Ok(vec![
-                self.spec(
+        // Split over K, the kernel writes partial sums that a second dispatch adds.
+        let partials = (splits > 1)
+            .then(|| {
+                Tensor::zeros(
                     ctx,
-                    pass,
-                    precision,
-                    entry,
-                    &mut params,
-                    constants,
-                    bind(dw),
-                    grid,
-                )?
-                .build_conv(ctx, self, pass)?,
-            ]);
-        }
-        let partials = Tensor::zeros(
-            ctx,
-            &format!("{} weight-grad partials", self.label),
-            &[splits as usize, s.out_c * n],
-            DType::F32,
-        )?;
+                    &format!("{} weight-grad partials", self.label),
+                    &[splits as usize, s.out_c * n],
+                    DType::F32,
+                )
+            })
+            .transpose()?;
         let gemm = self
             .spec(
                 ctx,
@@ -550,10 +540,13 @@ impl Conv2d {
                 entry,
                 &mut params,
                 constants,
-                bind(&partials),
+                bind(partials.as_ref().unwrap_or(dw)),
                 grid,
             )?
             .build_conv(ctx, self, pass)?;
+        let Some(partials) = &partials else {
+            return Ok(vec![gemm]);
+        };
         let reduce_grid = [(s.out_c * n).div_ceil(SPLITS_WG as usize) as u32, 1, 1];
         let mut reduce = self.spec(
             ctx,
@@ -562,7 +555,7 @@ impl Conv2d {
             ("conv", "reduce_weight_splits"),
             &mut params,
             &[("WG_SPLITS", SPLITS_WG)],
-            vec![read("grad_weight", dw), read("weight_partials", &partials)],
+            vec![read("grad_weight", dw), read("weight_partials", partials)],
             reduce_grid,
         )?;
         reduce.label = format!("{} backward_weight (reduce splits)", self.label);
