@@ -613,6 +613,26 @@ struct BnCase {
     fusion: Fusion,
     seed: u64,
     reduction: Reduction,
+    /// `BatchNorm::split`'s (target workgroups, fewest values a part);
+    /// None keeps one part per channel.
+    split: Option<(usize, usize)>,
+    /// x = offset + spread * U(-1, 1).
+    offset: f32,
+    spread: f32,
+}
+
+impl BnCase {
+    fn new(shape: BatchNormShape, fusion: Fusion, seed: u64, reduction: Reduction) -> Self {
+        BnCase {
+            shape,
+            fusion,
+            seed,
+            reduction,
+            split: None,
+            offset: 0.0,
+            spread: 1.0,
+        }
+    }
 }
 
 fn bn_case(case: BnCase) {
@@ -626,7 +646,12 @@ fn bn_case_as(case: BnCase, dtype: DType) {
     let s = case.shape;
     let act = [s.batch, s.channels, s.hw];
     let c = [s.channels];
-    let (x, xv) = random_tensor_as("x", case.seed, &act, dtype);
+    let x0: Vec<f32> = random(case.seed, s.numel())
+        .iter()
+        .map(|v| case.offset + case.spread * v)
+        .collect();
+    let xv = stored_as(&x0, dtype);
+    let x = Tensor::from_f32_as(ctx(), "x", &act, &xv, dtype).unwrap();
     let (res, resv) = random_tensor_as("residual", case.seed + 1, &act, dtype);
     let (dy, dyv) = random_tensor_as("dy", case.seed + 2, &act, dtype);
     let (rtol, atol) = if dtype == DType::F16 {
@@ -642,7 +667,12 @@ fn bn_case_as(case: BnCase, dtype: DType) {
         .map(|v| v.abs() + 0.5)
         .collect();
     let (rm, rv) = (tensor("rm", &c, &rm0), tensor("rv", &c, &rv0));
-    let (sm, si) = (zeros("save_mean", &c), zeros("save_invstd", &c));
+    let mut bn = BatchNorm::new("bn", s, case.fusion).unwrap();
+    bn.reduction = case.reduction;
+    if let Some((target, min_part)) = case.split {
+        bn.split(target, min_part);
+    }
+    let stats_t = zeros("stats", &[bn.stats_len()]);
     let (y, dx, dres, dg, db) = (
         zeros_as("y", &act, dtype),
         zeros_as("dx", &act, dtype),
@@ -650,16 +680,13 @@ fn bn_case_as(case: BnCase, dtype: DType) {
         zeros("dgamma", &c),
         zeros("dbeta", &c),
     );
-    let mut bn = BatchNorm::new("bn", s, case.fusion).unwrap();
-    bn.reduction = case.reduction;
     let t = BnTensors {
         x: &x,
         gamma: &gamma,
         beta: &beta,
         running_mean: &rm,
         running_var: &rv,
-        save_mean: &sm,
-        save_invstd: &si,
+        stats: &stats_t,
     };
     let add = case.fusion == Fusion::AddRelu;
     let fwd = bn
@@ -687,16 +714,15 @@ fn bn_case_as(case: BnCase, dtype: DType) {
         case.fusion,
         add.then_some(&resv[..]),
     );
-    let what = format!("{:?} {:?} {dtype:?}", s, case.fusion);
-    assert_close(&format!("{what} y"), &read(&y), &yv, rtol, atol);
-    assert_close(&format!("{what} mean"), &read(&sm), &stats.mean, 1e-4, 1e-6);
-    assert_close(
-        &format!("{what} invstd"),
-        &read(&si),
-        &stats.invstd,
-        1e-4,
-        1e-6,
+    let what = format!(
+        "{:?} {:?} {dtype:?} {:?} x = {} + {} U",
+        s, case.fusion, bn.partition, case.offset, case.spread
     );
+    assert_close(&format!("{what} y"), &read(&y), &yv, rtol, atol);
+    let saved = read(&stats_t);
+    let (mean, invstd) = saved[..2 * s.channels].split_at(s.channels);
+    assert_close(&format!("{what} mean"), mean, &stats.mean, 1e-5, 1e-6);
+    assert_close(&format!("{what} invstd"), invstd, &stats.invstd, 1e-4, 1e-6);
     let (mut rmv, mut rvv) = (widen(&rm0), widen(&rv0));
     oracle::batchnorm::update_running(&mut rmv, &mut rvv, &stats, 0.1);
     assert_close(
@@ -778,14 +804,57 @@ fn batchnorm_forms_match_oracle(reduction: Reduction) {
             .into_iter()
             .enumerate()
         {
-            bn_case(BnCase {
+            bn_case(BnCase::new(
                 shape,
                 fusion,
-                seed: 1000 + 10 * (3 * i + j) as u64,
+                1000 + 10 * (3 * i + j) as u64,
                 reduction,
-            });
+            ));
         }
     }
+    // Several parts per channel, merged with this reduction.
+    let mut split = BnCase::new(shapes[2], Fusion::AddRelu, 1100, reduction);
+    split.split = Some((60, 50));
+    bn_case(split);
+}
+
+/// The two-level reductions on odd shapes, split into many parts (whole
+/// samples, and chunks of a plane where samples run out): one sample, 1x1
+/// maps (2 samples, the fewest batch norm accepts), channel counts that
+/// divide nothing, a million values per channel, and a large mean with a
+/// small spread (1e4 + 1e-2 U(-1, 1): E[x^2] - E[x]^2 loses every digit in
+/// f32 there), at f32 and f16.
+#[test]
+fn batchnorm_parts_match_oracle_on_odd_shapes() {
+    let shape = |batch, channels, hw| BatchNormShape {
+        batch,
+        channels,
+        hw,
+    };
+    let cases = [
+        // (shape, target workgroups, fewest values a part)
+        (shape(1, 3, 5 * 7), 64, 4),  // one sample: chunks of its plane
+        (shape(2, 7, 1), 64, 1),      // 1x1 maps: a part per value
+        (shape(5, 13, 9), 100, 7),    // parts of whole samples, uneven
+        (shape(3, 2, 301), 2000, 40), // both: samples and chunks
+        (shape(1, 2, 1 << 20), 2048, 1), // a million values a channel, 1024 parts
+    ];
+    for (i, (s, target, min_part)) in cases.into_iter().enumerate() {
+        let mut case = BnCase::new(s, Fusion::AddRelu, 7000 + 10 * i as u64, Reduction::Tree);
+        case.split = Some((target, min_part));
+        bn_case(case);
+    }
+    for fusion in [Fusion::None, Fusion::Relu] {
+        let mut case = BnCase::new(shape(3, 5, 37), fusion, 7100, Reduction::Tree);
+        case.split = Some((40, 16));
+        bn_case(case);
+    }
+    let mut large_mean = BnCase::new(shape(4, 3, 1000), Fusion::Relu, 7200, Reduction::Tree);
+    (large_mean.offset, large_mean.spread, large_mean.split) = (1e4, 1e-2, Some((48, 64)));
+    bn_case(large_mean);
+    let mut f16 = BnCase::new(shape(3, 5, 301), Fusion::AddRelu, 7300, Reduction::Tree);
+    f16.split = Some((200, 50));
+    bn_case_as(f16, DType::F16);
 }
 
 /// Mixed precision: batch norm and group norm with f16 activations, every
@@ -809,15 +878,7 @@ fn norms_match_oracle_at_f16() {
     {
         let seed = 4000 + 10 * j as u64;
         let reduction = Reduction::Tree;
-        bn_case_as(
-            BnCase {
-                shape,
-                fusion,
-                seed,
-                reduction,
-            },
-            DType::F16,
-        );
+        bn_case_as(BnCase::new(shape, fusion, seed, reduction), DType::F16);
         gn_case_as(gn, fusion, seed + 5, DType::F16);
     }
 }
@@ -836,16 +897,16 @@ fn batchnorm_eval_uses_running_statistics() {
     let (rm, rmv) = random_tensor("rm", 4, &c);
     let rvv: Vec<f32> = random(5, 3).iter().map(|v| v.abs() + 0.2).collect();
     let rv = tensor("rv", &c, &rvv);
-    let (sm, si, y) = (zeros("sm", &c), zeros("si", &c), zeros("y", &act));
+    let y = zeros("y", &act);
     let bn = BatchNorm::new("bn eval", s, Fusion::Relu).unwrap();
+    let stats = zeros("stats", &[bn.stats_len()]);
     let t = BnTensors {
         x: &x,
         gamma: &gamma,
         beta: &beta,
         running_mean: &rm,
         running_var: &rv,
-        save_mean: &sm,
-        save_invstd: &si,
+        stats: &stats,
     };
     run(&bn
         .forward_eval(ctx(), &t, None, &y)

@@ -4,7 +4,8 @@
 use crate::gpu::{DType, Dispatch, GpuContext, GpuError, OpTiming, Tensor, time_dispatches};
 use crate::ops::batchnorm::{BatchNorm, BnGradTensors, BnTensors};
 use crate::ops::conv::{Conv2d, ConvPass, ConvTuning};
-use crate::ops::tune::choose_conv_kernels;
+use crate::ops::partition::MIN_PART_VALUES;
+use crate::ops::tune::{choose_conv_kernels, norm_target_workgroups};
 use crate::ops::{elementwise, gemm, shortcut::Shortcut};
 use crate::shapes::Fusion;
 use crate::shapes::{BatchNormShape, Conv2dShape, ShortcutShape};
@@ -216,26 +217,25 @@ fn bench_batchnorm(
     let dx = Tensor::zeros(ctx, "dx", &act, DType::F32)?;
     let dres = Tensor::zeros(ctx, "dres", &act, DType::F32)?;
     let ch = |label| filled(ctx, label, &[16]);
-    let (gamma, beta, rm, rv, sm, si, dg, db) = (
+    let (gamma, beta, rm, rv, dg, db) = (
         ch("g")?,
         ch("b")?,
         ch("rm")?,
         ch("rv")?,
-        ch("sm")?,
-        ch("si")?,
         ch("dg")?,
         ch("db")?,
     );
+    let mut bn = BatchNorm::new("bn 16@32", s, Fusion::AddRelu)?;
+    bn.split(norm_target_workgroups(ctx), MIN_PART_VALUES);
+    let stats = Tensor::zeros(ctx, "stats", &[bn.stats_len()], DType::F32)?;
     let t = BnTensors {
         x: &x,
         gamma: &gamma,
         beta: &beta,
         running_mean: &rm,
         running_var: &rv,
-        save_mean: &sm,
-        save_invstd: &si,
+        stats: &stats,
     };
-    let bn = BatchNorm::new("bn 16@32", s, Fusion::AddRelu)?;
     let fwd = bn.forward_train(ctx, &t, Some(&residual), &y)?;
     let g = BnGradTensors {
         dy: &dy,

@@ -8,6 +8,7 @@ use crate::gpu::{
 use crate::shapes::{BatchNormShape, Fusion};
 
 use super::Reduction;
+use super::partition::Partition;
 
 /// PyTorch's defaults.
 pub const EPS: f32 = 1e-5;
@@ -18,18 +19,17 @@ crate::wgsl_struct! {
         batch: u32,
         channels: u32,
         hw: u32,
-        _pad0: u32,
+        parts: u32,
         eps: f32,
         momentum: f32,
-        _pad1: u32,
-        _pad2: u32,
+        samples_per_part: u32,
+        chunk: u32,
     }
 }
 
-/// Workgroup sizes of the elementwise passes and of eval_stats (one
-/// invocation per channel); the reductions take one workgroup per channel.
+/// Workgroup size of the eval passes (elementwise); the training passes take
+/// the shader's `WG` per part of a channel.
 const ELEMENTWISE_WG: u32 = 256;
-const CHANNELS_WG: u32 = 64;
 
 const fn kernel(
     entry: &'static str,
@@ -44,136 +44,133 @@ const fn kernel(
     }
 }
 
-const STATS: &[&str] = &["save_mean", "save_invstd", "running_mean", "running_var"];
-const APPLY: &[&str] = &[
+const TRAIN_APPLY: &[&str] = &[
     "input",
     "gamma",
     "beta",
     "output",
-    "save_mean",
-    "save_invstd",
+    "stats",
+    "running_mean",
+    "running_var",
 ];
-const REDUCE: &[&str] = &[
+const EVAL_APPLY: &[&str] = &[
     "input",
-    "save_mean",
-    "save_invstd",
-    "grad_output",
-    "grad_gamma",
-    "grad_beta",
+    "gamma",
+    "beta",
+    "output",
+    "running_mean",
+    "running_var",
 ];
+const PARTS: Workgroup = Workgroup::PerItem;
 const ELEMENTWISE: Workgroup = Workgroup::Overrides(&["WG_ELEMENTWISE"]);
 
 /// The entry points of shaders/batchnorm.wgsl and what each binds.
 pub const KERNELS: &[Kernel] = &[
+    kernel("train_stats", &["input", "stats"], PARTS),
+    kernel("train_apply", TRAIN_APPLY, PARTS),
+    kernel("train_apply_relu", TRAIN_APPLY, PARTS),
     kernel(
-        "forward_stats",
-        &[
-            "input",
-            "save_mean",
-            "save_invstd",
-            "running_mean",
-            "running_var",
-        ],
-        Workgroup::PerItem,
-    ),
-    kernel("eval_stats", STATS, Workgroup::Overrides(&["WG_CHANNELS"])),
-    kernel("forward_apply", APPLY, ELEMENTWISE),
-    kernel("forward_apply_relu", APPLY, ELEMENTWISE),
-    kernel(
-        "forward_apply_add_relu",
+        "train_apply_add_relu",
         &[
             "input",
             "gamma",
             "beta",
             "output",
-            "save_mean",
-            "save_invstd",
+            "stats",
+            "running_mean",
+            "running_var",
+            "residual",
+        ],
+        PARTS,
+    ),
+    kernel("eval_apply", EVAL_APPLY, ELEMENTWISE),
+    kernel("eval_apply_relu", EVAL_APPLY, ELEMENTWISE),
+    kernel(
+        "eval_apply_add_relu",
+        &[
+            "input",
+            "gamma",
+            "beta",
+            "output",
+            "running_mean",
+            "running_var",
             "residual",
         ],
         ELEMENTWISE,
     ),
-    kernel("backward_reduce", REDUCE, Workgroup::PerItem),
+    kernel("backward_reduce", &["input", "stats", "grad_output"], PARTS),
     kernel(
         "backward_reduce_relu",
         &[
             "input",
-            "save_mean",
-            "save_invstd",
+            "stats",
             "grad_output",
-            "grad_gamma",
-            "grad_beta",
             "forward_output",
             "grad_input",
         ],
-        Workgroup::PerItem,
+        PARTS,
     ),
     kernel(
         "backward_reduce_add_relu",
         &[
             "input",
-            "save_mean",
-            "save_invstd",
+            "stats",
             "grad_output",
-            "grad_gamma",
-            "grad_beta",
-            "grad_residual",
             "forward_output",
+            "grad_residual",
         ],
-        Workgroup::PerItem,
+        PARTS,
     ),
     kernel(
         "backward_apply",
         &[
             "input",
             "gamma",
-            "save_mean",
-            "save_invstd",
+            "stats",
             "grad_output",
             "grad_input",
             "grad_gamma",
             "grad_beta",
         ],
-        ELEMENTWISE,
+        PARTS,
     ),
     kernel(
         "backward_apply_relu",
         &[
             "input",
             "gamma",
-            "save_mean",
-            "save_invstd",
+            "stats",
             "grad_input",
             "grad_gamma",
             "grad_beta",
         ],
-        ELEMENTWISE,
+        PARTS,
     ),
     kernel(
         "backward_apply_add_relu",
         &[
             "input",
             "gamma",
-            "save_mean",
-            "save_invstd",
+            "stats",
             "grad_residual",
             "grad_input",
             "grad_gamma",
             "grad_beta",
         ],
-        ELEMENTWISE,
+        PARTS,
     ),
 ];
 
 /// The tensors of one batch-norm layer: its input, parameters, running stats
-/// and the per-channel statistics saved by forward for backward.
+/// and `stats`, the layer's scratch of `BatchNorm::stats_len` f32 (the
+/// statistics saved by forward for backward, then the parts' partials).
 pub struct BnTensors<'a> {
     pub x: &'a Tensor,
     pub gamma: &'a Tensor,
     pub beta: &'a Tensor,
     pub running_mean: &'a Tensor,
     pub running_var: &'a Tensor,
-    pub save_mean: &'a Tensor,
-    pub save_invstd: &'a Tensor,
+    pub stats: &'a Tensor,
 }
 
 /// Gradient tensors for backward. `dresidual` is written by the AddRelu form.
@@ -191,8 +188,11 @@ pub struct BatchNorm {
     pub fusion: Fusion,
     pub eps: f32,
     pub momentum: f32,
-    /// How the per-channel reductions (forward_stats, backward_reduce*) end.
+    /// How the per-part reductions end (the tree or subgroups).
     pub reduction: Reduction,
+    /// The parts of each channel's batch x plane values; set it (`split`)
+    /// before allocating `stats`, whose length depends on it.
+    pub partition: Partition,
 }
 
 impl BatchNorm {
@@ -216,21 +216,41 @@ impl BatchNorm {
             eps: EPS,
             momentum: MOMENTUM,
             reduction: Reduction::Tree,
+            partition: Partition::whole(shape.batch, shape.hw),
         })
+    }
+
+    /// Splits each channel so that a pass launches about `target` workgroups
+    /// (`ops::partition`), parts of at least `min_part` values.
+    pub fn split(&mut self, target: usize, min_part: usize) {
+        let s = &self.shape;
+        self.partition = Partition::split(s.channels, s.batch, s.hw, target, min_part);
+    }
+
+    /// The f32 words of the `stats` scratch: the mean, invstd and the mean
+    /// less its shift per channel (each C long), then 4 per (channel, part).
+    pub fn stats_len(&self) -> usize {
+        self.shape.channels * (3 + 4 * self.partition.parts)
+    }
+
+    /// The grid of every training pass: parts x channels.
+    fn parts_grid(&self) -> [u32; 3] {
+        [self.partition.parts as u32, self.shape.channels as u32, 1]
     }
 
     fn params(&self) -> Result<BnParams, GpuError> {
         let u = |what, v| super::u32_of(&self.label, what, v);
         u("elements", self.shape.numel())?;
+        let part = &self.partition;
         Ok(BnParams {
             batch: u("batch", self.shape.batch)?,
             channels: u("channels", self.shape.channels)?,
             hw: u("hw", self.shape.hw)?,
-            _pad0: 0,
+            parts: u("parts", part.parts)?,
             eps: self.eps,
             momentum: self.momentum,
-            _pad1: 0,
-            _pad2: 0,
+            samples_per_part: u("samples per part", part.rows_per_part)?,
+            chunk: u("chunk", part.chunk)?,
         })
     }
 
@@ -241,16 +261,11 @@ impl BatchNorm {
         t.x.expect_activation(&self.label, s.batch, s.channels, s.hw)?;
         let precision = Precision::of(&self.label, &[t.x, y])?;
         y.expect(&self.label, t.x.shape(), precision.dtype())?;
-        for c in [
-            t.gamma,
-            t.beta,
-            t.running_mean,
-            t.running_var,
-            t.save_mean,
-            t.save_invstd,
-        ] {
+        for c in [t.gamma, t.beta, t.running_mean, t.running_var] {
             c.expect(&self.label, &[s.channels], DType::F32)?;
         }
+        t.stats
+            .expect(&self.label, &[self.stats_len()], DType::F32)?;
         Ok(precision)
     }
 
@@ -263,14 +278,13 @@ impl BatchNorm {
         precision: Precision,
     ) -> Result<Dispatch, GpuError> {
         let params = self.params()?;
-        // Only the channel reductions differ between the modules.
-        let reduces = entry == "forward_stats" || entry.starts_with("backward_reduce");
-        let (shader, label) = if reduces {
+        // Only the reductions differ between the modules.
+        let (shader, label) = if entry.starts_with("eval_") {
+            ("batchnorm", format!("{} {entry}", self.label))
+        } else {
             let kernel = self.reduction;
             let label = format!("{} {entry} ({})", self.label, kernel.name());
             (kernel.batchnorm_module(), label)
-        } else {
-            ("batchnorm", format!("{} {entry}", self.label))
         };
         DispatchSpec {
             label,
@@ -278,10 +292,7 @@ impl BatchNorm {
             kernel: Kernel::find(KERNELS, shader, entry)?,
             variant: None,
             precision,
-            constants: &[
-                ("WG_ELEMENTWISE", ELEMENTWISE_WG),
-                ("WG_CHANNELS", CHANNELS_WG),
-            ],
+            constants: &[("WG_ELEMENTWISE", ELEMENTWISE_WG)],
             params: &params,
             bindings,
             workgroups,
@@ -289,29 +300,28 @@ impl BatchNorm {
         .build(ctx)
     }
 
-    fn apply_dispatch(
+    /// The apply entry for this form ("train_apply" or "eval_apply" + the
+    /// fused suffix), with the residual pushed onto `bindings` for AddRelu.
+    fn form<'a>(
         &self,
-        ctx: &GpuContext,
-        t: &BnTensors<'_>,
-        residual: Option<&Tensor>,
+        stem: &'static str,
+        residual: Option<&'a Tensor>,
         y: &Tensor,
-    ) -> Result<Dispatch, GpuError> {
-        let b = Binding::tensor;
-        let mut bindings = vec![
-            b("input", t.x),
-            b("gamma", t.gamma),
-            b("beta", t.beta),
-            b("output", y),
-            b("save_mean", t.save_mean),
-            b("save_invstd", t.save_invstd),
-        ];
-        let entry = match (self.fusion, residual) {
-            (Fusion::None, None) => "forward_apply",
-            (Fusion::Relu, None) => "forward_apply_relu",
-            (Fusion::AddRelu, Some(r)) => {
+        bindings: &mut Vec<Binding<'a>>,
+    ) -> Result<&'static str, GpuError> {
+        Ok(match (self.fusion, residual, stem) {
+            (Fusion::None, None, "train") => "train_apply",
+            (Fusion::Relu, None, "train") => "train_apply_relu",
+            (Fusion::None, None, _) => "eval_apply",
+            (Fusion::Relu, None, _) => "eval_apply_relu",
+            (Fusion::AddRelu, Some(r), _) => {
                 r.expect(&self.label, y.shape(), y.dtype())?;
-                bindings.push(b("residual", r));
-                "forward_apply_add_relu"
+                bindings.push(Binding::tensor("residual", r));
+                if stem == "train" {
+                    "train_apply_add_relu"
+                } else {
+                    "eval_apply_add_relu"
+                }
             }
             _ => {
                 return Err(GpuError::shape(
@@ -319,18 +329,12 @@ impl BatchNorm {
                     "a residual is given exactly for the AddRelu form",
                 ));
             }
-        };
-        self.build(
-            ctx,
-            entry,
-            bindings,
-            elementwise_grid(ctx, self.shape.numel(), ELEMENTWISE_WG),
-            Precision::of(&self.label, &[t.x])?,
-        )
+        })
     }
 
-    /// Training forward: batch statistics (saved, and folded into the running
-    /// stats), then normalize with the fused activation.
+    /// Training forward: each part's moments, then normalize with the fused
+    /// activation, merging the channel's moments (saved for backward, folded
+    /// into the running stats) inside the apply.
     pub fn forward_train(
         &self,
         ctx: &GpuContext,
@@ -340,24 +344,30 @@ impl BatchNorm {
     ) -> Result<Vec<Dispatch>, GpuError> {
         let precision = self.check(t, y)?;
         let b = Binding::tensor;
-        let stats_bindings = vec![
+        let stats_bindings = vec![b("input", t.x), b("stats", t.stats)];
+        let stats = self.build(
+            ctx,
+            "train_stats",
+            stats_bindings,
+            self.parts_grid(),
+            precision,
+        )?;
+        let mut bindings = vec![
             b("input", t.x),
-            b("save_mean", t.save_mean),
-            b("save_invstd", t.save_invstd),
+            b("gamma", t.gamma),
+            b("beta", t.beta),
+            b("output", y),
+            b("stats", t.stats),
             b("running_mean", t.running_mean),
             b("running_var", t.running_var),
         ];
-        let stats = self.build(
-            ctx,
-            "forward_stats",
-            stats_bindings,
-            [self.shape.channels as u32, 1, 1],
-            precision,
-        )?;
-        Ok(vec![stats, self.apply_dispatch(ctx, t, residual, y)?])
+        let entry = self.form("train", residual, y, &mut bindings)?;
+        let apply = self.build(ctx, entry, bindings, self.parts_grid(), precision)?;
+        Ok(vec![stats, apply])
     }
 
-    /// Eval forward: normalize with the running statistics.
+    /// Eval forward: normalize with the running statistics, one elementwise
+    /// dispatch.
     pub fn forward_eval(
         &self,
         ctx: &GpuContext,
@@ -367,24 +377,17 @@ impl BatchNorm {
     ) -> Result<Vec<Dispatch>, GpuError> {
         let precision = self.check(t, y)?;
         let b = Binding::tensor;
-        let stats_bindings = vec![
-            b("save_mean", t.save_mean),
-            b("save_invstd", t.save_invstd),
+        let mut bindings = vec![
+            b("input", t.x),
+            b("gamma", t.gamma),
+            b("beta", t.beta),
+            b("output", y),
             b("running_mean", t.running_mean),
             b("running_var", t.running_var),
         ];
-        let stats = self.build(
-            ctx,
-            "eval_stats",
-            stats_bindings,
-            [
-                self.shape.channels.div_ceil(CHANNELS_WG as usize) as u32,
-                1,
-                1,
-            ],
-            precision,
-        )?;
-        Ok(vec![stats, self.apply_dispatch(ctx, t, residual, y)?])
+        let entry = self.form("eval", residual, y, &mut bindings)?;
+        let grid = elementwise_grid(ctx, self.shape.numel(), ELEMENTWISE_WG);
+        Ok(vec![self.build(ctx, entry, bindings, grid, precision)?])
     }
 
     /// Training backward from the saved statistics; `y` is the forward output
@@ -403,19 +406,11 @@ impl BatchNorm {
         g.dgamma.expect(&self.label, &[s.channels], DType::F32)?;
         g.dbeta.expect(&self.label, &[s.channels], DType::F32)?;
         let b = Binding::tensor;
-        let mut reduce = vec![
-            b("input", t.x),
-            b("save_mean", t.save_mean),
-            b("save_invstd", t.save_invstd),
-            b("grad_output", g.dy),
-            b("grad_gamma", g.dgamma),
-            b("grad_beta", g.dbeta),
-        ];
+        let mut reduce = vec![b("input", t.x), b("stats", t.stats), b("grad_output", g.dy)];
         let mut apply = vec![
             b("input", t.x),
             b("gamma", t.gamma),
-            b("save_mean", t.save_mean),
-            b("save_invstd", t.save_invstd),
+            b("stats", t.stats),
             b("grad_input", g.dx),
             b("grad_gamma", g.dgamma),
             b("grad_beta", g.dbeta),
@@ -449,20 +444,8 @@ impl BatchNorm {
             reduce.push(b("forward_output", y));
         }
         Ok(vec![
-            self.build(
-                ctx,
-                reduce_entry,
-                reduce,
-                [s.channels as u32, 1, 1],
-                precision,
-            )?,
-            self.build(
-                ctx,
-                apply_entry,
-                apply,
-                elementwise_grid(ctx, s.numel(), ELEMENTWISE_WG),
-                precision,
-            )?,
+            self.build(ctx, reduce_entry, reduce, self.parts_grid(), precision)?,
+            self.build(ctx, apply_entry, apply, self.parts_grid(), precision)?,
         ])
     }
 }

@@ -12,6 +12,7 @@ pub mod groupnorm;
 pub mod linear;
 pub mod loss;
 pub mod optim;
+pub mod partition;
 pub mod pool;
 pub mod scaler;
 pub mod shortcut;

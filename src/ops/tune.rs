@@ -13,6 +13,7 @@ use super::batchnorm::BatchNorm;
 #[cfg(not(target_arch = "wasm32"))]
 use super::batchnorm::BnTensors;
 use super::conv::{Conv2d, ConvKernel, ConvPass};
+use super::partition::{CPU_TARGET_WORKGROUPS, GPU_TARGET_WORKGROUPS, Partition};
 #[cfg(not(target_arch = "wasm32"))]
 use crate::shapes::Fusion;
 
@@ -173,14 +174,26 @@ pub fn choose_bn_reduction(
 ) -> (Reduction, ChoiceSource) {
     let s = &bn.shape;
     let key = format!(
-        "batchnorm reduce {} n{} c{} hw{} src{}",
+        "batchnorm reduce {} n{} c{} hw{} parts{} src{}",
         dtype.name(),
         s.batch,
         s.channels,
         s.hw,
+        bn.partition.parts,
         sources_hash()
     );
-    choose_reduction(ctx, key, |r| time_bn_stats(ctx, s, r, dtype))
+    choose_reduction(ctx, key, |r| time_bn_stats(ctx, s, bn.partition, r, dtype))
+}
+
+/// The workgroups a normalization pass aims at (`ops::partition`): a GPU's
+/// built-in count, or a CPU adapter's where its built-in choices apply.
+pub fn norm_target_workgroups(ctx: &GpuContext) -> usize {
+    let policy = ctx.choices.lock().unwrap().policy;
+    if policy.cpu_builtins(ctx.is_software()) {
+        CPU_TARGET_WORKGROUPS
+    } else {
+        GPU_TARGET_WORKGROUPS
+    }
 }
 
 /// The reduction of the loss's batch sum, for a batch of `batch` samples
@@ -217,26 +230,28 @@ fn builtin_reduction(cpu_builtins: bool, available: &[Reduction]) -> Reduction {
 fn time_bn_stats(
     ctx: &GpuContext,
     s: &BatchNormShape,
+    partition: Partition,
     reduction: Reduction,
     dtype: DType,
 ) -> Option<f64> {
     let mut bn = BatchNorm::new("tune bn", *s, Fusion::None).ok()?;
     bn.reduction = reduction;
+    bn.partition = partition;
     let act = [s.batch, s.channels, s.hw];
     let t = |label, shape: &[usize]| Tensor::zeros(ctx, label, shape, DType::F32).ok();
     let a = |label, shape: &[usize]| Tensor::zeros(ctx, label, shape, dtype).ok();
     let (x, y) = (a("tune x", &act)?, a("tune y", &act)?);
-    let c: Vec<Tensor> = (0..6)
+    let c: Vec<Tensor> = (0..4)
         .map(|_| t("tune c", &[s.channels]))
         .collect::<Option<_>>()?;
+    let stats = t("tune stats", &[bn.stats_len()])?;
     let tensors = BnTensors {
         x: &x,
         gamma: &c[0],
         beta: &c[1],
         running_mean: &c[2],
         running_var: &c[3],
-        save_mean: &c[4],
-        save_invstd: &c[5],
+        stats: &stats,
     };
     let dispatches = bn.forward_train(ctx, &tensors, None, &y).ok()?;
     best_time(ctx, &[&dispatches[0]])
@@ -272,7 +287,13 @@ fn time_loss_sum(ctx: &GpuContext, batch: usize, reduction: Reduction) -> Option
 }
 
 #[cfg(target_arch = "wasm32")]
-fn time_bn_stats(_: &GpuContext, _: &BatchNormShape, _: Reduction, _: DType) -> Option<f64> {
+fn time_bn_stats(
+    _: &GpuContext,
+    _: &BatchNormShape,
+    _: Partition,
+    _: Reduction,
+    _: DType,
+) -> Option<f64> {
     None
 }
 

@@ -7,7 +7,8 @@ use crate::gpu::{DType, GpuError, Tensor};
 use crate::model::{ConvBnSpec, Norm};
 use crate::ops::batchnorm::{BatchNorm, BnGradTensors, BnTensors};
 use crate::ops::groupnorm::{GnGradTensors, GnTensors, GroupNorm};
-use crate::ops::tune::choose_bn_reduction;
+use crate::ops::partition::MIN_PART_VALUES;
+use crate::ops::tune::{choose_bn_reduction, norm_target_workgroups};
 use crate::shapes::{BatchNormShape, Fusion, GroupNormShape};
 
 use super::TensorId;
@@ -32,8 +33,8 @@ pub(super) struct BatchLayer {
     state: NormState,
     running_mean: TensorId,
     running_var: TensorId,
-    save_mean: TensorId,
-    save_invstd: TensorId,
+    /// Saved statistics and the parts' partials (`BatchNorm::stats_len`).
+    stats: TensorId,
 }
 
 pub(super) struct GroupLayer {
@@ -71,6 +72,7 @@ impl NormLayer {
                     hw,
                 };
                 let mut op = BatchNorm::new(&spec.bn, shape, fusion)?;
+                op.split(norm_target_workgroups(b.ctx), MIN_PART_VALUES);
                 let (reduction, source) = choose_bn_reduction(b.ctx, &op, b.act);
                 op.reduction = reduction;
                 b.reductions.push((spec.bn.clone(), reduction, source));
@@ -78,12 +80,11 @@ impl NormLayer {
                     GpuError::shape(&spec.bn, "batch norm without running statistics")
                 })?;
                 NormLayer::Batch(BatchLayer {
-                    op,
                     state,
                     running_mean,
                     running_var,
-                    save_mean: b.tensor(&format!("{} saved mean", spec.bn), &[channels])?,
-                    save_invstd: b.tensor(&format!("{} saved invstd", spec.bn), &[channels])?,
+                    stats: b.tensor(&format!("{} stats", spec.bn), &[op.stats_len()])?,
+                    op,
                 })
             }
             Norm::Group { groups } => {
@@ -196,8 +197,7 @@ impl BatchLayer {
             beta: &t[self.state.beta.value],
             running_mean: &t[self.running_mean],
             running_var: &t[self.running_var],
-            save_mean: &t[self.save_mean],
-            save_invstd: &t[self.save_invstd],
+            stats: &t[self.stats],
         }
     }
 }
