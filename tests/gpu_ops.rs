@@ -955,15 +955,82 @@ fn groupnorm_matches_oracle_in_every_fused_form() {
     }
 }
 
+/// Group norm's two-level reductions split into many chunks: of the
+/// (sample, group) values and of the planes, on odd shapes (one sample, 1x1
+/// maps, groups of 3 channels, a million values per group), a large mean
+/// with a small spread, and at f16.
+#[test]
+fn groupnorm_parts_match_oracle_on_odd_shapes() {
+    let shape = |batch, channels, groups, hw| GroupNormShape {
+        batch,
+        channels,
+        groups,
+        hw,
+    };
+    let cases = [
+        (shape(1, 6, 2, 5 * 7), Fusion::AddRelu, 64, 4),
+        (shape(3, 6, 3, 1), Fusion::Relu, 64, 1),
+        (shape(2, 9, 3, 37), Fusion::None, 100, 7),
+        (shape(1, 2, 1, 1 << 19), Fusion::AddRelu, 2048, 1),
+    ];
+    for (i, (s, fusion, target, min_part)) in cases.into_iter().enumerate() {
+        let seed = 7500 + 10 * i as u64;
+        gn_case_split(
+            s,
+            fusion,
+            seed,
+            DType::F32,
+            Some((target, min_part)),
+            (0.0, 1.0),
+        );
+    }
+    let s = shape(2, 6, 2, 300);
+    let large_mean = (1e4, 1e-2);
+    gn_case_split(
+        s,
+        Fusion::Relu,
+        7600,
+        DType::F32,
+        Some((48, 64)),
+        large_mean,
+    );
+    gn_case_split(
+        s,
+        Fusion::AddRelu,
+        7610,
+        DType::F16,
+        Some((200, 50)),
+        (0.0, 1.0),
+    );
+}
+
 fn gn_case(s: GroupNormShape, fusion: Fusion, seed: u64) {
     gn_case_as(s, fusion, seed, DType::F32);
 }
 
 /// `gn_case` with activations stored as `dtype` (tolerances as `bn_case_as`).
 fn gn_case_as(s: GroupNormShape, fusion: Fusion, seed: u64, dtype: DType) {
+    gn_case_split(s, fusion, seed, dtype, None, (0.0, 1.0));
+}
+
+/// `gn_case_as` split by `GroupNorm::split(target, min_part)` where given,
+/// with x = offset + spread * U(-1, 1).
+fn gn_case_split(
+    s: GroupNormShape,
+    fusion: Fusion,
+    seed: u64,
+    dtype: DType,
+    split: Option<(usize, usize)>,
+    (offset, spread): (f32, f32),
+) {
     let act = [s.batch, s.channels, s.hw];
-    let (c, k) = ([s.channels], [s.stats_len()]);
-    let (x, xv) = random_tensor_as("x", seed, &act, dtype);
+    let c = [s.channels];
+    let x0: Vec<f32> = random(seed, s.numel())
+        .iter()
+        .map(|v| offset + spread * v)
+        .collect();
+    let xv = stored_as(&x0, dtype);
+    let x = Tensor::from_f32_as(ctx(), "x", &act, &xv, dtype).unwrap();
     let (res, resv) = random_tensor_as("residual", seed + 1, &act, dtype);
     let (dy, dyv) = random_tensor_as("dy", seed + 2, &act, dtype);
     let (rtol, atol) = if dtype == DType::F16 {
@@ -973,22 +1040,23 @@ fn gn_case_as(s: GroupNormShape, fusion: Fusion, seed: u64, dtype: DType) {
     };
     let (gamma, gv) = random_tensor("gamma", seed + 3, &c);
     let (beta, bv) = random_tensor("beta", seed + 4, &c);
-    let (sm, si) = (zeros("save_mean", &k), zeros("save_invstd", &k));
-    let (y, dx, dres, dg, db, scratch) = (
+    let (y, dx, dres, dg, db) = (
         zeros_as("y", &act, dtype),
         zeros_as("dx", &act, dtype),
         zeros_as("dres", &act, dtype),
         zeros("dgamma", &c),
         zeros("dbeta", &c),
-        zeros("group grads", &[2, s.stats_len()]),
     );
-    let gn = GroupNorm::new("gn", s, fusion).unwrap();
+    let mut gn = GroupNorm::new("gn", s, fusion).unwrap();
+    if let Some((target, min_part)) = split {
+        gn.split(target, min_part);
+    }
+    let stats_t = zeros("stats", &[gn.stats_len()]);
     let t = GnTensors {
         x: &x,
         gamma: &gamma,
         beta: &beta,
-        save_mean: &sm,
-        save_invstd: &si,
+        stats: &stats_t,
     };
     let add = fusion == Fusion::AddRelu;
     let fwd = gn.forward(ctx(), &t, add.then_some(&res), &y).unwrap();
@@ -998,7 +1066,6 @@ fn gn_case_as(s: GroupNormShape, fusion: Fusion, seed: u64, dtype: DType) {
         dgamma: &dg,
         dbeta: &db,
         dresidual: add.then_some(&dres),
-        group_grads: &scratch,
     };
     let bwd = gn.backward(ctx(), &t, &y, &g).unwrap();
     run(&fwd.iter().chain(&bwd).collect::<Vec<_>>());
@@ -1007,12 +1074,23 @@ fn gn_case_as(s: GroupNormShape, fusion: Fusion, seed: u64, dtype: DType) {
     let stats = oracle::groupnorm::stats(&s, &xv, 1e-5);
     let residual = add.then_some(&resv[..]);
     let yv = oracle::groupnorm::apply(&s, &xv, &stats, &gv, &bv, fusion, residual);
-    let what = format!("{s:?} {fusion:?} {dtype:?}");
+    let what = format!(
+        "{s:?} {fusion:?} {dtype:?} {:?} {:?} x = {offset} + {spread} U",
+        gn.partition, gn.plane_partition
+    );
     assert_close(&format!("{what} y"), &read(&y), &yv, rtol, atol);
-    assert_close(&format!("{what} mean"), &read(&sm), &stats.mean, 1e-4, 1e-6);
+    let saved = read(&stats_t);
+    let k = s.stats_len();
+    assert_close(
+        &format!("{what} mean"),
+        &saved[..k],
+        &stats.mean,
+        1e-5,
+        1e-6,
+    );
     assert_close(
         &format!("{what} invstd"),
-        &read(&si),
+        &saved[k..2 * k],
         &stats.invstd,
         1e-4,
         1e-5,

@@ -4,9 +4,11 @@
 
 use crate::gpu::{
     Binding, DType, Dispatch, DispatchSpec, GpuContext, GpuError, Kernel, Precision, Tensor,
-    Workgroup, elementwise_grid,
+    Workgroup,
 };
 use crate::shapes::{Fusion, GroupNormShape};
+
+use super::partition::Partition;
 
 /// PyTorch's default.
 pub const EPS: f32 = 1e-5;
@@ -18,161 +20,94 @@ crate::wgsl_struct! {
         hw: u32,
         groups: u32,
         eps: f32,
-        _pad: [u32; 3],
+        parts: u32,
+        chunk: u32,
+        plane_chunk: u32,
     }
 }
 
-const ELEMENTWISE_WG: u32 = 256;
+/// The most workgroups a grid dimension takes (WebGPU's default limit):
+/// items and planes past it fold into z.
+const GRID_DIMENSION: usize = 65535;
 
-const fn kernel(
-    entry: &'static str,
-    roles: &'static [&'static str],
-    workgroup: Workgroup,
-) -> Kernel {
+const fn kernel(entry: &'static str, roles: &'static [&'static str]) -> Kernel {
     Kernel {
         modules: &["groupnorm"],
         entry,
         roles,
-        workgroup,
+        workgroup: Workgroup::PerItem,
     }
 }
 
-const ELEMENTWISE: Workgroup = Workgroup::Overrides(&["WG_ELEMENTWISE"]);
-const APPLY: &[&str] = &[
-    "input",
-    "gamma",
-    "beta",
-    "output",
-    "save_mean",
-    "save_invstd",
-];
-const PARAMS: &[&str] = &[
-    "input",
-    "save_mean",
-    "save_invstd",
-    "grad_output",
-    "grad_gamma",
-    "grad_beta",
-];
-const GROUP: &[&str] = &[
-    "input",
-    "gamma",
-    "save_mean",
-    "save_invstd",
-    "grad_output",
-    "group_grads",
-];
+const APPLY: &[&str] = &["input", "gamma", "beta", "output", "stats"];
 const DX: &[&str] = &[
     "input",
     "gamma",
-    "save_mean",
-    "save_invstd",
+    "stats",
     "grad_output",
     "grad_input",
-    "group_grads",
+    "grad_gamma",
+    "grad_beta",
 ];
 
 /// The entry points of shaders/groupnorm.wgsl and what each binds.
 pub const KERNELS: &[Kernel] = &[
-    kernel(
-        "forward_stats",
-        &["input", "save_mean", "save_invstd"],
-        Workgroup::PerItem,
-    ),
-    kernel("forward_apply", APPLY, ELEMENTWISE),
-    kernel("forward_apply_relu", APPLY, ELEMENTWISE),
+    kernel("forward_stats", &["input", "stats"]),
+    kernel("forward_apply", APPLY),
+    kernel("forward_apply_relu", APPLY),
     kernel(
         "forward_apply_add_relu",
-        &[
-            "input",
-            "gamma",
-            "beta",
-            "output",
-            "save_mean",
-            "save_invstd",
-            "residual",
-        ],
-        ELEMENTWISE,
+        &["input", "gamma", "beta", "output", "stats", "residual"],
     ),
-    kernel("backward_params", PARAMS, Workgroup::PerItem),
+    kernel("backward_reduce", &["input", "stats", "grad_output"]),
     kernel(
-        "backward_params_relu",
-        &[
-            "input",
-            "save_mean",
-            "save_invstd",
-            "grad_output",
-            "grad_gamma",
-            "grad_beta",
-            "forward_output",
-        ],
-        Workgroup::PerItem,
+        "backward_reduce_relu",
+        &["input", "stats", "grad_output", "forward_output"],
     ),
     kernel(
-        "backward_params_add_relu",
+        "backward_reduce_add_relu",
         &[
             "input",
-            "save_mean",
-            "save_invstd",
+            "stats",
             "grad_output",
-            "grad_gamma",
-            "grad_beta",
             "forward_output",
             "grad_residual",
         ],
-        Workgroup::PerItem,
     ),
-    kernel("backward_group", GROUP, Workgroup::PerItem),
-    kernel(
-        "backward_group_relu",
-        &[
-            "input",
-            "gamma",
-            "save_mean",
-            "save_invstd",
-            "grad_output",
-            "group_grads",
-            "forward_output",
-        ],
-        Workgroup::PerItem,
-    ),
-    kernel("backward_apply", DX, ELEMENTWISE),
+    kernel("backward_apply", DX),
     kernel(
         "backward_apply_relu",
         &[
             "input",
             "gamma",
-            "save_mean",
-            "save_invstd",
+            "stats",
             "grad_output",
             "grad_input",
-            "group_grads",
+            "grad_gamma",
+            "grad_beta",
             "forward_output",
         ],
-        ELEMENTWISE,
     ),
 ];
 
-/// The tensors of one group-norm layer: its input, affine parameters and the
-/// per-(sample, group) statistics forward saves for backward.
+/// The tensors of one group-norm layer: its input, affine parameters and
+/// `stats`, the layer's scratch of `GroupNorm::stats_len` f32 (the
+/// per-(sample, group) statistics forward saves for backward, then the
+/// parts' partials).
 pub struct GnTensors<'a> {
     pub x: &'a Tensor,
     pub gamma: &'a Tensor,
     pub beta: &'a Tensor,
-    /// [batch * groups] each.
-    pub save_mean: &'a Tensor,
-    pub save_invstd: &'a Tensor,
+    pub stats: &'a Tensor,
 }
 
-/// Gradient tensors for backward. `dresidual` is written by the AddRelu form;
-/// `group_grads` is [2, batch * groups] scratch.
+/// Gradient tensors for backward. `dresidual` is written by the AddRelu form.
 pub struct GnGradTensors<'a> {
     pub dy: &'a Tensor,
     pub dx: &'a Tensor,
     pub dgamma: &'a Tensor,
     pub dbeta: &'a Tensor,
     pub dresidual: Option<&'a Tensor>,
-    pub group_grads: &'a Tensor,
 }
 
 pub struct GroupNorm {
@@ -180,6 +115,10 @@ pub struct GroupNorm {
     pub shape: GroupNormShape,
     pub fusion: Fusion,
     pub eps: f32,
+    /// The chunks of each (sample, group)'s values (forward, backward_apply).
+    pub partition: Partition,
+    /// The chunks of each plane (backward_reduce).
+    pub plane_partition: Partition,
 }
 
 impl GroupNorm {
@@ -190,7 +129,28 @@ impl GroupNorm {
             shape,
             fusion,
             eps: EPS,
+            partition: Partition::whole(1, shape.group_len()),
+            plane_partition: Partition::whole(1, shape.hw),
         })
+    }
+
+    /// Chunks so that a pass launches about `target` workgroups
+    /// (`ops::partition`), of at least `min_part` values. Set it before
+    /// allocating `stats`, whose length depends on it.
+    pub fn split(&mut self, target: usize, min_part: usize) {
+        let s = &self.shape;
+        self.partition = Partition::split(s.stats_len(), 1, s.group_len(), target, min_part);
+        let planes = s.batch * s.channels;
+        self.plane_partition = Partition::split(planes, 1, s.hw, target, min_part);
+    }
+
+    /// The f32 words of the `stats` scratch: mean, invstd and mean less its
+    /// shift per (sample, group), then the larger of the two passes' partials.
+    pub fn stats_len(&self) -> usize {
+        let s = &self.shape;
+        let forward = 4 * s.stats_len() * self.partition.parts;
+        let backward = 2 * s.batch * s.channels * self.plane_partition.parts;
+        3 * s.stats_len() + forward.max(backward)
     }
 
     fn params(&self) -> Result<GnParams, GpuError> {
@@ -202,7 +162,9 @@ impl GroupNorm {
             hw: u("hw", self.shape.hw)?,
             groups: u("groups", self.shape.groups)?,
             eps: self.eps,
-            _pad: [0; 3],
+            parts: u("parts", self.partition.parts)?,
+            chunk: u("chunk", self.partition.chunk)?,
+            plane_chunk: u("plane chunk", self.plane_partition.chunk)?,
         })
     }
 
@@ -216,9 +178,8 @@ impl GroupNorm {
         for c in [t.gamma, t.beta] {
             c.expect(&self.label, &[s.channels], DType::F32)?;
         }
-        for k in [t.save_mean, t.save_invstd] {
-            k.expect(&self.label, &[s.stats_len()], DType::F32)?;
-        }
+        t.stats
+            .expect(&self.label, &[self.stats_len()], DType::F32)?;
         Ok(precision)
     }
 
@@ -236,7 +197,7 @@ impl GroupNorm {
             kernel: Kernel::find(KERNELS, "groupnorm", entry)?,
             variant: None,
             precision,
-            constants: &[("WG_ELEMENTWISE", ELEMENTWISE_WG)],
+            constants: &[],
             params: &self.params()?,
             bindings,
             workgroups,
@@ -244,12 +205,20 @@ impl GroupNorm {
         .build(ctx)
     }
 
-    fn elementwise(&self, ctx: &GpuContext) -> [u32; 3] {
-        elementwise_grid(ctx, self.shape.numel(), ELEMENTWISE_WG)
+    /// `[parts, rows]` with rows past a grid dimension folded into z (the
+    /// shader's `row_of`).
+    fn fold_rows(parts: usize, rows: usize) -> [u32; 3] {
+        let y = rows.clamp(1, GRID_DIMENSION);
+        [parts as u32, y as u32, rows.div_ceil(y) as u32]
     }
 
-    /// Forward (training and eval alike): the statistics of this batch, then
-    /// normalize with the fused activation.
+    fn items_grid(&self) -> [u32; 3] {
+        Self::fold_rows(self.partition.parts, self.shape.stats_len())
+    }
+
+    /// Forward (training and eval alike): each chunk's moments, then
+    /// normalize with the fused activation, merging the (sample, group)'s
+    /// moments (saved for backward) inside the apply.
     pub fn forward(
         &self,
         ctx: &GpuContext,
@@ -263,20 +232,15 @@ impl GroupNorm {
             ctx,
             "forward_stats",
             precision,
-            vec![
-                b("input", t.x),
-                b("save_mean", t.save_mean),
-                b("save_invstd", t.save_invstd),
-            ],
-            [self.shape.stats_len() as u32, 1, 1],
+            vec![b("input", t.x), b("stats", t.stats)],
+            self.items_grid(),
         )?;
         let mut bindings = vec![
             b("input", t.x),
             b("gamma", t.gamma),
             b("beta", t.beta),
             b("output", y),
-            b("save_mean", t.save_mean),
-            b("save_invstd", t.save_invstd),
+            b("stats", t.stats),
         ];
         let entry = match (self.fusion, residual) {
             (Fusion::None, None) => "forward_apply",
@@ -293,7 +257,7 @@ impl GroupNorm {
                 ));
             }
         };
-        let apply = self.build(ctx, entry, precision, bindings, self.elementwise(ctx))?;
+        let apply = self.build(ctx, entry, precision, bindings, self.items_grid())?;
         Ok(vec![stats, apply])
     }
 
@@ -312,42 +276,24 @@ impl GroupNorm {
         g.dx.expect(&self.label, y.shape(), precision.dtype())?;
         g.dgamma.expect(&self.label, &[s.channels], DType::F32)?;
         g.dbeta.expect(&self.label, &[s.channels], DType::F32)?;
-        g.group_grads
-            .expect(&self.label, &[2, s.stats_len()], DType::F32)?;
         let b = Binding::tensor;
-        let saved = || {
-            vec![
-                b("input", t.x),
-                b("save_mean", t.save_mean),
-                b("save_invstd", t.save_invstd),
-                b("grad_output", g.dy),
-            ]
-        };
-        let mut params = saved();
-        params.extend([b("grad_gamma", g.dgamma), b("grad_beta", g.dbeta)]);
-        let mut group = saved();
-        group.extend([b("gamma", t.gamma), b("group_grads", g.group_grads)]);
-        let mut apply = saved();
-        apply.extend([
+        let mut reduce = vec![b("input", t.x), b("stats", t.stats), b("grad_output", g.dy)];
+        let mut apply = vec![
+            b("input", t.x),
             b("gamma", t.gamma),
+            b("stats", t.stats),
+            b("grad_output", g.dy),
             b("grad_input", g.dx),
-            b("group_grads", g.group_grads),
-        ]);
+            b("grad_gamma", g.dgamma),
+            b("grad_beta", g.dbeta),
+        ];
         let entries = match (self.fusion, g.dresidual) {
-            (Fusion::None, None) => ["backward_params", "backward_group", "backward_apply"],
-            (Fusion::Relu, None) => [
-                "backward_params_relu",
-                "backward_group_relu",
-                "backward_apply_relu",
-            ],
+            (Fusion::None, None) => ["backward_reduce", "backward_apply"],
+            (Fusion::Relu, None) => ["backward_reduce_relu", "backward_apply_relu"],
             (Fusion::AddRelu, Some(dr)) => {
                 dr.expect(&self.label, y.shape(), precision.dtype())?;
-                params.push(b("grad_residual", dr));
-                [
-                    "backward_params_add_relu",
-                    "backward_group_relu",
-                    "backward_apply_relu",
-                ]
+                reduce.push(b("grad_residual", dr));
+                ["backward_reduce_add_relu", "backward_apply_relu"]
             }
             _ => {
                 return Err(GpuError::shape(
@@ -357,26 +303,13 @@ impl GroupNorm {
             }
         };
         if self.fusion != Fusion::None {
-            for list in [&mut params, &mut group, &mut apply] {
-                list.push(b("forward_output", y));
-            }
+            reduce.push(b("forward_output", y));
+            apply.push(b("forward_output", y));
         }
+        let planes = Self::fold_rows(self.plane_partition.parts, s.batch * s.channels);
         Ok(vec![
-            self.build(
-                ctx,
-                entries[0],
-                precision,
-                params,
-                [s.channels as u32, 1, 1],
-            )?,
-            self.build(
-                ctx,
-                entries[1],
-                precision,
-                group,
-                [s.stats_len() as u32, 1, 1],
-            )?,
-            self.build(ctx, entries[2], precision, apply, self.elementwise(ctx))?,
+            self.build(ctx, entries[0], precision, reduce, planes)?,
+            self.build(ctx, entries[1], precision, apply, self.items_grid())?,
         ])
     }
 }

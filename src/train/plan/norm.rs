@@ -3,7 +3,7 @@
 //! backward dispatches, built in one place. A new norm kind is a variant here
 //! plus its op (shader, oracle, host code); the unit around it does not change.
 
-use crate::gpu::{DType, GpuError, Tensor};
+use crate::gpu::{GpuError, Tensor};
 use crate::model::{ConvBnSpec, Norm};
 use crate::ops::batchnorm::{BatchNorm, BnGradTensors, BnTensors};
 use crate::ops::groupnorm::{GnGradTensors, GnTensors, GroupNorm};
@@ -40,8 +40,8 @@ pub(super) struct BatchLayer {
 pub(super) struct GroupLayer {
     op: GroupNorm,
     state: NormState,
-    save_mean: TensorId,
-    save_invstd: TensorId,
+    /// Saved statistics and the parts' partials (`GroupNorm::stats_len`).
+    stats: TensorId,
 }
 
 /// The tensors a norm layer normalizes: `c` (the conv's output) into `y`,
@@ -94,12 +94,12 @@ impl NormLayer {
                     groups,
                     hw,
                 };
-                let stats = [shape.stats_len()];
+                let mut op = GroupNorm::new(&spec.bn, shape, fusion)?;
+                op.split(norm_target_workgroups(b.ctx), MIN_PART_VALUES);
                 NormLayer::Group(GroupLayer {
-                    op: GroupNorm::new(&spec.bn, shape, fusion)?,
+                    stats: b.tensor(&format!("{} stats", spec.bn), &[op.stats_len()])?,
+                    op,
                     state,
-                    save_mean: b.tensor(&format!("{} saved mean", spec.bn), &stats)?,
-                    save_invstd: b.tensor(&format!("{} saved invstd", spec.bn), &stats)?,
                 })
             }
         };
@@ -169,7 +169,6 @@ impl NormLayer {
                 b.push_all(List::Backward, d);
             }
             NormLayer::Group(l) => {
-                let scratch = b.acquire_typed(&[2, l.op.shape.stats_len()], DType::F32)?;
                 let t = &b.tensors;
                 let grads = GnGradTensors {
                     dy: &t[dy],
@@ -177,12 +176,10 @@ impl NormLayer {
                     dgamma: &t[state.gamma.grad],
                     dbeta: &t[state.beta.grad],
                     dresidual: dres.map(|r| &t[r]),
-                    group_grads: &t[scratch],
                 };
                 let d =
                     l.op.backward(b.ctx, &l.tensors(t, io.c), &t[io.y], &grads)?;
                 b.push_all(List::Backward, d);
-                b.release(scratch);
             }
         }
         Ok(())
@@ -208,8 +205,7 @@ impl GroupLayer {
             x: &t[c],
             gamma: &t[self.state.gamma.value],
             beta: &t[self.state.beta.value],
-            save_mean: &t[self.save_mean],
-            save_invstd: &t[self.save_invstd],
+            stats: &t[self.stats],
         }
     }
 }
