@@ -174,7 +174,8 @@ fn backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
             let n = n0 + j * WG_N;
             if n >= n_total { break; }
             let b = n / in_hw;
-            grad_input[(b * p.in_c + ci) * in_hw + n % in_hw] = act(acc[i][j]);
+            let at = (b * p.in_c + ci) * in_hw + n % in_hw;
+            grad_input[at] = act(accumulated(at, acc[i][j]));
         }
     }
 }
@@ -266,7 +267,7 @@ fn backward_input_strided(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_i
         if ci >= p.in_c { break; }
         for (var j = 0u; j < TILE; j++) {
             if !col_ok[j] { break; }
-            grad_input[dst[j] + ci * in_hw] = act(acc[i][j]);
+            grad_input[dst[j] + ci * in_hw] = act(accumulated(dst[j] + ci * in_hw, acc[i][j]));
         }
     }
 }
@@ -448,6 +449,10 @@ fn conv3x3_s1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id
         let m = m0 + i;
         if m >= m_total { break; }
         let at = ((b * m_total + m) * h + oh) * w4 + q;
+        if p.accumulate != 0u {
+            acc0[i] += vec4<f32>(dst4[at]);
+            acc1[i] += vec4<f32>(dst4[at + 1u]);
+        }
         dst4[at] = vec4<act>(acc0[i]);
         dst4[at + 1u] = vec4<act>(acc1[i]);
     }

@@ -268,7 +268,8 @@ fn backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
                 let r = n % class_hw;
                 let ih = ih_first + s * (r / cols);
                 let iw = iw_first + s * (r % cols);
-                grad_input[((n / class_hw) * p.in_c + ci) * in_hw + ih * p.in_w + iw] = act(scratch_at(l, e));
+                let at = ((n / class_hw) * p.in_c + ci) * in_hw + ih * p.in_w + iw;
+                grad_input[at] = act(accumulated(at, scratch_at(l, e)));
             }
         }
     }

@@ -22,7 +22,9 @@ struct ConvParams {
     // adapter's per-dimension limit, the host folds them into y in bands of
     // row_blocks (see `tile_block`).
     row_blocks: u32,
-    _pad0: u32,
+    // backward_input: 1 adds the result to what grad_input holds (the plan
+    // sums a residual block's two input gradients so, without an add pass).
+    accumulate: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -34,6 +36,15 @@ struct ConvParams {
 @group(0) @binding(4) var<storage, read> grad_output: array<act>;
 @group(0) @binding(5) var<storage, read_write> grad_input: array<act>;
 @group(0) @binding(6) var<storage, read_write> grad_weight: array<f32>;
+
+// backward_input's value for grad_input[i]: `v`, plus what is there when
+// accumulating.
+fn accumulated(i: u32, v: f32) -> f32 {
+    if p.accumulate != 0u {
+        return v + f32(grad_input[i]);
+    }
+    return v;
+}
 
 // A workgroup's (column block, row block) of the output tile grid. The host
 // dispatches [x, row_blocks * bands, z] with x * bands >= the column blocks

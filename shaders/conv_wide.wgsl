@@ -277,7 +277,8 @@ fn backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
                 let q = n % c.class_hw;
                 let ih = c.ih_first + s * (q / c.cols);
                 let iw = c.iw_first + s * (q % c.cols);
-                grad_input[((n / c.class_hw) * p.in_c + ci) * in_hw + ih * p.in_w + iw] = act(acc_at(&acc, i, j));
+                let at = ((n / c.class_hw) * p.in_c + ci) * in_hw + ih * p.in_w + iw;
+                grad_input[at] = act(accumulated(at, acc_at(&acc, i, j)));
             }
         }
     }

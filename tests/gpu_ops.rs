@@ -53,10 +53,14 @@ fn check_conv_as(conv: &Conv2d, seed: u64, dtype: DType) {
     let dx = zeros_as("dx", &shape.input_shape(), dtype);
     let dw = zeros("dw", &shape.weight_shape());
     let rtol = if dtype == DType::F16 { 2e-3 } else { 1e-4 };
+    // backward_input_onto adds onto what its output holds (a residual
+    // block's skip gradient); the same kernel, a uniform flag.
+    let (dx_onto, prior) = random_tensor_as("dx onto", seed + 3, &shape.input_shape(), dtype);
     let fwd = conv.forward(ctx(), &x, &w, &y).unwrap();
     let bin = conv.backward_input(ctx(), &dy, &w, &dx).unwrap();
+    let onto = conv.backward_input_onto(ctx(), &dy, &w, &dx_onto).unwrap();
     let bw = conv.backward_weight(ctx(), &x, &dy, &dw).unwrap();
-    run(&[&fwd, &bin]);
+    run(&[&fwd, &bin, &onto]);
     run(&bw.iter().collect::<Vec<_>>());
     let (xv, wv, dyv) = (widen(&xv), widen(&wv), widen(&dyv));
     let k = (shape.in_c * shape.kernel_h * shape.kernel_w) as f64;
@@ -75,6 +79,21 @@ fn check_conv_as(conv: &Conv2d, seed: u64, dtype: DType) {
         ),
         &read(&dx),
         &oracle::conv::backward_input(&shape, &dyv, &wv),
+        rtol,
+        atol,
+    );
+    let summed: Vec<f64> = oracle::conv::backward_input(&shape, &dyv, &wv)
+        .iter()
+        .zip(widen(&prior))
+        .map(|(d, p)| d + p)
+        .collect();
+    assert_close(
+        &format!(
+            "{shape:?} {dtype:?} backward_input_onto {:?}",
+            conv.kernels.backward_input
+        ),
+        &read(&dx_onto),
+        &summed,
         rtol,
         atol,
     );

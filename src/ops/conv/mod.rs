@@ -55,7 +55,7 @@ crate::wgsl_struct! {
         pad: u32,
         k_splits: u32,
         row_blocks: u32,
-        _pad0: u32,
+        accumulate: u32,
         _pad1: u32,
         _pad2: u32,
     }
@@ -193,7 +193,7 @@ impl Conv2d {
             pad: u("pad", s.pad)?,
             k_splits,
             row_blocks: 1,
-            _pad0: 0,
+            accumulate: 0,
             _pad1: 0,
             _pad2: 0,
         })
@@ -343,7 +343,7 @@ impl Conv2d {
         ];
         let out_px = s.batch * s.out_h() * s.out_w();
         match self.kernels.forward {
-            ConvKernel::Rows8 => self.square_kernel(ctx, pass, x, w, y),
+            ConvKernel::Rows8 => self.square_kernel(ctx, pass, x, w, y, false),
             ConvKernel::RegisterTile => {
                 let grid = self.grid(s.out_c, out_px, 1);
                 let constants = self.constants(false);
@@ -385,6 +385,30 @@ impl Conv2d {
         w: &Tensor,
         dx: &Tensor,
     ) -> Result<Dispatch, GpuError> {
+        self.backward_input_with(ctx, dy, w, dx, false)
+    }
+
+    /// `backward_input` adding dx to what `dx` holds: a residual block's
+    /// input gradient is its first conv's plus the skip's, summed here
+    /// instead of by an add pass over both.
+    pub fn backward_input_onto(
+        &self,
+        ctx: &GpuContext,
+        dy: &Tensor,
+        w: &Tensor,
+        dx: &Tensor,
+    ) -> Result<Dispatch, GpuError> {
+        self.backward_input_with(ctx, dy, w, dx, true)
+    }
+
+    fn backward_input_with(
+        &self,
+        ctx: &GpuContext,
+        dy: &Tensor,
+        w: &Tensor,
+        dx: &Tensor,
+        accumulate: bool,
+    ) -> Result<Dispatch, GpuError> {
         let s = &self.shape;
         let precision = Precision::of(&self.label, &[dy, w, dx])?;
         dy.expect(&self.label, &s.output_shape(), precision.dtype())?;
@@ -392,9 +416,10 @@ impl Conv2d {
         dx.expect(&self.label, &s.input_shape(), precision.dtype())?;
         let pass = ConvPass::BackwardInput;
         if self.kernels.backward_input == ConvKernel::Rows8 {
-            return self.square_kernel(ctx, pass, dy, w, dx);
+            return self.square_kernel(ctx, pass, dy, w, dx, accumulate);
         }
         let mut params = self.params(1)?;
+        params.accumulate = u32::from(accumulate);
         // One z slice per pixel class (ih + pad, iw + pad) mod stride, x
         // covering the largest class.
         let class_pixels = s.in_h.div_ceil(s.stride) * s.in_w.div_ceil(s.stride);

@@ -26,9 +26,11 @@ impl Conv2d {
         src: &Tensor,
         w: &Tensor,
         dst: &Tensor,
+        accumulate: bool,
     ) -> Result<Dispatch, GpuError> {
         let s = &self.shape;
         let mut params = self.params(1)?;
+        params.accumulate = u32::from(accumulate);
         let transposed = pass == ConvPass::BackwardInput;
         let rows = if transposed { s.in_c } else { s.out_c };
         let quads = s.batch * s.in_h * s.in_w / 8;

@@ -5,7 +5,6 @@
 use crate::gpu::GpuError;
 use crate::model::{BlockSpec, Shortcut};
 use crate::ops::conv::ConvTuning;
-use crate::ops::elementwise;
 use crate::ops::shortcut::Shortcut as PadShortcut;
 use crate::shapes::Fusion;
 
@@ -85,15 +84,30 @@ impl Builder<'_> {
         block: &BuiltBlock,
         dout: TensorId,
     ) -> Result<TensorId, GpuError> {
+        // The first unit's conv adds its input gradient onto the skip's
+        // (`backward_input_onto`), so the skip's is made first and the
+        // block's two gradients need no add pass.
         let mut dy = dout;
         let mut dres = None;
-        for unit in block.units.iter().rev() {
-            let (dx, r) = self.unit_backward(unit, dy, true)?;
+        for (i, unit) in block.units.iter().enumerate().rev() {
+            let (dc, r) = self.unit_param_grads(unit, dy)?;
             dres = dres.or(r);
-            dy = dx.expect("asked for dx");
+            if i == 0 {
+                let dres = dres.expect("the last unit adds the residual");
+                let dx = self.skip_grad(block, dres)?;
+                self.unit_input_grad(unit, dc, dx, true)?;
+                return Ok(dx);
+            }
+            dy = self.acquire(&self.tensors[unit.x].shape().to_vec())?;
+            self.unit_input_grad(unit, dc, dy, false)?;
         }
-        let dres = dres.expect("the last unit adds the residual");
-        let dskip = match &block.shortcut {
+        Err(GpuError::shape("block", "a residual block without units"))
+    }
+
+    /// The gradient the shortcut passes to the block's input from `dres`
+    /// (the residual's gradient, released unless it is that gradient).
+    fn skip_grad(&mut self, block: &BuiltBlock, dres: TensorId) -> Result<TensorId, GpuError> {
+        Ok(match &block.shortcut {
             BuiltShortcut::Identity => dres,
             BuiltShortcut::Pad(sc) => {
                 let dx = self.acquire(&self.tensors[block.input].shape().to_vec())?;
@@ -106,15 +120,7 @@ impl Builder<'_> {
                 .unit_backward(unit, dres, true)?
                 .0
                 .expect("asked for dx"),
-        };
-        let dx = self.acquire(&self.tensors[block.input].shape().to_vec())?;
-        let t = &self.tensors;
-        let label = "residual gradient sum";
-        let d = elementwise::add(self.ctx, label, &t[dy], &t[dskip], &t[dx])?;
-        self.push(List::Backward, d);
-        self.release(dy);
-        self.release(dskip);
-        Ok(dx)
+        })
     }
 }
 

@@ -123,6 +123,47 @@ impl Builder<'_> {
         dy: TensorId,
         need_dx: bool,
     ) -> Result<(Option<TensorId>, Option<TensorId>), GpuError> {
+        let (dc, dres) = self.unit_param_grads(unit, dy)?;
+        let dx = if need_dx {
+            let dx = self.acquire(&self.tensors[unit.x].shape().to_vec())?;
+            self.unit_input_grad(unit, dc, dx, false)?;
+            Some(dx)
+        } else {
+            self.release(dc);
+            None
+        };
+        Ok((dx, dres))
+    }
+
+    /// The unit's input gradient from `dc` (its conv output's gradient,
+    /// released here) into `dx`, added to what `dx` holds if `accumulate`.
+    pub(super) fn unit_input_grad(
+        &mut self,
+        unit: &Unit,
+        dc: TensorId,
+        dx: TensorId,
+        accumulate: bool,
+    ) -> Result<(), GpuError> {
+        let t = &self.tensors;
+        let (dc_t, w, dx_t) = (&t[dc], &t[unit.weight.read], &t[dx]);
+        let d = if accumulate {
+            unit.conv.backward_input_onto(self.ctx, dc_t, w, dx_t)?
+        } else {
+            unit.conv.backward_input(self.ctx, dc_t, w, dx_t)?
+        };
+        self.push(List::Backward, d);
+        self.release(dc);
+        Ok(())
+    }
+
+    /// The norm's, bias's and weight's gradients of one unit from dy
+    /// (released here); returns the gradient of its conv's output and, for
+    /// the AddRelu form, of its residual.
+    pub(super) fn unit_param_grads(
+        &mut self,
+        unit: &Unit,
+        dy: TensorId,
+    ) -> Result<(TensorId, Option<TensorId>), GpuError> {
         let out_shape = self.tensors[unit.c].shape().to_vec();
         let dc = self.acquire(&out_shape)?;
         let dres = match unit.norm.fusion() {
@@ -146,18 +187,6 @@ impl Builder<'_> {
             .backward_weight(self.ctx, &t[unit.x], &t[dc], &t[unit.weight.grad])?;
         self.push_all(List::Backward, dw);
         self.release(dy);
-        let dx = if need_dx {
-            let dx = self.acquire(&self.tensors[unit.x].shape().to_vec())?;
-            let t = &self.tensors;
-            let d = unit
-                .conv
-                .backward_input(self.ctx, &t[dc], &t[unit.weight.read], &t[dx])?;
-            self.push(List::Backward, d);
-            Some(dx)
-        } else {
-            None
-        };
-        self.release(dc);
-        Ok((dx, dres))
+        Ok((dc, dres))
     }
 }
