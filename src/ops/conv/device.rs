@@ -4,9 +4,14 @@
 //! and their pipeline constants and grids.
 
 use super::{
-    Conv2d, ConvKernel, ConvPass, CoopConfig, DType, GpuContext, GpuError, Precision, WIDE_SHAPES,
-    WIDE_WORKGROUP_BYTES,
+    Conv2d, ConvKernel, ConvPass, CoopConfig, DType, GpuContext, GpuError, Precision, TILED_SHAPES,
+    WIDE_SHAPES, WIDE_WORKGROUP_BYTES,
 };
+
+/// The fewest workgroups a GPU's built-in forward and input-gradient tiles
+/// aim at: two per compute unit of a 132-unit H100 (wgpu reports no unit
+/// count; the weight gradient fills the GPU by its split instead).
+pub const GPU_FILL: usize = 256;
 
 /// The cooperative-matrix kernel's tile side and pipeline constants.
 pub(super) type CoopSetup = (usize, Vec<(&'static str, u32)>);
@@ -59,12 +64,47 @@ impl Conv2d {
             tw_m: WIDE_SHAPES[0].0,
             tw_n: WIDE_SHAPES[0].1,
         };
+        // The weight gradient fills the GPU by its split instead.
+        let fills =
+            |k| pass == ConvPass::BackwardWeight || self.simt_workgroups(pass, k) >= GPU_FILL;
         // A GPU's 128-row tile where the pass has 128 rows or more.
-        if rows >= 128 && fits_device(ctx, wide) {
-            wide
-        } else {
-            self.builtin_kernel(pass, false)
+        if rows >= 128 && fits_device(ctx, wide) && fills(wide) {
+            return wide;
         }
+        let tiled = self.builtin_kernel(pass, false);
+        if fills(tiled) {
+            return tiled;
+        }
+        // A small CIFAR layer: the largest tile whose grid still gives every
+        // compute unit two workgroups, else the one with the most.
+        let smaller = TILED_SHAPES
+            .iter()
+            .map(|&(tw_m, tw_n)| ConvKernel::Tiled { tw_m, tw_n });
+        smaller
+            .clone()
+            .find(|&k| self.simt_workgroups(pass, k) >= GPU_FILL)
+            .or_else(|| smaller.max_by_key(|&k| self.simt_workgroups(pass, k)))
+            .unwrap_or(tiled)
+    }
+
+    /// Workgroups of `pass` on the tiled or wide `kernel` (the weight
+    /// gradient's before its split).
+    pub(super) fn simt_workgroups(&self, pass: ConvPass, kernel: ConvKernel) -> usize {
+        let s = &self.shape;
+        let (m, n, z) = match pass {
+            ConvPass::Forward => (s.out_c, s.batch * s.out_h() * s.out_w(), 1),
+            ConvPass::BackwardInput => {
+                let class = s.in_h.div_ceil(s.stride) * s.in_w.div_ceil(s.stride);
+                (s.in_c, s.batch * class, (s.stride * s.stride) as u32)
+            }
+            ConvPass::BackwardWeight => (s.out_c, s.in_c * s.kernel_h * s.kernel_w, 1),
+        };
+        let [x, y, z] = match kernel {
+            ConvKernel::Wide { tw_m, tw_n } => Self::wide_grid((tw_m, tw_n), m, n, z),
+            ConvKernel::Tiled { tw_m, tw_n } => Self::tiled_grid((tw_m, tw_n), m, n, z),
+            _ => return usize::MAX,
+        };
+        x as usize * y as usize * z as usize
     }
 
     /// conv_coop.wgsl's workgroup tile side and constants on `ctx`, or an
