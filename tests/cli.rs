@@ -96,7 +96,8 @@ fn modeled_step(args: &[&str]) -> Vec<(String, u64)> {
 /// after the normalization issue (173 before it: 164, with the residual
 /// gradient summed in the first conv's epilogue), and every batch-norm and
 /// group-norm dispatch of ResNet-20 (both norms) and of ResNet-50 at 224
-/// (batch 256) launches at least 256 workgroups with the GPU's built-ins.
+/// (batch 256), and every forward and input-gradient conv of ResNet-20,
+/// launches at least 256 workgroups with the GPU's built-ins.
 #[test]
 fn a_step_fills_a_gpu_in_few_dispatches() {
     const RESNET20_DISPATCHES: usize = 164;
@@ -106,6 +107,13 @@ fn a_step_fills_a_gpu_in_few_dispatches() {
         "resnet20 at batch 128 records {} dispatches per step, more than {RESNET20_DISPATCHES}",
         step.len()
     );
+    // The forward and input-gradient convs too, at f32 (the SIMT tiles step
+    // down to a smaller one on the 64-channel 8x8 layers).
+    let small_convs: Vec<_> = step
+        .iter()
+        .filter(|(k, wg)| k.starts_with("conv") && !k.contains("weight") && *wg < 256)
+        .collect();
+    assert!(small_convs.is_empty(), "{small_convs:?}");
     let runs: [&[&str]; 4] = [
         &["--model", "resnet20", "--batch-size", "128"],
         &[

@@ -566,7 +566,7 @@ fn tuning_measures_once_then_reuses_the_cached_choice() {
     assert_eq!(sources, [ChoiceSource::BuiltIn; 3]);
     assert_eq!(
         gpu.kernels.forward,
-        conv().builtin_kernel(ConvPass::Forward, false)
+        conv().builtin_kernel_on(ctx(), DType::F32, ConvPass::Forward, false)
     );
     assert!(matches!(gpu.kernels.forward, ConvKernel::Tiled { .. }));
 
