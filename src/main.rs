@@ -38,7 +38,7 @@ struct Cli {
     /// The adapter to run on: an index in `info`'s list [default: the one the
     /// backend prefers; under MPI, the process's rank on its machine modulo
     /// the adapters]. The window picks its own.
-    #[arg(long, global = true, value_name = "N")]
+    #[arg(long, global = true, value_name = "N", value_parser = resnet_wgpu::cli::whole::<usize>())]
     adapter: Option<usize>,
     /// Without a command: the desktop window, training on the built-in dataset.
     #[command(subcommand)]
@@ -97,16 +97,16 @@ struct PackArgs {
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
     /// Longer side of the re-encoded pictures (smaller ones keep their size).
-    #[arg(long, value_name = "PIXELS", default_value_t = 512)]
+    #[arg(long, value_name = "PIXELS", default_value_t = 512, value_parser = resnet_wgpu::cli::whole::<u32>())]
     max_side: u32,
     /// Bytes per shard before the next one starts, in MiB.
-    #[arg(long, value_name = "MIB", default_value_t = 1024)]
+    #[arg(long, value_name = "MIB", default_value_t = 1024, value_parser = resnet_wgpu::cli::whole::<u64>())]
     shard_mib: u64,
     /// JPEG quality of the re-encoded pictures.
-    #[arg(long, default_value_t = 90)]
+    #[arg(long, default_value_t = 90, value_parser = resnet_wgpu::cli::whole_in::<u8>(1, 100))]
     quality: u8,
     /// Encoding threads [default: one per core].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = resnet_wgpu::cli::whole::<usize>())]
     workers: Option<usize>,
 }
 
@@ -117,7 +117,7 @@ struct CheckArgs {
     #[arg(long, value_name = "DIR")]
     data: PathBuf,
     /// Decode threads [default: one per core].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = resnet_wgpu::cli::whole::<usize>())]
     workers: Option<usize>,
 }
 
@@ -130,7 +130,7 @@ struct PredictArgs {
     #[arg(value_name = "IMAGE", required = true)]
     images: Vec<PathBuf>,
     /// How many classes to list per image.
-    #[arg(long, value_name = "K", default_value_t = 5)]
+    #[arg(long, value_name = "K", default_value_t = 5, value_parser = resnet_wgpu::cli::whole::<usize>())]
     top: usize,
     /// Print one JSON array: [{"image", "top": [{"class", "probability"}]}].
     #[arg(long)]
@@ -152,12 +152,14 @@ struct DownloadArgs {
     #[arg(long, value_name = "HEX", requires = "url")]
     md5: Option<String>,
     /// Give up when under 1 KiB/s arrives for this many seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = resnet_wgpu::cli::whole_in::<u32>(1, 3600))]
     stall_timeout: u32,
 }
 
 fn main() {
-    let matches = Cli::command().get_matches();
+    // Whole-number flags parse "-1" themselves and refuse it by name.
+    let matches =
+        resnet_wgpu::cli::numbers::negative_numbers_as_values(Cli::command()).get_matches();
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     // Which flags were typed (a resume refuses those that contradict its run,
     // even when they equal the default).

@@ -72,6 +72,77 @@ fn info_names_the_adapter_and_limits() {
     );
 }
 
+/// Every whole-number flag parses a negative value itself and refuses it
+/// naming the flag and the value (clap took "-1" for an unknown flag), and
+/// the float flags take "-inf" as a value to refuse.
+#[test]
+fn negative_numbers_are_refused_by_their_flags() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["train", "--no-gui"], "--batch-size"),
+        (&["train", "--no-gui"], "--epochs"),
+        (&["train", "--no-gui"], "--seed"),
+        (&["train", "--no-gui"], "--max-steps"),
+        (&["train", "--no-gui"], "--crop-pad"),
+        (&["train", "--no-gui"], "--synthetic-train"),
+        (&["train", "--no-gui"], "--synthetic-test"),
+        (&["train", "--no-gui"], "--report-every"),
+        (&["train", "--no-gui"], "--milestones"),
+        (&["train", "--no-gui"], "--workers"),
+        (&["train", "--no-gui"], "--groups"),
+        (&["train", "--no-gui"], "--image-size"),
+        (&["train", "--no-gui"], "--val-split"),
+        (&["train", "--no-gui"], "--collective-timeout"),
+        (&["train", "--no-gui"], "--adapter"),
+        (&["eval"], "--batch-size"),
+        (&["info"], "--batch-size"),
+        (&["info"], "--image-size"),
+        (&["info"], "--classes"),
+        (&["predict", "x.png"], "--top"),
+        (&["pack"], "--max-side"),
+        (&["pack"], "--shard-mib"),
+        (&["pack"], "--quality"),
+        (&["pack"], "--workers"),
+        (&["check"], "--workers"),
+        (&["download", "cifar10"], "--stall-timeout"),
+        (&["bench", "ops"], "--batch"),
+        (&["bench", "ops"], "--reps"),
+        (&["bench", "ops"], "--gemm-size"),
+        (&["bench", "ops"], "--wg-n"),
+        (&["bench", "ops"], "--wg-m"),
+        (&["bench", "train"], "--batch-size"),
+        (&["bench", "train"], "--steps"),
+        (&["bench", "train"], "--gemm-size"),
+        (&["bench", "tune"], "--batch-size"),
+        (&["bench", "tune"], "--image-size"),
+        (&["bench", "data"], "--workers"),
+        (&["bench", "data"], "--image-size"),
+        (&["bench", "data"], "--batch-size"),
+        (&["bench", "data"], "--images"),
+    ];
+    for (command, flag) in cases {
+        let mut args = command.to_vec();
+        args.extend([*flag, "-3"]);
+        let (ok, _, err) = run(&args);
+        let first = err.lines().next().unwrap_or_default();
+        assert!(
+            !ok && first.starts_with(&format!("error: {flag} must be"))
+                && first.ends_with("got -3"),
+            "{args:?}: {err}"
+        );
+    }
+    for (flag, value) in [("--lr", "-inf"), ("--checkpoint-every", "-1m")] {
+        let (ok, _, err) = run(&["train", "--no-gui", flag, value]);
+        assert!(
+            !ok && err.contains(flag) && err.contains(value),
+            "{flag} {value}: {err}"
+        );
+        assert!(
+            !err.contains("unexpected argument"),
+            "{flag} {value}: {err}"
+        );
+    }
+}
+
 /// The dispatches of one step as the modeled H100 plans them (`info
 /// --dispatches --json`): (kernel, workgroups) each.
 fn modeled_step(args: &[&str]) -> Vec<(String, u64)> {

@@ -303,6 +303,20 @@ fn resume_refuses_other_data_and_a_taken_run_name() {
         .to_string();
     // Data flags that pick other data than the run's are refused, named.
     assert!(e.contains("--synthetic-train 40 (the run has 32)"), "{e}");
+    // A folder for a run of the built-in set would be ignored: refused.
+    let folder = train_args(
+        &out,
+        &format!(
+            "{TINY} --synthetic-train 32 --data {} --resume {}",
+            out.display(),
+            out.join("run").display()
+        ),
+    );
+    let e = run_folder::prepare(shared_ctx(), &folder)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("--data") && e.contains("built-in set"), "{e}");
     let missing = train_args(
         &out,
         &format!("{TINY} --resume {}", out.join("nothing").display()),

@@ -18,15 +18,15 @@ pub struct BenchDataOptions {
     #[arg(long, value_name = "DIR")]
     pub data: PathBuf,
     /// Worker counts to time, one row each.
-    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    #[arg(long, value_delimiter = ',', default_value = "1,2", value_parser = crate::cli::whole::<usize>())]
     pub workers: Vec<usize>,
     /// Side of the square crops.
-    #[arg(long, value_name = "PIXELS", default_value_t = 224)]
+    #[arg(long, value_name = "PIXELS", default_value_t = 224, value_parser = crate::cli::whole::<usize>())]
     pub image_size: usize,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = crate::cli::whole::<usize>())]
     pub batch_size: usize,
     /// Images decoded per row (after one warm-up batch); at most one epoch.
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = 2048, value_parser = crate::cli::whole::<usize>())]
     pub images: usize,
     /// Time the evaluation transform (resize + center crop) instead of the
     /// training one.

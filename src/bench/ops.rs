@@ -16,16 +16,16 @@ pub struct BenchOpsOptions {
     #[arg(long, default_value_t = 128, value_parser = crate::cli::bounded(1, MAX_OPS_BATCH))]
     pub batch: usize,
     /// Timed repetitions per op (after one warm-up run).
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    #[arg(long, default_value_t = 3, value_parser = crate::cli::whole_in::<u32>(1, 1000))]
     pub reps: u32,
     /// Size of the square reference GEMM (0 skips it).
     #[arg(long, default_value_t = 1024, value_parser = crate::cli::bounded(0, MAX_GEMM_SIZE))]
     pub gemm_size: usize,
     /// Conv/GEMM workgroup width along N (output pixels); default: the built-in tuning.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+    #[arg(long, value_parser = crate::cli::whole_in::<u32>(1, 256))]
     pub wg_n: Option<u32>,
     /// Conv/GEMM workgroup height along M (channels); default: the built-in tuning.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+    #[arg(long, value_parser = crate::cli::whole_in::<u32>(1, 256))]
     pub wg_m: Option<u32>,
 }
 

@@ -28,7 +28,7 @@ pub struct EvalArgs {
     /// The architecture, for files not written by this tool (torchvision's).
     #[command(flatten)]
     pub model: ModelArgs,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = crate::cli::whole::<usize>())]
     pub batch_size: usize,
     /// Print one JSON object: {"loss", "accuracy", "samples", ...}.
     #[arg(long)]

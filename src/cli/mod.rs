@@ -20,7 +20,10 @@ use crate::train::DecayKind;
 pub mod dispatches;
 pub mod eval;
 pub mod info;
+pub mod numbers;
 pub mod train;
+
+pub use numbers::{bounded, whole, whole_in};
 
 /// Each setting's flag: what the command line calls a setting in the core's
 /// messages, and which setting a typed flag gives.
@@ -107,12 +110,6 @@ fn run_name(text: &str) -> Result<String, String> {
     }
 }
 
-/// A count flag's parser that refuses values outside `min..=max`, naming the
-/// flag (zero and huge values divided by zero or aborted an allocation).
-pub fn bounded(min: usize, max: usize) -> clap::builder::RangedU64ValueParser<usize> {
-    clap::builder::RangedU64ValueParser::<usize>::new().range(min as u64..=max as u64)
-}
-
 pub use crate::data::DatasetKind;
 pub use crate::train::CheckpointEvery;
 
@@ -186,17 +183,17 @@ pub struct DataArgs {
     #[arg(long, value_enum, default_value_t = Cifar100Labels::Fine)]
     pub cifar100_labels: Cifar100Labels,
     /// Image folder: side of the square images after resize and center crop.
-    #[arg(long, value_name = "PIXELS", default_value_t = 64)]
+    #[arg(long, value_name = "PIXELS", default_value_t = 64, value_parser = whole::<usize>())]
     pub image_size: usize,
     /// Built-in dataset: training set size.
-    #[arg(long, value_name = "N", default_value_t = 5000)]
+    #[arg(long, value_name = "N", default_value_t = 5000, value_parser = bounded(1, crate::data::MAX_SYNTHETIC))]
     pub synthetic_train: usize,
     /// Built-in dataset: test set size.
-    #[arg(long, value_name = "N", default_value_t = 1000)]
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = bounded(1, crate::data::MAX_SYNTHETIC))]
     pub synthetic_test: usize,
     /// Hold out this many training images as the validation set that is
     /// evaluated instead of the test set (the paper's 45k/5k: --val-split 5000).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = whole::<usize>())]
     pub val_split: Option<usize>,
 }
 
@@ -214,7 +211,7 @@ pub struct ModelArgs {
     pub norm: NormChoice,
     /// Groups of --norm group; must divide every layer's channels (the
     /// GroupNorm paper's 32 fits ImageNet widths, CIFAR's 16 channels want 16 or fewer).
-    #[arg(long, value_name = "N", default_value_t = 8)]
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = bounded(1, 1 << 16))]
     pub groups: usize,
     /// Give every conv a bias (as convs with bias=True, e.g. to load such weights with --init).
     #[arg(long)]
@@ -228,14 +225,14 @@ pub struct TrainArgs {
     #[command(flatten)]
     pub data: DataArgs,
     /// Epochs to train [default: 10]; with --resume, a larger value extends the run.
-    #[arg(long, value_name = "N", help_heading = "Recipe")]
+    #[arg(long, value_name = "N", help_heading = "Recipe", value_parser = bounded(1, crate::train::trainer::MAX_EPOCHS))]
     pub epochs: Option<usize>,
     /// Images per step (the paper's 128; far smaller batches want a smaller --lr).
-    #[arg(long, value_name = "N", default_value_t = 128, help_heading = "Recipe")]
+    #[arg(long, value_name = "N", default_value_t = 128, help_heading = "Recipe", value_parser = bounded(1, crate::train::trainer::MAX_BATCH))]
     pub batch_size: usize,
     /// SGD learning rate (the paper's 0.1 at batch 128).
     #[arg(
-        allow_negative_numbers = true,
+        allow_hyphen_values = true,
         long,
         value_name = "RATE",
         default_value_t = 0.1,
@@ -244,7 +241,7 @@ pub struct TrainArgs {
     pub lr: f32,
     /// SGD momentum.
     #[arg(
-        allow_negative_numbers = true,
+        allow_hyphen_values = true,
         long,
         value_name = "M",
         default_value_t = 0.9,
@@ -253,7 +250,7 @@ pub struct TrainArgs {
     pub momentum: f32,
     /// L2 weight decay, applied by SGD to every parameter (as PyTorch's).
     #[arg(
-        allow_negative_numbers = true,
+        allow_hyphen_values = true,
         long,
         value_name = "WD",
         default_value_t = 1e-4,
@@ -273,11 +270,11 @@ pub struct TrainArgs {
         value_name = "E,E,...",
         value_delimiter = ',',
         help_heading = "Recipe"
-    )]
+    , value_parser = whole::<usize>())]
     pub milestones: Option<Vec<usize>>,
     /// Factor of each multi-step decay.
     #[arg(
-        allow_negative_numbers = true,
+        allow_hyphen_values = true,
         long,
         value_name = "F",
         default_value_t = 0.1,
@@ -287,7 +284,7 @@ pub struct TrainArgs {
     /// Epochs of linear warm-up from --warmup-lr to --lr (the paper warms
     /// ResNet-110 up at 0.01).
     #[arg(
-        allow_negative_numbers = true,
+        allow_hyphen_values = true,
         long,
         value_name = "E",
         default_value_t = 0.0,
@@ -296,7 +293,7 @@ pub struct TrainArgs {
     pub warmup_epochs: f32,
     /// Learning rate at the start of the warm-up.
     #[arg(
-        allow_negative_numbers = true,
+        allow_hyphen_values = true,
         long,
         value_name = "RATE",
         default_value_t = 0.01,
@@ -309,7 +306,7 @@ pub struct TrainArgs {
         value_name = "PIXELS",
         default_value_t = 4,
         help_heading = "Recipe"
-    )]
+    , value_parser = whole::<u32>())]
     pub crop_pad: u32,
     /// No random horizontal flips.
     #[arg(long, help_heading = "Recipe")]
@@ -323,7 +320,7 @@ pub struct TrainArgs {
     pub normalize: Option<Normalize>,
     /// Seed of the initial weights, the shuffles, the augmentation and
     /// --val-split (a run is reproducible from it).
-    #[arg(long, value_name = "N", default_value_t = 0, help_heading = "Recipe")]
+    #[arg(long, value_name = "N", default_value_t = 0, help_heading = "Recipe", value_parser = whole::<u64>())]
     pub seed: u64,
     /// Start from these weights (a model.safetensors of this tool, or a
     /// torchvision state dict saved as safetensors; f32, f16 or bf16).
@@ -346,19 +343,20 @@ pub struct TrainArgs {
     /// them is refused. May change on resume: --epochs (a larger value extends
     /// the run), --max-steps, --report-every, --stream-data, --workers,
     /// --checkpoint-every (kept when not given), and --data (the same data
-    /// in another place; checked by content).
+    /// in another place; checked by content; refused for a run of the
+    /// built-in set, which reads no folder).
     #[arg(long, value_name = "DIR", help_heading = "Run")]
     pub resume: Option<PathBuf>,
     /// Stop after this many steps in all.
-    #[arg(long, value_name = "N", help_heading = "Run")]
+    #[arg(long, value_name = "N", help_heading = "Run", value_parser = whole::<u64>())]
     pub max_steps: Option<u64>,
     /// Also checkpoint every N steps, or every N minutes with "Nm" (besides
     /// each epoch's end; the newest two are kept, and the best by test
     /// accuracy as checkpoints/best).
-    #[arg(long, value_name = "N|Nm", value_parser = CheckpointEvery::parse, help_heading = "Run")]
+    #[arg(long, value_name = "N|Nm", allow_hyphen_values = true, value_parser = CheckpointEvery::parse, help_heading = "Run")]
     pub checkpoint_every: Option<CheckpointEvery>,
     /// Steps per asynchronous metrics readback.
-    #[arg(long, value_name = "N", default_value_t = 4, help_heading = "Run")]
+    #[arg(long, value_name = "N", default_value_t = 4, help_heading = "Run", value_parser = bounded(1, crate::train::trainer::MAX_REPORT_EVERY))]
     pub report_every: usize,
     /// Upload each batch with its step instead of keeping the dataset in GPU
     /// memory (automatic when it exceeds one storage binding).
@@ -372,7 +370,7 @@ pub struct TrainArgs {
         default_value_t = 0,
         hide_default_value = true,
         help_heading = "Run"
-    )]
+    , value_parser = bounded(0, crate::train::trainer::MAX_WORKERS))]
     pub workers: usize,
     /// Store activations and conv/fc weight copies as f32, or as f16 with
     /// f32 master weights, f32 accumulation and dynamic loss scaling (needs
@@ -384,7 +382,7 @@ pub struct TrainArgs {
     pub no_gui: bool,
     /// Under MPI: end the job when one collective (the gradient all-reduce,
     /// a broadcast) waits this long for the other processes.
-    #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400), help_heading = "Run")]
+    #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = crate::cli::whole_in::<u64>(1, 86_400), help_heading = "Run")]
     pub collective_timeout: u64,
     /// The flags given on the command line (filled by the binary; a flag
     /// whose value differs from its default counts as given too).

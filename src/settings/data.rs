@@ -131,7 +131,8 @@ impl DataSettings {
                 saved.val_split.map(|v| v.to_string()),
             ),
         ];
-        rows.into_iter()
+        let mut refused: Vec<String> = rows
+            .into_iter()
             .filter(|(setting, mine, default, theirs)| {
                 (given.contains(setting) || mine != default) && mine != theirs
             })
@@ -139,7 +140,17 @@ impl DataSettings {
                 let show = |v: Option<String>| v.unwrap_or_else(|| "none".into());
                 format!("{setting} {} (the run has {})", show(mine), show(theirs))
             })
-            .collect()
+            .collect();
+        // A folder moves a run's files; the built-in set has none, so a
+        // folder given to it would be ignored: refuse it instead.
+        if let (Some(dir), DatasetKind::Synthetic) = (&self.path, saved.kind) {
+            refused.push(format!(
+                "{} {} (the run trains on the built-in set, which reads no folder)",
+                Setting::Data,
+                dir.display()
+            ));
+        }
+        refused
     }
 }
 
