@@ -11,6 +11,7 @@ use resnet_wgpu::cli::TrainArgs;
 use resnet_wgpu::data::{DataSplit, Dataset, SyntheticOptions, synthetic};
 use resnet_wgpu::gpu::{GpuError, Precision};
 use resnet_wgpu::model::{ModelSpec, ShortcutKind};
+use resnet_wgpu::setting::Setting;
 use resnet_wgpu::settings::RunSettings;
 use resnet_wgpu::shapes::{ImageShape, SgdConfig};
 use resnet_wgpu::train::checkpoint::{StateDict, Values, read_model, write_safetensors};
@@ -922,4 +923,123 @@ fn the_shown_rate_is_steady_over_bursty_reports_and_pauses() {
     assert_eq!(format_rate(Some(9.64), 16), "9.6 img/s");
     assert_eq!(format_rate(Some(16.0 / 1197.0), 16), "1197 s/step");
     assert_eq!(format_rate(Some(0.5), 1), "2.00 s/step");
+}
+
+/// What a `train` flag does on `--resume`.
+enum OnResume {
+    /// Refused, naming the flag.
+    Refused,
+    /// Taken, and kept in the run's config.json under this key with this value.
+    Saved(&'static str, serde_json::Value),
+    /// Taken: it picks where this process runs, not what the run is.
+    ThisProcess,
+}
+
+/// A non-default value of `setting`'s flag and what `--resume` must do with
+/// it (no wildcard: a new setting fails to compile here until it is placed).
+fn on_resume(setting: Setting) -> (&'static str, OnResume) {
+    use OnResume::*;
+    use Setting::*;
+    use serde_json::json;
+    match setting {
+        Model => ("--model resnet20", Refused),
+        Shortcut => ("--shortcut b", Refused),
+        Norm => ("--norm group --groups 4", Refused),
+        Groups => ("--groups 4", Refused),
+        ConvBias => ("--conv-bias", Refused),
+        Dataset => ("--dataset cifar10", Refused),
+        Data => ("--data .", Refused),
+        Cifar100Labels => ("--cifar100-labels coarse", Refused),
+        ImageSize => ("--image-size 32", Refused),
+        SyntheticTrain => ("--synthetic-train 40", Refused),
+        SyntheticTest => ("--synthetic-test 40", Refused),
+        ValSplit => ("--val-split 8", Refused),
+        Epochs => ("--epochs 3", Saved("epochs", json!(3))),
+        BatchSize => ("--batch-size 16", Refused),
+        Lr => ("--lr 0.5", Refused),
+        Momentum => ("--momentum 0.5", Refused),
+        WeightDecay => ("--weight-decay 0.001", Refused),
+        Nesterov => ("--nesterov", Refused),
+        Schedule => ("--schedule cosine", Refused),
+        Milestones => ("--milestones 1", Refused),
+        Gamma => ("--gamma 0.5", Refused),
+        WarmupEpochs => ("--warmup-epochs 1", Refused),
+        WarmupLr => ("--warmup-lr 0.5", Refused),
+        CropPad => ("--crop-pad 2", Refused),
+        Flip => ("--no-flip", Refused),
+        Normalize => ("--normalize cifar", Refused),
+        Seed => ("--seed 5", Refused),
+        Init => ("--init weights.safetensors", Refused),
+        Out => ("--out elsewhere", Refused),
+        Name => ("--name other", Refused),
+        // The resume itself: every case gives it.
+        Resume => ("", ThisProcess),
+        MaxSteps => ("--max-steps 3", Saved("max_steps", json!(3))),
+        CheckpointEvery => (
+            "--checkpoint-every 5",
+            Saved("checkpoint_every", json!({"steps": 5})),
+        ),
+        ReportEvery => ("--report-every 3", Saved("report_every", json!(3))),
+        StreamData => ("--stream-data", Saved("stream_data", json!(true))),
+        Workers => ("--workers 2", Saved("workers", json!(2))),
+        Precision => ("--precision f16", Saved("precision", json!("f16"))),
+        // Global flags of the binary (not train's): they pick the device.
+        Backend | Adapter => ("", ThisProcess),
+    }
+}
+
+/// Every `train` flag with `--resume`: it applies (and is saved), or it
+/// contradicts the run and is refused naming it; none is accepted and
+/// ignored. A shorter `--epochs` is refused too (it used to be ignored).
+#[test]
+fn every_train_flag_on_resume_applies_or_is_refused() {
+    let out = out_dir("resume-flags");
+    let base = format!("{TINY} --synthetic-train 32 --batch-size 32 --epochs 2");
+    train(&out, &base).unwrap();
+    let run = out.join("run");
+    let config = || -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap()
+    };
+    let flags = resnet_wgpu::cli::FLAGS;
+    let mut cases: Vec<(String, &str, OnResume)> = flags
+        .iter()
+        .map(|&(setting, flag)| {
+            let (extra, expect) = on_resume(setting);
+            (extra.to_string(), flag, expect)
+        })
+        .collect();
+    cases.push(("--epochs 1".into(), "--epochs", OnResume::Refused));
+    for (extra, flag, expect) in cases {
+        resnet_wgpu::cli::name_settings_by_flags();
+        let named = if flag == "--out" || flag == "--name" {
+            String::new()
+        } else {
+            format!("--out {} --name run", out.display())
+        };
+        let line = format!("t {named} --resume {} {extra}", run.display());
+        // The flags typed, as the binary records them (a typed flag that
+        // equals its default still contradicts a run that differs).
+        let typed = line.split_whitespace().filter(|w| w.starts_with("--"));
+        let prepared = Args::try_parse_from(line.split_whitespace())
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .and_then(|mut a| {
+                a.train.given = typed.map(str::to_string).collect();
+                run_folder::prepare(shared_ctx(), &a.train.settings())
+            });
+        match (expect, prepared) {
+            (OnResume::Refused, Err(e)) => {
+                let e = format!("{e:#}");
+                assert!(
+                    e.contains(flag),
+                    "{extra}: the refusal does not name {flag}: {e}"
+                );
+            }
+            (OnResume::Saved(key, value), Ok(_)) => {
+                assert_eq!(config()[key], value, "{extra}: config.json {key}");
+            }
+            (OnResume::ThisProcess, Ok(_)) => {}
+            (OnResume::Refused, Ok(_)) => panic!("{extra}: accepted on --resume"),
+            (_, Err(e)) => panic!("{extra}: refused on --resume: {e:#}"),
+        }
+    }
 }

@@ -175,7 +175,7 @@ fn resume_run(
     };
     let (config, progress, momenta) = checkpoint::read_trainer_state(&dir)?;
     let trainer_path = dir.join(checkpoint::TRAINER_FILE);
-    let (config, data) = resumed_config(settings, config, &trainer_path, ranks)?;
+    let (config, data) = resumed_config(settings, config, &trainer_path, &folder, ranks)?;
     pin_kernels(&folder, &ctx);
     let mut trainer = Trainer::new(ctx, config, data)?;
     let model_path = dir.join(checkpoint::MODEL_FILE);
@@ -203,7 +203,7 @@ fn restart_from_config(
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let config: TrainConfig = serde_json::from_str(&text)
         .with_context(|| format!("{}: not a run config", path.display()))?;
-    let (config, data) = resumed_config(settings, config, &path, ranks)?;
+    let (config, data) = resumed_config(settings, config, &path, &folder, ranks)?;
     let init = config.init.clone();
     pin_kernels(&folder, &ctx);
     let mut trainer = Trainer::new(ctx, config, data)?;
@@ -223,13 +223,24 @@ fn restart_from_config(
 /// data source (moved to `--data` if given), checked by content; flags that
 /// contradict the saved recipe or data are refused, naming each; `--epochs`
 /// (to extend), `--max-steps` and a given `--precision` apply. `file` names
-/// where the config came from.
+/// where the config came from, `run_dir` the run folder being continued.
 fn resumed_config(
     settings: &RunSettings,
     mut config: TrainConfig,
     file: &Path,
+    run_dir: &Path,
     ranks: usize,
 ) -> Result<(TrainConfig, DataSplit)> {
+    check_run_folder_named(settings, run_dir)?;
+    if let Some(epochs) = settings.recipe.epochs.filter(|&e| e < config.epochs) {
+        use Setting::*;
+        bail!(
+            "{Epochs} {epochs}: the run in {} trains {} epochs; a resume may extend it (a larger \
+             {Epochs}) but not shorten it: {MaxSteps} stops it earlier",
+            run_dir.display(),
+            config.epochs
+        );
+    }
     let contradictions = settings.contradictions(&config);
     if !contradictions.is_empty() {
         use Setting::*;
@@ -279,6 +290,30 @@ fn resumed_config(
         .validate(data.train.shape)
         .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
     Ok((config, data))
+}
+
+/// With `--resume`, `--out` and `--name` may only name the run folder being
+/// continued: another one would be ignored (the run stays where it is).
+fn check_run_folder_named(settings: &RunSettings, run_dir: &Path) -> Result<()> {
+    let run = &settings.run;
+    let out_given = settings.given.contains(&Setting::Out)
+        || run.out != crate::settings::RunOptions::default().out;
+    let named = match (&run.name, out_given) {
+        (Some(name), _) => run.out.join(name),
+        (None, true) => run.out.join(run_dir.file_name().unwrap_or_default()),
+        (None, false) => return Ok(()),
+    };
+    let canonical = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+    if canonical(&named) != canonical(run_dir) {
+        use Setting::*;
+        bail!(
+            "{Out}/{Name} give {} but {Resume} continues the run in {}: a resumed run stays in \
+             its folder; leave them out, or start a new run there without {Resume}",
+            named.display(),
+            run_dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// A resume with another number of processes keeps the run's global batch
