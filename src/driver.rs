@@ -132,6 +132,10 @@ impl RunDriver {
     /// checkpoint waits for its steps), takes what came back, and writes the
     /// checkpoint that is due once the GPU is idle. Never blocks.
     pub fn tick(&mut self, trainer: &mut Trainer, depth: u64) -> Result<Vec<RunEvent>> {
+        let mut events = vec![];
+        if self.device_lost(trainer) {
+            return Ok(events);
+        }
         if self.state == RunState::Running {
             self.submit(trainer, depth);
         }
@@ -139,8 +143,12 @@ impl RunDriver {
         if trainer.stop_agreed() && self.state == RunState::Running {
             self.stop(trainer);
         }
-        let mut events = vec![];
-        for event in trainer.poll()? {
+        let polled = trainer.poll();
+        // The loss shows first as a failed poll (its callback runs in it).
+        if self.device_lost(trainer) {
+            return Ok(events);
+        }
+        for event in polled? {
             if let Some(shown) = self.take(trainer, event)? {
                 events.push(shown);
             }
@@ -281,6 +289,35 @@ impl RunDriver {
             // The steps of an unfinished report group must come back too.
             trainer.flush_reports();
         }
+    }
+
+    /// A lost device ends the run: nothing in flight will finish, so
+    /// nothing waits for it; the message names the last good checkpoint and
+    /// how to go on. True once the device is lost.
+    fn device_lost(&mut self, trainer: &Trainer) -> bool {
+        let Some(why) = trainer.ctx().device_lost() else {
+            return false;
+        };
+        if !self.state.is_over() {
+            self.fail(format!(
+                "the GPU device was lost ({why}); training stopped ({}). {}",
+                self.last_good(),
+                self.resume_hint()
+            ));
+        }
+        true
+    }
+
+    /// How to continue after a lost device.
+    fn resume_hint(&self) -> String {
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(files) = &self.files {
+            return format!(
+                "Continue on a working GPU with --resume {}",
+                files.dir.display()
+            );
+        }
+        "Start again on a working GPU".into()
     }
 
     fn fail(&mut self, why: String) {

@@ -1043,3 +1043,69 @@ fn every_train_flag_on_resume_applies_or_is_refused() {
         }
     }
 }
+
+/// A GPU lost mid-run (`Device::destroy`, as a driver reset or an unplugged
+/// GPU would) ends the run within seconds with one message naming the last
+/// good checkpoint and how to resume; nothing waits for the steps in flight;
+/// and the run resumes from that checkpoint on a working device.
+#[test]
+fn a_lost_device_stops_the_run_naming_its_checkpoint() {
+    use resnet_wgpu::driver::{RunDriver, RunEvent, RunFiles, RunState};
+    use std::time::{Duration, Instant};
+    let ctx = common::own_ctx();
+    let out = out_dir("lost-device");
+    let recipe = format!("{TINY} --synthetic-train 64 --batch-size 16 --epochs 3");
+    let args = train_args(&out, &format!("{recipe} --checkpoint-every 2"));
+    let (mut trainer, folder) = run_folder::prepare(ctx.clone(), &args).unwrap();
+    let every = args.run.checkpoint_every;
+    let mut driver = RunDriver::with_files(&trainer, RunFiles::open(&folder).unwrap(), every);
+    let depth = 3;
+    let started = Instant::now();
+    let saved = loop {
+        let events = driver.tick(&mut trainer, depth).unwrap();
+        if let Some(dir) = events.iter().find_map(|e| match e {
+            RunEvent::Saved(dir) => Some(dir.clone()),
+            _ => None,
+        }) {
+            break dir;
+        }
+        assert!(!driver.state.is_over(), "{:?}", driver.state);
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "no checkpoint"
+        );
+        if !trainer.is_idle() {
+            trainer.wait_for_report().unwrap();
+        }
+    };
+    // Steps in flight when the device goes.
+    driver.tick(&mut trainer, depth).unwrap();
+    ctx.device.destroy();
+    let lost = Instant::now();
+    while !driver.state.is_over() {
+        driver.tick(&mut trainer, depth).unwrap();
+        assert!(
+            lost.elapsed() < Duration::from_secs(30),
+            "the run waits on a lost device"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let RunState::Failed(why) = &driver.state else {
+        panic!("{:?}", driver.state);
+    };
+    assert!(why.contains("GPU device was lost"), "{why}");
+    let run = out.join("run");
+    assert!(
+        why.contains(&format!("--resume {}", run.display())),
+        "{why}"
+    );
+    let named = run_folder::resolve(&run).unwrap().dir;
+    assert!(why.contains(&named.display().to_string()), "{why}");
+    assert!(
+        named.starts_with(&run) && saved.starts_with(&run),
+        "{saved:?}"
+    );
+    drop((driver, trainer, folder));
+    let resumed = train(&out, &format!("{recipe} --resume {}", run.display())).unwrap();
+    assert_eq!(resumed.last.unwrap().step, 12, "3 epochs of 4 steps");
+}

@@ -73,6 +73,9 @@ pub struct GpuContext {
     pub coop_listed: Vec<wgpu::CooperativeMatrixProperties>,
     /// The first wgpu error that no error scope caught.
     uncaptured: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    /// Why the device was lost (a driver reset, an unplugged GPU, the
+    /// browser's GPU process restarting, `Device::destroy`), once it is.
+    lost: std::sync::Arc<std::sync::Mutex<Option<String>>>,
     /// On a modeled device, the one small buffer every tensor stands on.
     stand_in: Option<wgpu::Buffer>,
 }
@@ -333,8 +336,18 @@ impl GpuContext {
                 sink.lock().unwrap().get_or_insert_with(|| e.to_string());
             }));
         }
+        let lost = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let why = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            let text = match message.trim() {
+                "" => format!("{reason:?}"),
+                m => format!("{reason:?}: {m}"),
+            };
+            why.lock().unwrap().get_or_insert(text);
+        });
         GpuContext {
             uncaptured,
+            lost,
             device,
             queue,
             limits,
@@ -419,10 +432,21 @@ impl GpuContext {
     /// Fails once wgpu has reported an error outside any error scope: after
     /// one (out of memory, device lost) the GPU's results cannot be trusted.
     pub fn check_uncaptured(&self) -> Result<(), GpuError> {
+        if let Some(why) = self.device_lost() {
+            return Err(GpuError::Device {
+                message: format!("the GPU device was lost ({why})"),
+            });
+        }
         match self.uncaptured.lock().unwrap().clone() {
             Some(message) => Err(GpuError::Device { message }),
             None => Ok(()),
         }
+    }
+
+    /// Why the device was lost, once it is: nothing it was given will
+    /// finish, so waiting for it would never return.
+    pub fn device_lost(&self) -> Option<String> {
+        self.lost.lock().unwrap().clone()
     }
 
     /// When plans measure kernel candidates (default: `TunePolicy::Auto`).
@@ -485,6 +509,8 @@ impl GpuContext {
     /// readback, benchmarks). The training loop never calls this.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn wait_idle(&self) -> Result<(), GpuError> {
+        // A lost device finishes nothing: no wait.
+        self.check_uncaptured()?;
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map(|_| ())

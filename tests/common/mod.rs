@@ -53,6 +53,11 @@ pub fn shared_ctx() -> Arc<GpuContext> {
     CTX.get_or_init(|| Arc::new(new_context())).clone()
 }
 
+/// A device of its own (a test that destroys it leaves the shared one).
+pub fn own_ctx() -> Arc<GpuContext> {
+    Arc::new(new_context())
+}
+
 /// A second test device whose kernel choices are a hardware GPU's built-in
 /// ones (`TunePolicy::Gpu`: tiled convs, subgroup reductions) on any adapter.
 /// A device of its own with a GPU's built-in choices (for a test that

@@ -547,6 +547,8 @@ impl Trainer {
     /// only: the headless loop when it is far enough ahead of the GPU).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn wait_for_report(&self) -> Result<(), GpuError> {
+        // A lost device finishes nothing: no wait.
+        self.ctx.check_uncaptured()?;
         if let Some(index) = self.metrics.oldest_submission() {
             self.ctx
                 .device
