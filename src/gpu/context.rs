@@ -510,7 +510,11 @@ impl GpuContext {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn wait_idle(&self) -> Result<(), GpuError> {
         // A lost device finishes nothing: no wait.
-        self.check_uncaptured()?;
+        if let Some(why) = self.device_lost() {
+            return Err(GpuError::Device {
+                message: format!("the GPU device was lost ({why})"),
+            });
+        }
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map(|_| ())

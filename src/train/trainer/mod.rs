@@ -548,7 +548,9 @@ impl Trainer {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn wait_for_report(&self) -> Result<(), GpuError> {
         // A lost device finishes nothing: no wait.
-        self.ctx.check_uncaptured()?;
+        if self.ctx.device_lost().is_some() {
+            return self.ctx.check_uncaptured();
+        }
         if let Some(index) = self.metrics.oldest_submission() {
             self.ctx
                 .device
