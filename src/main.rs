@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::builder::TypedValueParser;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use resnet_wgpu::bench::{
-    self, BenchDataOptions, BenchOpsOptions, BenchTrainOptions, BenchTuneOptions,
+    self, BenchDataOptions, BenchOpsOptions, BenchSoakOptions, BenchTrainOptions, BenchTuneOptions,
 };
 use resnet_wgpu::cli::TrainArgs;
 use resnet_wgpu::cli::eval::{EvalArgs, eval};
@@ -86,6 +86,9 @@ enum BenchWhat {
     /// Images/s of the input pipeline alone (read, decode, augment, batch; no
     /// GPU) on an image folder, per worker count.
     Data(BenchDataOptions),
+    /// A long run (evaluations, checkpoints, a run folder) that prints its
+    /// resident memory, open files and GPU memory after each epoch.
+    Soak(BenchSoakOptions),
 }
 
 #[derive(Args)]
@@ -245,6 +248,9 @@ fn run(cli: Cli) -> Result<Option<i32>> {
         Command::Bench {
             what: BenchWhat::Tune(options),
         } => done(bench::bench_tune(&ctx, &options)),
+        Command::Bench {
+            what: BenchWhat::Soak(options),
+        } => done(bench::bench_soak(ctx, &options).map(|_| ())),
     }
 }
 
