@@ -292,16 +292,16 @@ fn resumed_config(
     Ok((config, data))
 }
 
-/// With `--resume`, `--out` and `--name` may only name the run folder being
-/// continued: another one would be ignored (the run stays where it is).
+/// With `--resume`, a typed `--out` or `--name` may only name the run folder
+/// being continued: another one would be ignored (the run stays where it
+/// is). Settings that only carry them (the window's) are not refused.
 fn check_run_folder_named(settings: &RunSettings, run_dir: &Path) -> Result<()> {
     let run = &settings.run;
-    let out_given = settings.given.contains(&Setting::Out)
-        || run.out != crate::settings::RunOptions::default().out;
-    let named = match (&run.name, out_given) {
-        (Some(name), _) => run.out.join(name),
-        (None, true) => run.out.join(run_dir.file_name().unwrap_or_default()),
-        (None, false) => return Ok(()),
+    let typed = |s: Setting| settings.given.contains(&s);
+    let named = match (&run.name, typed(Setting::Out), typed(Setting::Name)) {
+        (Some(name), _, true) | (Some(name), true, _) => run.out.join(name),
+        (_, true, false) => run.out.join(run_dir.file_name().unwrap_or_default()),
+        _ => return Ok(()),
     };
     let canonical = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
     if canonical(&named) != canonical(run_dir) {
