@@ -97,10 +97,7 @@ fn train_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     }
     let part = workgroup_moments(m, lid.x);
     if lid.x == 0u {
-        let b = partial_at(s.c, wg.x);
-        stats[b] = part.count;
-        stats[b + 1u] = part.mean;
-        stats[b + 2u] = part.m2;
+        store_moments(partial_at(s.c, wg.x), part);
     }
 }
 
@@ -108,12 +105,7 @@ fn train_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
 // parts' partials (every workgroup of the channel does the same sums, so
 // they agree); part 0 saves them and folds them into the running statistics.
 fn batch_stats(s: Span, part: u32, lid: u32) -> vec2<f32> {
-    var m = Moments(0.0, 0.0, 0.0);
-    for (var q = lid; q < p.parts; q += WG) {
-        let b = partial_at(s.c, q);
-        m = moments_merge(m, Moments(stats[b], stats[b + 1u], stats[b + 2u]));
-    }
-    let total = workgroup_moments(m, lid);
+    let total = merged_moments(partial_at(s.c, 0u), p.parts, lid);
     let mean = shift_of(s.c) + total.mean;
     let invstd = inverseSqrt(total.m2 / total.count + p.eps);
     if part == 0u && lid == 0u {

@@ -117,21 +117,13 @@ fn forward_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     }
     let part = workgroup_moments(m, lid.x);
     if lid.x == 0u {
-        let b = forward_partial_at(s.k, wg.x);
-        stats[b] = part.count;
-        stats[b + 1u] = part.mean;
-        stats[b + 2u] = part.m2;
+        store_moments(forward_partial_at(s.k, wg.x), part);
     }
 }
 
 // Item k's (mean - shift, invstd) from its parts' partials; part 0 saves them.
 fn item_stats(s: Span, part: u32, lid: u32) -> vec2<f32> {
-    var m = Moments(0.0, 0.0, 0.0);
-    for (var q = lid; q < p.parts; q += WG) {
-        let b = forward_partial_at(s.k, q);
-        m = moments_merge(m, Moments(stats[b], stats[b + 1u], stats[b + 2u]));
-    }
-    let total = workgroup_moments(m, lid);
+    let total = merged_moments(forward_partial_at(s.k, 0u), p.parts, lid);
     let invstd = inverseSqrt(total.m2 / total.count + p.eps);
     if part == 0u && lid == 0u {
         stats[s.k] = shift_of(s.k) + total.mean;

@@ -1,6 +1,6 @@
 // Helpers of the two-level normalization reductions (batchnorm.wgsl,
 // groupnorm.wgsl), joined after the reduction prelude (workgroup_sum) and
-// before the op file, which defines WG.
+// before the op file, which defines WG and the `stats` buffer.
 //
 // A statistics pass runs a 2-D grid (parts x items): each workgroup reduces a
 // part of one item's values to a partial, and the pass that needs the item's
@@ -39,6 +39,25 @@ fn workgroup_moments(m: Moments, lid: u32) -> Moments {
     let d = m.mean - mean;
     let m2 = workgroup_sum(vec2<f32>(m.m2 + m.count * d * d, 0.0), lid).x;
     return Moments(total.y, mean, m2);
+}
+
+// Partials live in the op file's `stats` buffer, 4 words each (count, mean,
+// M2, unused), an item's `parts` of them one after another from `first`.
+fn store_moments(at: u32, m: Moments) {
+    stats[at] = m.count;
+    stats[at + 1u] = m.mean;
+    stats[at + 2u] = m.m2;
+}
+
+// The moments of an item's `parts` partials from `first`, merged over the
+// workgroup; every invocation gets them. Call from uniform control flow.
+fn merged_moments(first: u32, parts: u32, lid: u32) -> Moments {
+    var m = Moments(0.0, 0.0, 0.0);
+    for (var q = lid; q < parts; q += WG) {
+        let b = first + 4u * q;
+        m = moments_merge(m, Moments(stats[b], stats[b + 1u], stats[b + 2u]));
+    }
+    return workgroup_moments(m, lid);
 }
 
 // Walks t, t + WG, t + 2 WG, ... as (row, col) over rows of `len` values,
