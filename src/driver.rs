@@ -122,10 +122,15 @@ impl RunDriver {
 
     /// Whether checkpoints and metrics are written.
     pub fn writes_files(&self) -> bool {
+        self.run_dir().is_some()
+    }
+
+    /// The run folder this driver writes (the browser has none).
+    fn run_dir(&self) -> Option<&std::path::Path> {
         #[cfg(not(target_arch = "wasm32"))]
-        return self.files.is_some();
+        return self.files.as_ref().map(|f| f.dir.as_path());
         #[cfg(target_arch = "wasm32")]
-        return false;
+        return None;
     }
 
     /// Submits steps while fewer than `depth` are in flight (none while a
@@ -310,14 +315,10 @@ impl RunDriver {
 
     /// How to continue after a lost device.
     fn resume_hint(&self) -> String {
-        #[cfg(not(target_arch = "wasm32"))]
-        if let Some(files) = &self.files {
-            return format!(
-                "Continue on a working GPU with --resume {}",
-                files.dir.display()
-            );
+        match self.run_dir() {
+            Some(dir) => format!("Continue on a working GPU with --resume {}", dir.display()),
+            None => "Start again on a working GPU".into(),
         }
-        "Start again on a working GPU".into()
     }
 
     fn fail(&mut self, why: String) {
